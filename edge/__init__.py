@@ -1,0 +1,1 @@
+"""The device agent: local models, the cascade, caches, telemetry and model updates."""

@@ -1,0 +1,60 @@
+"""`edgecascade agent ...`: the device side of the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+    p = sub.add_parser(
+        "predict",
+        help="predict once for each input file with a device profile",
+        description="Load the profile's model (and cloud, if configured), predict each INPUT and print "
+        "the label, confidence, source, model name/version and latency.",
+        epilog="INPUT may be an image (.png, .jpg, ...), a .npy array (a raw uint8 image or encoded "
+        "features) or a .json list of numbers.\n\nexample:\n  edgecascade agent predict "
+        "--config firmware-configs/x86-store-pc.toml digit.png --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config", "-c", required=True, type=Path, metavar="PROFILE", help="device profile (TOML)"
+    )
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="input files")
+    p.add_argument("--json", action="store_true", help="print one JSON object per input (for machines)")
+    p.set_defaults(func=_predict)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from edge.agent import Agent
+    from edge.config import load_profile
+    from shared.errors import InputError
+
+    agent = Agent.from_profile(load_profile(args.config))
+    failures = 0
+    try:
+        for path in args.inputs:
+            try:
+                answer = agent.predict_file(path)
+            except InputError as exc:
+                failures += 1
+                print(f"error: {exc}", file=sys.stderr)
+                continue
+            if args.json:
+                row = answer.to_dict()
+                row.pop("probabilities")
+                print(json.dumps({"input": str(path), **row}))
+            else:
+                m = answer.edge_model
+                print(
+                    f"{path}: {answer.label} (confidence {answer.confidence:.3f}, source {answer.source}, "
+                    f"model {m.name if m else '-'} {m.version if m else ''}, {answer.latency_ms:.2f} ms"
+                    + (f", degraded: {answer.reason}" if answer.degraded else "")
+                    + ")"
+                )
+    finally:
+        agent.close()
+    return 1 if failures else 0

@@ -1,0 +1,36 @@
+"""The cloud client interface, and the do-nothing client of an offline-only device."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import numpy as np
+
+from shared.answer import ModelRef
+from shared.errors import CloudUnreachableError
+
+
+@dataclass(frozen=True, slots=True)
+class CloudAnswer:
+    probabilities: np.ndarray  # (classes,) float32
+    model: ModelRef
+
+
+class CloudClient(abc.ABC):
+    """Asks the cloud model about one encoded example. Raises a CloudError subclass on any
+    failure (never hangs past its deadline); the cascade turns that into a degraded answer."""
+
+    @abc.abstractmethod
+    def infer(self, features: np.ndarray, *, request_id: str, raw_input: bytes | None = None) -> CloudAnswer:
+        """`features`: one encoded row. `raw_input` is sent only if the profile allows it."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most clients hold nothing
+        """Release pooled connections."""
+
+
+class NullCloudClient(CloudClient):
+    """An offline-only device: every hard case is answered locally, marked degraded."""
+
+    def infer(self, features: np.ndarray, *, request_id: str, raw_input: bytes | None = None) -> CloudAnswer:
+        raise CloudUnreachableError("no cloud configured in the profile")

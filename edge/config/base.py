@@ -1,0 +1,29 @@
+"""Shared pieces of the profile models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, ValidationInfo
+from pydantic.functional_validators import AfterValidator
+
+
+class Section(BaseModel):
+    """Base for every profile section: unknown keys are errors, so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _resolve(path: Path, info: ValidationInfo) -> Path:
+    # Relative paths are relative to the profile file (passed as validation context), not to
+    # the working directory the daemon happens to start in. No I/O here.
+    base = (info.context or {}).get("base_dir")
+    path = path.expanduser()
+    if base is not None and not path.is_absolute():
+        return (Path(base) / path).resolve()
+    return path
+
+
+#: A filesystem path; relative ones are resolved against the profile file's folder.
+ProfilePath = Annotated[Path, AfterValidator(_resolve)]

@@ -1,0 +1,26 @@
+"""The device profile: the root of an agent's configuration (one TOML file per device kind)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from edge.config.base import ProfilePath, Section
+from edge.config.cascade import CascadeSection, CloudSection
+from edge.config.runtime import ModelSection, RuntimeSection
+
+
+class DeviceProfile(Section):
+    """One device's configuration. Files live in firmware-configs/; see load_profile()."""
+
+    profile: str = Field(description="Profile name, e.g. raspberry-pi-4; manifests list compatible profiles.")
+    device_id: str = Field(
+        "dev-0001", min_length=1, description="Unique device id (override: EDGECASCADE_DEVICE_ID)."
+    )
+    fleet: str = Field("demo", min_length=1, description="Fleet name, used in MQTT topics.")
+    groups: list[str] = Field(default_factory=list, description="Fleet groups this device belongs to.")
+    data_dir: ProfilePath = Field(description="Writable folder for buffers, caches and updated models.")
+    memory_budget_mb: int = Field(gt=0, description="Peak RSS the agent must stay under, in MiB.")
+    runtime: RuntimeSection = Field(default_factory=RuntimeSection)  # type: ignore[arg-type]
+    model: ModelSection
+    cascade: CascadeSection = Field(default_factory=CascadeSection)  # type: ignore[arg-type]
+    cloud: CloudSection = Field(default_factory=CloudSection)  # type: ignore[arg-type]

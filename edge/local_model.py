@@ -1,0 +1,78 @@
+"""The device's local model: a backend plus its model card (labels, features, version)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.config.profile import DeviceProfile
+from shared.answer import ModelRef
+from shared.backends import BackendOptions, ModelBackend, load_backend
+from shared.backends.registry import EXTENSIONS
+from shared.errors import ModelLoadError
+from shared.model_card import ModelCard
+
+log = logging.getLogger(__name__)
+
+
+def resolve_artifact(path: Path, preference: list[str]) -> Path:
+    """`path` itself if it has an extension, else the first `<path>.<ext>` that exists, in the
+    order of the profile's backend preference."""
+    if path.suffix:
+        return path
+    by_backend = {backend: ext for ext, backend in EXTENSIONS.items()}
+    candidates = [path.with_name(path.name + by_backend[b]) for b in preference]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ModelLoadError(str(path), "no artifact found; looked for " + ", ".join(str(c) for c in candidates))
+
+
+def backend_options(profile: DeviceProfile) -> BackendOptions:
+    rt = profile.runtime
+    extra = {"tflite_runtime": rt.tflite_runtime} if rt.tflite_runtime else {}
+    return BackendOptions(
+        threads=rt.threads, graph_optimization=rt.graph_optimization, warmup_runs=rt.warmup_runs, extra=extra
+    )
+
+
+@dataclass
+class LocalModel:
+    """A loaded model ready to answer: `probabilities(features)` for a batch of encoded rows."""
+
+    backend: ModelBackend
+    card: ModelCard
+    path: Path
+
+    @classmethod
+    def load(cls, path: Path, options: BackendOptions, backend: str | None = None) -> LocalModel:
+        card = ModelCard.load_for(path)
+        loaded = load_backend(path, options, backend)
+        names = [t.name for t in loaded.signature.outputs]
+        if card.probabilities_output not in names:
+            loaded.close()
+            raise ModelLoadError(
+                str(path), f"card names output {card.probabilities_output!r}, model has {names}"
+            )
+        log.info(
+            "loaded model %s %s from %s (%s)", card.name, card.version, path, loaded.signature.describe()
+        )
+        return cls(loaded, card, path)
+
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(self.card.name, self.card.version)
+
+    @property
+    def input_name(self) -> str:
+        return self.card.features.input_name
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """(N, ...) encoded features -> (N, classes) float32 probabilities."""
+        return self.backend.predict({self.input_name: features})[self.card.probabilities_output]
+
+    def close(self) -> None:
+        self.backend.close()

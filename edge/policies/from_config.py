@@ -1,0 +1,38 @@
+"""Build the escalation policy a profile's [cascade] section describes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from edge.config.cascade import CascadeSection, PolicySpec
+from edge.policies.base import EscalationPolicy
+from edge.policies.combine import AllOf, AnyOf
+from edge.policies.confidence import EntropyPolicy, MarginPolicy, MaxProbabilityPolicy
+from edge.policies.sampling import RandomSamplePolicy
+from shared.errors import ConfigError
+
+
+def _one(spec: PolicySpec, labels: Sequence[str]) -> EscalationPolicy:
+    if spec.kind == "max_prob":
+        per_class = {}
+        for label, threshold in spec.per_class.items():
+            if label not in labels:
+                raise ConfigError(
+                    f"unknown label {label!r}; the model's labels are {list(labels)}",
+                    key="cascade.policies.per_class",
+                )
+            per_class[list(labels).index(label)] = threshold
+        return MaxProbabilityPolicy(spec.threshold, per_class)
+    if spec.kind == "margin":
+        return MarginPolicy(spec.threshold)
+    return EntropyPolicy(spec.threshold)
+
+
+def build_policy(section: CascadeSection, labels: Sequence[str], seed: int | None = None) -> EscalationPolicy:
+    policies = [_one(spec, labels) for spec in section.policies]
+    policy: EscalationPolicy = (
+        policies[0] if len(policies) == 1 else (AnyOf if section.combine == "any" else AllOf)(policies)
+    )
+    if section.sample_rate > 0:
+        policy = AnyOf([policy, RandomSamplePolicy(section.sample_rate, seed)])
+    return policy

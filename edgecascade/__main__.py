@@ -1,0 +1,3 @@
+from edgecascade.cli import main
+
+raise SystemExit(main())

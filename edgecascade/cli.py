@@ -1,0 +1,87 @@
+"""The `edgecascade` command. Each group lives with the code it drives and is imported only
+when its name is on the command line, so `edgecascade agent ...` on a Pi never imports the
+cloud server or TensorFlow."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from edgecascade import __version__
+from edgecascade.logs import configure_logging
+from shared.errors import EdgecascadeError
+
+# group name -> (module with register(subparsers), one-line help)
+GROUPS: dict[str, tuple[str, str]] = {
+    "agent": ("edge.cli", "run the device agent, or predict once with a device profile"),
+    "cloud": ("cloud.cli", "serve cloud models over the Open Inference Protocol; ingest telemetry"),
+    "fleet": ("cloud.fleet.cli", "sign and push model updates, watch device status"),
+    "models": ("tools.cli", "build demo models, tune thresholds, build lookup tables"),
+    "demo": ("tools.demo.cli", "run the whole system on one machine and report"),
+}
+
+EXAMPLES = """examples:
+  edgecascade models build-demo --out var/models
+  edgecascade agent predict --config firmware-configs/x86-store-pc.toml digit.png
+  edgecascade cloud serve --repository var/cloud-models
+  edgecascade demo
+"""
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgecascade",
+        description="An edge-ML runtime with cloud fallback: quantized models on the device, "
+        "hard cases escalated to a cloud model, telemetry and model updates over MQTT.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"edgecascade {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-json", action="store_true", help="log JSON lines (for journald or a log shipper)"
+    )
+    sub = parser.add_subparsers(dest="group", metavar="COMMAND")
+    wanted = next((a for a in argv if a in GROUPS), None)
+    for name, (module, help_text) in GROUPS.items():
+        if wanted is not None and name != wanted:
+            sub.add_parser(name, help=help_text)
+            continue
+        try:
+            register = importlib.import_module(module).register
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                continue  # group not part of this install
+            raise
+        group = sub.add_parser(name, help=help_text, description=help_text)
+        group.set_defaults(group_parser=group)
+        register(group)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args_list)
+    args = parser.parse_args(args_list)
+    configure_logging(args.log_level, json_lines=args.log_json)
+    func = getattr(args, "func", None)
+    if func is None:
+        # A group without a subcommand: show what it can do.
+        target = getattr(args, "group_parser", parser)
+        target.print_help()
+        return 0 if args.group is None else 2
+    try:
+        return int(func(args) or 0)
+    except EdgecascadeError as exc:
+        logging.getLogger("edgecascade").debug("command failed", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

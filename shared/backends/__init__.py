@@ -1,0 +1,13 @@
+"""Model backends: one small interface (`ModelBackend`), one short module per runtime."""
+
+from shared.backends.base import BackendOptions, ModelBackend, Signature, TensorSpec
+from shared.backends.registry import SUPPORTED_EXTENSIONS, load_backend
+
+__all__ = [
+    "BackendOptions",
+    "ModelBackend",
+    "Signature",
+    "TensorSpec",
+    "SUPPORTED_EXTENSIONS",
+    "load_backend",
+]

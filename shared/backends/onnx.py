@@ -1,0 +1,102 @@
+"""ONNX Runtime backend, with threads and graph optimization level from the device profile."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.backends.base import BackendOptions, ModelBackend, Signature, TensorSpec
+from shared.backends.quantization import dequantize, quantize
+from shared.errors import ModelLoadError, UnsupportedModelError
+
+log = logging.getLogger(__name__)
+
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(int16)": "int16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+    "tensor(string)": "object",
+}
+
+
+def _quant_params(meta: dict[str, str], name: str) -> tuple[float, int] | None:
+    # An int8-I/O ONNX model carries its (scale, zero point) in metadata, since ONNX has no
+    # per-tensor field for it: "<tensor>.scale" and "<tensor>.zero_point".
+    if f"{name}.scale" not in meta:
+        return None
+    return float(meta[f"{name}.scale"]), int(meta.get(f"{name}.zero_point", "0"))
+
+
+def _spec(node: Any, meta: dict[str, str]) -> TensorSpec:
+    dtype = _ORT_TYPES.get(node.type, node.type)
+    shape = tuple(d if isinstance(d, int) else -1 for d in node.shape)
+    quant = _quant_params(meta, node.name) if dtype in ("int8", "uint8") else None
+    return TensorSpec(node.name, shape, "float32" if quant else dtype, quant)
+
+
+class OnnxBackend(ModelBackend):
+    name = "onnx"
+
+    def __init__(self, path: Path, options: BackendOptions) -> None:
+        super().__init__(path, options)
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise UnsupportedModelError("onnxruntime is not installed (pip install onnxruntime)") from exc
+        levels = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = options.threads
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = levels[options.graph_optimization]
+        so.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(path), sess_options=so, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT raises its own untyped exceptions for bad files
+            raise ModelLoadError(str(path), f"not a valid ONNX model ({exc})") from exc
+        meta = dict(self._session.get_modelmeta().custom_metadata_map)
+        ins, outs = self._session.get_inputs(), self._session.get_outputs()
+        self._signature = Signature(
+            inputs=tuple(_spec(n, meta) for n in ins), outputs=tuple(_spec(n, meta) for n in outs)
+        )
+        self._raw_in_dtypes = [np.dtype(_ORT_TYPES.get(n.type, "float32")) for n in ins]
+        self._output_names = [n.name for n in outs]
+        self.warm_up()
+
+    @property
+    def signature(self) -> Signature:
+        return self._signature
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        checked = self.check_inputs(inputs)
+        feed: dict[str, np.ndarray] = {}
+        for spec, dtype in zip(self._signature.inputs, self._raw_in_dtypes, strict=True):
+            arr = checked[spec.name]
+            if spec.quantization is not None:
+                arr = quantize(arr, spec.quantization[0], spec.quantization[1], dtype)
+            feed[spec.name] = arr
+        values = self._session.run(self._output_names, feed)
+        result: dict[str, np.ndarray] = {}
+        for spec, arr in zip(self._signature.outputs, values, strict=True):
+            if spec.quantization is not None:
+                arr = dequantize(arr, spec.quantization[0], spec.quantization[1])
+            result[spec.name] = np.asarray(arr)
+        return result
+
+    def close(self) -> None:
+        self._session = None

@@ -1,0 +1,49 @@
+"""Which backend serves which file. Optional runtimes are imported only when selected, so a
+Raspberry Pi without onnxruntime still runs TFLite models."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from shared.backends.base import BackendOptions, ModelBackend
+from shared.errors import ModelLoadError, UnsupportedModelError
+
+BACKENDS: dict[str, str] = {
+    "tflite": "shared.backends.tflite:TFLiteBackend",
+    "onnx": "shared.backends.onnx:OnnxBackend",
+}
+
+EXTENSIONS: dict[str, str] = {".tflite": "tflite", ".onnx": "onnx"}
+SUPPORTED_EXTENSIONS = tuple(sorted(EXTENSIONS))
+
+
+def backend_name_for(path: Path, override: str | None = None) -> str:
+    """The backend for `path`: `override` if given (from config), else by file extension."""
+    if override:
+        if override not in BACKENDS:
+            raise UnsupportedModelError(
+                f"unknown backend {override!r}; supported backends: {sorted(BACKENDS)}"
+            )
+        return override
+    try:
+        return EXTENSIONS[path.suffix.lower()]
+    except KeyError:
+        raise UnsupportedModelError(
+            f"{path}: unsupported model extension {path.suffix!r}; supported: {', '.join(SUPPORTED_EXTENSIONS)}"
+        ) from None
+
+
+def load_backend(
+    path: str | Path, options: BackendOptions | None = None, backend: str | None = None
+) -> ModelBackend:
+    """Load `path` with the matching backend. Raises `ModelLoadError` or `UnsupportedModelError`."""
+    path = Path(path)
+    name = backend_name_for(path, backend)
+    if not path.is_file():
+        raise ModelLoadError(str(path), "file not found")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(str(path), "file is empty")
+    module_name, cls_name = BACKENDS[name].split(":")
+    cls: type[ModelBackend] = getattr(importlib.import_module(module_name), cls_name)
+    return cls(path, options or BackendOptions())

@@ -1,0 +1,1 @@
+"""Model building, quantization, threshold tuning and benchmarks (the `tools` extra)."""

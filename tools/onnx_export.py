@@ -1,0 +1,95 @@
+"""Export trained scikit-learn models to ONNX, and quantize the edge model to int8."""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def mlp_to_onnx(mlp: Any, n_features: int, path: Path, input_name: str = "input") -> None:
+    """Write an MLPClassifier as plain MatMul/Add/Relu/Softmax ops (quantizable, unlike
+    skl2onnx's ZipMap/ArgMax graph), with a dynamic batch axis and a `probabilities` output."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = [], []
+    prev = input_name
+    n_layers = len(mlp.coefs_)
+    for i, (w, b) in enumerate(zip(mlp.coefs_, mlp.intercepts_, strict=True)):
+        inits += [
+            numpy_helper.from_array(w.astype(np.float32), f"W{i}"),
+            numpy_helper.from_array(b.astype(np.float32), f"B{i}"),
+        ]
+        nodes += [
+            helper.make_node("MatMul", [prev, f"W{i}"], [f"mm{i}"]),
+            helper.make_node("Add", [f"mm{i}", f"B{i}"], [f"z{i}"]),
+        ]
+        if i < n_layers - 1:
+            nodes.append(helper.make_node("Relu", [f"z{i}"], [f"h{i}"]))
+            prev = f"h{i}"
+    nodes.append(helper.make_node("Softmax", [f"z{n_layers - 1}"], ["probabilities"], axis=1))
+    n_classes = mlp.coefs_[-1].shape[1]
+    graph = helper.make_graph(
+        nodes,
+        "digits_mlp",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", n_features])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", n_classes])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgecascade")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+class _Calibration:
+    """onnxruntime.quantization's CalibrationDataReader protocol over a float array."""
+
+    def __init__(self, input_name: str, data: np.ndarray) -> None:
+        self._rows = iter([{input_name: row[None, :]} for row in data.astype(np.float32)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._rows, None)
+
+
+def quantize_onnx_int8(
+    float_path: Path, out_path: Path, calibration: np.ndarray, input_name: str = "input"
+) -> None:
+    """Static int8 quantization (QDQ, per-channel weights) calibrated on real training inputs."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepped = Path(tmp) / "prepped.onnx"
+        # skip_symbolic_shape: the symbolic pass needs sympy, which is not a dependency.
+        quant_pre_process(str(float_path), str(prepped), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepped),
+            str(out_path),
+            _Calibration(input_name, calibration),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+
+
+def svc_to_onnx(svc: Any, n_features: int, path: Path, input_name: str = "input") -> None:
+    """Export an SVC (with probabilities) to ONNX: outputs `label` and `probabilities`."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onx = convert_sklearn(
+            svc,
+            initial_types=[(input_name, FloatTensorType([None, n_features]))],
+            options={id(svc): {"zipmap": False}},
+            target_opset={"": 17, "ai.onnx.ml": 3},
+        )
+    path.write_bytes(onx.SerializeToString())
