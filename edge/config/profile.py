@@ -6,6 +6,7 @@ from pydantic import Field
 
 from edge.config.base import ProfilePath, Section
 from edge.config.cascade import CascadeSection, CloudSection
+from edge.config.mqtt import MqttSection
 from edge.config.runtime import ModelSection, RuntimeSection
 
 
@@ -24,3 +25,4 @@ class DeviceProfile(Section):
     model: ModelSection
     cascade: CascadeSection = Field(default_factory=CascadeSection)  # type: ignore[arg-type]
     cloud: CloudSection = Field(default_factory=CloudSection)  # type: ignore[arg-type]
+    mqtt: MqttSection = Field(default_factory=MqttSection)  # type: ignore[arg-type]

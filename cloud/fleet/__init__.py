@@ -1,0 +1,1 @@
+"""The fleet manager: signed model updates, canaries, device status and telemetry views."""

@@ -1,0 +1,72 @@
+"""Every MQTT topic edgecascade uses, defined once. Payload schemas live beside their users
+in shared/ (telemetry, manifest, ...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ROOT = "edgecascade"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names for one fleet (and, for device topics, one device)."""
+
+    fleet: str
+
+    # --- per device, written by the device ---
+    def presence(self, device: str) -> str:
+        """Retained "online"/"offline" (the offline one is the MQTT will)."""
+        return f"{ROOT}/{self.fleet}/{device}/presence"
+
+    def telemetry(self, device: str) -> str:
+        return f"{ROOT}/{self.fleet}/{device}/telemetry"
+
+    def events(self, device: str) -> str:
+        """Camera/video detections, published like an NVR's events."""
+        return f"{ROOT}/{self.fleet}/{device}/events"
+
+    def verdicts(self, device: str) -> str:
+        """Late cloud verdicts for deferred hard cases."""
+        return f"{ROOT}/{self.fleet}/{device}/verdicts"
+
+    def update_status(self, device: str) -> str:
+        """Retained model-update state of the device."""
+        return f"{ROOT}/{self.fleet}/{device}/status"
+
+    # --- per device, read by the device ---
+    def requests(self, device: str) -> str:
+        """Inference requests for the device; replies go to the topic named in the request."""
+        return f"{ROOT}/{self.fleet}/{device}/requests"
+
+    # --- model manifests (retained), read by devices, written by the fleet manager ---
+    def manifest_device(self, device: str) -> str:
+        return f"{ROOT}/{self.fleet}/models/device/{device}"
+
+    def manifest_group(self, group: str) -> str:
+        return f"{ROOT}/{self.fleet}/models/group/{group}"
+
+    def manifest_all(self) -> str:
+        return f"{ROOT}/{self.fleet}/models/all"
+
+    def artifact_chunks(self, model: str, version: str) -> str:
+        """Chunked artifact delivery over MQTT (one message per numbered chunk)."""
+        return f"{ROOT}/{self.fleet}/artifacts/{model}/{version}"
+
+    # --- wildcards for cloud-side subscribers ---
+    def all_telemetry(self) -> str:
+        return f"{ROOT}/{self.fleet}/+/telemetry"
+
+    def all_status(self) -> str:
+        return f"{ROOT}/{self.fleet}/+/status"
+
+    def all_presence(self) -> str:
+        return f"{ROOT}/{self.fleet}/+/presence"
+
+    @staticmethod
+    def device_of(topic: str) -> str | None:
+        """The device id in a per-device topic, or None for other topics."""
+        parts = topic.split("/")
+        if len(parts) == 4 and parts[0] == ROOT and parts[2] != "models" and parts[2] != "artifacts":
+            return parts[2]
+        return None
