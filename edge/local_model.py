@@ -49,8 +49,12 @@ class LocalModel:
 
     @classmethod
     def load(cls, path: Path, options: BackendOptions, backend: str | None = None) -> LocalModel:
-        card = ModelCard.load_for(path)
-        loaded = load_backend(path, options, backend)
+        loaded = load_backend(path, options, backend)  # file and format problems first
+        try:
+            card = ModelCard.load_for(path)
+        except ModelLoadError:
+            loaded.close()
+            raise
         names = [t.name for t in loaded.signature.outputs]
         if card.probabilities_output not in names:
             loaded.close()

@@ -22,7 +22,7 @@ class PolicySpec(Section):
 
 class CascadeSection(Section):
     policies: list[PolicySpec] = Field(
-        default_factory=lambda: [PolicySpec(kind="max_prob", threshold=0.8)],
+        default_factory=lambda: [PolicySpec(kind="max_prob", threshold=0.68)],
         description="One or more policies; see `combine`.",
     )
     combine: Literal["any", "all"] = Field("any", description="Hard if any (or all) policies say so.")
