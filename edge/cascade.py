@@ -15,6 +15,7 @@ import numpy as np
 
 from edge.cloud_client import CloudClient, NullCloudClient
 from edge.escalation_budget import EscalationBudget
+from edge.local_model import LocalModel
 from edge.model_slot import ModelSlot
 from edge.policies import Decision, EscalationPolicy, MaxProbabilityPolicy
 from shared.answer import Answer
@@ -85,18 +86,13 @@ class Cascade:
         row = probs[0]
         top = int(row.argmax())
         decision = self.policy.decide(row)
-        local = Answer(
-            label=model.card.labels[top],
-            class_index=top,
-            confidence=float(row[top]),
-            source="edge",
-            edge_model=model.ref,
-            reason=decision.reason,
-            request_id=request.request_id,
-            probabilities=tuple(row.tolist()),
-        )
         if not decision.hard:
-            return self._finish(request, local, decision, start)
+            # The common path: build the answer once, with its latency, and return.
+            answer = _local_answer(model, row, top, decision, request, start)
+            for observe in self.observers:
+                observe(request, answer, decision)
+            return answer
+        local = _local_answer(model, row, top, decision, request, None)
         over = self.budget.try_spend()
         if over is not None:
             answer = _replace(local, escalated=False, degraded=True, reason=f"{decision.reason}; {over}")
@@ -161,6 +157,27 @@ class Cascade:
         for observe in self.observers:
             observe(request, answer, decision)
         return answer
+
+
+def _local_answer(
+    model: LocalModel,
+    row: np.ndarray,
+    top: int,
+    decision: Decision,
+    request: CascadeRequest,
+    start: float | None,
+) -> Answer:
+    return Answer(
+        label=model.card.labels[top],
+        class_index=top,
+        confidence=float(row[top]),
+        source="edge",
+        edge_model=model.ref,
+        reason=decision.reason,
+        request_id=request.request_id,
+        probabilities=tuple(row.tolist()),
+        latency_ms=0.0 if start is None else (time.perf_counter() - start) * 1000.0,
+    )
 
 
 def _replace(answer: Answer, **changes: object) -> Answer:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,13 @@ class LocalModel:
     backend: ModelBackend
     card: ModelCard
     path: Path
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    closed: bool = False
+
+    def __post_init__(self) -> None:
+        self.ref = ModelRef(self.card.name, self.card.version)
+        self.input_name = self.card.features.input_name
+        self._output = self.card.probabilities_output
 
     @classmethod
     def load(cls, path: Path, options: BackendOptions, backend: str | None = None) -> LocalModel:
@@ -66,17 +74,12 @@ class LocalModel:
         )
         return cls(loaded, card, path)
 
-    @property
-    def ref(self) -> ModelRef:
-        return ModelRef(self.card.name, self.card.version)
-
-    @property
-    def input_name(self) -> str:
-        return self.card.features.input_name
-
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """(N, ...) encoded features -> (N, classes) float32 probabilities."""
-        return self.backend.predict({self.input_name: features})[self.card.probabilities_output]
+        return self.backend.predict({self.input_name: features})[self._output]
 
     def close(self) -> None:
-        self.backend.close()
+        """Free the runtime. Callers sharing the model hold `lock` around use and close."""
+        if not self.closed:
+            self.closed = True
+            self.backend.close()

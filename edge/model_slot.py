@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -15,62 +13,41 @@ log = logging.getLogger(__name__)
 
 
 class ModelSlot:
-    """Readers take the current model with `use()`; `swap()` installs a loaded and tested model
-    and returns the previous one. In-flight requests finish on the model they started with,
-    which is closed only after they release it, so a swap never fails a request."""
+    """`probabilities()` runs the current model; `swap()` installs a loaded and tested model.
+
+    Each model has its own lock (interpreters are not thread-safe), held for the duration of
+    a call. A swap replaces the reference first, then closes the old model under its lock, so
+    a call in flight on it finishes first; a caller that picked up the old reference just
+    before the swap sees it closed and retries on the new one. No request fails or waits on
+    a swap beyond one inference."""
 
     def __init__(self, model: LocalModel) -> None:
         self._model = model
-        self._locks: dict[int, threading.Lock] = {id(model): threading.Lock()}
-        self._users: dict[int, int] = {id(model): 0}
-        self._retired: dict[int, LocalModel] = {}
-        self._state = threading.Lock()
+        self._swap_lock = threading.Lock()
 
     @property
     def current(self) -> LocalModel:
         return self._model
 
-    @contextmanager
-    def use(self) -> Iterator[tuple[LocalModel, threading.Lock]]:
-        with self._state:
-            model = self._model
-            key = id(model)
-            self._users[key] += 1
-            lock = self._locks[key]
-        try:
-            yield model, lock
-        finally:
-            with self._state:
-                self._users[key] -= 1
-                done = key in self._retired and self._users[key] == 0
-                if done:
-                    self._finish_retire(key)
-
     def probabilities(self, features: np.ndarray) -> tuple[LocalModel, np.ndarray]:
         """Run the current model on a batch; returns the model that answered and its output."""
-        with self.use() as (model, lock), lock:  # interpreters are not thread-safe
-            return model, model.probabilities(features)
+        while True:
+            model = self._model
+            with model.lock:
+                if not model.closed:
+                    return model, model.probabilities(features)
 
     def swap(self, new: LocalModel) -> LocalModel:
-        """Make `new` current. The old model is closed once its last in-flight request ends."""
-        with self._state:
-            old = self._model
-            self._locks[id(new)] = threading.Lock()
-            self._users[id(new)] = 0
-            self._model = new
-            self._retired[id(old)] = old
-            if self._users[id(old)] == 0:
-                self._finish_retire(id(old))
+        """Make `new` current; close the previous model once its in-flight call is done."""
+        with self._swap_lock:
+            old, self._model = self._model, new
+        with old.lock:
+            old.close()
         log.info(
             "model swapped: %s %s -> %s %s", old.card.name, old.card.version, new.card.name, new.card.version
         )
         return old
 
-    def _finish_retire(self, key: int) -> None:
-        model = self._retired.pop(key)
-        del self._locks[key], self._users[key]
-        model.close()
-
     def close(self) -> None:
-        with self._state:
+        with self._model.lock:
             self._model.close()

@@ -50,6 +50,16 @@ class BackendOptions:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+def _fits(shape: tuple[int, ...], want: tuple[int, ...]) -> bool:
+    """`shape` matches `want`, where -1 in `want` is any size. A loop, not any(): hot path."""
+    if len(shape) != len(want):
+        return False
+    for got, expected in zip(shape, want, strict=True):
+        if expected >= 0 and got != expected:
+            return False
+    return True
+
+
 class ModelBackend(abc.ABC):
     """A loaded model. Created by `load_backend`; `predict` may be called from one thread at a time.
 
@@ -94,29 +104,34 @@ class ModelBackend(abc.ABC):
         """Validate names, shapes and dtypes against the signature; return arrays to feed.
 
         Float64 and integer arrays are accepted for float32 inputs (converted), since JSON
-        and numpy default to them; anything else is refused with the expected signature.
-        """
-        sig = self.signature
-        expected = {t.name for t in sig.inputs}
-        if set(inputs) != expected:
-            raise SignatureMismatchError(
-                f"expected inputs {sorted(expected)}, got {sorted(inputs)}; model expects {sig.describe()}"
-            )
+        and numpy default to them; anything else is refused with the expected signature."""
+        specs = self.signature.inputs
+        if len(inputs) != len(specs):
+            self._mismatch_names(inputs)
         checked: dict[str, np.ndarray] = {}
-        for spec in sig.inputs:
-            arr = np.asarray(inputs[spec.name])
-            if arr.ndim != len(spec.shape) or any(
-                want >= 0 and want != got for want, got in zip(spec.shape, arr.shape, strict=False)
-            ):
+        for spec in specs:
+            arr = inputs.get(spec.name)
+            if arr is None:
+                self._mismatch_names(inputs)
+            if type(arr) is not np.ndarray:
+                arr = np.asarray(arr)
+            shape = arr.shape
+            if not _fits(shape, spec.shape):
                 raise SignatureMismatchError(
-                    f"input {spec.name!r} has shape {list(arr.shape)}; model expects {sig.describe()}"
+                    f"input {spec.name!r} has shape {list(shape)}; model expects {self.signature.describe()}"
                 )
-            if arr.dtype != np.dtype(spec.dtype):
-                if spec.dtype == "float32" and (arr.dtype.kind in "fiu"):
+            if arr.dtype.name != spec.dtype:
+                if spec.dtype == "float32" and arr.dtype.kind in "fiu":
                     arr = arr.astype(np.float32)
                 else:
                     raise SignatureMismatchError(
-                        f"input {spec.name!r} has dtype {arr.dtype}; model expects {sig.describe()}"
+                        f"input {spec.name!r} has dtype {arr.dtype}; model expects {self.signature.describe()}"
                     )
             checked[spec.name] = arr
         return checked
+
+    def _mismatch_names(self, inputs: dict[str, np.ndarray]) -> None:
+        expected = sorted(t.name for t in self.signature.inputs)
+        raise SignatureMismatchError(
+            f"expected inputs {expected}, got {sorted(inputs)}; model expects {self.signature.describe()}"
+        )

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from shared.backends.base import BackendOptions, ModelBackend, Signature, TensorSpec
-from shared.backends.quantization import dequantize, quantize
+from shared.backends.quantization import Dequantizer, Quantizer
 from shared.errors import ModelLoadError, UnsupportedModelError
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,17 @@ class OnnxBackend(ModelBackend):
         self._signature = Signature(
             inputs=tuple(_spec(n, meta) for n in ins), outputs=tuple(_spec(n, meta) for n in outs)
         )
-        self._raw_in_dtypes = [np.dtype(_ORT_TYPES.get(n.type, "float32")) for n in ins]
+        self._quantizers = [
+            (
+                spec.name,
+                Quantizer(*spec.quantization, np.dtype(_ORT_TYPES[n.type])) if spec.quantization else None,
+            )
+            for spec, n in zip(self._signature.inputs, ins, strict=True)
+        ]
+        self._dequantizers = [
+            (spec.name, Dequantizer(*spec.quantization) if spec.quantization else None)
+            for spec in self._signature.outputs
+        ]
         self._output_names = [n.name for n in outs]
         self.warm_up()
 
@@ -84,19 +94,12 @@ class OnnxBackend(ModelBackend):
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         checked = self.check_inputs(inputs)
-        feed: dict[str, np.ndarray] = {}
-        for spec, dtype in zip(self._signature.inputs, self._raw_in_dtypes, strict=True):
-            arr = checked[spec.name]
-            if spec.quantization is not None:
-                arr = quantize(arr, spec.quantization[0], spec.quantization[1], dtype)
-            feed[spec.name] = arr
+        feed = {name: (q(checked[name]) if q is not None else checked[name]) for name, q in self._quantizers}
         values = self._session.run(self._output_names, feed)
-        result: dict[str, np.ndarray] = {}
-        for spec, arr in zip(self._signature.outputs, values, strict=True):
-            if spec.quantization is not None:
-                arr = dequantize(arr, spec.quantization[0], spec.quantization[1])
-            result[spec.name] = np.asarray(arr)
-        return result
+        return {
+            name: (dq(arr) if dq is not None else np.asarray(arr))
+            for (name, dq), arr in zip(self._dequantizers, values, strict=True)
+        }
 
     def close(self) -> None:
         self._session = None

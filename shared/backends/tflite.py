@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from shared.backends.base import BackendOptions, ModelBackend, Signature, TensorSpec
-from shared.backends.quantization import dequantize, quantize
+from shared.backends.quantization import Dequantizer, Quantizer
 from shared.errors import ModelLoadError, UnsupportedModelError
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,16 @@ class TFLiteBackend(ModelBackend):
         self._signature = Signature(
             inputs=tuple(_spec(d, names) for d in self._in), outputs=tuple(_spec(d, names) for d in self._out)
         )
-        self._in_dtypes = [np.dtype(d["dtype"]) for d in self._in]
+        # (tensor index, caller-facing name, converter or None), precomputed for the hot path
+        self._feeds = [
+            (
+                d["index"],
+                spec.name,
+                Quantizer(*spec.quantization, np.dtype(d["dtype"])) if spec.quantization else None,
+            )
+            for d, spec in zip(self._in, self._signature.inputs, strict=True)
+        ]
+        self._set_fetches()
         self._batch = [int(d["shape"][0]) if len(d["shape"]) else 1 for d in self._in]
         log.debug("loaded %s with %s (%s)", path, self.runtime, self._signature.describe())
         self.warm_up()
@@ -107,22 +116,26 @@ class TFLiteBackend(ModelBackend):
         if resized:
             self._interp.allocate_tensors()
             self._out = self._interp.get_output_details()
+            self._set_fetches()
+
+    def _set_fetches(self) -> None:
+        self._fetches = [
+            (d["index"], spec.name, Dequantizer(*spec.quantization) if spec.quantization else None)
+            for d, spec in zip(self._out, self._signature.outputs, strict=True)
+        ]
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         checked = self.check_inputs(inputs)
         self._resize_if_needed(checked)
-        for detail, spec, dtype in zip(self._in, self._signature.inputs, self._in_dtypes, strict=True):
-            arr = checked[spec.name]
-            if spec.quantization is not None:
-                arr = quantize(arr, spec.quantization[0], spec.quantization[1], dtype)
-            self._interp.set_tensor(detail["index"], arr)
-        self._interp.invoke()
+        interp = self._interp
+        for index, name, convert in self._feeds:
+            arr = checked[name]
+            interp.set_tensor(index, convert(arr) if convert is not None else arr)
+        interp.invoke()
         result: dict[str, np.ndarray] = {}
-        for detail, spec in zip(self._out, self._signature.outputs, strict=True):
-            arr = self._interp.get_tensor(detail["index"])
-            if spec.quantization is not None:
-                arr = dequantize(arr, spec.quantization[0], spec.quantization[1])
-            result[spec.name] = arr
+        for index, name, convert in self._fetches:
+            arr = interp.get_tensor(index)
+            result[name] = convert(arr) if convert is not None else arr
         return result
 
     def close(self) -> None:
