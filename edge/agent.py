@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edge.cascade import Cascade, CascadeRequest
+from edge.cascade import AnswerObserver, Cascade, CascadeRequest
 from edge.cloud_client import CloudClient, NullCloudClient
 from edge.config.profile import DeviceProfile
 from edge.escalation_budget import EscalationBudget
 from edge.inputs import read_input_file
-from edge.local_model import LocalModel, backend_options, resolve_artifact
+from edge.local_model import LocalModel, backend_options
+from edge.lookup import LookupParts
+from edge.lookup import build as build_lookups
 from edge.model_slot import ModelSlot
 from edge.policies.from_config import build_policy
+from edge.updates.store import active_model_path
 from shared.answer import Answer
 
 log = logging.getLogger(__name__)
@@ -35,13 +39,23 @@ def build_cloud_client(profile: DeviceProfile) -> CloudClient:
 class Agent:
     profile: DeviceProfile
     cascade: Cascade
-    closers: list[object] = field(default_factory=list)
+    lookups: LookupParts | None = None
 
     @classmethod
-    def from_profile(cls, profile: DeviceProfile, *, cloud: CloudClient | None = None) -> Agent:
+    def from_profile(
+        cls,
+        profile: DeviceProfile,
+        *,
+        cloud: CloudClient | None = None,
+        observers: Sequence[AnswerObserver] = (),
+        use_lookups: bool = True,
+    ) -> Agent:
+        """Load the active model (an installed update, else the factory model), the lookup
+        table and answer cache, the escalation policy, budget and cloud client."""
         started = time.perf_counter()
-        path = resolve_artifact(profile.model.path, list(profile.runtime.backend_preference))
+        path = active_model_path(profile)
         model = LocalModel.load(path, backend_options(profile), profile.model.backend)
+        lookups = build_lookups(profile) if use_lookups else None
         cascade = Cascade(
             ModelSlot(model),
             build_policy(profile.cascade, model.card.labels),
@@ -49,10 +63,14 @@ class Agent:
             budget=EscalationBudget(
                 profile.cascade.max_escalation_fraction, profile.cascade.max_escalations_per_minute
             ),
+            lookups=[lookups.table] if lookups else (),
+            hard_lookups=[lookups.cache] if lookups and lookups.cache else (),
+            cloud_sinks=lookups.sinks if lookups else (),
+            observers=observers,
             send_raw_input=profile.cloud.send_raw_input,
         )
         log.info("agent %s ready in %.0f ms", profile.device_id, (time.perf_counter() - started) * 1000)
-        return cls(profile, cascade)
+        return cls(profile, cascade, lookups)
 
     @property
     def model(self) -> LocalModel:
@@ -69,6 +87,15 @@ class Agent:
         raw = path.read_bytes() if self.cascade.send_raw_input else None
         return self.cascade.answer(CascadeRequest(features, request_id=path.name, raw=raw))
 
+    def counters(self) -> dict[str, int]:
+        """Counters of the agent's parts, for metrics and telemetry."""
+        out = {"escalations_denied_by_budget": self.cascade.budget.denied}
+        if self.lookups is not None:
+            out.update(self.lookups.stats())
+        return out
+
     def close(self) -> None:
         self.cascade.cloud.close()
         self.cascade.slot.close()
+        if self.lookups is not None:
+            self.lookups.close()

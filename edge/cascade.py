@@ -52,6 +52,9 @@ AnswerObserver = Callable[[CascadeRequest, Answer, Decision | None], None]
 
 
 class Cascade:
+    """`lookups` (lookup tables) answer before the model; `hard_lookups` (the cloud-answer
+    cache) answer hard cases before the cloud; `cloud_sinks` learn every fresh cloud answer."""
+
     def __init__(
         self,
         slot: ModelSlot,
@@ -60,6 +63,7 @@ class Cascade:
         cloud: CloudClient | None = None,
         budget: EscalationBudget | None = None,
         lookups: Sequence[AnswerLookup] = (),
+        hard_lookups: Sequence[AnswerLookup] = (),
         cloud_sinks: Sequence[CloudAnswerSink] = (),
         observers: Sequence[AnswerObserver] = (),
         send_raw_input: bool = False,
@@ -69,6 +73,7 @@ class Cascade:
         self.cloud = cloud or NullCloudClient()
         self.budget = budget or EscalationBudget()
         self.lookups = list(lookups)
+        self.hard_lookups = list(hard_lookups)
         self.cloud_sinks = list(cloud_sinks)
         self.observers = list(observers)
         self.send_raw_input = send_raw_input
@@ -93,6 +98,18 @@ class Cascade:
                 observe(request, answer, decision)
             return answer
         local = _local_answer(model, row, top, decision, request, None)
+        if not decision.sampled:
+            # A repeated hard case: the cloud's earlier answer (answer cache), also offline.
+            # Consulted only for hard cases, so easy ones never pay for it.
+            for lookup in self.hard_lookups:
+                found = lookup.lookup(request)
+                if found is not None:
+                    return self._finish(
+                        request,
+                        _replace(found, edge_model=local.edge_model, edge_label=local.label),
+                        decision,
+                        start,
+                    )
         over = self.budget.try_spend()
         if over is not None:
             answer = _replace(local, escalated=False, degraded=True, reason=f"{decision.reason}; {over}")

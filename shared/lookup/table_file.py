@@ -1,0 +1,219 @@
+"""The versioned lookup-table artifact: key -> cloud-model outputs, read through mmap.
+
+Layout (all little-endian)::
+
+    0   magic b"ECLUTBL\\0"          8 bytes
+    8   format version              uint32
+    12  metadata length M           uint32
+    16  CRC-32 of the metadata      uint32
+    20  metadata, UTF-8 JSON        M bytes (TableMeta)
+        zero padding to a multiple of 64
+    B   keys                        N x 16 bytes, sorted ascending, unique
+    B+16N  probabilities            N x C float16 (C = len(labels))
+
+Opening reads only the header; the body is memory-mapped, so a million-entry table costs a
+few pages of RAM, and a lookup is a binary search over the mapped key array. The body's CRC-32
+is checked at open by streaming the file in 1 MiB reads (page cache, not the agent's RSS).
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import struct
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.errors import InputError, StorageError
+from shared.lookup.keys import KEY_BYTES, KeyScheme
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"ECLUTBL\x00"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<8sIII")
+_ALIGN = 64
+_CHUNK = 1 << 20
+_PROBS = np.dtype("<f2")
+
+
+class TableMeta(BaseModel):
+    """The table's header: where its answers came from and how to read its body."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    name: str = Field(description="Table name, e.g. digits-catalog.")
+    version: str = Field(description="Table version; answers report it as table_version.")
+    created_at: str = Field(description="UTC build time, ISO 8601.")
+    cloud_model: str = Field(description="Name of the cloud model that computed the outputs.")
+    cloud_model_version: str = Field(description="Version of that cloud model.")
+    encoding_version: int = Field(description="Feature-encoding version of content keys.")
+    key_scheme: KeyScheme = Field(description="content: hash of the encoded tensor; application: caller key.")
+    labels: list[str] = Field(min_length=1, description="Class names, in output order.")
+    entries: int = Field(ge=0, description="Number of keys.")
+    output: Literal["probabilities-f16"] = Field(description="Per-entry output encoding.")
+    body_bytes: int = Field(ge=0, description="Size of keys + outputs.")
+    body_crc32: int = Field(ge=0, description="CRC-32 of the body.")
+    source: str = Field("", description="What the inputs were (data set, folder, key file).")
+
+
+def _body_offset(meta_len: int) -> int:
+    return -(-(_HEADER.size + meta_len) // _ALIGN) * _ALIGN
+
+
+def write_table(
+    path: Path,
+    keys: np.ndarray,
+    probabilities: np.ndarray,
+    *,
+    name: str,
+    version: str,
+    cloud_model: str,
+    cloud_model_version: str,
+    encoding_version: int,
+    key_scheme: KeyScheme,
+    labels: list[str],
+    source: str = "",
+) -> TableMeta:
+    """Write a table atomically (temporary file, fsync, rename). `keys` is (N, 16) uint8 in any
+    order; duplicate keys must carry identical outputs (they are stored once), else InputError."""
+    keys = np.ascontiguousarray(keys, dtype=np.uint8).reshape(-1, KEY_BYTES)
+    probs = np.asarray(probabilities, dtype=np.float32)
+    if probs.shape != (len(keys), len(labels)):
+        raise InputError(
+            f"expected probabilities of shape {[len(keys), len(labels)]}, got {list(probs.shape)}"
+        )
+    flat = keys.view(f"S{KEY_BYTES}").ravel()
+    order = np.argsort(flat, kind="stable")
+    flat, probs16 = flat[order], probs[order].astype(_PROBS)
+    dup = np.zeros(len(flat), dtype=bool)
+    dup[1:] = flat[1:] == flat[:-1]
+    if dup.any():
+        conflicts = np.flatnonzero(dup & np.any(probs16 != np.roll(probs16, 1, axis=0), axis=1))
+        if conflicts.size:
+            raise InputError(f"{conflicts.size} duplicate keys carry different outputs")
+        log.info("table %s: %d duplicate keys stored once", name, int(dup.sum()))
+        flat, probs16 = flat[~dup], probs16[~dup]
+    body_keys, body_probs = flat.tobytes(), probs16.tobytes()
+    crc = zlib.crc32(body_probs, zlib.crc32(body_keys))
+    meta = TableMeta(
+        name=name,
+        version=version,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        cloud_model=cloud_model,
+        cloud_model_version=cloud_model_version,
+        encoding_version=encoding_version,
+        key_scheme=key_scheme,
+        labels=list(labels),
+        entries=len(flat),
+        output="probabilities-f16",
+        body_bytes=len(body_keys) + len(body_probs),
+        body_crc32=crc,
+        source=source,
+    )
+    meta_bytes = meta.model_dump_json().encode()
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, len(meta_bytes), zlib.crc32(meta_bytes)) + meta_bytes
+    header += b"\x00" * (_body_offset(len(meta_bytes)) - len(header))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        for part in (header, body_keys, body_probs):
+            f.write(part)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return meta
+
+
+class TableFile:
+    """An open, validated table. `find(key)` returns the entry index or None; `probabilities(i)`
+    the entry's outputs. Safe for concurrent readers; `close()` only when no reader remains."""
+
+    def __init__(self, path: Path, meta: TableMeta, mapped: mmap.mmap, offset: int) -> None:
+        self.path = path
+        self.meta = meta
+        self._mmap = mapped
+        n, classes = meta.entries, len(meta.labels)
+        self._keys = np.frombuffer(mapped, dtype=f"S{KEY_BYTES}", count=n, offset=offset)
+        self._probs = np.frombuffer(
+            mapped, dtype=_PROBS, count=n * classes, offset=offset + n * KEY_BYTES
+        ).reshape(n, classes)
+
+    @classmethod
+    def open(cls, path: Path, *, encoding_version: int, verify_checksum: bool = True) -> TableFile:
+        """Validate and map `path`. Raises StorageError naming the file and the problem: not a
+        table, truncated, corrupt (CRC), or built for another feature-encoding version."""
+        meta, offset = _read_header(path)
+        if meta.encoding_version != encoding_version:
+            raise StorageError(
+                f"table {path}: built for feature-encoding version {meta.encoding_version}, "
+                f"this device encodes with version {encoding_version}"
+            )
+        want = meta.entries * (KEY_BYTES + 2 * len(meta.labels))
+        size = path.stat().st_size
+        if meta.body_bytes != want or size != offset + want:
+            raise StorageError(
+                f"table {path}: truncated or padded: {size} bytes, header promises {offset + want}"
+            )
+        with open(path, "rb") as f:
+            if verify_checksum:
+                f.seek(offset)
+                crc = 0
+                while chunk := f.read(_CHUNK):
+                    crc = zlib.crc32(chunk, crc)
+                if crc != meta.body_crc32:
+                    raise StorageError(f"table {path}: body checksum mismatch (corrupt file)")
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return cls(path, meta, mapped, offset)
+
+    def __len__(self) -> int:
+        return self.meta.entries
+
+    def find(self, key: bytes) -> int | None:
+        """Index of `key` (KEY_BYTES long), or None."""
+        probe = np.array(key, dtype=f"S{KEY_BYTES}")
+        i = int(np.searchsorted(self._keys, probe))
+        if i < len(self._keys) and self._keys[i : i + 1].tobytes() == key:
+            return i
+        return None
+
+    def probabilities(self, index: int) -> np.ndarray:
+        """Entry `index`'s outputs as a float32 copy."""
+        return self._probs[index].astype(np.float32)
+
+    def close(self) -> None:
+        del self._keys, self._probs
+        self._mmap.close()
+
+
+def _read_header(path: Path) -> tuple[TableMeta, int]:
+    try:
+        with open(path, "rb") as f:
+            fixed = f.read(_HEADER.size)
+            if len(fixed) < _HEADER.size:
+                raise StorageError(f"table {path}: truncated header ({len(fixed)} bytes)")
+            magic, fmt, meta_len, meta_crc = _HEADER.unpack(fixed)
+            if magic != MAGIC:
+                raise StorageError(f"table {path}: not a lookup table (bad magic {magic!r})")
+            if fmt != FORMAT_VERSION:
+                raise StorageError(
+                    f"table {path}: format version {fmt}, this reader supports {FORMAT_VERSION}"
+                )
+            meta_bytes = f.read(meta_len)
+    except FileNotFoundError:
+        raise StorageError(f"table {path}: file not found") from None
+    except OSError as exc:
+        raise StorageError(f"table {path}: cannot read ({exc.strerror})") from None
+    if len(meta_bytes) != meta_len or zlib.crc32(meta_bytes) != meta_crc:
+        raise StorageError(f"table {path}: header metadata truncated or corrupt")
+    try:
+        meta = TableMeta.model_validate_json(meta_bytes)
+    except ValidationError as exc:
+        raise StorageError(f"table {path}: invalid header metadata: {exc.errors()[0]['msg']}") from None
+    return meta, _body_offset(meta_len)

@@ -1,0 +1,146 @@
+"""Build a lookup table offline: run the real cloud model over a set of inputs and write the
+table artifact (shared.lookup.table_file) with the model's name, version and labels.
+
+Inputs come from a data set (the digits held-out split), a folder of input files (images,
+.npy, .json; application keys are the file names without extension), or a key file (CSV
+`key,input` rows or a JSON object {key: input path}) for application keys."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.inputs import IMAGE_SUFFIXES, read_input_file
+from shared.backends import BackendOptions, ModelBackend, load_backend
+from shared.errors import InputError
+from shared.lookup import KeyScheme, TableMeta, application_key, content_key, write_table
+from shared.model_card import ModelCard
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("digits-heldout", "digits-train", "digits-all")
+_INPUT_SUFFIXES = IMAGE_SUFFIXES | {".npy", ".json"}
+
+
+@dataclass
+class TableInputs:
+    """Encoded rows to precompute, with their application keys (None for content keys only)."""
+
+    features: np.ndarray  # (N, ...) float32
+    keys: list[str] | None
+    source: str
+
+
+class CloudModelRunner:
+    """The cloud model loaded with the serving backend, run in batches."""
+
+    def __init__(self, path: Path) -> None:
+        self.card = ModelCard.load_for(path)
+        self.backend: ModelBackend = load_backend(path, BackendOptions(warmup_runs=0))
+
+    def probabilities(self, features: np.ndarray, batch: int = 1024) -> np.ndarray:
+        outs = [
+            self.backend.predict({self.card.features.input_name: features[i : i + batch]})[
+                self.card.probabilities_output
+            ]
+            for i in range(0, len(features), batch)
+        ]
+        return np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, len(self.card.labels)))
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def dataset_inputs(name: str) -> TableInputs:
+    """One of DATASETS; keys are row numbers within it ("heldout-17")."""
+    from tools.datasets import load_split
+
+    if name not in DATASETS:
+        raise InputError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    train, heldout = load_split()
+    parts = {"digits-heldout": [heldout], "digits-train": [train], "digits-all": [train, heldout]}[name]
+    features = np.concatenate([p.features for p in parts])
+    return TableInputs(features, [f"{name}-{i}" for i in range(len(features))], name)
+
+
+def folder_inputs(folder: Path, card: ModelCard) -> TableInputs:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _INPUT_SUFFIXES)
+    if not files:
+        raise InputError(f"{folder}: no input files ({', '.join(sorted(_INPUT_SUFFIXES))})")
+    features = np.stack([read_input_file(p, card.features) for p in files])
+    return TableInputs(features, [p.stem for p in files], f"folder {folder.name} ({len(files)} files)")
+
+
+def keyfile_inputs(path: Path, card: ModelCard) -> TableInputs:
+    """CSV rows `key,input` (a header row `key,input` is skipped) or a JSON object {key: input};
+    input paths are relative to the key file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read key file ({exc.strerror})") from None
+    if path.suffix.lower() == ".json":
+        try:
+            pairs = list(json.loads(text).items())
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise InputError(f"{path}: expected a JSON object of key -> input file: {exc}") from None
+    else:
+        rows = [r for r in csv.reader(text.splitlines()) if r]
+        if rows and [c.strip().lower() for c in rows[0]] == ["key", "input"]:
+            rows = rows[1:]
+        bad = next((i for i, r in enumerate(rows, 1) if len(r) != 2), None)
+        if bad is not None:
+            raise InputError(f"{path}: row {bad}: expected two columns key,input")
+        pairs = [(r[0].strip(), r[1].strip()) for r in rows]
+    if not pairs:
+        raise InputError(f"{path}: no keys")
+    features = np.stack([read_input_file(path.parent / str(file), card.features) for _, file in pairs])
+    return TableInputs(features, [str(k) for k, _ in pairs], f"key file {path.name} ({len(pairs)} keys)")
+
+
+def build_table(
+    cloud_model: Path,
+    inputs: TableInputs,
+    out: Path,
+    *,
+    scheme: KeyScheme,
+    name: str,
+    version: str,
+    runner: CloudModelRunner | None = None,
+) -> TableMeta:
+    """Run the cloud model over `inputs` and write the table to `out`. Returns its header."""
+    own = runner is None
+    runner = runner or CloudModelRunner(cloud_model)
+    try:
+        card = runner.card
+        probs = runner.probabilities(inputs.features)
+        encoding = card.features.version
+        if scheme == "application":
+            if inputs.keys is None:
+                raise InputError("application keys need named inputs (a folder or a key file)")
+            keys = [application_key(k) for k in inputs.keys]
+        else:
+            keys = [content_key(row, encoding) for row in inputs.features]
+        key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), -1)
+        meta = write_table(
+            out,
+            key_array,
+            probs,
+            name=name,
+            version=version,
+            cloud_model=card.name,
+            cloud_model_version=card.version,
+            encoding_version=encoding,
+            key_scheme=scheme,
+            labels=list(card.labels),
+            source=inputs.source,
+        )
+    finally:
+        if own:
+            runner.close()
+    log.info("wrote table %s %s to %s: %d entries (%s keys)", name, version, out, meta.entries, scheme)
+    return meta
