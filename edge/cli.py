@@ -27,6 +27,23 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per input (for machines)")
     p.set_defaults(func=_predict)
 
+    r = sub.add_parser(
+        "run",
+        help="run the device daemon (local V2 HTTP API, MQTT requests, camera, telemetry, updates)",
+        description="Run the long-lived device agent with a profile: it serves the local Open Inference "
+        "Protocol API (and /metrics), answers MQTT requests, runs the camera source, buffers and "
+        "forwards telemetry and applies model updates, as the profile enables them. SIGTERM/SIGINT "
+        "stops it gracefully (in-flight requests finish, telemetry is flushed); a second signal forces it.",
+        epilog="examples:\n  edgecascade agent run --config firmware-configs/raspberry-pi-4.toml\n"
+        "  EDGECASCADE_API__PORT=9000 edgecascade --log-json agent run -c firmware-configs/x86-store-pc.toml\n\n"
+        "Every profile key can be overridden from the environment: EDGECASCADE_<SECTION>__<KEY>.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument(
+        "--config", "-c", required=True, type=Path, metavar="PROFILE", help="device profile (TOML)"
+    )
+    r.set_defaults(func=_run)
+
 
 def _predict(args: argparse.Namespace) -> int:
     from edge.agent import Agent
@@ -58,3 +75,14 @@ def _predict(args: argparse.Namespace) -> int:
     finally:
         agent.close()
     return 1 if failures else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edge.config import load_profile
+    from edge.daemon.daemon import Daemon
+    from edgecascade.logs import configure_logging
+
+    profile = load_profile(args.config)
+    if profile.daemon.log_json and not args.log_json:
+        configure_logging(args.log_level, json_lines=True)
+    return Daemon(profile).run()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.policies import EntropyPolicy, EscalationPolicy, MarginPolicy, MaxProbabilityPolicy
+from edge.policies import EntropyPolicy, MarginPolicy, MaxProbabilityPolicy
 
-KINDS: dict[str, type[EscalationPolicy]] = {
+KINDS: dict[str, type[MaxProbabilityPolicy] | type[MarginPolicy] | type[EntropyPolicy]] = {
     "max_prob": MaxProbabilityPolicy,
     "margin": MarginPolicy,
     "entropy": EntropyPolicy,

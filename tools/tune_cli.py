@@ -8,7 +8,7 @@ from pathlib import Path
 DEFAULT_MODELS = Path("tests/fixtures/models")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tune",
         help="trade escalation rate against cascade accuracy and pick a threshold",

@@ -37,6 +37,6 @@ class LookupSection(Section):
         True, description="Check the table body's CRC-32 at load (about 15 ms per million entries)."
     )
     cache: CacheSection = Field(
-        default_factory=CacheSection,  # type: ignore[arg-type]
+        default_factory=CacheSection,
         description="Cache of cloud answers.",
     )

@@ -5,9 +5,14 @@ from __future__ import annotations
 from pydantic import Field
 
 from edge.config.base import ProfilePath, Section
+from edge.config.camera import CameraSection
 from edge.config.cascade import CascadeSection, CloudSection
+from edge.config.daemon import ApiSection, DaemonSection
+from edge.config.lookup import LookupSection
 from edge.config.mqtt import MqttSection
 from edge.config.runtime import ModelSection, RuntimeSection
+from edge.config.telemetry import TelemetrySection
+from edge.config.updates import UpdatesSection
 
 
 class DeviceProfile(Section):
@@ -21,8 +26,14 @@ class DeviceProfile(Section):
     groups: list[str] = Field(default_factory=list, description="Fleet groups this device belongs to.")
     data_dir: ProfilePath = Field(description="Writable folder for buffers, caches and updated models.")
     memory_budget_mb: int = Field(gt=0, description="Peak RSS the agent must stay under, in MiB.")
-    runtime: RuntimeSection = Field(default_factory=RuntimeSection)  # type: ignore[arg-type]
+    runtime: RuntimeSection = Field(default_factory=RuntimeSection)
     model: ModelSection
-    cascade: CascadeSection = Field(default_factory=CascadeSection)  # type: ignore[arg-type]
-    cloud: CloudSection = Field(default_factory=CloudSection)  # type: ignore[arg-type]
-    mqtt: MqttSection = Field(default_factory=MqttSection)  # type: ignore[arg-type]
+    cascade: CascadeSection = Field(default_factory=CascadeSection)
+    cloud: CloudSection = Field(default_factory=CloudSection)
+    api: ApiSection = Field(default_factory=ApiSection)
+    daemon: DaemonSection = Field(default_factory=DaemonSection)
+    mqtt: MqttSection = Field(default_factory=MqttSection)
+    lookup: LookupSection = Field(default_factory=LookupSection)
+    telemetry: TelemetrySection = Field(default_factory=TelemetrySection)
+    updates: UpdatesSection = Field(default_factory=UpdatesSection)
+    camera: CameraSection = Field(default_factory=CameraSection)

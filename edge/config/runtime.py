@@ -14,7 +14,7 @@ class RuntimeSection(Section):
         1, ge=1, le=64, description="Interpreter threads (TFLite num_threads, ORT intra-op)."
     )
     backend_preference: list[Literal["tflite", "onnx"]] = Field(
-        default_factory=lambda: ["tflite", "onnx"],
+        default_factory=lambda: ["tflite", "onnx"],  # type: ignore[arg-type]
         description="When model.path has no extension, the first backend with an artifact there wins.",
     )
     graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(

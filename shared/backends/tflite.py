@@ -133,9 +133,9 @@ class TFLiteBackend(ModelBackend):
             interp.set_tensor(index, convert(arr) if convert is not None else arr)
         interp.invoke()
         result: dict[str, np.ndarray] = {}
-        for index, name, convert in self._fetches:
+        for index, name, dequantize in self._fetches:
             arr = interp.get_tensor(index)
-            result[name] = convert(arr) if convert is not None else arr
+            result[name] = dequantize(arr) if dequantize is not None else arr
         return result
 
     def close(self) -> None:

@@ -15,6 +15,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +38,7 @@ def _profile(tmp: Path, artifact: str) -> Path:
     return path
 
 
-def bare_tflite(features: np.ndarray):  # type: ignore[no-untyped-def]
+def bare_tflite(features: np.ndarray) -> Callable[[], object]:
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_path=str(MODELS / "digits_edge_int8.tflite"), num_threads=1)
@@ -54,7 +56,7 @@ def bare_tflite(features: np.ndarray):  # type: ignore[no-untyped-def]
     return call
 
 
-def bare_onnx(features: np.ndarray):  # type: ignore[no-untyped-def]
+def bare_onnx(features: np.ndarray) -> Callable[[], object]:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -67,7 +69,7 @@ def bare_onnx(features: np.ndarray):  # type: ignore[no-untyped-def]
     return lambda: session.run(None, {"input": x})
 
 
-def measure(calls: int, tmp: Path) -> list[dict[str, float | str]]:
+def measure(calls: int, tmp: Path) -> list[dict[str, object]]:
     from edge.agent import Agent
     from edge.config import load_profile
     from tools.datasets import load_split
@@ -84,7 +86,7 @@ def measure(calls: int, tmp: Path) -> list[dict[str, float | str]]:
         bare_t, agent_t = [], []
         for _ in range(5):  # interleaved rounds
             bare_t.append(time_calls(bare, calls // 5))
-            agent_t.append(time_calls(lambda: agent.predict(row), calls // 5))
+            agent_t.append(time_calls(partial(agent.predict, row), calls // 5))
         b, a = np.concatenate(bare_t), np.concatenate(agent_t)
         overhead = float(np.median(a) - np.median(b))
         print(f"{name:16s} bare  {summary(b)}")

@@ -1,0 +1,118 @@
+"""The ingester: subscribes to a fleet's telemetry and stores every valid batch once.
+
+Several ingesters share the load through an MQTT 5 shared subscription
+(`$share/<group>/edgecascade/<fleet>/+/telemetry`); on an MQTT 3.1.1 connection it falls back
+to a plain subscription (then run only one). It keeps a persistent broker session (fixed
+client id, clean start off), so batches published while it is down wait in the broker and
+arrive after a restart. Malformed or foreign payloads are logged, counted and never stored."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from cloud.ingest.store import TelemetryStore
+from shared.errors import ProtocolError, StorageError
+from shared.mqtt import MqttConnection, MqttSettings, Topics
+from shared.telemetry import decode_batch
+
+log = logging.getLogger(__name__)
+
+
+class PersistentMqttConnection(MqttConnection):
+    """An MqttConnection whose broker session outlives a disconnect or a restart of this process
+    (MQTT 5: clean start off and a session expiry; 3.1.1: clean session off)."""
+
+    def __init__(self, settings: MqttSettings, session_expiry_s: int = 7 * 24 * 3600) -> None:
+        super().__init__(replace(settings, clean_start=False))
+        self.session_expiry_s = session_expiry_s
+
+    def start(self, wait_s: float | None = None) -> bool:
+        if self.settings.protocol != 5:
+            return super().start(wait_s)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.session_expiry_s
+        self.client.connect_async(
+            self.settings.host,
+            self.settings.port,
+            keepalive=self.settings.keepalive_s,
+            clean_start=False,
+            properties=props,
+        )
+        self.client.loop_start()
+        return self.connected.wait(wait_s) if wait_s else self.connected.is_set()
+
+
+class Ingester:
+    """Call `start()` to subscribe (the connection may start before or after), `stop()` to unsubscribe
+    nothing but close the store. Counters: batches, stored, duplicates, malformed, store_failures."""
+
+    name = "telemetry-ingester"
+
+    def __init__(
+        self,
+        connection: MqttConnection,
+        store: TelemetryStore,
+        *,
+        fleet: str,
+        group: str = "ingest",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.connection = connection
+        self.store = store
+        self.clock = clock
+        plain = Topics(fleet).all_telemetry()
+        self.topic = f"$share/{group}/{plain}" if connection.settings.protocol == 5 else plain
+        self._lock = threading.Lock()
+        self.batches = 0
+        self.stored = 0
+        self.duplicates = 0
+        self.malformed = 0
+        self.store_failures = 0
+
+    def start(self) -> None:
+        self.connection.subscribe(self.topic, self.handle, qos=1)
+        log.info("ingesting telemetry from %s", self.topic)
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self.connection.unsubscribe(self.topic)
+
+    def handle(self, msg: mqtt.MQTTMessage) -> None:
+        """Validate and store one message. Runs on paho's network thread; never raises."""
+        try:
+            batch = decode_batch(bytes(msg.payload), Topics.device_of(msg.topic))
+        except ProtocolError as exc:
+            with self._lock:
+                self.malformed += 1
+            log.warning("ignored a malformed telemetry message on %s: %s", msg.topic, exc)
+            return
+        try:
+            new = self.store.store(batch, self.clock())
+        except StorageError:
+            with self._lock:
+                self.store_failures += 1
+            log.exception("could not store %d telemetry records from %s", len(batch.records), batch.device)
+            return
+        with self._lock:
+            self.batches += 1
+            self.stored += new
+            self.duplicates += len(batch.records) - new
+        if new < len(batch.records):
+            log.debug("%s: %d duplicate records ignored", batch.device, len(batch.records) - new)
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "batches": self.batches,
+                "stored": self.stored,
+                "duplicates": self.duplicates,
+                "malformed": self.malformed,
+                "store_failures": self.store_failures,
+            }

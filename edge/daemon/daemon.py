@@ -1,0 +1,215 @@
+"""`edgecascade agent run`: one process owning the model(s), cascade, caches, telemetry buffer
+and update subscriber, serving applications over HTTP, MQTT and a camera source.
+
+Lifecycle (like uvicorn's server): `run()` starts every part and blocks. The first SIGTERM or
+SIGINT asks for a graceful exit: new requests get 503, in-flight ones finish, telemetry is
+flushed to disk (and sent if the broker is up), the offline presence is published, all within
+`daemon.shutdown_timeout_s`; a second signal, or the timeout, forces the exit."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
+
+from edge.agent import Agent
+from edge.config.profile import DeviceProfile
+from edge.daemon.http_server import HttpServer
+from edge.daemon.local_api import LocalApi
+from edge.daemon.metrics import AgentMetrics
+from edge.daemon.mqtt_requests import MqttRequestServer
+from edge.service import Service
+from shared.mqtt import MqttConnection, Topics
+
+log = logging.getLogger(__name__)
+
+EXIT_FORCED = 3
+
+
+class Daemon:
+    def __init__(self, profile: DeviceProfile) -> None:
+        self.profile = profile
+        self.stop_requested = threading.Event()
+        self._signals = 0
+        self.services: list[Service] = []
+        self.metrics = AgentMetrics()
+        self.connection: MqttConnection | None = None
+        self.api: LocalApi | None = None
+
+    # -- assembly -----------------------------------------------------------------------------
+    def build(self) -> None:
+        """Create every part from the profile. Raises EdgecascadeError (bad model, bad config)
+        before anything is started, so a bad profile fails fast."""
+        from edge import telemetry, updates
+
+        p = self.profile
+        topics = Topics(p.fleet)
+        if p.mqtt.enabled:
+            self.connection = MqttConnection(
+                p.mqtt.settings(
+                    client_id=f"edgecascade-{p.device_id}", presence_topic=topics.presence(p.device_id)
+                )
+            )
+        self.telemetry = telemetry.build(p, self.connection)
+        self.health = updates.health_monitor(p) if p.updates.enabled else None
+        observers = [self.metrics.observe, self.telemetry.observer]
+        if self.health is not None:
+            observers.append(self.health.observe)
+        self.agent = Agent.from_profile(p, observers=observers)
+        self.metrics.model_info.labels(self.agent.model.card.name, self.agent.model.card.version).set(1)
+        self.executor = ThreadPoolExecutor(max_workers=p.api.workers, thread_name_prefix="cascade")
+
+        self.services.extend(self.telemetry.services)
+        if self.connection is not None and p.updates.enabled:
+            self.services.append(
+                updates.build(p, self.connection, self.agent.cascade.slot, health=self.health)
+            )
+        if self.connection is not None and p.daemon.mqtt_requests:
+            self.services.append(
+                MqttRequestServer(
+                    self.agent, self.connection, self.executor, self.metrics, p.api.max_inflight
+                )
+            )
+        camera = _camera_service(p, self.agent, self.connection)
+        if camera is not None:
+            self.services.append(camera)
+        if p.api.enabled:
+            self.api = LocalApi(
+                self.agent,
+                self.executor,
+                self.metrics,
+                max_inflight=p.api.max_inflight,
+                retry_after_s=p.api.retry_after_s,
+                counters=self.counters,
+            )
+            self.services.append(HttpServer(self.api.app, p.api.host, p.api.port, p.api.unix_socket))
+
+    def counters(self) -> dict[str, float]:
+        out: dict[str, float] = dict(self.agent.counters())
+        for service in self.services:
+            counters = getattr(service, "counters", None)
+            if callable(counters):
+                out.update({f"{service.name}_{k}": v for k, v in counters().items()})
+        out["rss_mib"] = _rss_mib()
+        return out
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def run(self) -> int:
+        self._install_signal_handlers()
+        self.build()
+        if self.connection is not None:
+            up = self.connection.start(wait_s=2.0)
+            if not up:
+                log.warning(
+                    "MQTT broker %s:%d not reachable yet; working offline and retrying",
+                    self.profile.mqtt.host,
+                    self.profile.mqtt.port,
+                )
+        started: list[Service] = []
+        try:
+            for service in self.services:
+                service.start()
+                started.append(service)
+        except BaseException:
+            for service in reversed(started):
+                service.stop(1.0)
+            if self.connection is not None:
+                self.connection.stop()
+            raise
+        log.info(
+            "agent %s running: model %s %s, %d services",
+            self.profile.device_id,
+            self.agent.model.card.name,
+            self.agent.model.card.version,
+            len(self.services),
+        )
+        last_memory_check = 0.0
+        while not self.stop_requested.wait(1.0):
+            if time.monotonic() - last_memory_check > 30:
+                last_memory_check = time.monotonic()
+                rss = _rss_mib()
+                if rss > self.profile.memory_budget_mb:
+                    log.warning(
+                        "RSS %.0f MiB is over the profile's memory budget of %d MiB",
+                        rss,
+                        self.profile.memory_budget_mb,
+                    )
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        timeout = self.profile.daemon.shutdown_timeout_s
+        deadline = time.monotonic() + timeout
+        watchdog = threading.Timer(
+            timeout + 1.0, _force_exit, args=("shutdown took longer than its timeout",)
+        )
+        watchdog.daemon = True
+        watchdog.start()
+        log.info("stopping: finishing in-flight requests (up to %.0fs)", timeout)
+        if self.api is not None:
+            self.api.accepting = False
+            while self.api.inflight and time.monotonic() < deadline:
+                time.sleep(0.01)
+        # Front ends first (no new work), then the executor drains, then telemetry flushes.
+        for service in reversed(self.services):
+            if service.name in ("http-api", "mqtt-requests", "camera"):
+                service.stop(max(0.1, deadline - time.monotonic()))
+        self.executor.shutdown(wait=True)
+        for service in reversed(self.services):
+            if service.name not in ("http-api", "mqtt-requests", "camera"):
+                service.stop(max(0.1, deadline - time.monotonic()))
+        if self.connection is not None:
+            self.connection.stop()
+        self.agent.close()
+        watchdog.cancel()
+        log.info("stopped cleanly")
+        return 0
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info(
+                "received %s; shutting down gracefully (send again to force)", signal.Signals(signum).name
+            )
+            self.stop_requested.set()
+        else:
+            _force_exit(f"second {signal.Signals(signum).name}")
+
+
+def _force_exit(why: str) -> None:
+    log.error("forced exit: %s", why)
+    logging.shutdown()
+    os._exit(EXIT_FORCED)
+
+
+def _camera_service(
+    profile: DeviceProfile, agent: Agent, connection: MqttConnection | None
+) -> Service | None:
+    camera = getattr(profile, "camera", None)
+    if camera is None or not camera.enabled:
+        return None
+    from edge import sources
+
+    build = getattr(sources, "build")  # noqa: B009 - the camera package is optional
+    service: Service | None = build(profile, agent, connection)
+    return service
+
+
+def _rss_mib() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0

@@ -1,0 +1,210 @@
+"""The hot-path side of telemetry: a cascade observer that only appends to an in-memory queue,
+and a writer thread that turns the queue into records and commits them to the buffer in batches.
+
+A record is acknowledged when the writer has committed it (see edge.telemetry.buffer). The
+writer commits every `flush_interval_ms` or as soon as `flush_batch` records wait, so a crash
+or power cut loses at most that window of not-yet-acknowledged records; `flush()` commits
+what is queued right now (graceful shutdown, tests)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from edge.cascade import CascadeRequest
+from edge.config.telemetry import TelemetrySection
+from edge.policies import Decision
+from edge.telemetry.buffer import TelemetryBuffer
+from edge.telemetry.metrics import MetricsWindow
+from shared.answer import Answer
+from shared.errors import StorageError
+from shared.telemetry import RecordKind
+
+log = logging.getLogger(__name__)
+
+_EXPIRE_EVERY_S = 10.0
+
+
+class TelemetryRecorder:
+    """Call the instance as an AnswerObserver; `record()` adds other kinds (verdicts, update
+    status, events). A Service: `start()` runs the writer, `stop()` commits what is left."""
+
+    name = "telemetry-recorder"
+
+    def __init__(
+        self,
+        buffer: TelemetryBuffer,
+        section: TelemetrySection,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.buffer = buffer
+        self.section = section
+        self.clock = clock
+        self._rng = rng or random.Random()
+        self._queue: deque[tuple[Any, ...]] = deque()
+        self._batch = section.flush_batch
+        self._keep_requests = section.hard_examples.enabled
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._write_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._window = MetricsWindow(clock())
+        self._next_expire = clock() + _EXPIRE_EVERY_S
+        self._hard_times: deque[float] = deque()
+        self.sampled_out = 0  # routine records not kept by inference_sample_rate (a policy, not a loss)
+        self.hard_over_cap = 0
+        self.write_failures = 0
+        self.lost_on_failure = 0
+
+    # -- hot path ---------------------------------------------------------------------------
+    def __call__(self, request: CascadeRequest, answer: Answer, decision: Decision | None) -> None:
+        """The AnswerObserver: a tuple onto a deque (thread-safe, no lock, no I/O)."""
+        self._queue.append(
+            (self.clock(), answer, request if self._keep_requests and answer.escalated else None)
+        )
+        if len(self._queue) >= self._batch:
+            self._wake.set()
+
+    def record(self, kind: RecordKind, body: dict[str, Any]) -> None:
+        """Queue a non-inference record (verdict, update status, event...); committed with the next batch."""
+        self._queue.append((self.clock(), kind.value, json.dumps(body)))
+        self._wake.set()
+
+    # -- writer -----------------------------------------------------------------------------
+    def flush(self) -> int:
+        """Commit everything queued so far; returns the last acknowledged sequence number."""
+        with self._write_lock:
+            self._write(self._take())
+            self._maybe_close_window(force=False)
+            return self.buffer.last_seq
+
+    def emit_metrics(self) -> int:
+        """Close the current metrics interval now (also done every metrics_interval_s)."""
+        with self._write_lock:
+            self._write(self._take())
+            self._maybe_close_window(force=True)
+            return self.buffer.last_seq
+
+    def _take(self) -> list[tuple[Any, ...]]:
+        items = []
+        queue = self._queue
+        for _ in range(len(queue)):
+            items.append(queue.popleft())
+        return items
+
+    def _write(self, items: list[tuple[Any, ...]]) -> None:
+        rows: list[tuple[float, str, str]] = []
+        rate = self.section.inference_sample_rate
+        for item in items:
+            ts, payload, extra = item
+            if isinstance(payload, str):
+                rows.append((ts, payload, extra))
+                continue
+            answer: Answer = payload
+            self._window.add(answer.source, answer.latency_ms, answer.escalated, answer.degraded)
+            special = answer.escalated or answer.degraded
+            if not special and rate < 1.0 and self._rng.random() >= rate:
+                self.sampled_out += 1
+            else:
+                rows.append((ts, RecordKind.INFERENCE.value, json.dumps(_inference_body(answer))))
+            if extra is not None:
+                hard = self._hard_case(ts, answer, extra)
+                if hard is not None:
+                    rows.append((ts, RecordKind.HARD_CASE.value, hard))
+        if not rows:
+            return
+        try:
+            self.buffer.append(rows)
+        except StorageError:
+            # Nothing else can hold them: count and log, keep the agent answering.
+            self.write_failures += 1
+            self.lost_on_failure += len(rows)
+            log.exception("telemetry: %d records could not be committed and are lost", len(rows))
+
+    def _hard_case(self, ts: float, answer: Answer, request: CascadeRequest) -> str | None:
+        while self._hard_times and self._hard_times[0] <= ts - 60.0:
+            self._hard_times.popleft()
+        if len(self._hard_times) >= self.section.hard_examples.max_per_minute:
+            self.hard_over_cap += 1
+            return None
+        self._hard_times.append(ts)
+        body = _inference_body(answer)
+        body["features"] = [float(x) for x in request.features.ravel()]
+        raw = request.raw if self.section.hard_examples.include_raw else None
+        body["raw_b64"] = base64.b64encode(raw).decode() if raw else None
+        return json.dumps(body)
+
+    def _maybe_close_window(self, *, force: bool) -> None:
+        now = self.clock()
+        if force or now >= self._window.start + self.section.metrics_interval_s:
+            dropped = sum(self.buffer.dropped().values())
+            body = self._window.close(
+                now,
+                buffer_records=self.buffer.depth,
+                buffer_bytes=self.buffer.size_bytes,
+                dropped_total=dropped,
+            )
+            self._write_raw(now, RecordKind.METRICS, body)
+        if now >= self._next_expire:
+            self._next_expire = now + _EXPIRE_EVERY_S
+            try:
+                self.buffer.expire()
+            except StorageError:
+                log.exception("telemetry: age expiry failed; retried in %.0f s", _EXPIRE_EVERY_S)
+
+    def _write_raw(self, ts: float, kind: RecordKind, body: str) -> None:
+        try:
+            self.buffer.append([(ts, kind.value, body)])
+        except StorageError:
+            self.write_failures += 1
+            self.lost_on_failure += 1
+            log.exception("telemetry: a %s record could not be committed and is lost", kind.value)
+
+    def _run(self) -> None:
+        interval = self.section.flush_interval_ms / 1000.0
+        while not self._stopping.is_set():
+            self._wake.wait(interval)
+            self._wake.clear()
+            self.flush()
+
+    # -- Service ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="telemetry-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        with self._write_lock:
+            self._write(self._take())
+            if self._window.requests:
+                self._maybe_close_window(force=True)
+
+
+def _inference_body(answer: Answer) -> dict[str, Any]:
+    model = answer.cloud_model if answer.source == "cloud" and answer.cloud_model else answer.edge_model
+    return {
+        "model": model.name if model else "",
+        "model_version": (answer.table_version or "") if model is None else model.version,
+        "source": answer.source,
+        "confidence": answer.confidence,
+        "label": answer.label,
+        "latency_ms": answer.latency_ms,
+        "escalated": answer.escalated,
+        "degraded": answer.degraded,
+        "reason": answer.reason,
+        "request_id": answer.request_id,
+    }

@@ -1,0 +1,260 @@
+"""Fault tests with real parts: Mosquitto on a loopback port, the demo model, SQLite storage."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+import edge.telemetry
+from cloud.ingest.sqlite_store import SqliteStore
+from edge.agent import Agent
+from edge.config import load_profile
+from shared.mqtt import MqttConnection, Topics
+from shared.telemetry import RecordKind, encode_batch
+from tests.cloud.ingest.support import FLEET, persistent_broker, start_ingester, wait_for, write_profile
+from tests.conftest import REPO
+from tools.mqtt_broker import BrokerProcess
+
+
+@pytest.fixture
+def pbroker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    broker = persistent_broker(tmp_path).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+class Device:
+    """An in-process agent with telemetry wired as the daemon will wire it."""
+
+    def __init__(self, profile_path: Path) -> None:
+        self.profile = load_profile(profile_path)
+        self.agent = Agent.from_profile(self.profile)
+        presence = Topics(FLEET).presence(self.profile.device_id)
+        self.connection = MqttConnection(self.profile.mqtt.settings(self.profile.device_id, presence))
+        self.parts = edge.telemetry.build(self.profile, self.connection)
+        assert self.parts.recorder is not None and self.parts.buffer is not None
+        self.recorder = self.parts.recorder
+        self.buffer = self.parts.buffer
+        self.agent.cascade.observers.append(self.parts.observer)
+        for service in self.parts.services:
+            service.start()
+
+    def predict(self, features, n: int, start: int = 0) -> None:  # type: ignore[no-untyped-def]
+        for i in range(start, start + n):
+            self.agent.predict(features[i % len(features)], request_id=f"r{i}")
+
+    def close(self) -> None:
+        for service in reversed(self.parts.services):
+            service.stop(2.0)
+        self.connection.stop()
+        self.agent.close()
+        self.buffer.close()
+
+
+def test_broker_outage_every_record_stored_exactly_once(pbroker, tmp_path, digits_split) -> None:  # type: ignore[no-untyped-def]
+    store_path = tmp_path / "cloud.sqlite3"
+    ingester, ing_conn = start_ingester(pbroker.port, store_path)
+    device = Device(write_profile(tmp_path / "dev.toml", device="dev-a", port=pbroker.port))
+    device.connection.start(wait_s=5.0)
+    features = digits_split[1].features
+    try:
+        device.predict(features, 150)
+        device.recorder.flush()
+        wait_for(lambda: ingester.stored == 150, what="the first 150 records")
+        pbroker.stop()
+        device.predict(features, 250, start=150)  # steady inference while the broker is down
+        last = device.recorder.flush()
+        assert last == 400 and device.buffer.depth == 250
+        pbroker.start()
+        wait_for(lambda: device.buffer.depth == 0, what="the backlog to drain")
+        wait_for(lambda: ingester.stored == 400, what="all 400 records stored")
+        store = SqliteStore(store_path)
+        assert store.seqs("dev-a") == list(range(1, 401))
+        assert len(store.bodies("dev-a", RecordKind.INFERENCE)) == 400
+        assert ingester.malformed == 0
+    finally:
+        device.close()
+        ingester.stop()
+        ing_conn.stop()
+
+
+def _soak(profile: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.edge.telemetry.soak_agent", "--config", str(profile), *extra],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _read_until(proc: subprocess.Popen[str], done: str | None = None, min_ack: int = 0) -> tuple[int, str]:
+    """Read the agent's lines until an ACK >= min_ack (or a line starting with `done`)."""
+    assert proc.stdout is not None
+    last = 0
+    for line in proc.stdout:
+        word, _, rest = line.partition(" ")
+        if word == "ACK":
+            last = int(rest)
+            if done is None and last >= min_ack:
+                return last, line
+        if done is not None and word == done:
+            return last, line
+    raise AssertionError(f"agent exited early with {proc.wait()}")
+
+
+def test_kill_9_agent_mid_flush_then_restart_nothing_lost_nothing_duplicated(pbroker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store_path = tmp_path / "cloud.sqlite3"
+    ingester, ing_conn = start_ingester(pbroker.port, store_path)
+    profile = write_profile(tmp_path / "dev.toml", device="dev-k", port=pbroker.port, uplink_batch=20)
+    try:
+        agent = _soak(profile, "--flush-every", "7")
+        acked, _ = _read_until(agent, min_ack=600)  # flushing and publishing continuously
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait(10)
+        assert agent.stdout is not None
+        for line in agent.stdout:  # ACKs printed before the kill landed still count
+            if line.startswith("ACK "):
+                acked = int(line.split()[1])
+        again = _soak(profile, "--count", "40", "--flush-every", "10")
+        _, start_line = _read_until(again, done="START")
+        resumed_at = int(start_line.split()[1])
+        assert resumed_at >= acked  # everything acknowledged survived SIGKILL
+        last, done_line = _read_until(again, done="DONE")
+        assert again.wait(20) == 0 and done_line.strip().endswith("left=0")
+        assert last == resumed_at + 40 + 1  # 40 inference records and one metrics record
+        wait_for(lambda: SqliteStore(store_path).count("dev-k") == last, what="every record stored")
+        store = SqliteStore(store_path)
+        assert store.seqs("dev-k") == list(range(1, last + 1))  # none lost, none twice
+        metrics = store.bodies("dev-k", RecordKind.METRICS)
+        assert len(metrics) == 1 and metrics[0]["requests"] == 40
+        assert len(store.bodies("dev-k", RecordKind.INFERENCE)) == last - 1
+    finally:
+        ingester.stop()
+        ing_conn.stop()
+
+
+def test_ingester_killed_and_restarted_nothing_lost_nothing_duplicated(
+    pbroker, tmp_path, digits_split
+) -> None:  # type: ignore[no-untyped-def]
+    store_path = tmp_path / "cloud.sqlite3"
+    cmd = [sys.executable, "-m", "edgecascade", "cloud", "ingest", "--broker", f"127.0.0.1:{pbroker.port}",
+           "--fleet", FLEET, "--store", str(store_path), "--client-id", "ingest-k"]  # fmt: skip
+
+    def start() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline().startswith("ingesting")
+        return proc
+
+    ingest = start()
+    device = Device(write_profile(tmp_path / "dev.toml", device="dev-i", port=pbroker.port, uplink_batch=10))
+    device.connection.start(wait_s=5.0)
+    features = digits_split[1].features
+    try:
+        device.predict(features, 100)
+        device.recorder.flush()
+        wait_for(lambda: SqliteStore(store_path).count() == 100, what="first 100 stored")
+        device.predict(features, 300, start=100)
+        device.recorder.flush()
+        wait_for(lambda: SqliteStore(store_path).count() > 100, what="ingestion under way")
+        os.kill(ingest.pid, signal.SIGKILL)  # possibly in the middle of a batch
+        ingest.wait(10)
+        device.predict(features, 100, start=400)  # published while no ingester runs
+        device.recorder.flush()
+        wait_for(lambda: device.buffer.depth == 0, what="the broker to accept everything")
+        assert SqliteStore(store_path).count() < 500
+        ingest = start()
+        wait_for(lambda: SqliteStore(store_path).count() == 500, what="all 500 stored after restart")
+        assert SqliteStore(store_path).seqs("dev-i") == list(range(1, 501))
+    finally:
+        ingest.send_signal(signal.SIGTERM)
+        ingest.wait(10)
+        device.close()
+
+
+def test_disk_cap_offline_evicts_routine_first_and_the_drop_count_arrives(
+    pbroker, tmp_path, digits_split
+) -> None:  # type: ignore[no-untyped-def]
+    store_path = tmp_path / "cloud.sqlite3"
+    ingester, ing_conn = start_ingester(pbroker.port, store_path)
+    device = Device(write_profile(tmp_path / "dev.toml", device="dev-d", port=pbroker.port, max_bytes=30000))
+    features = digits_split[1].features
+    try:  # the device never connected: offline from the start
+        for i in range(5):
+            device.recorder.record(RecordKind.VERDICT, {"request_id": f"r{i}", "label": "3"})
+        for i in range(3):
+            device.recorder.record(RecordKind.UPDATE_STATUS, {"state": "installed", "n": i})
+        device.predict(features, 200)
+        for i in range(4):
+            device.recorder.record(RecordKind.EVENT, {"camera": "c1", "n": i})
+        device.recorder.emit_metrics()
+        device.predict(features, 200, start=200)
+        device.recorder.flush()
+        dropped = device.buffer.dropped()
+        assert set(dropped) == {"inference"} and dropped["inference"] > 0
+        n_dropped = dropped["inference"]
+        waiting = device.buffer.depth  # superseded (cumulative) drop reports are gone too
+        assert waiting == 5 + 3 + 4 + 1 + (400 - n_dropped) + 1
+        device.connection.start(wait_s=5.0)
+        wait_for(lambda: device.buffer.depth == 0, what="the backlog to drain")
+        store = SqliteStore(store_path)
+        wait_for(lambda: store.count("dev-d") == waiting, what="storage")
+        kinds = {k: len(store.bodies("dev-d", k)) for k in RecordKind}
+        assert kinds[RecordKind.VERDICT] == 5 and kinds[RecordKind.UPDATE_STATUS] == 3
+        assert kinds[RecordKind.EVENT] == 4 and kinds[RecordKind.METRICS] == 1
+        assert kinds[RecordKind.INFERENCE] == 400 - n_dropped
+        drops = store.bodies("dev-d", RecordKind.DROPS)
+        assert drops[-1]["total"] == n_dropped and drops[-1]["by_kind"] == {"inference": n_dropped}
+        metrics = store.bodies("dev-d", RecordKind.METRICS)[0]
+        assert metrics["requests"] == 200  # the metrics saw every request, even the evicted ones
+        # The oldest routine records went first: the survivors are the newest ones.
+        ids = [int(b["request_id"][1:]) for b in store.bodies("dev-d", RecordKind.INFERENCE)]
+        assert sorted(ids) == list(range(n_dropped, 400))
+        assert store.summaries()[0].dropped == n_dropped
+    finally:
+        device.close()
+        ingester.stop()
+        ing_conn.stop()
+
+
+def test_malformed_and_foreign_payloads_are_counted_never_stored(pbroker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store_path = tmp_path / "cloud.sqlite3"
+    ingester, ing_conn = start_ingester(pbroker.port, store_path)
+    topics = Topics(FLEET)
+    good = encode_batch("dev-m", [(1, 1.0, "event", json.dumps({"camera": "c"}))])
+    bad = [
+        b"\xff\xfe not json",
+        b"[1, 2, 3]",
+        json.dumps({"v": 99, "device": "dev-m", "records": []}).encode(),
+        encode_batch("someone-else", [(1, 1.0, "event", "{}")]),  # foreign: not its own topic
+        json.dumps(
+            {"v": 1, "device": "dev-m", "records": [{"seq": 0, "ts": 1, "kind": "event", "body": {}}]}
+        ).encode(),
+        encode_batch("dev-m", [(2, 1.0, "inference", json.dumps({"label": "3"}))]),  # body misses fields
+        encode_batch("dev-m", [(3, 1.0, "no-such-kind", "{}")]),
+    ]
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="rogue")
+    client.connect("127.0.0.1", pbroker.port)
+    client.loop_start()
+    try:
+        for payload in bad:
+            client.publish(topics.telemetry("dev-m"), payload, qos=1).wait_for_publish(5)
+        client.publish(topics.telemetry("dev-m"), good, qos=1).wait_for_publish(5)
+        wait_for(lambda: ingester.stored == 1, what="the good batch")
+        assert ingester.malformed == len(bad)
+        assert SqliteStore(store_path).seqs("dev-m") == [1]
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        ingester.stop()
+        ing_conn.stop()

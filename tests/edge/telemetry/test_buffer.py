@@ -1,0 +1,81 @@
+"""The durable buffer on a real SQLite file: sequence numbers, priority eviction, age, restart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edge.telemetry.buffer import TelemetryBuffer
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _body(n: int, size: int = 100) -> str:
+    """A JSON body of exactly `size` bytes."""
+    return json.dumps(f"{n:04d}" + "x" * (size - 6))
+
+
+def test_sequence_numbers_survive_reopen_and_are_never_reused(tmp_path: Path) -> None:
+    buf = TelemetryBuffer(tmp_path / "b.sqlite3", max_bytes=10**6, max_age_s=3600)
+    assert buf.append([(1.0, "inference", _body(i)) for i in range(10)]) == 10
+    buf.delete(range(1, 11))
+    buf.close()
+    again = TelemetryBuffer(tmp_path / "b.sqlite3", max_bytes=10**6, max_age_s=3600)
+    assert again.depth == 0 and again.last_seq == 10
+    assert again.append([(1.0, "event", _body(0))]) == 11
+    assert again.seqs() == [11]
+
+
+def test_full_buffer_evicts_routine_oldest_first_and_keeps_high_value(tmp_path: Path) -> None:
+    clock = Clock()
+    buf = TelemetryBuffer(tmp_path / "b.sqlite3", max_bytes=5000, max_age_s=3600, clock=clock)
+    high = [(1.0, k, _body(i)) for i, k in enumerate(["verdict", "update_status", "metrics", "hard_case"])]
+    buf.append(high)  # seqs 1-4
+    buf.append([(1.0, "event", _body(i)) for i in range(5)])  # 5-9
+    buf.append([(1.0, "inference", _body(i)) for i in range(60)])  # 10-69
+    # 69 records of 100 bytes over a 5000-byte cap: 19 go, then one more to make room for the
+    # drop report (which is never evicted by size).
+    assert buf.dropped() == {"inference": 20}
+    seqs = buf.seqs()
+    assert seqs[:9] == list(range(1, 10))  # every high-value record is still there
+    assert seqs[9:-1] == list(range(10 + 20, 70))  # the oldest routine ones went
+    report = buf.peek(1)[0]  # drop reports go out first
+    assert report.kind == "drops" and json.loads(report.body)["total"] == 20
+    # With no routine records left, the next class (events) goes, oldest first.
+    # 9 x 100 + 3 x 1400 + the report is just over the cap once all 60 routine records are gone.
+    buf.append([(1.0, "verdict", _body(i, 1400)) for i in range(3)])
+    dropped = buf.dropped()
+    assert dropped == {"inference": 60, "event": 2}
+    assert buf.seqs()[:7] == [1, 2, 3, 4, 7, 8, 9]
+    assert [r.kind for r in buf.peek(100)].count("drops") == 1  # the cumulative report replaced the old one
+    assert "verdict" not in dropped and "metrics" not in dropped
+
+
+def test_records_older_than_max_age_are_expired_and_counted(tmp_path: Path) -> None:
+    clock = Clock()
+    buf = TelemetryBuffer(tmp_path / "b.sqlite3", max_bytes=10**6, max_age_s=100, clock=clock)
+    buf.append([(clock.now - 500, "inference", _body(i)) for i in range(7)])
+    buf.append([(clock.now - 10, "event", _body(i)) for i in range(3)])
+    assert buf.expire() == 7
+    assert buf.dropped() == {"inference": 7}
+    kinds = sorted(r.kind for r in buf.peek(100))
+    assert kinds == ["drops", "event", "event", "event"]
+    clock.now += 1000
+    assert buf.expire() == 3  # the drop report itself does not expire
+    assert [r.kind for r in buf.peek(100)] == ["drops"]
+
+
+def test_peek_pages_in_priority_then_sequence_order(tmp_path: Path) -> None:
+    buf = TelemetryBuffer(tmp_path / "b.sqlite3", max_bytes=10**6, max_age_s=3600)
+    buf.append([(1.0, k, "{}") for k in ["inference", "metrics", "inference", "event", "metrics"]])
+    first = buf.peek(2)
+    assert [r.seq for r in first] == [2, 5]
+    rest = buf.peek(10, after=(3, 5))
+    assert [r.seq for r in rest] == [4, 1, 3]
+    assert buf.delete([2, 5, 99]) == 2 and buf.depth == 3 and buf.size_bytes == 6

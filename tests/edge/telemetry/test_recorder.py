@@ -1,0 +1,121 @@
+"""The recorder with a real agent on the demo model: what each answer turns into."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import edge.telemetry
+from edge.agent import Agent
+from edge.config import load_profile
+from edge.telemetry.buffer import TelemetryBuffer
+from shared.telemetry import BODY_MODELS, RecordKind
+from tests.cloud.ingest.support import write_profile
+from tests.conftest import REPO
+
+
+def _agent(tmp_path: Path, **telemetry: object) -> tuple[Agent, edge.telemetry.TelemetryParts]:
+    profile = load_profile(
+        write_profile(tmp_path / "dev.toml", device="dev-r", port=1, mqtt=False, **telemetry)
+    )
+    agent = Agent.from_profile(profile)
+    parts = edge.telemetry.build(profile, None)
+    agent.cascade.observers.append(parts.observer)
+    return agent, parts
+
+
+def _bodies(buffer: TelemetryBuffer, kind: str) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(r.body) for r in buffer.peek(100_000) if r.kind == kind]
+
+
+def test_every_answer_becomes_a_valid_record_and_metrics_count_all(tmp_path, digits_split) -> None:  # type: ignore[no-untyped-def]
+    agent, parts = _agent(tmp_path)
+    assert parts.recorder is not None and parts.buffer is not None and parts.uplink is None
+    features = digits_split[1].features
+    answers = [agent.predict(features[i], request_id=f"r{i}") for i in range(120)]
+    assert parts.recorder.emit_metrics() == 121
+    records = _bodies(parts.buffer, "inference")
+    assert len(records) == 120
+    for body in records:
+        BODY_MODELS[RecordKind.INFERENCE].model_validate(body)  # the schema the cloud checks
+        assert "features" not in body  # no input data by default
+    assert [b["label"] for b in records] == [a.label for a in answers]
+    metrics = _bodies(parts.buffer, "metrics")[0]
+    assert metrics["requests"] == 120 and sum(metrics["latency_buckets"]) == 120
+    assert metrics["escalated"] == sum(a.escalated for a in answers)
+    assert metrics["degraded"] == sum(a.degraded for a in answers)
+    assert metrics["by_source"] == {"edge": 120}
+    assert metrics["buffer_records"] == 120
+
+
+def test_sampling_keeps_every_unusual_answer_and_metrics_still_see_everything(tmp_path, digits_split) -> None:  # type: ignore[no-untyped-def]
+    agent, parts = _agent(tmp_path, inference_sample_rate=0.0)
+    assert parts.recorder is not None and parts.buffer is not None
+    answers = [agent.predict(f) for f in digits_split[1].features[:300]]
+    parts.recorder.emit_metrics()
+    unusual = sum(a.escalated or a.degraded for a in answers)
+    assert unusual > 0  # offline device: hard cases come back degraded
+    assert len(_bodies(parts.buffer, "inference")) == unusual
+    assert parts.recorder.sampled_out == 300 - unusual
+    assert _bodies(parts.buffer, "metrics")[0]["requests"] == 300
+
+
+def test_hard_examples_are_opt_in_and_rate_capped(tmp_path, digits_split) -> None:  # type: ignore[no-untyped-def]
+    features = digits_split[1].features[:300]
+    (tmp_path / "off").mkdir()
+    agent, parts = _agent(tmp_path / "off")
+    for f in features:
+        agent.predict(f)
+    assert parts.recorder is not None and parts.buffer is not None
+    parts.recorder.flush()
+    assert _bodies(parts.buffer, "hard_case") == []
+    (tmp_path / "on").mkdir()
+    agent, parts = _agent(tmp_path / "on", hard_examples={"enabled": True, "max_per_minute": 5})
+    assert parts.recorder is not None and parts.buffer is not None
+    answers = [agent.predict(f) for f in features]
+    parts.recorder.flush()
+    hard = _bodies(parts.buffer, "hard_case")
+    escalated = sum(a.escalated for a in answers)
+    assert escalated > 5 and len(hard) == 5 and parts.recorder.hard_over_cap == escalated - 5
+    assert len(hard[0]["features"]) == 64
+    assert np.allclose(hard[0]["features"], features[[a.escalated for a in answers].index(True)])
+
+
+def test_kill_9_loses_no_acknowledged_record(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    profile = write_profile(tmp_path / "dev.toml", device="dev-x", port=1, mqtt=False)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.edge.telemetry.soak_agent",
+            "--config",
+            str(profile),
+            "--flush-every",
+            "3",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    acked = 0
+    for line in proc.stdout:
+        if line.startswith("ACK "):
+            acked = int(line.split()[1])
+            if acked >= 900:
+                break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    for line in proc.stdout:
+        if line.startswith("ACK "):
+            acked = int(line.split()[1])
+    buffer = TelemetryBuffer(tmp_path / "dev-x-data" / "telemetry.sqlite3", max_bytes=10**8, max_age_s=1e9)
+    seqs = buffer.seqs()
+    assert seqs[:acked] == list(range(1, acked + 1))  # every acknowledged record is there
+    assert seqs == list(range(1, buffer.last_seq + 1))  # and nothing half-written
