@@ -1,0 +1,185 @@
+"""The fleet manager: sign and publish manifests and artifact chunks, canaries, promote, rollback.
+
+Every push is recorded in `<state_dir>/pushes.json` (and its signed manifest in
+`<state_dir>/manifests/`), so `promote` and `rollback` work from a later command. Everything
+published in this session is re-published after a reconnect, because a broker restarted without
+persistence forgets retained messages."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cloud.fleet.manifest_builder import Payload
+from cloud.fleet.status_board import StatusBoard
+from shared.errors import UpdateError
+from shared.manifest import Manifest
+from shared.mqtt import MqttConnection, Topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PushRecord:
+    push_id: str
+    name: str
+    version: str
+    target: str
+    canary_devices: list[str] = field(default_factory=list)
+    promoted: bool = True
+    rolled_back: bool = False
+    issued_at: float = 0.0
+
+
+class FleetManager:
+    def __init__(
+        self, connection: MqttConnection, fleet: str, key: Ed25519PrivateKey, state_dir: Path
+    ) -> None:
+        self.connection = connection
+        self.topics = Topics(fleet)
+        self.key = key
+        self.state_dir = state_dir
+        (state_dir / "manifests").mkdir(parents=True, exist_ok=True)
+        self.board = StatusBoard(connection, self.topics)
+        self._published: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        connection.on_connect_hooks.append(self._republish)
+        self.board.attach()
+
+    # -- records -----------------------------------------------------------------------------
+    def pushes(self) -> list[PushRecord]:
+        try:
+            return [PushRecord(**r) for r in json.loads((self.state_dir / "pushes.json").read_text())]
+        except FileNotFoundError:
+            return []
+
+    def _save(self, records: list[PushRecord]) -> None:
+        (self.state_dir / "pushes.json").write_text(json.dumps([asdict(r) for r in records], indent=1))
+
+    def manifest_of(self, push_id: str) -> Manifest:
+        return Manifest.model_validate_json((self.state_dir / "manifests" / f"{push_id}.json").read_bytes())
+
+    # -- publishing -------------------------------------------------------------------------
+    def publish_retained(self, topic: str, payload: bytes) -> None:
+        with self._lock:
+            if payload:
+                self._published[topic] = payload
+            else:
+                self._published.pop(topic, None)
+        self.connection.publish(topic, payload, qos=1, retain=True)
+
+    def _republish(self) -> None:
+        with self._lock:
+            items = list(self._published.items())
+        if items:
+            log.info("reconnected: re-publishing %d retained messages", len(items))
+        for topic, payload in items:
+            self.connection.publish(topic, payload, qos=1, retain=True)
+
+    def publish_payloads(self, payloads: list[Payload]) -> None:
+        blobs = self.state_dir / "blobs"
+        blobs.mkdir(exist_ok=True)
+        for payload in payloads:
+            blob = payload.blob
+            kept = blobs / blob.sha256
+            if not kept.exists():  # kept so a rollback can re-send it to devices that lack it
+                kept.write_bytes(payload.data)
+            for i in range(len(blob.chunk_sha256)):
+                start, end = blob.chunk_bounds(i)
+                self.publish_retained(f"{blob.topic}/{i}", payload.data[start:end])
+
+    def topic_for(self, target: str) -> str:
+        kind, _, value = target.partition(":")
+        if kind == "device" and value:
+            return self.topics.manifest_device(value)
+        if kind == "group" and value:
+            return self.topics.manifest_group(value)
+        if target == "all":
+            return self.topics.manifest_all()
+        raise UpdateError(f"target must be device:ID, group:G or all, not {target!r}")
+
+    def push(
+        self, manifest: Manifest, payloads: list[Payload], canary_percent: float | None = None
+    ) -> tuple[Manifest, list[str]]:
+        """Sign and publish. Returns the signed manifest and the devices it was sent to (for
+        group/all targets: the devices known from their status; a canary gets only a share)."""
+        signed = manifest.signed(self.key)
+        self.topic_for(signed.target)  # validate before publishing anything
+        (self.state_dir / "manifests" / f"{signed.push_id}.json").write_text(signed.model_dump_json())
+        self.publish_payloads(payloads)
+        devices = self.board.devices_in(signed.target)
+        record = PushRecord(
+            signed.push_id, signed.name, signed.version, signed.target, issued_at=signed.issued_at
+        )
+        body = signed.model_dump_json().encode()
+        if canary_percent is not None and not signed.target.startswith("device:"):
+            count = max(1, math.ceil(len(devices) * canary_percent / 100.0)) if devices else 0
+            record.canary_devices = devices[:count]
+            record.promoted = False
+            for device in record.canary_devices:
+                self.publish_retained(self.topics.manifest_device(device), body)
+            devices = record.canary_devices
+        else:
+            self.publish_retained(self.topic_for(signed.target), body)
+        self._save([*self.pushes(), record])
+        log.info("pushed %s %s to %s: %s", signed.name, signed.version, signed.target, devices)
+        return signed, devices
+
+    def promote(self, push_id: str | None = None) -> tuple[PushRecord, list[str]]:
+        """Widen a canary to its whole target; clears the canaries' device-level manifests."""
+        records = self.pushes()
+        canaries = [r for r in records if not r.promoted and not r.rolled_back]
+        if push_id:
+            record = next((r for r in canaries if r.push_id == push_id), None)
+        else:
+            record = canaries[-1] if canaries else None
+        if record is None:
+            raise UpdateError(
+                "no canary push waiting for promotion" + (f" with id {push_id}" if push_id else "")
+            )
+        self.publish_retained(
+            self.topic_for(record.target), self.manifest_of(record.push_id).model_dump_json().encode()
+        )
+        for device in record.canary_devices:
+            self.publish_retained(self.topics.manifest_device(device), b"")
+        record.promoted = True
+        self._save(records)
+        return record, self.board.devices_in(record.target)
+
+    def rollback(self, name: str, target: str) -> tuple[Manifest, list[str]]:
+        """Re-sign the previous version pushed to `target` as a new push; devices keep the old
+        version on disk, so they swap back without a download."""
+        records = [r for r in self.pushes() if r.name == name and r.target == target and not r.rolled_back]
+        if len(records) < 2:
+            raise UpdateError(f"no earlier push of {name} to {target} to roll back to")
+        bad, good = records[-1], records[-2]
+        base = self.manifest_of(good.push_id)
+        manifest = base.model_copy(
+            update={
+                "push_id": uuid.uuid4().hex[:12],
+                "rollback_of": bad.version,
+                "issued_at": time.time(),
+                "signature": None,
+            }
+        )
+        all_records = self.pushes()
+        for r in all_records:
+            if r.push_id == bad.push_id:
+                r.rolled_back = True
+        self._save(all_records)
+        for device in bad.canary_devices:
+            self.publish_retained(self.topics.manifest_device(device), b"")
+        kept = self.state_dir / "blobs" / base.artifact.sha256
+        payloads = [Payload(base.artifact, kept.read_bytes())] if kept.exists() else []
+        signed, devices = self.push(manifest, payloads)
+        if bad.canary_devices and not bad.promoted:
+            devices = sorted(set(devices) | set(bad.canary_devices))
+        return signed, devices

@@ -1,0 +1,103 @@
+"""The fleet manager's view of devices: retained update statuses and presence, read over MQTT."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+
+import paho.mqtt.client as mqtt
+
+from shared.manifest import UpdateStatus
+from shared.mqtt import MqttConnection, Topics
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("active", "failed", "rolled_back")
+
+
+class StatusBoard:
+    """Call `attach()` before the connection starts; `statuses()` is a snapshot."""
+
+    def __init__(self, connection: MqttConnection, topics: Topics) -> None:
+        self.connection = connection
+        self.topics = topics
+        self._status: dict[str, UpdateStatus] = {}
+        self._presence: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self.changed = threading.Condition(self._lock)
+        self.malformed = 0
+
+    def attach(self) -> None:
+        self.connection.subscribe(self.topics.all_status(), self._on_status, qos=1)
+        self.connection.subscribe(self.topics.all_presence(), self._on_presence, qos=1)
+
+    def _on_status(self, msg: mqtt.MQTTMessage) -> None:
+        if not msg.payload:
+            return
+        try:
+            status = UpdateStatus.model_validate_json(msg.payload)
+        except ValueError:
+            self.malformed += 1
+            log.warning("malformed status on %s (%d so far)", msg.topic, self.malformed)
+            return
+        with self.changed:
+            self._status[status.device] = status
+            self.changed.notify_all()
+
+    def _on_presence(self, msg: mqtt.MQTTMessage) -> None:
+        device = Topics.device_of(msg.topic)
+        if device:
+            with self.changed:
+                self._presence[device] = bytes(msg.payload).decode(errors="replace")
+
+    def statuses(self) -> dict[str, UpdateStatus]:
+        with self._lock:
+            return dict(self._status)
+
+    def presence(self, device: str) -> str:
+        with self._lock:
+            return self._presence.get(device, "unknown")
+
+    def devices_in(self, target: str) -> list[str]:
+        """Known devices matching `device:ID`, `group:G` or `all`."""
+        kind, _, value = target.partition(":")
+        with self._lock:
+            statuses = list(self._status.values())
+        if kind == "device":
+            return [value]
+        if kind == "group":
+            return sorted(s.device for s in statuses if value in s.groups)
+        return sorted(s.device for s in statuses)
+
+    def wait_settled(self, settle_s: float) -> None:
+        """Wait until no new retained status arrived for `settle_s` (the initial burst is in)."""
+        with self.changed:
+            while self.changed.wait(settle_s):
+                pass
+
+    def wait_for(
+        self, push_id: str, devices: Iterable[str], timeout_s: float, on_change: object = None
+    ) -> dict[str, UpdateStatus | None]:
+        """Wait until each device reports a terminal state for `push_id` (or the timeout)."""
+        wanted = list(devices)
+        deadline = time.monotonic() + timeout_s
+        last: dict[str, tuple[str, float | None]] = {}
+        with self.changed:
+            while True:
+                now = {d: self._status.get(d) for d in wanted}
+                for device, st in now.items():
+                    mine = st is not None and st.push_id == push_id
+                    key = (st.state, st.progress) if st is not None and mine else ("waiting", None)
+                    if callable(on_change) and last.get(device) != key:
+                        on_change(device, st if mine else None)
+                    last[device] = key
+                if all(
+                    st is not None and st.push_id == push_id and st.state in TERMINAL for st in now.values()
+                ):
+                    return dict(now)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return dict(now)
+                self.changed.wait(min(remaining, 0.5))

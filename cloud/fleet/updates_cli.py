@@ -1,0 +1,232 @@
+"""`edgecascade fleet keygen|push|status|rollback|promote`: signed model updates for a fleet."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_KEY = Path("var/fleet/signing.key")
+DEFAULT_STATE = Path("var/fleet")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fleet", default="demo", help="fleet name (MQTT topic prefix part)")
+    p.add_argument("--broker", default="127.0.0.1:1883", help="MQTT broker HOST:PORT")
+    p.add_argument("--username", help="fleet identity on the broker (only it may publish manifests)")
+    p.add_argument("--password", help="broker password (prefer EDGECASCADE_FLEET_PASSWORD)")
+    p.add_argument("--tls-ca", help="CA certificate: connect with TLS")
+    p.add_argument("--key", type=Path, default=DEFAULT_KEY, help="Ed25519 signing key (PEM)")
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE, help="push history and manifests")
+
+
+def _examples(text: str) -> dict[str, Any]:
+    return {"epilog": "example:\n  " + text, "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser(
+        "keygen",
+        help="make the fleet's Ed25519 signing key",
+        description="Write a new signing key (kept here, mode 0600) and print the public key for device profiles.",
+        **_examples("edgecascade fleet keygen --key var/fleet/signing.key"),
+    )
+    p.add_argument("--key", type=Path, default=DEFAULT_KEY, help="where to write the private key")
+    p.add_argument("--force", action="store_true", help="overwrite an existing key")
+    p.set_defaults(func=keygen)
+
+    p = sub.add_parser(
+        "push",
+        help="sign and publish a model to devices",
+        description="Sign a model manifest, publish the artifact in chunks and the manifest (retained), "
+        "and follow each device until it is active, failed or rolled back.",
+        **_examples(
+            "edgecascade fleet push model.onnx --name digits-edge --version 1.1.0 --target group:store-12 --canary 10"
+        ),
+    )
+    _common(p)
+    p.add_argument("model", type=Path, help="artifact (.tflite/.onnx) with its .card.json beside it")
+    p.add_argument("--name", help="model name (default: from the card)")
+    p.add_argument("--version", help="model version (default: from the card)")
+    p.add_argument("--target", required=True, help="device:ID, group:G or all")
+    p.add_argument("--canary", type=float, metavar="PERCENT", help="send to this share of the target first")
+    p.add_argument("--delta-from", type=Path, metavar="BASE", help="base artifact: also send a bsdiff delta")
+    p.add_argument("--profiles", default="", help="comma-separated compatible profiles (default: any)")
+    p.add_argument("--min-agent", help="oldest agent version that may run it (default: this version)")
+    p.add_argument("--route", choices=["mqtt", "http"], default="mqtt", help="delivery route")
+    p.add_argument("--base-url", help="model repository URL for the http route")
+    p.add_argument("--chunk-kb", type=int, default=256, help="chunk size in KiB")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to follow devices")
+    p.set_defaults(func=push)
+
+    p = sub.add_parser(
+        "status",
+        help="table of devices: model, version, state, last seen",
+        description="Read the devices' retained status messages and print one row per device.",
+        **_examples("edgecascade fleet status --broker 127.0.0.1:1883"),
+    )
+    _common(p)
+    p.add_argument("--wait", type=float, default=1.0, help="seconds to collect retained statuses")
+    p.set_defaults(func=status)
+
+    p = sub.add_parser(
+        "rollback",
+        help="send a target back to the previous pushed version",
+        description="Re-sign the previous version pushed to TARGET as a new push; devices swap back instantly.",
+        **_examples("edgecascade fleet rollback --name digits-edge --target group:store-12"),
+    )
+    _common(p)
+    p.add_argument("--name", required=True, help="model name")
+    p.add_argument("--target", required=True, help="device:ID, group:G or all")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to follow devices")
+    p.set_defaults(func=rollback)
+
+    p = sub.add_parser(
+        "promote",
+        help="widen the waiting canary to its whole target",
+        description="Publish the canary's manifest to its whole target (canaries never widen on their own).",
+        **_examples("edgecascade fleet promote"),
+    )
+    _common(p)
+    p.add_argument("--push-id", help="which canary (default: the latest)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to follow devices")
+    p.set_defaults(func=promote)
+
+
+def keygen(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from shared.errors import ConfigError
+    from shared.manifest import key_id, public_key_b64, save_private_key
+
+    if args.key.exists() and not args.force:
+        raise ConfigError("a signing key exists already; pass --force to replace it", file=str(args.key))
+    key = Ed25519PrivateKey.generate()
+    save_private_key(key, args.key)
+    print(f"signing key written to {args.key} (keep it here; key id {key_id(key.public_key())})")
+    print("put this in each device profile:\n\n[updates]\nenabled = true")
+    print(f'public_key = "{public_key_b64(key.public_key())}"')
+    return 0
+
+
+def _manager(args: argparse.Namespace) -> Any:
+    import os
+
+    from cloud.fleet.manager import FleetManager
+    from shared.errors import TransportError
+    from shared.manifest import load_private_key
+    from shared.mqtt import MqttConnection, MqttSettings
+
+    host, _, port = args.broker.rpartition(":")
+    settings = MqttSettings(
+        host=host or "127.0.0.1",
+        port=int(port),
+        client_id=f"fleet-manager-{os.getpid()}",
+        username=args.username,
+        password=args.password or os.environ.get("EDGECASCADE_FLEET_PASSWORD"),
+        tls_ca=args.tls_ca,
+    )
+    connection = MqttConnection(settings)
+    manager = FleetManager(connection, args.fleet, load_private_key(args.key), args.state_dir)
+    if not connection.start(wait_s=5):
+        connection.stop()
+        raise TransportError(
+            f"cannot reach the broker at {args.broker} ({connection.refused_reason or 'no answer'})"
+        )
+    manager.board.wait_settled(0.5)
+    return manager
+
+
+def _follow(manager: Any, push_id: str, devices: list[str], timeout: float) -> int:
+    print(f"sent to {len(devices)} device(s): {', '.join(devices) or '(none known yet)'}")
+
+    def show(device: str, st: Any) -> None:
+        if st is None:
+            print(f"  {device:20s} waiting")
+        else:
+            extra = f" {st.progress:.0%}" if st.state == "downloading" and st.progress is not None else ""
+            print(f"  {device:20s} {st.state}{extra}" + (f": {st.reason}" if st.reason else ""))
+
+    final = manager.board.wait_for(push_id, devices, timeout, on_change=show)
+    groups: dict[str, list[str]] = {}
+    for device, st in final.items():
+        state = st.state if st is not None and st.push_id == push_id else "no answer"
+        groups.setdefault(state, []).append(device if not (st and st.reason) else f"{device} ({st.reason})")
+    for state, names in sorted(groups.items()):
+        print(f"{state}: {len(names)}: {', '.join(names)}")
+    ok = {"active", "rolled_back"}
+    return (
+        0 if all(st is not None and st.push_id == push_id and st.state in ok for st in final.values()) else 1
+    )
+
+
+def push(args: argparse.Namespace) -> int:
+    from cloud.fleet.manifest_builder import build_manifest
+
+    manager = _manager(args)
+    try:
+        manifest, payloads = build_manifest(
+            args.model,
+            fleet=args.fleet,
+            target=args.target,
+            name=args.name,
+            version=args.version,
+            route=args.route,
+            base_url=args.base_url,
+            chunk_size=args.chunk_kb * 1024,
+            delta_base=args.delta_from,
+            profiles=[p for p in args.profiles.split(",") if p],
+            **({"min_agent_version": args.min_agent} if args.min_agent else {}),
+        )
+        signed, devices = manager.push(manifest, payloads, canary_percent=args.canary)
+        print(f"pushed {signed.name} {signed.version} (push {signed.push_id}) to {signed.target}")
+        if args.canary is not None:
+            print(
+                f"canary: {len(devices)} device(s); widen with `edgecascade fleet promote --push-id {signed.push_id}`"
+            )
+        return _follow(manager, signed.push_id, devices, args.timeout)
+    finally:
+        manager.connection.stop()
+
+
+def promote(args: argparse.Namespace) -> int:
+    manager = _manager(args)
+    try:
+        record, devices = manager.promote(args.push_id)
+        print(f"promoted {record.name} {record.version} to {record.target}")
+        return _follow(manager, record.push_id, devices, args.timeout)
+    finally:
+        manager.connection.stop()
+
+
+def rollback(args: argparse.Namespace) -> int:
+    manager = _manager(args)
+    try:
+        signed, devices = manager.rollback(args.name, args.target)
+        print(
+            f"rolling {args.target} back from {signed.rollback_of} to {signed.version} (push {signed.push_id})"
+        )
+        return _follow(manager, signed.push_id, devices, args.timeout)
+    finally:
+        manager.connection.stop()
+
+
+def status(args: argparse.Namespace) -> int:
+    manager = _manager(args)
+    try:
+        time.sleep(args.wait)
+        print(format_table(manager.board.statuses(), manager.board.presence))
+        return 0
+    finally:
+        manager.connection.stop()
+
+
+def format_table(statuses: dict[str, Any], presence: Any) -> str:
+    rows = [("DEVICE", "MODEL", "VERSION", "STATE", "LAST SEEN", "PRESENCE", "REASON")]
+    for device, st in sorted(statuses.items()):
+        seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.updated_at))
+        state = st.state + (f" {st.progress:.0%}" if st.state == "downloading" and st.progress else "")
+        rows.append((device, st.model, st.active_version, state, seen, presence(device), st.reason or ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

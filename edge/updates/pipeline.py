@@ -1,0 +1,158 @@
+"""Apply one verified manifest: download (full or delta) -> verify -> test in a child -> load ->
+swap -> point `active` at it; and roll back to the kept previous version. No MQTT or HTTP here:
+transports come in through the ArtifactTransport interface."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from edge.config.profile import DeviceProfile
+from edge.local_model import LocalModel, backend_options
+from edge.model_slot import ModelSlot
+from edge.updates.candidate_check import check_in_child
+from edge.updates.staging import StagedBlob
+from edge.updates.store import Installed, UpdateStore, sha256_file
+from edge.updates.transports import ArtifactTransport
+from shared.errors import EdgecascadeError, UpdateError
+from shared.manifest import Blob, Manifest
+
+log = logging.getLogger(__name__)
+
+#: report(state, fields): the updater turns these into the retained status message.
+Report = Callable[..., None]
+
+
+class UpdatePipeline:
+    def __init__(
+        self,
+        profile: DeviceProfile,
+        slot: ModelSlot,
+        store: UpdateStore,
+        current: Installed,
+        transport_for: Callable[[str], ArtifactTransport],
+    ) -> None:
+        self.profile = profile
+        self.slot = slot
+        self.store = store
+        self.current = current
+        self.previous: Installed | None = None
+        found = store.read_pointer()
+        if found and found[0].path == current.path:
+            self.previous = found[1]
+        self.transport_for = transport_for
+        self.bytes_downloaded = 0  # on the wire, for the delta-vs-full comparison
+
+    def is_current(self, manifest: Manifest) -> bool:
+        return self.current.version == manifest.version and self.current.path.name == manifest.file_name
+
+    def apply(self, manifest: Manifest, stop: threading.Event, report: Report) -> bool:
+        """Bring `manifest`'s model into service. Returns False if stopped early (a newer manifest);
+        raises UpdateError with the reason on refusal, leaving the current model serving."""
+        installed = self.store.installed(manifest)
+        if installed is None:
+            artifact = self._download(manifest, stop, report)
+            if artifact is None:
+                return False
+            installed = self.store.install(manifest, artifact)
+        report("testing")
+        try:
+            check_in_child(
+                installed.path, installed.path.parent / "manifest.json", self.profile.updates.check_timeout_s
+            )
+            model = LocalModel.load(installed.path, backend_options(self.profile), manifest.backend)
+        except (UpdateError, EdgecascadeError) as exc:
+            if installed.path.parent.name not in self._kept():
+                shutil.rmtree(installed.path.parent, ignore_errors=True)
+            raise exc if isinstance(exc, UpdateError) else UpdateError(str(exc)) from exc
+        self._swap_to(installed, model, previous=self.current)
+        return True
+
+    def rollback(self) -> Installed:
+        """Serve the kept previous version again (instant: it is on disk). Raises UpdateError."""
+        if self.previous is None:
+            raise UpdateError("no previous version kept to roll back to")
+        target = self.previous
+        try:
+            model = LocalModel.load(target.path, backend_options(self.profile), None)
+        except EdgecascadeError as exc:
+            raise UpdateError(f"rollback failed: {exc}") from exc
+        self._swap_to(target, model, previous=None)
+        return target
+
+    # -- steps ------------------------------------------------------------------------------
+    def _kept(self) -> set[str]:
+        return {p.path.parent.name for p in (self.current, self.previous) if p is not None}
+
+    def _swap_to(self, new: Installed, model: LocalModel, previous: Installed | None) -> None:
+        # Pointer first: a crash after it serves the new (tested) model, before it the old one.
+        self.store.set_active(new, previous)
+        self.slot.swap(model)
+        self.current, self.previous = new, previous
+        keep = {p.path.parent.name for p in (new, previous) if p is not None and self._in_store(p)}
+        self.store.prune(keep)
+
+    def _in_store(self, installed: Installed) -> bool:
+        return installed.path.parent.parent == self.store.versions
+
+    def _download(self, manifest: Manifest, stop: threading.Event, report: Report) -> Path | None:
+        delta = manifest.delta
+        use_delta = (
+            delta is not None
+            and delta.base_version == self.current.version
+            and sha256_file(self.current.path) == delta.base_sha256
+        )
+        blob: Blob = delta.blob if (use_delta and delta is not None) else manifest.artifact
+        limit = int(self.profile.updates.max_artifact_mb * 1024 * 1024)
+        if blob.size_bytes > limit:
+            raise UpdateError(f"download of {blob.size_bytes} bytes exceeds the limit of {limit}")
+        self.store.clear_staging(keep=blob.sha256)
+        path = self.store.staging_file(blob.sha256)
+        staged = StagedBlob(path, blob)
+        before = staged.received_bytes
+        last = [-1.0]
+
+        def on_progress(s: StagedBlob) -> None:
+            progress = round(s.progress, 2)
+            if progress >= last[0] + 0.1 or s.done.is_set():
+                last[0] = progress
+                report("downloading", progress=progress, bytes_received=s.received_bytes)
+
+        report("downloading", progress=round(staged.progress, 2), bytes_received=before)
+        try:
+            self.transport_for(manifest.route).fetch(staged, stop, on_progress)
+        finally:
+            staged.close()
+            self.bytes_downloaded += staged.received_bytes - before
+        if not staged.done.is_set():
+            return None  # stopped for a newer manifest; the partial file stays for a resume
+        report("verifying", progress=1.0, bytes_received=blob.size_bytes)
+        if use_delta:
+            path = self._patch(path, manifest)
+        if (
+            path.stat().st_size != manifest.artifact.size_bytes
+            or sha256_file(path) != manifest.artifact.sha256
+        ):
+            path.unlink(missing_ok=True)
+            raise UpdateError("artifact size or SHA-256 does not match the signed manifest (tampered?)")
+        return path
+
+    def _patch(self, delta_path: Path, manifest: Manifest) -> Path:
+        import bsdiff4
+
+        out = self.store.staging_file(manifest.artifact.sha256)
+        try:
+            data = bsdiff4.patch(self.current.path.read_bytes(), delta_path.read_bytes())
+        except (ValueError, RuntimeError) as exc:
+            raise UpdateError(f"delta does not apply to version {self.current.version}: {exc}") from exc
+        finally:
+            delta_path.unlink(missing_ok=True)
+        with open(out, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return out

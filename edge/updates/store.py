@@ -1,0 +1,199 @@
+"""The on-device model store under `<data_dir>/models/`, safe against kill -9 and power loss.
+
+    staging/<sha256>.part       a blob being downloaded (resumable: chunks are re-checked by hash)
+    versions/<version>/         a complete, verified model: artifact, card, manifest.json
+    active                      JSON pointer {"current": {...}, "previous": {...}}
+
+A version directory appears only by an atomic rename of a fully written and fsynced temporary
+directory, and `active` only by write-temp + fsync + os.replace + fsync-dir, so after a crash the
+device finds either the old pointer or the new one, each naming a complete model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.config.profile import DeviceProfile
+from edge.local_model import resolve_artifact
+from shared.errors import ModelLoadError, StorageError
+from shared.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash leaves either the old or the new content."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Installed:
+    """A model the device can serve: `version` and the artifact `path` (card beside it)."""
+
+    version: str
+    path: Path
+
+    def to_json(self) -> dict[str, str]:
+        return {"version": self.version, "path": str(self.path)}
+
+
+class UpdateStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.staging = root / "staging"
+        self.versions = root / "versions"
+        self.pointer = root / "active"
+        for folder in (self.staging, self.versions):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    # -- pointer ----------------------------------------------------------------------------
+    def read_pointer(self) -> tuple[Installed, Installed | None] | None:
+        """(current, previous) from the pointer, or None if there is none or it names a missing model."""
+        try:
+            data = json.loads(self.pointer.read_text())
+            current = Installed(data["current"]["version"], Path(data["current"]["path"]))
+            prev = data.get("previous")
+            previous = Installed(prev["version"], Path(prev["path"])) if prev else None
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("model pointer %s is unreadable (%s); serving the factory model", self.pointer, exc)
+            return None
+        if not current.path.is_file():
+            log.error("model pointer names missing %s; serving the factory model", current.path)
+            return None
+        return current, previous
+
+    def set_active(self, current: Installed, previous: Installed | None) -> None:
+        body = {"current": current.to_json(), "previous": previous.to_json() if previous else None}
+        atomic_write(self.pointer, json.dumps(body).encode())
+
+    # -- versions ---------------------------------------------------------------------------
+    def installed(self, manifest: Manifest) -> Installed | None:
+        """The version directory for this manifest if it holds the same artifact (by hash)."""
+        path = self.versions / manifest.version / manifest.file_name
+        if path.is_file() and sha256_file(path) == manifest.artifact.sha256:
+            return Installed(manifest.version, path)
+        return None
+
+    def find_by_version(self, version: str) -> Path | None:
+        folder = self.versions / version
+        try:
+            manifest = Manifest.model_validate_json((folder / "manifest.json").read_bytes())
+        except (FileNotFoundError, ValueError):
+            return None
+        path = folder / manifest.file_name
+        return path if path.is_file() else None
+
+    def install(self, manifest: Manifest, artifact: Path) -> Installed:
+        """Move a verified artifact into versions/<version>/ with its card and manifest (atomically)."""
+        final = self.versions / manifest.version
+        tmp = self.versions / f".tmp-{manifest.version}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        target = tmp / manifest.file_name
+        os.replace(artifact, target)
+        files = {
+            target.with_name(target.name + ".card.json"): manifest.card.model_dump_json(indent=2).encode(),
+            tmp / "manifest.json": manifest.model_dump_json().encode(),
+        }
+        for path, data in files.items():
+            path.write_bytes(data)
+        for path in [target, *files]:
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        fsync_dir(tmp)
+        if final.exists():  # a same-named version with other bytes: keep the newer push
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        fsync_dir(self.versions)
+        return Installed(manifest.version, final / manifest.file_name)
+
+    def prune(self, keep: set[str]) -> None:
+        """Delete version directories other than `keep` (current and previous)."""
+        for folder in self.versions.iterdir():
+            if folder.name not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    # -- outcomes: pushes already applied, refused or rolled back are not retried after a restart --
+    def outcomes(self) -> dict[str, str]:
+        try:
+            data = json.loads((self.root / "outcomes.json").read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            log.error("unreadable outcomes.json (%s); pushes may be retried once", exc)
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def record_outcome(self, push_id: str, outcome: str) -> None:
+        data = self.outcomes()
+        data[push_id] = outcome
+        atomic_write(self.root / "outcomes.json", json.dumps(data).encode())
+
+    # -- staging ------------------------------------------------------------------------------
+    def staging_file(self, sha256: str) -> Path:
+        return self.staging / f"{sha256}.part"
+
+    def clear_staging(self, keep: str | None = None) -> None:
+        for path in self.staging.iterdir():
+            if keep is None or path.name != f"{keep}.part":
+                path.unlink(missing_ok=True)
+
+
+def models_root(profile: DeviceProfile) -> Path:
+    return profile.data_dir / "models"
+
+
+def factory_model(profile: DeviceProfile) -> Installed:
+    path = resolve_artifact(profile.model.path, list(profile.runtime.backend_preference))
+    from shared.backends.registry import backend_name_for
+    from shared.model_card import ModelCard
+
+    # Report the artifact's own problems (format, absence) before its card's.
+    backend_name_for(path, profile.model.backend)
+    if not path.is_file():
+        raise ModelLoadError(str(path), "file not found")
+    return Installed(ModelCard.load_for(path).version, path)
+
+
+def active_model(profile: DeviceProfile) -> Installed:
+    """The model to serve at start-up: the update store's pointer, else the factory model."""
+    try:
+        found = UpdateStore(models_root(profile)).read_pointer()
+    except OSError as exc:
+        raise StorageError(f"model store {models_root(profile)} is unusable: {exc}") from exc
+    return found[0] if found else factory_model(profile)
+
+
+def active_model_path(profile: DeviceProfile) -> Path:
+    """Path of the artifact the agent should load at start-up (updated, rolled back or factory)."""
+    return active_model(profile).path

@@ -1,0 +1,191 @@
+"""The signed model manifest, the device's update status, and Ed25519 signing.
+
+Manifests are retained MQTT messages (topics in shared/mqtt/topics.py) written only by the fleet
+manager. The signature covers the canonical bytes: JSON of every field except `signature`, keys
+sorted, no whitespace. Devices hold only the public key.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.errors import ConfigError, UpdateError
+from shared.model_card import ModelCard
+
+MANIFEST_SCHEMA = 1
+UpdateState = Literal["idle", "downloading", "verifying", "testing", "active", "failed", "rolled_back"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class Blob(_Strict):
+    """A byte string delivered in numbered chunks, each with its own SHA-256."""
+
+    sha256: str = Field(description="SHA-256 (hex) of the whole blob.")
+    size_bytes: int = Field(ge=1, description="Size of the whole blob.")
+    chunk_size: int = Field(ge=1, description="Every chunk but the last has this many bytes.")
+    chunk_sha256: list[str] = Field(description="SHA-256 (hex) of chunk i, in order.")
+    topic: str = Field(description="MQTT route: chunk i is the retained message on `<topic>/<i>`.")
+    url: str | None = Field(None, description="HTTP route: the blob's URL, fetched with Range requests.")
+
+    def chunk_bounds(self, index: int) -> tuple[int, int]:
+        start = index * self.chunk_size
+        return start, min(start + self.chunk_size, self.size_bytes)
+
+
+class Delta(_Strict):
+    """A binary diff (bsdiff4) from `base_version`; the patched result must match the artifact's hash."""
+
+    base_version: str = Field(description="Version the device must hold to use the delta.")
+    base_sha256: str = Field(description="SHA-256 of the base artifact the delta applies to.")
+    blob: Blob = Field(description="The delta's bytes.")
+
+
+class GoldenVector(_Strict):
+    features: list[float] = Field(description="One encoded input row.")
+    expected: list[float] = Field(description="Probabilities the pushed model gave at push time.")
+
+
+class Golden(_Strict):
+    """Inputs with expected outputs: a candidate must reproduce them before it may serve."""
+
+    tolerance: float = Field(ge=0.0, description="Largest allowed absolute difference per output.")
+    vectors: list[GoldenVector] = Field(min_length=1, description="Real held-out examples.")
+
+
+class EscalationThreshold(_Strict):
+    kind: Literal["max_prob", "margin", "entropy"] = Field(description="Policy kind, as in [cascade].")
+    threshold: float = Field(ge=0.0, le=1.0, description="Threshold tuned for this model version.")
+
+
+class Manifest(_Strict):
+    """One model version for some devices. `target` is informational; the topic decides who reads it."""
+
+    schema_version: int = Field(MANIFEST_SCHEMA, description="Manifest schema version.")
+    fleet: str = Field(description="Fleet name.")
+    name: str = Field(description="Model name; a device applies manifests for its [model].name only.")
+    version: str = Field(description="Model version, independent of the agent version.")
+    backend: Literal["tflite", "onnx"] = Field(description="Backend that runs the artifact.")
+    file_name: str = Field(description="Artifact file name on the device.")
+    card: ModelCard = Field(description="The model card installed beside the artifact.")
+    min_agent_version: str = Field(description="Oldest agent version that can run this model.")
+    profiles: list[str] = Field(description="Compatible device profiles; empty = any.")
+    escalation: list[EscalationThreshold] = Field(
+        default_factory=list, description="Escalation thresholds that go with this model."
+    )
+    golden: Golden = Field(description="Golden test vectors.")
+    route: Literal["mqtt", "http"] = Field(description="Delivery route for the artifact.")
+    artifact: Blob = Field(description="The full artifact.")
+    delta: Delta | None = Field(None, description="Optional delta against a named base version.")
+    target: str = Field(description="device:ID, group:G or all, as pushed.")
+    push_id: str = Field(description="Unique id of the push (a rollback is a new push).")
+    rollback_of: str | None = Field(None, description="Version this push rolls back, if it is a rollback.")
+    issued_at: float = Field(description="Unix time the manifest was signed.")
+    key_id: str = Field(description="Fingerprint of the signing key.")
+    signature: str | None = Field(None, description="Base64 Ed25519 signature over the canonical bytes.")
+
+    def canonical_bytes(self) -> bytes:
+        body = self.model_dump(mode="json", exclude={"signature"})
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    def signed(self, key: Ed25519PrivateKey) -> Manifest:
+        unsigned = self.model_copy(update={"key_id": key_id(key.public_key()), "signature": None})
+        sig = key.sign(unsigned.canonical_bytes())
+        return unsigned.model_copy(update={"signature": base64.b64encode(sig).decode()})
+
+    def verify(self, public: Ed25519PublicKey) -> None:
+        """Raise UpdateError("unsigned manifest" / "bad signature ...") unless signed by `public`."""
+        if not self.signature:
+            raise UpdateError("unsigned manifest")
+        try:
+            public.verify(base64.b64decode(self.signature), self.canonical_bytes())
+        except (InvalidSignature, ValueError):
+            raise UpdateError(f"bad signature (key {self.key_id}; device trusts {key_id(public)})") from None
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Manifest:
+        """Parse a manifest message; raises UpdateError naming the problem."""
+        try:
+            return cls.model_validate_json(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise UpdateError(f"malformed manifest: {where}: {first['msg']}") from None
+
+
+class UpdateStatus(_Strict):
+    """The device's retained status message (topic Topics.update_status)."""
+
+    device: str = Field(description="Device id.")
+    profile: str = Field(description="Device profile name.")
+    groups: list[str] = Field(default_factory=list, description="Groups the device belongs to.")
+    agent_version: str = Field(description="edgecascade version of the agent.")
+    model: str = Field(description="Model name.")
+    active_version: str = Field(description="Version serving now.")
+    state: UpdateState = Field(description="Update state machine state.")
+    target_version: str | None = Field(None, description="Version being applied, if any.")
+    push_id: str | None = Field(None, description="Push the state refers to.")
+    progress: float | None = Field(None, description="Download progress 0..1 while downloading.")
+    reason: str | None = Field(None, description="Why it failed or rolled back.")
+    bytes_received: int = Field(0, description="Bytes received for the current update.")
+    updated_at: float = Field(description="Unix time of this status.")
+
+
+# -- keys ---------------------------------------------------------------------------------------
+def key_id(public: Ed25519PublicKey) -> str:
+    import hashlib
+
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def public_key_b64(public: Ed25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+def load_public_key(text: str) -> Ed25519PublicKey:
+    """A public key from base64 of the 32 raw bytes, or PEM text. Raises ConfigError."""
+    text = text.strip()
+    try:
+        if text.startswith("-----BEGIN"):
+            key: Any = serialization.load_pem_public_key(text.encode())
+        else:
+            key = Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+    except ValueError as exc:
+        raise ConfigError(f"not an Ed25519 public key: {exc}", key="updates.public_key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError("not an Ed25519 public key", key="updates.public_key")
+    return key
+
+
+def save_private_key(key: Ed25519PrivateKey, path: Path) -> None:
+    """Write PEM with mode 0600: the signing key never leaves the fleet manager."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_bytes(pem)
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise ConfigError("signing key not found (run `edgecascade fleet keygen`)", file=str(path)) from None
+    except ValueError as exc:
+        raise ConfigError(f"not a PEM private key: {exc}", file=str(path)) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError("not an Ed25519 private key", file=str(path))
+    return key

@@ -1,0 +1,96 @@
+"""`edgecascade fleet keygen/push/status/rollback/promote` against a real broker and devices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgecascade.cli import main
+from shared.manifest import load_private_key
+from tests.edge.updates.helpers import FLEET, Device, make_profile, wait_until
+from tools.mqtt_broker import BrokerProcess
+
+
+def test_fleet_cli_push_canary_promote_status_rollback(
+    broker: BrokerProcess, tmp_path: Path, model_v2: Path, model_v3: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_path = tmp_path / "fleet" / "signing.key"
+    assert main(["fleet", "keygen", "--key", str(key_path)]) == 0
+    assert "public_key = " in capsys.readouterr().out
+    assert key_path.stat().st_mode & 0o077 == 0
+    public = load_private_key(key_path).public_key()
+    devices = [
+        Device.start(make_profile(tmp_path, f"d{i}", broker.port, public, groups=["g"])) for i in range(2)
+    ]
+    common = [
+        "--fleet",
+        FLEET,
+        "--broker",
+        f"127.0.0.1:{broker.port}",
+        "--key",
+        str(key_path),
+        "--state-dir",
+        str(tmp_path / "fleet"),
+    ]
+    try:
+        wait_until(lambda: all(d.connection.connected.is_set() for d in devices), what="devices online")
+        rc = main(["fleet", "push", str(model_v2), "--target", "group:g", "--timeout", "30", *common])
+        out = capsys.readouterr().out
+        assert rc == 0, out
+        assert "sent to 2 device(s): d0, d1" in out and "active: 2: d0, d1" in out
+
+        rc = main(
+            [
+                "fleet",
+                "push",
+                str(model_v3),
+                "--target",
+                "group:g",
+                "--canary",
+                "50",
+                "--timeout",
+                "30",
+                *common,
+            ]
+        )
+        out = capsys.readouterr().out
+        assert rc == 0 and "canary: 1 device(s)" in out, out
+        assert [d.version for d in devices] == ["1.2.0", "1.1.0"]
+
+        assert main(["fleet", "promote", "--timeout", "30", *common]) == 0
+        assert "active: 2: d0, d1" in capsys.readouterr().out
+        assert [d.version for d in devices] == ["1.2.0", "1.2.0"]
+
+        assert main(["fleet", "status", "--wait", "0.2", *common]) == 0
+        table = capsys.readouterr().out.splitlines()
+        assert table[0].split()[:4] == ["DEVICE", "MODEL", "VERSION", "STATE"]
+        assert [line.split()[:4] for line in table[1:]] == [
+            ["d0", "digits-edge", "1.2.0", "active"],
+            ["d1", "digits-edge", "1.2.0", "active"],
+        ]
+
+        assert (
+            main(
+                [
+                    "fleet",
+                    "rollback",
+                    "--name",
+                    "digits-edge",
+                    "--target",
+                    "group:g",
+                    "--timeout",
+                    "30",
+                    *common,
+                ]
+            )
+            == 0
+        )
+        assert "rolled_back: 2" in capsys.readouterr().out
+        assert [d.version for d in devices] == ["1.1.0", "1.1.0"]
+
+        assert main(["fleet", "rollback", "--name", "nope", "--target", "all", *common]) == 1
+        assert "no earlier push of nope" in capsys.readouterr().err
+    finally:
+        for d in devices:
+            d.stop()
