@@ -1,0 +1,141 @@
+"""Loaded cloud models: every version in the repository, each behind its own batcher."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from cloud.batching import AdaptiveBatcher
+from cloud.repository import ModelEntry, ModelSettings, VersionEntry, scan_repository, version_key
+from shared.backends.base import BackendOptions, ModelBackend, TensorSpec
+from shared.backends.registry import load_backend
+from shared.errors import NotFoundError
+from shared.model_card import ModelCard
+from shared.v2 import DATATYPES, MetadataTensor, ModelMetadata
+
+log = logging.getLogger(__name__)
+
+PLATFORMS = {"onnx": "onnx_onnxv1", "tflite": "tensorflow_tflite"}
+_DATATYPE_OF = {str(dtype): name for name, dtype in DATATYPES.items()}
+
+
+class ServedModel:
+    """One model version: `instances` backends, a batcher over them, and its V2 metadata."""
+
+    def __init__(
+        self,
+        name: str,
+        entry: VersionEntry,
+        settings: ModelSettings,
+        on_batch: Callable[[str, int], None] | None = None,
+        debug_delay_s: float = 0.0,
+    ) -> None:
+        self.name = name
+        self.debug_delay_s = debug_delay_s
+        self.version = entry.version
+        self.card: ModelCard | None = entry.card
+        options = BackendOptions(threads=settings.threads)
+        self.backends: list[ModelBackend] = [
+            load_backend(entry.artifact, options) for _ in range(settings.instances)
+        ]
+        self.signature = self.backends[0].signature
+        self.platform = PLATFORMS.get(self.backends[0].name, self.backends[0].name)
+        self.output_names = [t.name for t in self.signature.outputs]
+        self.batcher = AdaptiveBatcher(
+            f"{name}:{entry.version}",
+            [self._predictor(b) for b in self.backends],
+            max_batch_size=settings.max_batch_size,
+            max_queue_delay_s=settings.max_queue_delay_ms / 1000.0,
+            max_queue_size=settings.max_queue_size,
+            on_batch=(lambda n: on_batch(name, n)) if on_batch else None,
+        )
+
+    def _predictor(self, backend: ModelBackend) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+        if self.debug_delay_s <= 0:
+            return backend.predict
+
+        def slowed(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            time.sleep(self.debug_delay_s)  # in the model's thread: a slow model, as clients see it
+            return backend.predict(inputs)
+
+        return slowed
+
+    def check_inputs(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Arrays the model accepts; raises SignatureMismatchError stating the expected signature."""
+        return self.backends[0].check_inputs(inputs)
+
+    async def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return await self.batcher.predict(inputs)
+
+    async def close(self) -> None:
+        await self.batcher.close()
+        for backend in self.backends:
+            backend.close()
+
+
+class ModelRegistry:
+    """Every model and version of a repository, loaded at start-up (a bad model stops start-up
+    with a ModelLoadError naming the file, rather than failing requests later)."""
+
+    def __init__(
+        self,
+        entries: list[ModelEntry],
+        on_batch: Callable[[str, int], None] | None = None,
+        debug_delay_s: float = 0.0,
+    ) -> None:
+        self.entries = {e.name: e for e in entries}
+        self._models: dict[tuple[str, str], ServedModel] = {}
+        for entry in entries:
+            for version in entry.versions:
+                self._models[(entry.name, version.version)] = ServedModel(
+                    entry.name, version, entry.settings, on_batch, debug_delay_s
+                )
+                log.info("loaded model %s version %s from %s", entry.name, version.version, version.artifact)
+
+    @classmethod
+    def from_repository(
+        cls, root: Path, on_batch: Callable[[str, int], None] | None = None, debug_delay_s: float = 0.0
+    ) -> ModelRegistry:
+        """Load every model under `root`; `debug_delay_s` slows every model call (fault tests)."""
+        return cls(scan_repository(root), on_batch, debug_delay_s)
+
+    def get(self, name: str, version: str | None = None) -> ServedModel:
+        """The model version (the default one when `version` is None); raises NotFoundError."""
+        entry = self.entries.get(name)
+        if entry is None:
+            raise NotFoundError(f"unknown model {name!r}; served models: {sorted(self.entries)}")
+        wanted = version or entry.default_version
+        model = self._models.get((name, wanted))
+        if model is None:
+            known = [v.version for v in entry.versions]
+            raise NotFoundError(f"model {name!r} has no version {wanted!r}; versions: {known}")
+        return model
+
+    def metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        model = self.get(name, version)
+        entry = self.entries[name]
+        params: dict[str, object] = {"default_version": entry.default_version}
+        if model.card is not None:
+            params.update(labels=model.card.labels, heldout_accuracy=model.card.heldout_accuracy)
+        return ModelMetadata(
+            name=name,
+            versions=sorted((v.version for v in entry.versions), key=version_key),
+            platform=model.platform,
+            inputs=[_tensor(t) for t in model.signature.inputs],
+            outputs=[_tensor(t) for t in model.signature.outputs],
+            parameters=params,
+        )
+
+    async def close(self) -> None:
+        for model in self._models.values():
+            await model.close()
+
+
+def _tensor(spec: TensorSpec) -> MetadataTensor:
+    return MetadataTensor(
+        name=spec.name, datatype=_DATATYPE_OF.get(spec.dtype, "BYTES"), shape=list(spec.shape)
+    )

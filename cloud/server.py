@@ -1,0 +1,63 @@
+"""Run the cloud API: one process, or a uvicorn supervisor with N worker processes.
+
+The first SIGTERM/SIGINT stops accepting connections and lets in-flight requests finish
+(up to `graceful_timeout_s`), then models are unloaded; uvicorn forwards it to workers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import tempfile
+
+import uvicorn
+
+from cloud.app import SETTINGS_ENV, create_app, make_authenticator
+from cloud.repository import scan_repository
+from cloud.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+def serve(settings: ServerSettings) -> None:
+    """Serve until SIGTERM/SIGINT. Bad repositories and token files fail here, before binding."""
+    scan_repository(settings.repository)
+    make_authenticator(settings)
+    common = dict(
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=settings.graceful_timeout_s,
+        lifespan="on",
+    )
+    log.info(
+        "serving %s on http://%s:%d with %d worker(s)%s",
+        settings.repository,
+        settings.host,
+        settings.port,
+        settings.workers,
+        " WITHOUT AUTHENTICATION" if settings.no_auth else "",
+    )
+    if settings.workers == 1:
+        # uvicorn re-raises the SIGTERM it handled once it has shut down gracefully; with this
+        # handler in place that ends in a clean exit 0 (what systemd expects), not death by signal.
+        previous = signal.signal(signal.SIGTERM, _graceful_exit_done)
+        try:
+            uvicorn.Server(uvicorn.Config(create_app(settings), **common)).run()  # type: ignore[arg-type]
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        return
+    # Workers are separate processes: metrics aggregate through files, settings through env.
+    metrics_dir = tempfile.mkdtemp(prefix="edgecascade-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ[SETTINGS_ENV] = settings.public_json()
+    try:
+        uvicorn.run("cloud.app:app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _graceful_exit_done(signum: int, frame: object) -> None:
+    log.info("shut down after signal %d", signum)

@@ -1,0 +1,43 @@
+"""Settings of `edgecascade cloud serve`, from flags and EDGECASCADE_CLOUD_* variables.
+The CLI flags are derived from these fields (cloud/server_cli.py), never declared twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EDGECASCADE_CLOUD_", extra="forbid")
+
+    repository: Path = Field(description="Model repository folder (<repo>/<model>/<version>/model.onnx).")
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
+    workers: int = Field(default=1, ge=1, le=64, description="Worker processes, each with its own models.")
+    tokens_file: Path | None = Field(
+        default=None, description='TOML file of per-device bearer tokens (device = "token").'
+    )
+    tokens: SecretStr | None = Field(
+        default=None,
+        description="device=token pairs, comma separated (environment only: EDGECASCADE_CLOUD_TOKENS).",
+    )
+    no_auth: bool = Field(default=False, description="Accept requests without a token (local demo only).")
+    graceful_timeout_s: float = Field(
+        default=30.0, gt=0, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
+    debug_delay_ms: float = Field(
+        default=0.0, ge=0, description="Delay every inference by this much (fault tests: a slow cloud)."
+    )
+    idempotency_ttl_s: float = Field(
+        default=600.0, gt=0, description="How long a request's idempotency_key replays its answer."
+    )
+    idempotency_max_entries: int = Field(
+        default=10_000, ge=1, description="Answers kept for replay per worker (least recently used go)."
+    )
+    log_level: str = Field(default="INFO", description="Log level of worker processes.")
+
+    def public_json(self) -> str:
+        """These settings for worker processes, without secrets (workers read tokens themselves)."""
+        return self.model_dump_json(exclude={"tokens"})

@@ -1,0 +1,71 @@
+"""Token files and checks; the idempotency cache with an injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from cloud.auth import TokenAuthenticator, load_grants
+from cloud.idempotency import IdempotencyCache
+from shared.errors import AuthError, ConfigError
+
+
+def test_tokens_from_file_and_env(tokens_file: Path) -> None:
+    auth = TokenAuthenticator(load_grants(tokens_file, "van-9=tok-van"))
+    assert len(auth) == 3
+    assert auth.authenticate("Bearer tok-store-1", "any-model") == "store-1"
+    assert auth.authenticate("bearer tok-van", "digits-cloud") == "van-9"
+    assert auth.authenticate("Bearer tok-kiosk-2", "digits-batched") == "kiosk-2"
+    with pytest.raises(AuthError) as info:
+        auth.authenticate("Bearer tok-kiosk-2", "digits-cloud")
+    assert info.value.forbidden
+    for header in (None, "", "Basic abc", "Bearer ", "Bearer tok-store-2"):
+        with pytest.raises(AuthError) as info:
+            auth.authenticate(header, "m")
+        assert not info.value.forbidden
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("a = 5", "a"),
+        ('[a]\ntoken = ""', "a.token"),
+        ('[a]\ntoken = "t"\nmodel = ["m"]', "a"),
+        ('[a]\ntoken = "t"\nmodels = "m"', "a.models"),
+    ],
+)
+def test_bad_tokens_file_names_the_key(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "tokens.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_grants(path, None)
+    assert info.value.key == key and info.value.file == str(path)
+
+
+def test_duplicate_device_and_bad_env_are_refused(tokens_file: Path) -> None:
+    with pytest.raises(ConfigError, match="two tokens"):
+        load_grants(tokens_file, "store-1=other")
+    with pytest.raises(ConfigError):
+        load_grants(None, "no-equals-sign")
+
+
+def test_idempotency_cache_expires_evicts_and_forgets_failures() -> None:
+    now = [0.0]
+
+    async def run() -> None:
+        cache: IdempotencyCache[str] = IdempotencyCache(max_entries=2, ttl_s=10, clock=lambda: now[0])
+        first = cache.begin(("d", "a"))
+        first.set_result("A")
+        assert cache.get(("d", "a")) is first
+        now[0] = 11.0
+        assert cache.get(("d", "a")) is None  # past the TTL
+        for key in ("b", "c", "e"):
+            cache.begin(("d", key)).set_result(key)
+        assert len(cache) == 2 and cache.get(("d", "b")) is None  # least recently used went
+        failing = cache.begin(("d", "f"))
+        cache.fail(("d", "f"), failing, RuntimeError("model broke"))
+        assert cache.get(("d", "f")) is None
+
+    asyncio.run(run())
