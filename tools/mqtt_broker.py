@@ -43,10 +43,15 @@ class BrokerProcess:
         extra_config: str = "",
         workdir: Path | None = None,
         prefer: str | None = None,
+        persistent: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.extra_config = extra_config
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="edgecascade-broker-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        # Persistent: sessions and queued QoS 1 messages survive a broker restart (Mosquitto only),
+        # as a production broker should be configured.
+        self.persistent = persistent
         self.kind = prefer or ("mosquitto" if shutil.which("mosquitto") else "amqtt")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -62,9 +67,12 @@ class BrokerProcess:
                 if "listener" in self.extra_config
                 else f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             )
-            conf.write_text(
-                base + "persistence false\n" + self.extra_config.replace("{port}", str(self.port)) + "\n"
+            persistence = (
+                f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
+                if self.persistent
+                else "persistence false\n"
             )
+            conf.write_text(base + persistence + self.extra_config.replace("{port}", str(self.port)) + "\n")
             return [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)]
         conf = self.workdir / "amqtt.yaml"
         conf.write_text(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from edge.config.base import ProfilePath, Section
 from shared.mqtt import MqttSettings
@@ -28,6 +28,12 @@ class MqttSection(Section):
     tls_key: ProfilePath | None = Field(None, description="Client key (mutual TLS).")
     keepalive_s: int = Field(30, ge=5, description="MQTT keepalive.")
     reconnect_max_s: float = Field(30.0, gt=0, description="Longest wait between reconnect attempts.")
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_from_env(cls, value: object) -> object:
+        # Environment overrides arrive as text ("5").
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
     def settings(self, client_id: str, presence_topic: str | None) -> MqttSettings:
         return MqttSettings(

@@ -80,10 +80,12 @@ class StagedBlob:
             os.pwrite(self._fd, data, start)
             self.missing.discard(index)
             complete = not self.missing
-        self.progressed.set()
         if complete:
             os.fsync(self._fd)
             self.done.set()
+        # After `done`: a transport woken by this event must already see the download complete,
+        # or it waits a whole stall timeout for progress that will never come.
+        self.progressed.set()
         return True
 
     def missing_sorted(self) -> list[int]:

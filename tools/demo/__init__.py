@@ -1,0 +1,1 @@
+"""`edgecascade demo`: the whole system on one machine, on embedded defaults."""

@@ -1,0 +1,209 @@
+"""The demo's script: set up, run traffic through outages and an update, report, clean up."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from edge.config.profile import DeviceProfile
+from tools.demo.processes import REPO, Child
+from tools.demo.report import Outage, report
+from tools.demo.traffic import MqttListener, Recorder, stream_http
+from tools.mqtt_broker import BrokerProcess, free_port
+
+FLEET = "demo"
+
+
+@dataclass
+class AgentSpec:
+    device: str
+    profile: str  # file in firmware-configs/
+    camera: bool = False
+
+
+AGENTS = [
+    AgentSpec("demo-pi4", "raspberry-pi-4.toml"),
+    AgentSpec("demo-storepc", "x86-store-pc.toml"),
+    AgentSpec("demo-jetson", "jetson-orin-nano.toml", camera=True),
+]
+
+
+def say(msg: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=0.5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+class Scenario:
+    def __init__(self, workdir: Path, *, seconds: float = 75.0, rate: float = 25.0) -> None:
+        self.work = workdir.resolve() / time.strftime("run-%Y%m%d-%H%M%S")
+        self.seconds, self.rate = seconds, rate
+        self.children: list[Child] = []
+        self.broker: BrokerProcess | None = None
+
+    def run(self) -> int:
+        try:
+            return self._run()
+        finally:
+            say("cleaning up")
+            for child in reversed(self.children):
+                child.stop()
+            if self.broker is not None:
+                self.broker.stop()
+
+    def _spawn(
+        self, name: str, args: list[str], ready_url: str | None = None, env: dict[str, str] | None = None
+    ) -> Child:
+        child = Child(name, args, self.work / "logs", env)
+        self.children.append(child)
+        return child.start((lambda: _http_ok(ready_url)) if ready_url else None)
+
+    def _run(self) -> int:
+        from tools.demo.setup import prepare
+
+        (self.work / "logs").mkdir(parents=True, exist_ok=True)
+        say(f"working in {self.work}")
+        prep = prepare(self.work, say)
+        # Persistent like a production broker: the ingester's session and its queued QoS 1
+        # messages survive the demo's broker outage.
+        self.broker = BrokerProcess(workdir=self.work / "broker", persistent=True).start()
+        protocol = 5 if self.broker.supports_mqtt5 else 4
+        say(
+            f"MQTT broker: {self.broker.kind} on 127.0.0.1:{self.broker.port} (MQTT {'5' if protocol == 5 else '3.1.1'})"
+        )
+        cloud_port = free_port()
+        cloud_url = f"http://127.0.0.1:{cloud_port}"
+        cloud_args = [
+            "cloud",
+            "serve",
+            "--repository",
+            str(prep.cloud_repo),
+            "--port",
+            str(cloud_port),
+            "--tokens-file",
+            str(prep.tokens_file),
+        ]
+        cloud = self._spawn("cloud", cloud_args, cloud_url + "/v2/health/ready")
+        say(f"cloud API (Open Inference Protocol) at {cloud_url}")
+        self._spawn(
+            "ingest",
+            [
+                "cloud",
+                "ingest",
+                "--broker",
+                f"127.0.0.1:{self.broker.port}",
+                "--fleet",
+                FLEET,
+                "--store",
+                str(prep.telemetry_store),
+                "--client-id",
+                "demo-ingest",
+                "--protocol",
+                str(protocol),
+            ],
+        )
+        say("telemetry ingester subscribed")
+        urls: dict[str, str] = {}
+        for spec in AGENTS:
+            port = free_port()
+            env = prep.agent_env(spec.device, port, self.broker.port, protocol, cloud_url, camera=spec.camera)
+            profile = REPO / "firmware-configs" / spec.profile
+            self._spawn(
+                spec.device,
+                ["agent", "run", "--config", str(profile)],
+                f"http://127.0.0.1:{port}/v2/health/ready",
+                env,
+            )
+            urls[spec.device] = f"http://127.0.0.1:{port}"
+            say(
+                f"agent {spec.device} ({spec.profile}) up at {urls[spec.device]}"
+                + (" reading the demo video" if spec.camera else "")
+            )
+
+        rec = Recorder()
+        listener = MqttListener(self.broker.port, FLEET, "demo-jetson", prep.frame_labels, rec, protocol)
+        listener.start()
+        stop = threading.Event()
+        streams = [
+            threading.Thread(
+                target=stream_http,
+                args=(d, urls[d], prep.held.features, prep.held.labels, self.rate, stop, rec),
+                daemon=True,
+            )
+            for d in ("demo-pi4", "demo-storepc")
+        ]
+        for t in streams:
+            t.start()
+        say(f"streaming held-out digits for {self.seconds:.0f}s ({self.rate:.0f} req/s to each HTTP agent)")
+        s = self.seconds
+        outages: list[Outage] = []
+        pusher: Child | None = None
+        plan = [
+            (0.2 * s, "push"),
+            (0.35 * s, "cloud down"),
+            (0.5 * s, "cloud up"),
+            (0.62 * s, "broker down"),
+            (0.77 * s, "broker up"),
+            (s, "end"),
+        ]
+        for at, step in plan:
+            self._wait_until(rec, at)
+            if step == "push":
+                say("fleet push: signed model digits-edge 1.1.0 to all devices over MQTT")
+                pusher = self._spawn("fleet-push", prep.push_args(self.broker.port))
+            elif step == "cloud down":
+                say("cloud outage: stopping the cloud API")
+                cloud.stop()
+                outages.append(Outage("cloud", rec.now(), None))
+            elif step == "cloud up":
+                cloud.start(lambda: _http_ok(cloud_url + "/v2/health/ready"))
+                outages[-1].end = rec.now()
+                say("cloud restored; deferred hard cases will get late verdicts")
+            elif step == "broker down":
+                say("broker outage: stopping the MQTT broker (telemetry buffers on the devices)")
+                self.broker.stop()
+                outages.append(Outage("broker", rec.now(), None))
+            elif step == "broker up":
+                self.broker.start()
+                outages[-1].end = rec.now()
+                say("broker restored; buffered telemetry drains")
+        stop.set()
+        for t in streams:
+            t.join(15)
+        say("traffic stopped; waiting for telemetry and late verdicts to drain")
+        telemetry = prep.wait_for_drain(say, timeout_s=45)
+        if pusher is not None:
+            pusher.stop(5)
+        for child in [c for c in self.children if c.name.startswith("demo-")]:
+            child.stop()
+        listener.stop()
+        telemetry = prep.telemetry_totals()  # after the agents' final flush
+        summary = report(rec, outages, telemetry, self.work, say)
+        (self.work / "report.json").write_text(json.dumps(summary, indent=2, default=str))
+        say(f"report: {self.work / 'report.json'}   dashboard: {self.work / 'dashboard.png'}")
+        return 0 if summary["telemetry"]["lost"] == 0 else 1
+
+    def _wait_until(self, rec: Recorder, at: float) -> None:
+        last = -1
+        while rec.now() < at:
+            second = int(rec.now())
+            if second % 10 == 0 and second != last:
+                last = second
+                with rec.lock:
+                    n = len(rec.samples)
+                say(f"t={second:3d}s  answers so far: {n}, late verdicts: {len(rec.verdicts)}")
+            time.sleep(0.2)
+
+
+def profile_fields() -> set[str]:
+    return set(DeviceProfile.model_fields)

@@ -1,0 +1,205 @@
+"""Everything the demo prepares before it starts processes, and the telemetry book-keeping."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tools.datasets import Split
+
+MODELS = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "models"
+UPDATE_VERSION = "1.1.0"
+
+
+@dataclass
+class Prepared:
+    work: Path
+    held: Split
+    cloud_repo: Path
+    tokens: dict[str, str]
+    tokens_file: Path
+    telemetry_store: Path
+    video: Path
+    frame_labels: list[int]
+    signing_key: Path
+    public_key: str
+    update_model: Path
+
+    def agent_env(
+        self, device: str, api_port: int, broker_port: int, protocol: int, cloud_url: str, *, camera: bool
+    ) -> dict[str, str]:
+        """Environment overrides that turn a shipped device profile into a demo device."""
+        from tools.demo.scenario import profile_fields
+
+        env = {
+            "EDGECASCADE_DEVICE_ID": device,
+            "EDGECASCADE_FLEET": "demo",
+            "EDGECASCADE_DATA_DIR": str(self.work / "devices" / device),
+            "EDGECASCADE_API__PORT": str(api_port),
+            "EDGECASCADE_MQTT__ENABLED": "true",
+            "EDGECASCADE_MQTT__PORT": str(broker_port),
+            "EDGECASCADE_MQTT__PROTOCOL": str(protocol),
+            "EDGECASCADE_CLOUD__URL": cloud_url,
+            "EDGECASCADE_CLOUD__TOKEN": self.tokens[device],
+            "EDGECASCADE_CLOUD__BREAKER_RESET_S": "2",
+            "EDGECASCADE_UPDATES__ENABLED": "true",
+            "EDGECASCADE_UPDATES__PUBLIC_KEY": self.public_key,
+            "EDGECASCADE_UPDATES__WATCH_WINDOW_S": "10",
+            "EDGECASCADE_TELEMETRY__METRICS_INTERVAL_S": "5",
+        }
+        if "deferred" in profile_fields():
+            env["EDGECASCADE_DEFERRED__ENABLED"] = "true"
+        if camera:
+            env.update(
+                {
+                    "EDGECASCADE_CAMERA__ENABLED": "true",
+                    "EDGECASCADE_CAMERA__SOURCE": str(self.video),
+                    "EDGECASCADE_CAMERA__FPS": "10",
+                    "EDGECASCADE_CAMERA__LOOP": "true",
+                    "EDGECASCADE_CAMERA__REALTIME": "true",
+                }
+            )
+        return env
+
+    def push_args(self, broker_port: int) -> list[str]:
+        return [
+            "fleet",
+            "push",
+            str(self.update_model),
+            "--fleet",
+            "demo",
+            "--broker",
+            f"127.0.0.1:{broker_port}",
+            "--key",
+            str(self.signing_key),
+            "--state-dir",
+            str(self.work / "fleet"),
+            "--target",
+            "all",
+            "--version",
+            UPDATE_VERSION,
+            "--timeout",
+            "60",
+        ]
+
+    def devices(self) -> list[str]:
+        return sorted(self.tokens)
+
+    def telemetry_totals(self) -> dict[str, dict[str, int]]:
+        """Per device: records produced (the buffer's last sequence number), delivered (stored
+        once in the cloud), still buffered on the device (not lost: sent on the next start),
+        dropped by the buffer's bounds (counted), and lost (must be zero)."""
+        from cloud.ingest import open_store
+        from edge.telemetry.buffer import TelemetryBuffer
+
+        store = open_store(str(self.telemetry_store))
+        totals: dict[str, dict[str, int]] = {}
+        try:
+            for device in self.devices():
+                path = self.work / "devices" / device / "telemetry.sqlite3"
+                if not path.exists():
+                    continue
+                buf = TelemetryBuffer(path, max_bytes=1 << 40, max_age_s=1e12)
+                produced, buffered = buf.last_seq, buf.depth
+                dropped = sum(buf.dropped().values())
+                buf.close()
+                delivered = store.count(device)
+                totals[device] = {
+                    "produced": produced,
+                    "delivered": delivered,
+                    "buffered": buffered,
+                    "dropped": dropped,
+                    "lost": produced - delivered - buffered - dropped,
+                }
+        finally:
+            store.close()
+        return totals
+
+    def wait_for_drain(self, say: Callable[[str], None], timeout_s: float) -> dict[str, dict[str, int]]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            totals = self.telemetry_totals()
+            pending = sum(t["buffered"] for t in totals.values())
+            if pending == 0 or time.monotonic() > deadline:
+                return totals
+            say(f"  {pending} telemetry records still buffered on devices")
+            time.sleep(2)
+
+
+def prepare(work: Path, say: Callable[[str], None]) -> Prepared:
+    from cloud.repository import seed_demo_repository
+    from shared.manifest import public_key_b64, save_private_key
+    from tools.datasets import load_split
+    from tools.make_video import write_digits_video
+
+    if not (MODELS / "digits_edge_int8.tflite").exists():
+        from tools.build_demo import build_demo
+
+        say("building the demo models (first run)")
+        build_demo(MODELS)
+    _, held = load_split()
+    repo = seed_demo_repository(work / "cloud-models", MODELS)
+    tokens = {d: f"demo-token-{d}" for d in ("demo-pi4", "demo-storepc", "demo-jetson")}
+    tokens_file = work / "tokens.toml"
+    tokens_file.write_text("".join(f'{d} = "{t}"\n' for d, t in tokens.items()))
+    video = work / "digits.avi"
+    write_digits_video(video, held.images, held.labels, fps=10, scale=8)
+    say(f"wrote a video of the {len(held.labels)} held-out digits for the camera agent")
+    key = Ed25519PrivateKey.generate()
+    key_path = work / "fleet" / "signing.key"
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    save_private_key(key, key_path)
+    update = build_update_model(work / "update", say)
+    return Prepared(
+        work,
+        held,
+        repo,
+        tokens,
+        tokens_file,
+        work / "telemetry.sqlite3",
+        video,
+        [int(v) for v in held.labels],
+        key_path,
+        public_key_b64(key.public_key()),
+        update,
+    )
+
+
+def build_update_model(out: Path, say: Callable[[str], None]) -> Path:
+    """digits-edge 1.1.0: the same architecture retrained with another seed, int8 ONNX."""
+    import warnings
+
+    from sklearn.neural_network import MLPClassifier
+
+    from tools.build_demo import EDGE_ALPHA, EDGE_HIDDEN, evaluate, write_card
+    from tools.datasets import load_split
+    from tools.onnx_export import mlp_to_onnx, quantize_onnx_int8
+
+    out.mkdir(parents=True, exist_ok=True)
+    train, held = load_split()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlp = MLPClassifier(EDGE_HIDDEN, alpha=EDGE_ALPHA, max_iter=2000, random_state=7).fit(
+            train.features, train.labels
+        )
+    fp32, int8 = out / "digits_edge_fp32.onnx", out / "digits_edge_v110_int8.onnx"
+    mlp_to_onnx(mlp, train.features.shape[1], fp32)
+    quantize_onnx_int8(fp32, int8, train.features)
+    card = write_card(
+        int8,
+        name="digits-edge",
+        version=UPDATE_VERSION,
+        quantization="int8-qdq",
+        probs=evaluate(int8, held.features),
+        labels=held.labels,
+        float_source=fp32.name,
+        tools={},
+    )
+    say(
+        f"built model update digits-edge {UPDATE_VERSION} (int8 ONNX, held-out accuracy {card.heldout_accuracy:.2%})"
+    )
+    return int8
