@@ -4,6 +4,7 @@ MQTT 3.1.1 only). Used by the demo and by tests, which stop and restart it to cu
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -72,7 +73,11 @@ class BrokerProcess:
                 if self.persistent
                 else "persistence false\n"
             )
-            conf.write_text(base + persistence + self.extra_config.replace("{port}", str(self.port)) + "\n")
+            # Run as root, Mosquitto drops to user "mosquitto", which cannot write our work folder.
+            user = "user root\n" if os.geteuid() == 0 and "user " not in self.extra_config else ""
+            conf.write_text(
+                base + user + persistence + self.extra_config.replace("{port}", str(self.port)) + "\n"
+            )
             return [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)]
         conf = self.workdir / "amqtt.yaml"
         conf.write_text(

@@ -36,7 +36,12 @@ def add_parser(subparsers: Any) -> None:
         metavar="PATH|URL",
         help="SQLite file (or sqlite:///path), or a postgresql:// URL",
     )
-    p.add_argument("--group", default="ingest", help="shared-subscription group (default ingest)")
+    p.add_argument(
+        "--group",
+        default="ingest",
+        help="shared-subscription group (default ingest); '' for a plain subscription, which the broker "
+        "queues while this ingester is away (a lone ingester loses nothing across its or the broker's restart)",
+    )
     p.add_argument(
         "--client-id",
         default=f"ingest-{socket.gethostname()}",

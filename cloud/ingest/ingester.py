@@ -69,7 +69,11 @@ class Ingester:
         self.store = store
         self.clock = clock
         plain = Topics(fleet).all_telemetry()
-        self.topic = f"$share/{group}/{plain}" if connection.settings.protocol == 5 else plain
+        # An empty group means a plain subscription. Mosquitto 2.0 does not queue messages of a
+        # shared subscription for a member that is offline, so a lone ingester that restarts (or a
+        # broker restart it reconnects after its devices) would miss what was published meanwhile;
+        # a plain subscription with a persistent session is queued by the broker.
+        self.topic = f"$share/{group}/{plain}" if group and connection.settings.protocol == 5 else plain
         self._lock = threading.Lock()
         self.batches = 0
         self.stored = 0
