@@ -68,6 +68,33 @@ class EscalationThreshold(_Strict):
     threshold: float = Field(ge=0.0, le=1.0, description="Threshold tuned for this model version.")
 
 
+class HealthLimits(_Strict):
+    """How far the new model may move from the previous model's figures in its first window
+    after a swap before the device rolls it back. Unset limits are not judged."""
+
+    max_escalation_rate_increase: float | None = Field(
+        None, ge=0.0, le=1.0, description="Escalation rate may rise by at most this (0.10 = 10 points)."
+    )
+    max_confidence_drop: float | None = Field(
+        None, ge=0.0, le=1.0, description="Mean confidence of edge-served answers may fall by at most this."
+    )
+    max_latency_ratio: float | None = Field(
+        None, gt=1.0, description="Median edge latency may grow by at most this factor."
+    )
+    max_disagreement_increase: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Edge-vs-cloud disagreement on sampled easy cases may rise by at most this.",
+    )
+    min_requests: int = Field(
+        50, ge=1, description="Judge a signal only once the new model has this many samples of it."
+    )
+    min_samples: int = Field(
+        20, ge=1, description="Judge disagreement once this many sampled escalations came back."
+    )
+
+
 class Manifest(_Strict):
     """One model version for some devices. `target` is informational; the topic decides who reads it."""
 
@@ -84,6 +111,9 @@ class Manifest(_Strict):
         default_factory=list, description="Escalation thresholds that go with this model."
     )
     golden: Golden = Field(description="Golden test vectors.")
+    health: HealthLimits | None = Field(
+        None, description="ML-aware rollback limits for the watch window after the swap."
+    )
     route: Literal["mqtt", "http"] = Field(description="Delivery route for the artifact.")
     artifact: Blob = Field(description="The full artifact.")
     delta: Delta | None = Field(None, description="Optional delta against a named base version.")
@@ -123,6 +153,14 @@ class Manifest(_Strict):
             raise UpdateError(f"malformed manifest: {where}: {first['msg']}") from None
 
 
+class HealthFigure(_Strict):
+    """One health signal after a swap: the previous model's figure and the new one's so far."""
+
+    before: float | None = Field(None, description="Previous model's figure (frozen at the swap).")
+    after: float | None = Field(None, description="New model's figure in its watch window.")
+    samples: int = Field(0, description="Samples behind `after`.")
+
+
 class UpdateStatus(_Strict):
     """The device's retained status message (topic Topics.update_status)."""
 
@@ -138,6 +176,11 @@ class UpdateStatus(_Strict):
     progress: float | None = Field(None, description="Download progress 0..1 while downloading.")
     reason: str | None = Field(None, description="Why it failed or rolled back.")
     bytes_received: int = Field(0, description="Bytes received for the current update.")
+    health: dict[str, HealthFigure] = Field(
+        default_factory=dict,
+        description="ML health figures of the last swap by signal (escalation_rate, confidence, "
+        "latency_ms, disagreement).",
+    )
     updated_at: float = Field(description="Unix time of this status.")
 
 

@@ -9,12 +9,26 @@ from collections.abc import Iterable
 
 import paho.mqtt.client as mqtt
 
-from shared.manifest import UpdateStatus
+from shared.manifest import HealthFigure, UpdateStatus
 from shared.mqtt import MqttConnection, Topics
 
 log = logging.getLogger(__name__)
 
 TERMINAL = ("active", "failed", "rolled_back")
+_HEALTH_SHORT = {"escalation_rate": "esc", "confidence": "conf", "latency_ms": "p50ms", "disagreement": "dis"}
+
+
+def format_health(health: dict[str, HealthFigure]) -> str:
+    """`esc 0.08->0.41 conf 0.95->- p50ms 0.21->0.23 dis 0.02->0.40 (n=57)`; '' when none."""
+
+    def num(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3g}" if value >= 10 else f"{value:.2f}"
+
+    parts = [
+        f"{_HEALTH_SHORT.get(key, key)} {num(fig.before)}->{num(fig.after)}" for key, fig in health.items()
+    ]
+    samples = max((fig.samples for fig in health.values()), default=0)
+    return " ".join(parts) + (f" (n={samples})" if parts else "")
 
 
 class StatusBoard:

@@ -42,7 +42,10 @@ def add_parsers(sub: Any) -> None:
         description="Sign a model manifest, publish the artifact in chunks and the manifest (retained), "
         "and follow each device until it is active, failed or rolled back.",
         **_examples(
-            "edgecascade fleet push model.onnx --name digits-edge --version 1.1.0 --target group:store-12 --canary 10"
+            "edgecascade fleet push model.onnx --name digits-edge --version 1.1.0 --target group:store-12 --canary 10 \\\n"
+            "    --health-max-escalation-rate-increase 0.1 --health-max-disagreement-increase 0.1\n"
+            "  edgecascade fleet push model.onnx --version 1.2.0 --target all --route http \\\n"
+            "    --base-url https://cloud.example:8000 --artifacts-dir /srv/edgecascade/artifacts"
         ),
     )
     _common(p)
@@ -55,9 +58,15 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--profiles", default="", help="comma-separated compatible profiles (default: any)")
     p.add_argument("--min-agent", help="oldest agent version that may run it (default: this version)")
     p.add_argument("--route", choices=["mqtt", "http"], default="mqtt", help="delivery route")
-    p.add_argument("--base-url", help="model repository URL for the http route")
+    p.add_argument("--base-url", help="cloud URL devices download from on the http route (/artifacts/...)")
+    p.add_argument(
+        "--artifacts-dir",
+        type=Path,
+        help="http route: the folder the cloud serves /artifacts from; the files are written there",
+    )
     p.add_argument("--chunk-kb", type=int, default=256, help="chunk size in KiB")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to follow devices")
+    _health_flags(p)
     p.set_defaults(func=push)
 
     p = sub.add_parser(
@@ -80,6 +89,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--name", required=True, help="model name")
     p.add_argument("--target", required=True, help="device:ID, group:G or all")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to follow devices")
+    p.add_argument(
+        "--artifacts-dir", type=Path, help="http route: the folder the cloud serves /artifacts from"
+    )
     p.set_defaults(func=rollback)
 
     p = sub.add_parser(
@@ -92,6 +104,38 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--push-id", help="which canary (default: the latest)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to follow devices")
     p.set_defaults(func=promote)
+
+
+def _health_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per HealthLimits field, derived from the model so the two never drift apart."""
+    from shared.manifest import HealthLimits
+
+    group = p.add_argument_group("ML health limits (roll back automatically in the watch window)")
+    for name, field in HealthLimits.model_fields.items():
+        kind = int if field.annotation is int else float
+        group.add_argument(
+            "--health-" + name.replace("_", "-"), dest="health_" + name, type=kind, help=field.description
+        )
+
+
+def _health_limits(args: argparse.Namespace) -> Any:
+    from pydantic import ValidationError
+
+    from shared.errors import ConfigError
+    from shared.manifest import HealthLimits
+
+    given = {
+        name: getattr(args, "health_" + name)
+        for name in HealthLimits.model_fields
+        if getattr(args, "health_" + name, None) is not None
+    }
+    if not given:
+        return None
+    try:
+        return HealthLimits(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(first["msg"], key="--health-" + str(first["loc"][0]).replace("_", "-")) from None
 
 
 def keygen(args: argparse.Namespace) -> int:
@@ -128,7 +172,13 @@ def _manager(args: argparse.Namespace) -> Any:
         tls_ca=args.tls_ca,
     )
     connection = MqttConnection(settings)
-    manager = FleetManager(connection, args.fleet, load_private_key(args.key), args.state_dir)
+    manager = FleetManager(
+        connection,
+        args.fleet,
+        load_private_key(args.key),
+        args.state_dir,
+        artifacts_dir=getattr(args, "artifacts_dir", None),
+    )
     if not connection.start(wait_s=5):
         connection.stop()
         raise TransportError(
@@ -163,7 +213,12 @@ def _follow(manager: Any, push_id: str, devices: list[str], timeout: float) -> i
 
 def push(args: argparse.Namespace) -> int:
     from cloud.fleet.manifest_builder import build_manifest
+    from shared.errors import UpdateError
 
+    if args.route == "http" and not (args.base_url and args.artifacts_dir):
+        raise UpdateError(
+            "--route http needs --base-url (devices fetch from it) and --artifacts-dir (written here)"
+        )
     manager = _manager(args)
     try:
         manifest, payloads = build_manifest(
@@ -179,6 +234,9 @@ def push(args: argparse.Namespace) -> int:
             profiles=[p for p in args.profiles.split(",") if p],
             **({"min_agent_version": args.min_agent} if args.min_agent else {}),
         )
+        limits = _health_limits(args)
+        if limits is not None:
+            manifest = manifest.model_copy(update={"health": limits})
         signed, devices = manager.push(manifest, payloads, canary_percent=args.canary)
         print(f"pushed {signed.name} {signed.version} (push {signed.push_id}) to {signed.target}")
         if args.canary is not None:
@@ -223,10 +281,17 @@ def status(args: argparse.Namespace) -> int:
 
 
 def format_table(statuses: dict[str, Any], presence: Any) -> str:
-    rows = [("DEVICE", "MODEL", "VERSION", "STATE", "LAST SEEN", "PRESENCE", "REASON")]
+    from cloud.fleet.status_board import format_health
+
+    rows = [
+        ("DEVICE", "MODEL", "VERSION", "STATE", "LAST SEEN", "PRESENCE", "HEALTH (before->after)", "REASON")
+    ]
     for device, st in sorted(statuses.items()):
         seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.updated_at))
         state = st.state + (f" {st.progress:.0%}" if st.state == "downloading" and st.progress else "")
-        rows.append((device, st.model, st.active_version, state, seen, presence(device), st.reason or ""))
+        health = format_health(st.health)
+        rows.append(
+            (device, st.model, st.active_version, state, seen, presence(device), health, st.reason or "")
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

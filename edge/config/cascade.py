@@ -20,6 +20,40 @@ class PolicySpec(Section):
     )
 
 
+class AdaptiveSection(Section):
+    """[cascade.adaptive]: hold the escalation rate at a target as the input distribution drifts."""
+
+    enabled: bool = Field(
+        False, description="Adjust the (single) policy's threshold online to hold target_rate."
+    )
+    target_rate: float = Field(
+        0.10, gt=0.0, lt=1.0, description="Wanted fraction of requests escalated, e.g. 0.10."
+    )
+    min_threshold: float = Field(
+        0.2, ge=0.0, le=1.0, description="Lowest threshold the controller may set (policy units)."
+    )
+    max_threshold: float = Field(
+        0.95, ge=0.0, le=1.0, description="Highest threshold the controller may set (policy units)."
+    )
+    window: int = Field(
+        200, ge=20, le=100_000, description="Recent requests whose uncertainty sets the threshold."
+    )
+    max_cloud_per_minute: int | None = Field(
+        None,
+        gt=0,
+        description="Cap on escalations a minute: the target is lowered while the request rate "
+        "would exceed it. Unset = no cap beyond target_rate.",
+    )
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> AdaptiveSection:
+        if self.min_threshold > self.max_threshold:
+            raise ValueError(
+                f"min_threshold {self.min_threshold} is above max_threshold {self.max_threshold}"
+            )
+        return self
+
+
 class CascadeSection(Section):
     policies: list[PolicySpec] = Field(
         default_factory=lambda: [PolicySpec(kind="max_prob", threshold=0.68)],
@@ -38,12 +72,20 @@ class CascadeSection(Section):
     max_escalations_per_minute: int | None = Field(
         None, gt=0, description="Budget: at most this many a minute."
     )
+    adaptive: AdaptiveSection = Field(
+        default_factory=AdaptiveSection,
+        description="Online threshold control; needs exactly one policy (max_prob, margin or entropy).",
+    )
 
     @model_validator(mode="after")
     def _per_class_only_for_max_prob(self) -> CascadeSection:
         for spec in self.policies:
             if spec.per_class and spec.kind != "max_prob":
                 raise ValueError(f"per_class thresholds apply to max_prob policies, not {spec.kind}")
+        if self.adaptive.enabled and len(self.policies) != 1:
+            raise ValueError(f"adaptive.enabled needs exactly one policy, got {len(self.policies)}")
+        if self.adaptive.enabled and self.policies[0].per_class:
+            raise ValueError("adaptive.enabled sets one threshold; remove per_class")
         return self
 
 

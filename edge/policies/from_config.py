@@ -30,6 +30,22 @@ def _one(spec: PolicySpec, labels: Sequence[str]) -> EscalationPolicy:
 
 def build_policy(section: CascadeSection, labels: Sequence[str], seed: int | None = None) -> EscalationPolicy:
     policies = [_one(spec, labels) for spec in section.policies]
+    if section.adaptive.enabled:
+        from edge.policies.adaptive import AdaptiveThresholdPolicy
+
+        adaptive = section.adaptive
+        assert isinstance(policies[0], MaxProbabilityPolicy | MarginPolicy | EntropyPolicy)
+        policies = [
+            AdaptiveThresholdPolicy(
+                policies[0],
+                target_rate=adaptive.target_rate,
+                min_threshold=adaptive.min_threshold,
+                max_threshold=adaptive.max_threshold,
+                window=adaptive.window,
+                max_per_minute=adaptive.max_cloud_per_minute,
+                seed=seed,
+            )
+        ]
     policy: EscalationPolicy = (
         policies[0] if len(policies) == 1 else (AnyOf if section.combine == "any" else AllOf)(policies)
     )

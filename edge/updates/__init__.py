@@ -2,7 +2,7 @@
 
 For the daemon:
     health = edge.updates.health_monitor(profile)      # cascade observer: health.observe
-    service = edge.updates.build(profile, connection, slot, health=health)
+    service = edge.updates.build(profile, connection, slot, health=health, cascade=cascade)
     path = edge.updates.active_model_path(profile)     # what to load at start-up
 """
 
@@ -14,6 +14,7 @@ from edge.updates.health import ErrorRateWatch, HealthMonitor, HealthWatch
 from edge.updates.store import active_model, active_model_path
 
 if TYPE_CHECKING:
+    from edge.cascade import Cascade
     from edge.config.profile import DeviceProfile
     from edge.model_slot import ModelSlot
     from edge.updates.updater import ModelUpdater
@@ -31,9 +32,13 @@ __all__ = [
 
 
 def health_monitor(profile: DeviceProfile) -> HealthMonitor:
-    """The post-swap health watches from the profile (error rate now; ML-aware signals later)."""
+    """The post-swap health watches: error rate (profile limits), then escalation rate, confidence,
+    latency and disagreement against the previous model (manifest limits)."""
+    from edge.updates.ml_health import ml_watches
+
     cfg = profile.updates
-    return HealthMonitor([ErrorRateWatch(cfg.max_error_rate, cfg.min_requests)])
+    # ML-aware watches judge only when the manifest carries `health` limits.
+    return HealthMonitor([ErrorRateWatch(cfg.max_error_rate, cfg.min_requests), *ml_watches()])
 
 
 def build(
@@ -42,8 +47,15 @@ def build(
     slot: ModelSlot,
     *,
     health: HealthMonitor | None = None,
+    cascade: Cascade | None = None,
 ) -> ModelUpdater:
-    """The updater Service for the daemon. `slot` must hold the model at active_model_path(profile)."""
+    """The updater Service for the daemon. `slot` must hold the model at active_model_path(profile).
+    With `cascade`, each model that starts serving brings its manifest's escalation thresholds
+    (the profile's [cascade] policy for a model without any), applied from `start()` on."""
+    from edge.updates.thresholds import ThresholdApplier
     from edge.updates.updater import ModelUpdater
 
-    return ModelUpdater(profile, connection, slot, health=health)
+    updater = ModelUpdater(profile, connection, slot, health=health)
+    if cascade is not None:
+        updater.on_activated.append(ThresholdApplier(cascade, profile.cascade).apply)
+    return updater

@@ -15,7 +15,7 @@ from typing import Protocol
 from edge.cascade import CascadeRequest
 from edge.policies import Decision
 from shared.answer import Answer
-from shared.manifest import Manifest
+from shared.manifest import HealthFigure, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -91,3 +91,13 @@ class HealthMonitor:
             if reason:
                 return reason
         return None
+
+    def figures(self) -> dict[str, HealthFigure]:
+        """Before/after figures of the watches that have them (the ML-aware ones), by signal."""
+        out: dict[str, HealthFigure] = {}
+        for watch in self.watches:
+            figure = getattr(watch, "figure", None)
+            found = figure() if callable(figure) else None
+            if found is not None:
+                out[watch.key] = found  # type: ignore[attr-defined]
+        return out

@@ -23,7 +23,7 @@ from edge.updates.selection import ManifestBook, check_manifest
 from edge.updates.store import Installed, UpdateStore, active_model, models_root
 from edge.updates.transports import ArtifactTransport, HttpRangeTransport, MqttChunkTransport
 from edgecascade import __version__
-from shared.errors import UpdateError
+from shared.errors import EdgecascadeError, UpdateError
 from shared.manifest import Manifest, UpdateState, UpdateStatus, load_public_key
 from shared.mqtt import MqttConnection, Topics
 
@@ -72,7 +72,9 @@ class ModelUpdater:
             profile, slot, self.store, current or active_model(profile), self._transport
         )
         self.outcomes = self.store.outcomes()
-        self.on_activated: list[Callable[[Manifest], None]] = []
+        #: Called with the manifest of each model that starts serving (None: the factory model),
+        #: at start() for the model serving then, after every swap and every rollback.
+        self.on_activated: list[Callable[[Manifest | None], None]] = []
         self.status = self._make_status("active")
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -86,6 +88,7 @@ class ModelUpdater:
         for topic in (self.book.device_topic, *sorted(self.book.group_topics), self.book.all_topic):
             self.connection.subscribe(topic, self._on_manifest, qos=1)
         self._publish_status()
+        self._activated(self.store.manifest_of(self.pipeline.current))
         self._thread = threading.Thread(target=self._run, name="model-updater", daemon=True)
         self._thread.start()
 
@@ -144,7 +147,8 @@ class ModelUpdater:
             active_version=self.pipeline.current.version,
             state=state,
             updated_at=self.clock(),
-            **fields,  # type: ignore[arg-type]
+            health=self.health.figures() if self.health is not None else {},
+            **fields,
         )
 
     def _report(self, state: UpdateState, **fields: object) -> None:
@@ -158,7 +162,10 @@ class ModelUpdater:
         if route == "http":
             if self._http is None:
                 self._http = HttpRangeTransport(
-                    request_timeout_s=cfg.http_timeout_s, timeout_s=cfg.download_timeout_s
+                    request_timeout_s=cfg.http_timeout_s,
+                    timeout_s=cfg.download_timeout_s,
+                    range_bytes=cfg.http_range_kb * 1024,
+                    verify=str(cfg.http_ca) if cfg.http_ca else True,
                 )
             return self._http
         return MqttChunkTransport(
@@ -205,9 +212,15 @@ class ModelUpdater:
             self._report("rolled_back", reason=f"fleet rollback from {manifest.rollback_of}")
         else:
             self._report("active")
-        for callback in self.on_activated:
-            callback(manifest)
+        self._activated(manifest)
         self._watch(manifest)
+
+    def _activated(self, manifest: Manifest | None) -> None:
+        for callback in self.on_activated:
+            try:
+                callback(manifest)
+            except EdgecascadeError as exc:  # e.g. thresholds that do not fit: keep serving
+                log.error("on_activated %r failed for %s: %s", callback, manifest and manifest.version, exc)
 
     def _watch(self, manifest: Manifest) -> None:
         window = self.profile.updates.watch_window_s
@@ -227,6 +240,9 @@ class ModelUpdater:
                 self._report("failed", reason=f"{reason}; {exc.reason}")
                 return
             self._finish(manifest, "rolled_back")
+            self._activated(self.store.manifest_of(back))
             log.error("rolled back %s to %s: %s", manifest.version, back.version, reason)
             self._report("rolled_back", reason=f"{reason}; back to {back.version}")
             return
+        if not self._stopping.is_set():
+            self._report("active")  # the window passed: publish the new model's health figures
