@@ -20,6 +20,7 @@ from edge.local_model import LocalModel, backend_options
 from edge.lookup import LookupParts
 from edge.lookup import build as build_lookups
 from edge.model_slot import ModelSlot
+from edge.policies.adaptive import find_adaptive
 from edge.policies.from_config import build_policy
 from edge.updates.store import active_model_path
 from shared.answer import Answer
@@ -87,9 +88,12 @@ class Agent:
         raw = path.read_bytes() if self.cascade.send_raw_input else None
         return self.cascade.answer(CascadeRequest(features, request_id=path.name, raw=raw))
 
-    def counters(self) -> dict[str, int]:
+    def counters(self) -> dict[str, float]:
         """Counters of the agent's parts, for metrics and telemetry."""
-        out = {"escalations_denied_by_budget": self.cascade.budget.denied}
+        out: dict[str, float] = {"escalations_denied_by_budget": self.cascade.budget.denied}
+        adaptive = find_adaptive(self.cascade.policy)
+        if adaptive is not None:
+            out.update(adaptive.stats())
         if self.lookups is not None:
             out.update(self.lookups.stats())
         return out

@@ -102,6 +102,11 @@ class MetricsBody(_Body):
     buffer_records: int
     buffer_bytes: int
     dropped_total: int
+    counters: dict[str, float] = Field(
+        default_factory=dict,
+        description="The agent's own counters at the interval's end: lookup table and answer-cache hits, "
+        "budget refusals, the adaptive threshold and its achieved rate, camera frames.",
+    )
 
 
 class DropsBody(_Body):
@@ -112,9 +117,25 @@ class DropsBody(_Body):
     by_reason: dict[str, int]
 
 
+class VerdictBody(_Body):
+    """A late cloud verdict on a deferred hard case, matched to the original request id."""
+
+    request_id: str
+    edge_label: str
+    edge_confidence: float
+    cloud_label: str
+    cloud_confidence: float
+    cloud_model: str
+    cloud_model_version: str
+    agree: bool
+    queued_at: float = Field(description="Unix time the case was queued on the device.")
+    answered_at: float = Field(description="Unix time the cloud's answer arrived.")
+
+
 BODY_MODELS: dict[RecordKind, type[_Body]] = {
     RecordKind.INFERENCE: InferenceBody,
     RecordKind.HARD_CASE: HardCaseBody,
+    RecordKind.VERDICT: VerdictBody,
     RecordKind.METRICS: MetricsBody,
     RecordKind.DROPS: DropsBody,
 }

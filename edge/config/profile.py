@@ -8,6 +8,7 @@ from edge.config.base import ProfilePath, Section
 from edge.config.camera import CameraSection
 from edge.config.cascade import CascadeSection, CloudSection
 from edge.config.daemon import ApiSection, DaemonSection
+from edge.config.deferred import DeferredSection
 from edge.config.lookup import LookupSection
 from edge.config.mqtt import MqttSection
 from edge.config.runtime import ModelSection, RuntimeSection
@@ -37,3 +38,4 @@ class DeviceProfile(Section):
     telemetry: TelemetrySection = Field(default_factory=TelemetrySection)
     updates: UpdatesSection = Field(default_factory=UpdatesSection)
     camera: CameraSection = Field(default_factory=CameraSection)
+    deferred: DeferredSection = Field(default_factory=DeferredSection)

@@ -25,6 +25,14 @@ class UpdatesSection(Section):
         600.0, gt=0, description="Give up on a download (state failed) after this long."
     )
     http_timeout_s: float = Field(10.0, gt=0, description="Per-request timeout of the HTTP route.")
+    http_range_kb: int = Field(
+        4096,
+        ge=1,
+        description="Largest Range request of the HTTP route, in KiB; a cut re-fetches at most this much.",
+    )
+    http_ca: ProfilePath | None = Field(
+        None, description="CA certificate for an https:// artifact server; default: the system's CAs."
+    )
     check_timeout_s: float = Field(
         30.0, gt=0, description="The candidate check in a child process must finish within this."
     )

@@ -60,6 +60,8 @@ class Daemon:
         if self.health is not None:
             observers.append(self.health.observe)
         self.agent = Agent.from_profile(p, observers=observers)
+        if self.telemetry.recorder is not None:
+            self.telemetry.recorder.counters_source = self.counters
         self.metrics.model_info.labels(self.agent.model.card.name, self.agent.model.card.version).set(1)
         self.executor = ThreadPoolExecutor(max_workers=p.api.workers, thread_name_prefix="cascade")
 

@@ -36,7 +36,15 @@ class MetricsWindow:
         self.latencies.append(latency_ms)
         self.buckets[bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1
 
-    def close(self, end: float, *, buffer_records: int, buffer_bytes: int, dropped_total: int) -> str:
+    def close(
+        self,
+        end: float,
+        *,
+        buffer_records: int,
+        buffer_bytes: int,
+        dropped_total: int,
+        counters: dict[str, float] | None = None,
+    ) -> str:
         ordered = sorted(self.latencies)
         body = {
             "start": self.start,
@@ -51,6 +59,7 @@ class MetricsWindow:
             "buffer_records": buffer_records,
             "buffer_bytes": buffer_bytes,
             "dropped_total": dropped_total,
+            "counters": counters or {},
         }
         self.start = end
         self._reset()

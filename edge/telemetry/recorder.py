@@ -58,6 +58,8 @@ class TelemetryRecorder:
         self._write_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._window = MetricsWindow(clock())
+        #: Set by the daemon: the agent's counters, added to every metrics record.
+        self.counters_source: Callable[[], dict[str, float]] | None = None
         self._next_expire = clock() + _EXPIRE_EVERY_S
         self._hard_times: deque[float] = deque()
         self.sampled_out = 0  # routine records not kept by inference_sample_rate (a policy, not a loss)
@@ -143,6 +145,19 @@ class TelemetryRecorder:
         body["raw_b64"] = base64.b64encode(raw).decode() if raw else None
         return json.dumps(body)
 
+    def _counters(self) -> dict[str, float]:
+        if self.counters_source is None:
+            return {}
+        try:
+            return {k: float(v) for k, v in self.counters_source().items()}
+        except (
+            TypeError,
+            ValueError,
+            RuntimeError,
+        ) as exc:  # a plug-in's bad counter must not stop telemetry
+            log.warning("counters for the metrics record failed: %s", exc)
+            return {}
+
     def _maybe_close_window(self, *, force: bool) -> None:
         now = self.clock()
         if force or now >= self._window.start + self.section.metrics_interval_s:
@@ -152,6 +167,7 @@ class TelemetryRecorder:
                 buffer_records=self.buffer.depth,
                 buffer_bytes=self.buffer.size_bytes,
                 dropped_total=dropped,
+                counters=self._counters(),
             )
             self._write_raw(now, RecordKind.METRICS, body)
         if now >= self._next_expire:

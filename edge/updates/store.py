@@ -104,6 +104,17 @@ class UpdateStore:
             return Installed(manifest.version, path)
         return None
 
+    def manifest_of(self, installed: Installed) -> Manifest | None:
+        """The manifest a stored version came with; None for a model from outside the store
+        (the factory model) or an unreadable one."""
+        if installed.path.parent.parent != self.versions:
+            return None
+        try:
+            return Manifest.model_validate_json((installed.path.parent / "manifest.json").read_bytes())
+        except (OSError, ValueError) as exc:
+            log.error("manifest of %s is unreadable (%s)", installed.path, exc)
+            return None
+
     def find_by_version(self, version: str) -> Path | None:
         folder = self.versions / version
         try:

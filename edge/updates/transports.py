@@ -13,7 +13,7 @@ from typing import Protocol
 import paho.mqtt.client as mqtt
 
 from edge.updates.staging import StagedBlob
-from shared.errors import UpdateError
+from shared.errors import TransportError, UpdateError
 from shared.mqtt import MqttConnection
 
 log = logging.getLogger(__name__)
@@ -72,16 +72,29 @@ class MqttChunkTransport:
 
 
 class HttpRangeTransport:
-    """GET <blob.url> with `Range: bytes=a-b` per missing chunk; connection errors are retried
-    with backoff until the overall timeout."""
+    """GET <blob.url> with `Range: bytes=a-b` for each run of missing chunks (at most
+    `range_bytes` per request), streamed and stored chunk by chunk as it arrives, so after a cut
+    the next request starts at the first chunk still missing. Connection errors, cuts and 5xx are
+    retried with backoff until the overall timeout; other statuses, a file of another size, and an
+    ETag that is not the blob's SHA-256 (the server holds other bytes) are refused."""
 
-    def __init__(self, *, request_timeout_s: float, timeout_s: float, verify: bool | str = True) -> None:
+    def __init__(
+        self,
+        *,
+        request_timeout_s: float,
+        timeout_s: float,
+        range_bytes: int = 4 << 20,
+        verify: bool | str = True,
+    ) -> None:
         import requests
 
         self.session = requests.Session()
-        self.session.verify = verify
+        # Passed per request: a session-level `verify` loses to REQUESTS_CA_BUNDLE (requests#3829).
+        self.verify = verify
         self.request_timeout_s = request_timeout_s
         self.timeout_s = timeout_s
+        self.range_bytes = range_bytes
+        self.retries = 0  # failed attempts that were retried (a cut, a 5xx)
 
     def fetch(self, staged: StagedBlob, stop: threading.Event, on_progress: Progress) -> None:
         import requests
@@ -95,25 +108,81 @@ class HttpRangeTransport:
             if time.monotonic() > deadline:
                 raise UpdateError(f"download timed out with {len(staged.missing_sorted())} chunks missing")
             try:
-                for index in staged.missing_sorted():
+                for first, last in self._runs(staged):
                     if stop.is_set():
                         return
-                    start, end = staged.blob.chunk_bounds(index)
-                    resp = self.session.get(
-                        url, headers={"Range": f"bytes={start}-{end - 1}"}, timeout=self.request_timeout_s
-                    )
-                    if resp.status_code != 206:
-                        raise UpdateError(f"artifact server answered {resp.status_code} to a range request")
-                    if not staged.write_chunk(index, resp.content):
+                    self._get_run(staged, url, first, last, stop, on_progress)
+                delay = 0.1
+            except requests.exceptions.SSLError as exc:  # not a cut: retrying cannot help
+                raise UpdateError(f"TLS to the artifact server failed: {exc}") from exc
+            except (requests.RequestException, TransportError) as exc:
+                self.retries += 1
+                log.warning("artifact download from %s failed (%s); resuming in %.1fs", url, exc, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _runs(self, staged: StagedBlob) -> list[tuple[int, int]]:
+        """Consecutive missing chunks, [first, last] inclusive, each at most `range_bytes` long."""
+        per_request = max(1, self.range_bytes // staged.blob.chunk_size)
+        runs: list[tuple[int, int]] = []
+        for index in staged.missing_sorted():
+            if runs and runs[-1][1] == index - 1 and index - runs[-1][0] < per_request:
+                runs[-1] = (runs[-1][0], index)
+            else:
+                runs.append((index, index))
+        return runs
+
+    def _get_run(
+        self,
+        staged: StagedBlob,
+        url: str,
+        first: int,
+        last: int,
+        stop: threading.Event,
+        on_progress: Progress,
+    ) -> None:
+        blob = staged.blob
+        start, end = blob.chunk_bounds(first)[0], blob.chunk_bounds(last)[1]
+        with self.session.get(
+            url,
+            headers={"Range": f"bytes={start}-{end - 1}"},
+            timeout=self.request_timeout_s,
+            stream=True,
+            verify=self.verify,
+        ) as resp:
+            if resp.status_code >= 500:
+                raise TransportError(f"artifact server answered {resp.status_code}")
+            if resp.status_code != 206:
+                raise UpdateError(f"artifact server answered {resp.status_code} to a range request for {url}")
+            etag = resp.headers.get("ETag", "").strip('"')
+            if etag and etag != blob.sha256:
+                raise UpdateError(
+                    f"artifact server holds other bytes than the signed manifest (ETag {etag[:16]})"
+                )
+            expected = f"bytes {start}-{end - 1}/{blob.size_bytes}"
+            if resp.headers.get("Content-Range") != expected:
+                raise UpdateError(
+                    f"artifact server sent Content-Range {resp.headers.get('Content-Range')!r}, expected {expected!r}"
+                )
+            buf = bytearray()
+            index = first
+            for piece in resp.iter_content(64 * 1024):
+                if stop.is_set():
+                    return
+                buf += piece
+                while index <= last:
+                    lo, hi = blob.chunk_bounds(index)
+                    if len(buf) < hi - lo:
+                        break
+                    if not staged.write_chunk(index, bytes(buf[: hi - lo])):
                         raise UpdateError(
                             f"chunk {index} failed the SHA-256 in the signed manifest (tampered?)"
                         )
+                    del buf[: hi - lo]
                     on_progress(staged)
-                delay = 0.1
-            except requests.RequestException as exc:
-                log.warning("artifact download from %s failed (%s); retrying in %.1fs", url, exc, delay)
-                stop.wait(delay)
-                delay = min(delay * 2, 5.0)
+                    index += 1
+            if index <= last:
+                raise TransportError(f"response ended after chunk {index - 1} of {first}..{last}")
 
     def close(self) -> None:
         self.session.close()

@@ -1,0 +1,33 @@
+"""Deferred escalation and late verdicts: hard cases the cloud could not answer (offline,
+breaker open, over budget) are answered locally at once (degraded), queued durably, sent when
+the cloud is back, and each cloud answer is delivered once as a late verdict (MQTT event,
+local API, telemetry record, cloud-answer cache). The daemon wires it in:
+
+    parts = edge.deferred.build(profile, cascade.cloud, connection, telemetry.recorder, cache,
+                                labels=lambda: agent.model.card.labels)
+    cascade.observers.append(parts.observer)
+    for service in parts.services: service.start()   # stop in reverse, then parts.close()
+    parts.verdicts.get(request_id)                    # GET /v2/verdicts/{request_id}
+"""
+
+from __future__ import annotations
+
+from edge.deferred.build import DeferredParts, build
+from edge.deferred.database import DeferredDatabase
+from edge.deferred.observer import DeferredRecorder, is_deferrable
+from edge.deferred.queue import DeferredQueue, QueuedCase
+from edge.deferred.verdicts import Verdict, VerdictStore
+from edge.deferred.worker import LateVerdictWorker
+
+__all__ = [
+    "DeferredDatabase",
+    "DeferredParts",
+    "DeferredQueue",
+    "DeferredRecorder",
+    "LateVerdictWorker",
+    "QueuedCase",
+    "Verdict",
+    "VerdictStore",
+    "build",
+    "is_deferrable",
+]
