@@ -35,6 +35,16 @@ class CascadeRequest:
     raw: bytes | None = None
 
 
+@dataclass(slots=True)
+class PendingEscalation:
+    """A hard case after the local phase: its local answer and why it is hard."""
+
+    request: CascadeRequest
+    local: Answer
+    decision: Decision
+    start: float
+
+
 class AnswerLookup(Protocol):
     """Answers a request without the model (lookup table, cloud-answer cache), or returns None."""
 
@@ -81,6 +91,14 @@ class Cascade:
 
     def answer(self, request: CascadeRequest) -> Answer:
         """Answer one request. Never raises for cloud trouble: the local answer comes back degraded."""
+        result = self.local_phase(request)
+        return result if isinstance(result, Answer) else self.cloud_phase(result)
+
+    def local_phase(self, request: CascadeRequest) -> Answer | PendingEscalation:
+        """Phase one, on the device only (microseconds, no I/O but the lookup stores): lookups,
+        the model, the policy, the answer cache and the budget. Returns the final answer, or
+        a PendingEscalation for `cloud_phase`. Front ends on an event loop run this inline and
+        hand only escalations to a thread."""
         start = time.perf_counter()
         self.budget.record_request()
         for lookup in self.lookups:
@@ -114,7 +132,12 @@ class Cascade:
         if over is not None:
             answer = _replace(local, escalated=False, degraded=True, reason=f"{decision.reason}; {over}")
             return self._finish(request, answer, decision, start)
-        return self._finish(request, self._escalate(request, local, decision), decision, start)
+        return PendingEscalation(request, local, decision, start)
+
+    def cloud_phase(self, pending: PendingEscalation) -> Answer:
+        """Phase two: ask the cloud (bounded by the client's deadline) and finish the answer."""
+        answer = self._escalate(pending.request, pending.local, pending.decision)
+        return self._finish(pending.request, answer, pending.decision, pending.start)
 
     def _escalate(self, request: CascadeRequest, local: Answer, decision: Decision) -> Answer:
         if decision.sampled:

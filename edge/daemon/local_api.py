@@ -136,8 +136,7 @@ class LocalApi:
             body = await request.body()
             decoded = decode_infer_request(body, request.headers)
             wanted = [o.name for o in decoded.outputs] if decoded.outputs else None
-            loop = asyncio.get_running_loop()
-            answers = await loop.run_in_executor(self.executor, self._answer, decoded)
+            answers = await self._answer(decoded)
             payload, headers = encode_infer_response(
                 self.agent.model.card.name,
                 self.agent.model.card.version,
@@ -161,9 +160,19 @@ class LocalApi:
             self.inflight -= 1
             self.metrics.inflight.dec()
 
-    def _answer(self, decoded: Any) -> list[Answer]:
-        requests = to_cascade_requests(decoded, self.agent.model.card)
-        return [self.agent.cascade.answer(r) for r in requests]
+    async def _answer(self, decoded: Any) -> list[Answer]:
+        """Local phase inline (microseconds); only escalations go to a thread, so the common
+        case pays no thread hop and a slow cloud never blocks the event loop."""
+        cascade = self.agent.cascade
+        answers: list[Answer] = []
+        for request in to_cascade_requests(decoded, self.agent.model.card):
+            result = cascade.local_phase(request)
+            if not isinstance(result, Answer):
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, cascade.cloud_phase, result
+                )
+            answers.append(result)
+        return answers
 
 
 def _binary_outputs(decoded: Any) -> set[str] | bool:

@@ -158,7 +158,7 @@ class DeferredQueue:
                 "INSERT OR IGNORE INTO verdicts VALUES (?, ?, ?, ?, 0)",
                 (verdict.request_id, verdict.answered_at, body, int(published)),
             ).rowcount
-            pass
+            db.execute("DELETE FROM cases WHERE request_id = ?", (verdict.request_id,))
             add_counter(db, "verdicts", stored)
         return stored == 1
 
