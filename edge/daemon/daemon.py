@@ -44,7 +44,7 @@ class Daemon:
     def build(self) -> None:
         """Create every part from the profile. Raises EdgecascadeError (bad model, bad config)
         before anything is started, so a bad profile fails fast."""
-        from edge import telemetry, updates
+        from edge import deferred, telemetry, updates
 
         p = self.profile
         topics = Topics(p.fleet)
@@ -63,9 +63,20 @@ class Daemon:
         if self.telemetry.recorder is not None:
             self.telemetry.recorder.counters_source = self.counters
         self.metrics.model_info.labels(self.agent.model.card.name, self.agent.model.card.version).set(1)
+        # Deferred escalation: hard cases the cloud could not answer get late verdicts.
+        self.deferred = deferred.build(
+            p,
+            self.agent.cascade.cloud,
+            self.connection,
+            self.telemetry.recorder,
+            self.agent.lookups.cache if self.agent.lookups else None,
+            labels=lambda: self.agent.model.card.labels,
+        )
+        self.agent.cascade.observers.append(self.deferred.observer)
         self.executor = ThreadPoolExecutor(max_workers=p.api.workers, thread_name_prefix="cascade")
 
         self.services.extend(self.telemetry.services)
+        self.services.extend(self.deferred.services)
         if self.connection is not None and p.updates.enabled:
             self.services.append(
                 updates.build(p, self.connection, self.agent.cascade.slot, health=self.health)
@@ -87,11 +98,14 @@ class Daemon:
                 max_inflight=p.api.max_inflight,
                 retry_after_s=p.api.retry_after_s,
                 counters=self.counters,
+                verdicts=self.deferred.verdicts,
+                pending=self.deferred.queue,
             )
             self.services.append(HttpServer(self.api.app, p.api.host, p.api.port, p.api.unix_socket))
 
     def counters(self) -> dict[str, float]:
         out: dict[str, float] = dict(self.agent.counters())
+        out.update({f"deferred_{k}": v for k, v in self.deferred.counters().items()})
         for service in self.services:
             counters = getattr(service, "counters", None)
             if callable(counters):
@@ -165,6 +179,7 @@ class Daemon:
                 service.stop(max(0.1, deadline - time.monotonic()))
         if self.connection is not None:
             self.connection.stop()
+        self.deferred.close()
         self.agent.close()
         watchdog.cancel()
         log.info("stopped cleanly")

@@ -42,6 +42,8 @@ class LocalApi:
         retry_after_s: int,
         counters: Callable[[], dict[str, float]],
         extra_routes: list[Route] | None = None,
+        verdicts: Any = None,
+        pending: Any = None,
     ) -> None:
         self.agent = agent
         self.executor = executor
@@ -49,6 +51,8 @@ class LocalApi:
         self.max_inflight = max_inflight
         self.retry_after_s = retry_after_s
         self.counters = counters
+        self.verdicts = verdicts  # edge.deferred verdict store, or None when deferral is off
+        self.pending = pending  # edge.deferred queue
         self.inflight = 0
         self.accepting = True
         self.app = Starlette(routes=self._routes() + (extra_routes or []))
@@ -65,6 +69,7 @@ class LocalApi:
             Route("/v2/models/{name}/infer", self.infer, methods=["POST"]),
             Route("/v2/models/{name}/versions/{version}/infer", self.infer, methods=["POST"]),
             Route("/metrics", self.prometheus),
+            Route("/v2/verdicts/{request_id}", self.verdict),
         ]
 
     # -- health and metadata --------------------------------------------------------------
@@ -117,6 +122,19 @@ class LocalApi:
         except NotFoundError as exc:
             return _error(404, str(exc))
         return await self.ready(request)
+
+    async def verdict(self, request: Request) -> Response:
+        """The late cloud verdict of a deferred hard case: 200 with it, 202 while it is queued,
+        404 for a request id that was never deferred (or whose verdict has expired)."""
+        request_id = request.path_params["request_id"]
+        if self.verdicts is None:
+            return _error(404, "deferred escalation is off in this agent's profile")
+        found = self.verdicts.get(request_id)
+        if found is not None:
+            return JSONResponse(found)
+        if self.pending is not None and self.pending.contains(request_id):
+            return JSONResponse({"request_id": request_id, "state": "queued"}, status_code=202)
+        return _error(404, f"no deferred case with request id {request_id!r}")
 
     async def prometheus(self, request: Request) -> Response:
         body = self.metrics.render(self.counters())
