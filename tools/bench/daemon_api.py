@@ -106,8 +106,15 @@ def main() -> int:
                 return data
 
             via_http = time_calls(call, args.requests, warmup=100)
+
+            def health() -> object:
+                conn.request("GET", "/v2/health/live")
+                return conn.getresponse().read()
+
+            floor = time_calls(health, args.requests, warmup=100)
             print(f"in-process Agent.predict   {summary(inproc)}")
             print(f"local HTTP API (loopback)  {summary(via_http)}")
+            print(f"GET /v2/health/live        {summary(floor)}   (the HTTP server's own floor)")
             print(
                 f"HTTP overhead over in-process: {np.median(via_http) - np.median(inproc):.0f} µs at the median "
                 f"(target <= 300)   ratio {np.median(via_http) / np.median(inproc):.1f}x"
