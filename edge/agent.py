@@ -90,7 +90,14 @@ class Agent:
 
     def counters(self) -> dict[str, float]:
         """Counters of the agent's parts, for metrics and telemetry."""
-        out: dict[str, float] = {"escalations_denied_by_budget": self.cascade.budget.denied}
+        cascade = self.cascade
+        out: dict[str, float] = {
+            "escalations_denied_by_budget": cascade.budget.denied,
+            "agreement_samples": cascade.agreement_samples,
+            "agreement_hits": cascade.agreement_hits,
+        }
+        if cascade.agreement_samples:
+            out["online_accuracy_estimate"] = cascade.agreement_hits / cascade.agreement_samples
         adaptive = find_adaptive(self.cascade.policy)
         if adaptive is not None:
             out.update(adaptive.stats())

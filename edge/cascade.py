@@ -88,6 +88,8 @@ class Cascade:
         self.observers = list(observers)
         self.send_raw_input = send_raw_input
         self._auth_error_logged = False
+        self.agreement_samples = 0
+        self.agreement_hits = 0
 
     def answer(self, request: CascadeRequest) -> Answer:
         """Answer one request. Never raises for cloud trouble: the local answer comes back degraded."""
@@ -186,6 +188,11 @@ class Cascade:
             edge_label=local.label,
             sampled=decision.sampled,
         )
+        if decision.sampled:
+            # Random samples of easy cases: how often the edge agrees with the cloud is an
+            # online estimate of the edge model's accuracy, reported with telemetry.
+            self.agreement_samples += 1
+            self.agreement_hits += answer.label == local.label
         for sink in self.cloud_sinks:
             sink.remember(request, answer)
         return answer

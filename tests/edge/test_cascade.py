@@ -103,6 +103,8 @@ def test_random_samples_measure_agreement(slot: ModelSlot, cloud: InProcessCloud
     assert 20 <= len(sampled) <= 60 and cloud.calls == len(sampled)
     agreement = np.mean([a.edge_label == a.label for a in sampled])
     assert agreement > 0.9  # the edge model is 97% accurate
+    assert cascade.agreement_samples == len(sampled)
+    assert cascade.agreement_hits == sum(a.edge_label == a.label for a in sampled)
 
 
 def test_observers_see_every_answer(slot: ModelSlot, digits_split) -> None:

@@ -227,3 +227,77 @@ def test_backpressure_503_with_retry_after_and_bounded_memory(
     finally:
         daemon.stop()
         slow.stop()
+
+
+def test_video_file_source_publishes_events(tmp_path: Path, broker: BrokerProcess, digits_split) -> None:
+    from tools.make_video import write_digits_video
+
+    _, held = digits_split
+    video = tmp_path / "digits.avi"
+    write_digits_video(video, held.images[:60], held.labels[:60], fps=10, scale=8)
+    port = free_port()
+    camera = f'[camera]\nenabled = true\nsource = "{video}"\nfps = 10\n'
+    daemon = DaemonProcess(
+        write_profile(tmp_path, broker_port=broker.port, api_port=port, extra=camera),
+        port,
+        tmp_path / "d.log",
+    )
+    events: list[dict[str, object]] = []
+    done = threading.Event()
+    app = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="events-app", protocol=MQTTProtocolVersion.MQTTv5
+    )
+
+    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        events.append(json.loads(msg.payload))
+        if len(events) == 60:
+            done.set()
+
+    app.on_message = on_message
+    app.connect("127.0.0.1", broker.port)
+    app.subscribe("edgecascade/t/dev-1/events", qos=1)
+    app.loop_start()
+    try:
+        time.sleep(0.3)
+        daemon.start()
+        assert done.wait(30), f"{len(events)} events"
+        assert [e["frame"] for e in events] == list(range(60))
+        accuracy = np.mean(
+            [int(str(e["label"])) == int(label) for e, label in zip(events, held.labels[:60], strict=True)]
+        )
+        assert accuracy >= 0.9 and {e["device"] for e in events} == {"dev-1"}
+        metrics = requests.get(daemon.url + "/metrics", timeout=5).text
+        assert 'edgecascade_counter{name="camera_frames_processed"} 60.0' in metrics
+    finally:
+        app.loop_stop()
+        daemon.stop()
+
+
+def test_a_second_signal_forces_the_exit(
+    tmp_path: Path, models_dir: Path, digits_split, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    _, held = digits_split
+    repo = seed_demo_repository(tmp_path_factory.mktemp("slow3") / "models", models_dir)
+    slow = CloudServer(repo, debug_delay_ms=2500).start()
+    port = free_port()
+    daemon = DaemonProcess(
+        write_profile(tmp_path, cloud_url=slow.url, api_port=port, threshold=1.0), port, tmp_path / "d.log"
+    )
+    try:
+        daemon.start()
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(infer, daemon.url, held.features[i : i + 1], f"f{i}") for i in range(2)]
+            time.sleep(0.3)
+            daemon.signal(signal.SIGTERM)
+            time.sleep(0.2)
+            started = time.monotonic()
+            daemon.signal(signal.SIGTERM)
+            assert daemon.wait(5) == 3  # EXIT_FORCED, without waiting for the slow cloud
+            assert time.monotonic() - started < 2.0
+            for f in futures:
+                with pytest.raises(requests.ConnectionError):
+                    f.result()
+        assert "forced exit: second SIGTERM" in (tmp_path / "d.log").read_text()
+    finally:
+        daemon.stop()
+        slow.stop()
