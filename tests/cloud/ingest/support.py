@@ -22,7 +22,9 @@ def persistent_broker(workdir: Path) -> BrokerProcess:
     return BrokerProcess(workdir=workdir, extra_config=f"persistence true\npersistence_location {store}/\n")
 
 
-def write_profile(path: Path, *, device: str, port: int, mqtt: bool = True, **telemetry: object) -> Path:
+def write_profile(
+    path: Path, *, device: str, port: int, mqtt: bool = True, protocol: int = 5, **telemetry: object
+) -> Path:
     """A device profile on the demo ONNX model; `telemetry` overrides [telemetry] keys."""
     settings = {"metrics_interval_s": 3600, "flush_interval_ms": 20, **telemetry}
     lines = "\n".join(f"{k} = {_toml(v)}" for k, v in settings.items())
@@ -39,6 +41,7 @@ path = "{MODELS / "digits_edge_int8.onnx"}"
 [mqtt]
 enabled = {str(mqtt).lower()}
 port = {port}
+protocol = {protocol}
 reconnect_max_s = 1.0
 keepalive_s = 5
 
@@ -58,9 +61,11 @@ def _toml(value: object) -> str:
 
 
 def start_ingester(
-    port: int, store_path: Path, client_id: str = "ingest-test"
+    port: int, store_path: Path, client_id: str = "ingest-test", protocol: int = 5
 ) -> tuple[Ingester, PersistentMqttConnection]:
-    connection = PersistentMqttConnection(MqttSettings(port=port, client_id=client_id, reconnect_max_s=1.0))
+    connection = PersistentMqttConnection(
+        MqttSettings(port=port, client_id=client_id, reconnect_max_s=1.0, protocol=protocol)
+    )
     ingester = Ingester(connection, SqliteStore(store_path), fleet=FLEET)
     ingester.start()
     assert connection.start(wait_s=5.0), "ingester could not connect"

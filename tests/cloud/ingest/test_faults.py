@@ -62,10 +62,14 @@ class Device:
         self.buffer.close()
 
 
-def test_broker_outage_every_record_stored_exactly_once(pbroker, tmp_path, digits_split) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("protocol", [5, 4], ids=["mqtt5", "mqtt311"])
+def test_broker_outage_every_record_stored_exactly_once(pbroker, tmp_path, digits_split, protocol) -> None:  # type: ignore[no-untyped-def]
+    """The same wire format and guarantees on MQTT 5 (shared subscription) and 3.1.1 (plain)."""
     store_path = tmp_path / "cloud.sqlite3"
-    ingester, ing_conn = start_ingester(pbroker.port, store_path)
-    device = Device(write_profile(tmp_path / "dev.toml", device="dev-a", port=pbroker.port))
+    ingester, ing_conn = start_ingester(pbroker.port, store_path, protocol=protocol)
+    device = Device(
+        write_profile(tmp_path / "dev.toml", device="dev-a", port=pbroker.port, protocol=protocol)
+    )
     device.connection.start(wait_s=5.0)
     features = digits_split[1].features
     try:
