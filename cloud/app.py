@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from cloud.artifacts import artifact_routes
 from cloud.auth import NoAuth, TokenAuthenticator, load_grants
 from cloud.dataplane import DataPlane, binary_outputs_for
 from cloud.http_errors import status_for
@@ -132,6 +133,10 @@ def create_app(settings: ServerSettings) -> Starlette:
             Route(prefix + "/ready", endpoint("model_ready", model_ready)),
             Route(prefix + "/infer", endpoint("infer", infer), methods=["POST"]),
         ]
+    if settings.artifacts_dir is not None:
+        # The HTTP(S) route for model updates: signed artifacts with range requests. No token:
+        # integrity comes from the Ed25519-signed manifest, and devices resume with Range.
+        routes += artifact_routes(settings.artifacts_dir)
     return Starlette(routes=routes, lifespan=lifespan)
 
 

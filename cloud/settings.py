@@ -23,6 +23,11 @@ class ServerSettings(BaseSettings):
         default=None,
         description="device=token pairs, comma separated (environment only: EDGECASCADE_CLOUD_TOKENS).",
     )
+    artifacts_dir: Path | None = Field(
+        default=None,
+        description="Serve model-update artifacts from this folder at /artifacts/... with range requests "
+        "(the folder `fleet push --route http --artifacts-dir` writes to).",
+    )
     no_auth: bool = Field(default=False, description="Accept requests without a token (local demo only).")
     graceful_timeout_s: float = Field(
         default=30.0, gt=0, description="On SIGTERM, how long in-flight requests may take to finish."

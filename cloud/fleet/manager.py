@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cloud.artifacts import artifact_relpath
 from cloud.fleet.manifest_builder import Payload
 from cloud.fleet.status_board import StatusBoard
 from shared.errors import UpdateError
@@ -40,10 +41,21 @@ class PushRecord:
 
 
 class FleetManager:
+    """Signs and publishes pushes. With `artifacts_dir` (the folder the cloud's /artifacts route
+    serves, see cloud/artifacts.py) it can push over the http route: the files are placed there
+    before the manifest is published, instead of being sent as MQTT chunks."""
+
     def __init__(
-        self, connection: MqttConnection, fleet: str, key: Ed25519PrivateKey, state_dir: Path
+        self,
+        connection: MqttConnection,
+        fleet: str,
+        key: Ed25519PrivateKey,
+        state_dir: Path,
+        *,
+        artifacts_dir: Path | None = None,
     ) -> None:
         self.connection = connection
+        self.artifacts_dir = artifacts_dir
         self.topics = Topics(fleet)
         self.key = key
         self.state_dir = state_dir
@@ -84,14 +96,32 @@ class FleetManager:
         for topic, payload in items:
             self.connection.publish(topic, payload, qos=1, retain=True)
 
-    def publish_payloads(self, payloads: list[Payload]) -> None:
+    def _keep(self, payloads: list[Payload]) -> None:
         blobs = self.state_dir / "blobs"
         blobs.mkdir(exist_ok=True)
         for payload in payloads:
-            blob = payload.blob
-            kept = blobs / blob.sha256
+            kept = blobs / payload.blob.sha256
             if not kept.exists():  # kept so a rollback can re-send it to devices that lack it
                 kept.write_bytes(payload.data)
+
+    def place_payloads(self, payloads: list[Payload]) -> None:
+        """The http route: write the files where the cloud's /artifacts route serves them."""
+        from cloud.artifacts import place_artifact
+
+        if self.artifacts_dir is None:
+            raise UpdateError(
+                "the http route needs the folder the cloud serves /artifacts from (--artifacts-dir)"
+            )
+        self._keep(payloads)
+        for payload in payloads:
+            path = place_artifact(self.artifacts_dir, payload.http_path, payload.data)
+            log.info("placed %s (%d bytes) for %s", path, len(payload.data), payload.blob.url)
+
+    def publish_payloads(self, payloads: list[Payload]) -> None:
+        """The mqtt route: every chunk as a retained QoS 1 message."""
+        self._keep(payloads)
+        for payload in payloads:
+            blob = payload.blob
             for i in range(len(blob.chunk_sha256)):
                 start, end = blob.chunk_bounds(i)
                 self.publish_retained(f"{blob.topic}/{i}", payload.data[start:end])
@@ -114,7 +144,11 @@ class FleetManager:
         signed = manifest.signed(self.key)
         self.topic_for(signed.target)  # validate before publishing anything
         (self.state_dir / "manifests" / f"{signed.push_id}.json").write_text(signed.model_dump_json())
-        self.publish_payloads(payloads)
+        # The bytes are in place before the manifest that points devices at them.
+        if signed.route == "http":
+            self.place_payloads(payloads)
+        else:
+            self.publish_payloads(payloads)
         devices = self.board.devices_in(signed.target)
         record = PushRecord(
             signed.push_id, signed.name, signed.version, signed.target, issued_at=signed.issued_at
@@ -178,7 +212,8 @@ class FleetManager:
         for device in bad.canary_devices:
             self.publish_retained(self.topics.manifest_device(device), b"")
         kept = self.state_dir / "blobs" / base.artifact.sha256
-        payloads = [Payload(base.artifact, kept.read_bytes())] if kept.exists() else []
+        rel = artifact_relpath(base.name, base.version, base.file_name)
+        payloads = [Payload(base.artifact, kept.read_bytes(), rel)] if kept.exists() else []
         signed, devices = self.push(manifest, payloads)
         if bad.canary_devices and not bad.promoted:
             devices = sorted(set(devices) | set(bad.canary_devices))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cloud.artifacts import artifact_relpath, delta_file_name
 from edgecascade import __version__
 from shared.errors import ModelError, UpdateError
 from shared.manifest import MANIFEST_SCHEMA, Blob, Delta, EscalationThreshold, Golden, GoldenVector, Manifest
@@ -22,10 +23,11 @@ DEFAULT_CHUNK = 256 * 1024
 
 @dataclass(frozen=True)
 class Payload:
-    """Bytes to deliver and the Blob describing them."""
+    """Bytes to deliver, the Blob describing them, and their path in the artifact folder."""
 
     blob: Blob
     data: bytes
+    http_path: str
 
 
 def make_blob(data: bytes, topic: str, chunk_size: int, url: str | None) -> Blob:
@@ -92,10 +94,15 @@ def build_manifest(
             "size_bytes": len(data),
         }
     )
+    if route == "http" and not base_url:
+        raise UpdateError("the http route needs the model repository's base URL (--base-url)")
     topics = Topics(fleet)
-    full_url = f"{base_url.rstrip('/')}/artifacts/{name}/{version}/{artifact.name}" if base_url else None
-    full = make_blob(data, topics.artifact_chunks(name, version), chunk_size, full_url)
-    payloads = [Payload(full, data)]
+    full_path = artifact_relpath(name, version, artifact.name)
+    full_url = f"{base_url.rstrip('/')}/artifacts/{full_path}" if base_url else None
+    # Chunk topics carry the hash too: a version pushed again with other bytes never mixes chunks.
+    sha = hashlib.sha256(data).hexdigest()
+    full = make_blob(data, topics.artifact_chunks(name, f"{version}-{sha[:12]}"), chunk_size, full_url)
+    payloads = [Payload(full, data, full_path)]
     delta = None
     if delta_base is not None:
         import bsdiff4
@@ -103,17 +110,14 @@ def build_manifest(
         base_card = ModelCard.load_for(delta_base)
         base_bytes = delta_base.read_bytes()
         diff = bsdiff4.diff(base_bytes, data)
-        tag = f"{version}-delta-{base_card.version}"
-        delta_url = (
-            f"{base_url.rstrip('/')}/artifacts/{name}/{version}/{artifact.name}.from-{base_card.version}.bsdiff"
-            if base_url
-            else None
-        )
+        tag = f"{version}-delta-{base_card.version}-{hashlib.sha256(diff).hexdigest()[:12]}"
+        delta_path = artifact_relpath(name, version, delta_file_name(artifact.name, base_card.version))
+        delta_url = f"{base_url.rstrip('/')}/artifacts/{delta_path}" if base_url else None
         blob = make_blob(diff, topics.artifact_chunks(name, tag), chunk_size, delta_url)
         delta = Delta(
             base_version=base_card.version, base_sha256=hashlib.sha256(base_bytes).hexdigest(), blob=blob
         )
-        payloads.append(Payload(blob, diff))
+        payloads.append(Payload(blob, diff, delta_path))
     manifest = Manifest(
         schema_version=MANIFEST_SCHEMA,
         rollback_of=None,
@@ -121,14 +125,14 @@ def build_manifest(
         fleet=fleet,
         name=name,
         version=version,
-        backend=card.backend,  # type: ignore[arg-type]
+        backend=card.backend,
         file_name=artifact.name,
         card=card,
         min_agent_version=min_agent_version,
         profiles=profiles or [],
         escalation=escalation or [],
         golden=golden_vectors(artifact, golden_count, tolerance),
-        route=route,  # type: ignore[arg-type]
+        route=route,
         artifact=full,
         delta=delta,
         target=target,

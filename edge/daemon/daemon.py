@@ -79,7 +79,13 @@ class Daemon:
         self.services.extend(self.deferred.services)
         if self.connection is not None and p.updates.enabled:
             self.services.append(
-                updates.build(p, self.connection, self.agent.cascade.slot, health=self.health)
+                updates.build(
+                    p,
+                    self.connection,
+                    self.agent.cascade.slot,
+                    health=self.health,
+                    cascade=self.agent.cascade,
+                )
             )
         if self.connection is not None and p.daemon.mqtt_requests:
             self.services.append(

@@ -94,3 +94,31 @@ def test_fleet_cli_push_canary_promote_status_rollback(
     finally:
         for d in devices:
             d.stop()
+
+
+def test_fleet_cli_push_over_http_places_the_artifact_for_the_route(
+    broker: BrokerProcess, tmp_path: Path, model_v2: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.edge.updates.artifact_server import ArtifactServer
+
+    key_path = tmp_path / "fleet" / "signing.key"
+    assert main(["fleet", "keygen", "--key", str(key_path)]) == 0
+    device = Device.start(make_profile(tmp_path, "d1", broker.port, load_private_key(key_path).public_key()))
+    common = ["--fleet", FLEET, "--broker", f"127.0.0.1:{broker.port}", "--key", str(key_path)]
+    common += ["--state-dir", str(tmp_path / "fleet")]
+    push = ["fleet", "push", str(model_v2), "--target", "device:d1", "--route", "http", "--timeout", "30"]
+    with ArtifactServer(tmp_path / "artifacts") as server:
+        try:
+            capsys.readouterr()
+            assert main([*push, "--base-url", server.url, *common]) == 1  # no --artifacts-dir
+            assert "--artifacts-dir" in capsys.readouterr().err
+            wait_until(lambda: device.connection.connected.is_set(), what="device online")
+            rc = main([*push, "--base-url", server.url, "--artifacts-dir", str(server.root), *common])
+            out = capsys.readouterr().out
+            assert rc == 0 and "active: 1: d1" in out, out
+            placed = server.root / "digits-edge" / "1.1.0" / model_v2.name
+            assert placed.read_bytes() == model_v2.read_bytes()
+            assert device.version == "1.1.0"
+            assert {e.path for e in server.served.entries()} == {"digits-edge/1.1.0/" + model_v2.name}
+        finally:
+            device.stop()

@@ -150,7 +150,7 @@ def test_broker_restart_mid_transfer_and_offline_device_converges(
         manifest, payloads = build_manifest(model_v2, fleet=FLEET, target="group:g", chunk_size=512)
         blob, data = payloads[0].blob, payloads[0].data
         half = len(blob.chunk_sha256) // 2
-        part = [payloads[0].__class__(blob, data)]
+        part = [payloads[0]]
         for i in range(half):
             start, end = blob.chunk_bounds(i)
             fleet.publish_retained(f"{blob.topic}/{i}", data[start:end])  # re-sent on reconnect
