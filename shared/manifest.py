@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -95,10 +95,47 @@ class HealthLimits(_Strict):
     )
 
 
-class Manifest(_Strict):
+class _Signed(_Strict):
+    """Canonical bytes, Ed25519 signing and verification shared by model and table manifests."""
+
+    key_id: str = Field(description="Fingerprint of the signing key.")
+    signature: str | None = Field(None, description="Base64 Ed25519 signature over the canonical bytes.")
+
+    def canonical_bytes(self) -> bytes:
+        body = self.model_dump(mode="json", exclude={"signature"})
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    def signed(self, key: Ed25519PrivateKey) -> Self:
+        unsigned = self.model_copy(update={"key_id": key_id(key.public_key()), "signature": None})
+        sig = key.sign(unsigned.canonical_bytes())
+        return unsigned.model_copy(update={"signature": base64.b64encode(sig).decode()})
+
+    def verify(self, public: Ed25519PublicKey) -> None:
+        """Raise UpdateError("unsigned manifest" / "bad signature ...") unless signed by `public`."""
+        if not self.signature:
+            raise UpdateError("unsigned manifest")
+        try:
+            public.verify(base64.b64decode(self.signature), self.canonical_bytes())
+        except (InvalidSignature, ValueError):
+            raise UpdateError(f"bad signature (key {self.key_id}; device trusts {key_id(public)})") from None
+
+    @classmethod
+    def parse(cls, payload: bytes) -> Self:
+        """Parse a manifest message; raises UpdateError naming the problem."""
+        try:
+            return cls.model_validate_json(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise UpdateError(f"malformed manifest: {where}: {first['msg']}") from None
+
+
+
+class Manifest(_Signed):
     """One model version for some devices. `target` is informational; the topic decides who reads it."""
 
     schema_version: int = Field(MANIFEST_SCHEMA, description="Manifest schema version.")
+    kind: Literal["model"] = Field("model", description="What the manifest carries: a model.")
     fleet: str = Field(description="Fleet name.")
     name: str = Field(description="Model name; a device applies manifests for its [model].name only.")
     version: str = Field(description="Model version, independent of the agent version.")
@@ -121,36 +158,13 @@ class Manifest(_Strict):
     push_id: str = Field(description="Unique id of the push (a rollback is a new push).")
     rollback_of: str | None = Field(None, description="Version this push rolls back, if it is a rollback.")
     issued_at: float = Field(description="Unix time the manifest was signed.")
-    key_id: str = Field(description="Fingerprint of the signing key.")
-    signature: str | None = Field(None, description="Base64 Ed25519 signature over the canonical bytes.")
 
     def canonical_bytes(self) -> bytes:
         body = self.model_dump(mode="json", exclude={"signature"})
+        # Manifests signed before `kind` existed stay valid: the default is left out of the bytes.
+        # A table manifest always carries kind "table", so neither can pass for the other.
+        body.pop("kind", None)
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-
-    def signed(self, key: Ed25519PrivateKey) -> Manifest:
-        unsigned = self.model_copy(update={"key_id": key_id(key.public_key()), "signature": None})
-        sig = key.sign(unsigned.canonical_bytes())
-        return unsigned.model_copy(update={"signature": base64.b64encode(sig).decode()})
-
-    def verify(self, public: Ed25519PublicKey) -> None:
-        """Raise UpdateError("unsigned manifest" / "bad signature ...") unless signed by `public`."""
-        if not self.signature:
-            raise UpdateError("unsigned manifest")
-        try:
-            public.verify(base64.b64decode(self.signature), self.canonical_bytes())
-        except (InvalidSignature, ValueError):
-            raise UpdateError(f"bad signature (key {self.key_id}; device trusts {key_id(public)})") from None
-
-    @classmethod
-    def parse(cls, payload: bytes) -> Manifest:
-        """Parse a manifest message; raises UpdateError naming the problem."""
-        try:
-            return cls.model_validate_json(payload)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise UpdateError(f"malformed manifest: {where}: {first['msg']}") from None
 
 
 class HealthFigure(_Strict):

@@ -21,7 +21,7 @@ from paho.mqtt.properties import Properties
 from cloud.ingest.store import TelemetryStore
 from shared.errors import ProtocolError, StorageError
 from shared.mqtt import MqttConnection, MqttSettings, Topics
-from shared.telemetry import decode_batch
+from shared.telemetry import TelemetryBatch, decode_batch
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ class PersistentMqttConnection(MqttConnection):
     (MQTT 5: clean start off and a session expiry; 3.1.1: clean session off)."""
 
     def __init__(self, settings: MqttSettings, session_expiry_s: int = 7 * 24 * 3600) -> None:
-        super().__init__(replace(settings, clean_start=False))
+        # Manual acks: a batch is acknowledged only once it is stored.
+        super().__init__(replace(settings, clean_start=False, manual_ack=True))
         self.session_expiry_s = session_expiry_s
 
     def start(self, wait_s: float | None = None) -> bool:
@@ -64,8 +65,11 @@ class Ingester:
         fleet: str,
         group: str = "ingest",
         clock: Callable[[], float] = time.time,
+        store_retry_max_s: float = 5.0,
     ) -> None:
         self.connection = connection
+        self.store_retry_max_s = store_retry_max_s
+        self._stopping = threading.Event()
         self.store = store
         self.clock = clock
         plain = Topics(fleet).all_telemetry()
@@ -86,6 +90,7 @@ class Ingester:
         log.info("ingesting telemetry from %s", self.topic)
 
     def stop(self, timeout_s: float = 2.0) -> None:
+        self._stopping.set()
         self.connection.unsubscribe(self.topic)
 
     def handle(self, msg: mqtt.MQTTMessage) -> None:
@@ -96,20 +101,47 @@ class Ingester:
             with self._lock:
                 self.malformed += 1
             log.warning("ignored a malformed telemetry message on %s: %s", msg.topic, exc)
+            self.connection.ack(msg)  # garbage stays garbage: do not have it redelivered
             return
-        try:
-            new = self.store.store(batch, self.clock())
-        except StorageError:
-            with self._lock:
-                self.store_failures += 1
-            log.exception("could not store %d telemetry records from %s", len(batch.records), batch.device)
+        new = self._store_with_retries(batch)
+        if new is None:
+            # Not acknowledged (manual-ack connection): the broker keeps the message and
+            # redelivers it after our reconnect; storage dedupes if part of it did land.
             return
+        self.connection.ack(msg)
         with self._lock:
             self.batches += 1
             self.stored += new
             self.duplicates += len(batch.records) - new
         if new < len(batch.records):
             log.debug("%s: %d duplicate records ignored", batch.device, len(batch.records) - new)
+
+    def _store_with_retries(self, batch: TelemetryBatch) -> int | None:
+        """Store, retrying with backoff while the store is failing (a locked database, a
+        restarting PostgreSQL). Blocking here is backpressure: paho reads nothing more until
+        this batch is stored. Returns None if the ingester is stopping first."""
+        delay = 0.05
+        logged = False
+        while True:
+            try:
+                new = self.store.store(batch, self.clock())
+            except StorageError as exc:
+                with self._lock:
+                    self.store_failures += 1
+                if not logged:
+                    log.error(
+                        "cannot store telemetry from %s (%s); retrying, nothing is acknowledged meanwhile",
+                        batch.device,
+                        exc,
+                    )
+                    logged = True
+                if self._stopping.wait(delay):
+                    return None
+                delay = min(delay * 2, self.store_retry_max_s)
+                continue
+            if logged:
+                log.info("telemetry store works again")
+            return new
 
     def counters(self) -> dict[str, int]:
         with self._lock:

@@ -9,6 +9,9 @@ from edge.config.base import ProfilePath, Section
 
 class UpdatesSection(Section):
     enabled: bool = Field(False, description="Accept model updates (needs [mqtt] enabled and a public key).")
+    tables: bool = Field(
+        True, description="Also accept lookup-table updates (signed like models, on their own topics)."
+    )
     public_key: str | None = Field(
         None, description="Fleet signing public key: base64 of the 32 raw Ed25519 bytes, or PEM text."
     )

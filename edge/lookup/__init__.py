@@ -46,15 +46,24 @@ class LookupParts:
 
 
 def build(profile: DeviceProfile, *, encoding_version: int = ENCODING_VERSION) -> LookupParts:
-    """Table first, then cache, as the cascade should consult them. Never raises for a bad table
-    or cache file: the agent then serves with its model alone (logged at ERROR)."""
+    """Table first, then cache, as the cascade should consult them. The table is the delivered
+    one (table updates' `active` pointer) if any, else the previous delivered one, else
+    [lookup].table. Never raises for a bad table or cache file: the agent then serves with the
+    next candidate or its model alone (logged at ERROR)."""
+    from edge.updates.table_store import delivered_table
+
     section = profile.lookup
     table = TableLookup(encoding_version=encoding_version, verify_checksum=section.verify_checksum)
+    delivered = delivered_table(profile)
+    candidates = [i.path for i in delivered if i is not None] if delivered else []
     if section.table is not None:
+        candidates.append(section.table)
+    for path in candidates:
         try:
-            table.replace(section.table)
+            table.replace(path)
+            break
         except StorageError:
-            pass  # logged and counted by replace(); serving goes on without a table
+            continue  # logged and counted by replace(); try the next, else serve without a table
     cache: AnswerCache | None = None
     if section.cache.enabled:
         try:

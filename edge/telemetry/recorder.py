@@ -25,7 +25,7 @@ from edge.telemetry.buffer import TelemetryBuffer
 from edge.telemetry.metrics import MetricsWindow
 from shared.answer import Answer
 from shared.errors import StorageError
-from shared.telemetry import RecordKind
+from shared.telemetry import BODY_MODELS, RecordKind
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,14 @@ class TelemetryRecorder:
             self._wake.set()
 
     def record(self, kind: RecordKind, body: dict[str, Any]) -> None:
-        """Queue a non-inference record (verdict, update status, event...); committed with the next batch."""
+        """Queue a non-inference record (verdict, update status, event...); committed with the next batch.
+
+        The body is checked against its schema here, where a bad one is the caller's bug and
+        raises pydantic's ValidationError, rather than later in the cloud, where it would make
+        the ingester refuse the whole batch it travels in."""
+        model = BODY_MODELS.get(kind)
+        if model is not None:
+            model.model_validate(body)
         self._queue.append((self.clock(), kind.value, json.dumps(body)))
         self._wake.set()
 

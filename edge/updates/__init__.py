@@ -4,6 +4,7 @@ For the daemon:
     health = edge.updates.health_monitor(profile)      # cascade observer: health.observe
     service = edge.updates.build(profile, connection, slot, health=health, cascade=cascade)
     path = edge.updates.active_model_path(profile)     # what to load at start-up
+    tables = edge.updates.build_table_updater(profile, connection, agent.lookups.table)
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from edge.cascade import Cascade
     from edge.config.profile import DeviceProfile
     from edge.model_slot import ModelSlot
+    from edge.lookup.table_lookup import TableLookup
+    from edge.updates.table_updater import TableUpdater
     from edge.updates.updater import ModelUpdater
     from shared.mqtt import MqttConnection
 
@@ -27,6 +30,7 @@ __all__ = [
     "active_model",
     "active_model_path",
     "build",
+    "build_table_updater",
     "health_monitor",
 ]
 
@@ -59,3 +63,15 @@ def build(
     if cascade is not None:
         updater.on_activated.append(ThresholdApplier(cascade, profile.cascade).apply)
     return updater
+
+
+def build_table_updater(
+    profile: DeviceProfile, connection: MqttConnection, lookup: TableLookup
+) -> TableUpdater | None:
+    """The lookup-table updater Service for the daemon (None when [updates] tables is off).
+    `lookup` is the agent's TableLookup (agent.lookups.table); delivered tables swap into it."""
+    from edge.updates.table_updater import TableUpdater
+
+    if not profile.updates.tables:
+        return None
+    return TableUpdater(profile, connection, lookup)

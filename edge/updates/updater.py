@@ -62,7 +62,7 @@ class ModelUpdater:
         self.public_key = load_public_key(profile_public_key_text(profile))
         self.topics = Topics(profile.fleet)
         device = profile.device_id
-        self.book = ManifestBook(
+        self.book: ManifestBook[Manifest] = ManifestBook(
             self.topics.manifest_device(device),
             [self.topics.manifest_group(g) for g in profile.groups],
             self.topics.manifest_all(),

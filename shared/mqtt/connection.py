@@ -38,6 +38,9 @@ class MqttSettings:
     reconnect_max_s: float = 30.0
     presence_topic: str | None = None  # retained online/offline, offline as the will
     clean_start: bool = True
+    # Manual acknowledgement: a QoS 1 message is PUBACKed only when its handler calls ack(),
+    # so a consumer that failed to store it leaves it with the broker for redelivery.
+    manual_ack: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -53,6 +56,7 @@ class MqttConnection:
             client_id=settings.client_id,
             protocol=version,
             clean_session=None if version == MQTTProtocolVersion.MQTTv5 else settings.clean_start,
+            manual_ack=settings.manual_ack,
         )
         if settings.username is not None:
             self.client.username_pw_set(settings.username, settings.password)
@@ -130,6 +134,11 @@ class MqttConnection:
         except (RuntimeError, ValueError):
             return False
         return info.is_published()
+
+    def ack(self, msg: mqtt.MQTTMessage) -> None:
+        """Acknowledge a message received on a manual-ack connection (no-op otherwise)."""
+        if self.settings.manual_ack and msg.qos > 0:
+            self.client.ack(msg.mid, msg.qos)
 
     # -- paho callbacks -------------------------------------------------------------------
     def _on_connect(

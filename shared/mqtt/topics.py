@@ -34,6 +34,10 @@ class Topics:
         """Retained model-update state of the device."""
         return f"{ROOT}/{self.fleet}/{device}/status"
 
+    def table_status(self, device: str) -> str:
+        """Retained lookup-table update state of the device."""
+        return f"{ROOT}/{self.fleet}/{device}/table-status"
+
     # --- per device, read by the device ---
     def requests(self, device: str) -> str:
         """Inference requests for the device; replies go to the topic named in the request."""
@@ -53,12 +57,29 @@ class Topics:
         """Chunked artifact delivery over MQTT (one message per numbered chunk)."""
         return f"{ROOT}/{self.fleet}/artifacts/{model}/{version}"
 
+    # --- lookup-table manifests (retained): apart from models so neither replaces the other ---
+    def table_manifest_device(self, device: str) -> str:
+        return f"{ROOT}/{self.fleet}/tables/device/{device}"
+
+    def table_manifest_group(self, group: str) -> str:
+        return f"{ROOT}/{self.fleet}/tables/group/{group}"
+
+    def table_manifest_all(self) -> str:
+        return f"{ROOT}/{self.fleet}/tables/all"
+
+    def table_chunks(self, name: str, version: str) -> str:
+        """Chunked table delivery over MQTT (one message per numbered chunk)."""
+        return f"{ROOT}/{self.fleet}/artifacts/tables/{name}/{version}"
+
     # --- wildcards for cloud-side subscribers ---
     def all_telemetry(self) -> str:
         return f"{ROOT}/{self.fleet}/+/telemetry"
 
     def all_status(self) -> str:
         return f"{ROOT}/{self.fleet}/+/status"
+
+    def all_table_status(self) -> str:
+        return f"{ROOT}/{self.fleet}/+/table-status"
 
     def all_presence(self) -> str:
         return f"{ROOT}/{self.fleet}/+/presence"
@@ -67,6 +88,6 @@ class Topics:
     def device_of(topic: str) -> str | None:
         """The device id in a per-device topic, or None for other topics."""
         parts = topic.split("/")
-        if len(parts) == 4 and parts[0] == ROOT and parts[2] != "models" and parts[2] != "artifacts":
+        if len(parts) == 4 and parts[0] == ROOT and parts[2] not in ("models", "tables", "artifacts"):
             return parts[2]
         return None

@@ -195,7 +195,7 @@ def test_disk_cap_offline_evicts_routine_first_and_the_drop_count_arrives(
     features = digits_split[1].features
     try:  # the device never connected: offline from the start
         for i in range(5):
-            device.recorder.record(RecordKind.VERDICT, {"request_id": f"r{i}", "label": "3"})
+            device.recorder.record(RecordKind.VERDICT, _verdict(f"r{i}"))
         for i in range(3):
             device.recorder.record(RecordKind.UPDATE_STATUS, {"state": "installed", "n": i})
         device.predict(features, 200)
@@ -262,3 +262,49 @@ def test_malformed_and_foreign_payloads_are_counted_never_stored(pbroker, tmp_pa
         client.disconnect()
         ingester.stop()
         ing_conn.stop()
+
+
+def test_store_failure_is_never_acknowledged_and_nothing_is_lost(pbroker, tmp_path, digits_split) -> None:  # type: ignore[no-untyped-def]
+    """The cloud database is locked by another writer for a while: the ingester retries, acks
+    nothing meanwhile, and every record is stored exactly once when the lock goes."""
+    import sqlite3
+
+    store_path = tmp_path / "cloud.sqlite3"
+    ingester, ing_conn = start_ingester(pbroker.port, store_path)
+    device = Device(write_profile(tmp_path / "dev.toml", device="dev-a", port=pbroker.port))
+    device.connection.start(wait_s=5.0)
+    features = digits_split[1].features
+    blocker = sqlite3.connect(store_path, timeout=0.1, isolation_level=None)
+    try:
+        device.predict(features, 50)
+        device.recorder.flush()
+        wait_for(lambda: ingester.stored == 50, what="the first 50 records")
+        blocker.execute("BEGIN EXCLUSIVE")  # a real lock: the store's writes now fail
+        device.predict(features, 120, start=50)
+        device.recorder.flush()
+        wait_for(lambda: ingester.store_failures >= 2, what="failing store attempts")
+        assert ingester.stored == 50
+        blocker.execute("ROLLBACK")
+        wait_for(lambda: ingester.stored == 170, what="all 170 records stored after the lock")
+        wait_for(lambda: device.buffer.depth == 0, what="the device buffer to drain")
+        assert SqliteStore(store_path).seqs("dev-a") == list(range(1, 171))
+    finally:
+        blocker.close()
+        device.close()
+        ingester.stop()
+        ing_conn.stop()
+
+
+def _verdict(request_id: str) -> dict[str, object]:
+    return {
+        "request_id": request_id,
+        "edge_label": "3",
+        "edge_confidence": 0.55,
+        "cloud_label": "8",
+        "cloud_confidence": 0.97,
+        "cloud_model": "digits-cloud",
+        "cloud_model_version": "1.0.0",
+        "agree": False,
+        "queued_at": 1.0,
+        "answered_at": 2.0,
+    }

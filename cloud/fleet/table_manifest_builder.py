@@ -1,0 +1,109 @@
+"""Build a lookup-table manifest at push time from the table's own header: chunk hashes, an
+optional bsdiff delta against an earlier table file. Signed later by the FleetManager."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from pathlib import Path
+
+from cloud.artifacts import artifact_relpath, delta_file_name
+from cloud.fleet.manifest_builder import DEFAULT_CHUNK, Payload, make_blob
+from edgecascade import __version__
+from shared.errors import StorageError, UpdateError
+from shared.lookup import TableFile, TableMeta
+from shared.manifest import MANIFEST_SCHEMA, Delta
+from shared.mqtt import Topics
+from shared.table_manifest import TableManifest
+
+
+def table_http_name(name: str) -> str:
+    """The name part of a table's path under /artifacts (kept apart from model names)."""
+    return f"table-{name}"
+
+
+def read_meta(path: Path) -> TableMeta:
+    """The header of a table file, fully validated (checksum included) at its own encoding."""
+    from shared.lookup.table_file import _read_header
+
+    try:
+        meta, _ = _read_header(path)
+        TableFile.open(path, encoding_version=meta.encoding_version).close()
+    except StorageError as exc:
+        raise UpdateError(f"not a pushable table: {exc}") from exc
+    return meta
+
+
+def build_table_manifest(
+    table: Path,
+    *,
+    fleet: str,
+    target: str,
+    version: str | None = None,
+    route: str = "mqtt",
+    base_url: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    delta_base: Path | None = None,
+    profiles: list[str] | None = None,
+    min_agent_version: str = __version__,
+) -> tuple[TableManifest, list[Payload]]:
+    """An unsigned table manifest plus the payloads to publish. `version`, if given, must be the
+    header's: devices report the header's version in every answer, so the two cannot differ."""
+    meta = read_meta(table)
+    if version is not None and version != meta.version:
+        raise UpdateError(
+            f"{table} holds table version {meta.version!r}, not {version!r}; rebuild it with "
+            f"`edgecascade models build-table --version {version}`"
+        )
+    if route == "http" and not base_url:
+        raise UpdateError("the http route needs the cloud's base URL (--base-url)")
+    data = table.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    topics = Topics(fleet)
+    http_name = table_http_name(meta.name)
+    full_path = artifact_relpath(http_name, meta.version, table.name)
+    full_url = f"{base_url.rstrip('/')}/artifacts/{full_path}" if base_url else None
+    # Chunk topics carry the hash too: a version pushed again with other bytes never mixes chunks.
+    full = make_blob(data, topics.table_chunks(meta.name, f"{meta.version}-{sha[:12]}"), chunk_size, full_url)
+    payloads = [Payload(full, data, full_path)]
+    delta = None
+    if delta_base is not None:
+        import bsdiff4
+
+        base_meta = read_meta(delta_base)
+        base_bytes = delta_base.read_bytes()
+        diff = bsdiff4.diff(base_bytes, data)
+        tag = f"{meta.version}-delta-{base_meta.version}-{hashlib.sha256(diff).hexdigest()[:12]}"
+        delta_path = artifact_relpath(http_name, meta.version, delta_file_name(table.name, base_meta.version))
+        delta_url = f"{base_url.rstrip('/')}/artifacts/{delta_path}" if base_url else None
+        blob = make_blob(diff, topics.table_chunks(meta.name, tag), chunk_size, delta_url)
+        delta = Delta(
+            base_version=base_meta.version, base_sha256=hashlib.sha256(base_bytes).hexdigest(), blob=blob
+        )
+        payloads.append(Payload(blob, diff, delta_path))
+    manifest = TableManifest(
+        schema_version=MANIFEST_SCHEMA,
+        kind="table",
+        fleet=fleet,
+        name=meta.name,
+        version=meta.version,
+        file_name=table.name,
+        cloud_model=meta.cloud_model,
+        cloud_model_version=meta.cloud_model_version,
+        encoding_version=meta.encoding_version,
+        key_scheme=meta.key_scheme,
+        entries=meta.entries,
+        min_agent_version=min_agent_version,
+        profiles=profiles or [],
+        route=route,  # type: ignore[arg-type]
+        artifact=full,
+        delta=delta,
+        target=target,
+        push_id=uuid.uuid4().hex[:12],
+        rollback_of=None,
+        issued_at=time.time(),
+        key_id="",
+        signature=None,
+    )
+    return manifest, payloads
