@@ -208,11 +208,12 @@ class ModelUpdater:
             self._wake.set()  # superseded: look at the newest manifest
             return
         self._finish(manifest, "active")
+        # Thresholds first: when the fleet sees this state, the model serves with its own policy.
+        self._activated(manifest)
         if manifest.rollback_of:
             self._report("rolled_back", reason=f"fleet rollback from {manifest.rollback_of}")
         else:
             self._report("active")
-        self._activated(manifest)
         self._watch(manifest)
 
     def _activated(self, manifest: Manifest | None) -> None:
