@@ -58,7 +58,10 @@ class LocalApi:
         self.app = Starlette(routes=self._routes() + (extra_routes or []))
 
     def _routes(self) -> list[Route]:
+        # infer first: Starlette tries routes in order, and infer is the hot one.
         return [
+            Route("/v2/models/{name}/infer", self.infer, methods=["POST"]),
+            Route("/v2/models/{name}/versions/{version}/infer", self.infer, methods=["POST"]),
             Route("/v2", self.server_metadata),
             Route("/v2/health/live", self.live),
             Route("/v2/health/ready", self.ready),
@@ -66,8 +69,6 @@ class LocalApi:
             Route("/v2/models/{name}/versions/{version}", self.model_metadata),
             Route("/v2/models/{name}/ready", self.model_ready),
             Route("/v2/models/{name}/versions/{version}/ready", self.model_ready),
-            Route("/v2/models/{name}/infer", self.infer, methods=["POST"]),
-            Route("/v2/models/{name}/versions/{version}/infer", self.infer, methods=["POST"]),
             Route("/metrics", self.prometheus),
             Route("/v2/verdicts/{request_id}", self.verdict),
         ]
