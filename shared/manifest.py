@@ -130,7 +130,6 @@ class _Signed(_Strict):
             raise UpdateError(f"malformed manifest: {where}: {first['msg']}") from None
 
 
-
 class Manifest(_Signed):
     """One model version for some devices. `target` is informational; the topic decides who reads it."""
 

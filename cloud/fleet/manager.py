@@ -21,9 +21,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cloud.artifacts import artifact_relpath
 from cloud.fleet.manifest_builder import Payload
 from cloud.fleet.status_board import StatusBoard
+from cloud.fleet.table_manifest_builder import table_http_name
 from shared.errors import UpdateError
 from shared.manifest import Manifest
 from shared.mqtt import MqttConnection, Topics
+from shared.table_manifest import TableManifest
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,10 @@ class PushRecord:
     promoted: bool = True
     rolled_back: bool = False
     issued_at: float = 0.0
+    kind: str = "model"  # or "table"; records written before tables existed are models
+
+
+AnyManifest = Manifest | TableManifest
 
 
 class FleetManager:
@@ -76,8 +82,11 @@ class FleetManager:
     def _save(self, records: list[PushRecord]) -> None:
         (self.state_dir / "pushes.json").write_text(json.dumps([asdict(r) for r in records], indent=1))
 
-    def manifest_of(self, push_id: str) -> Manifest:
-        return Manifest.model_validate_json((self.state_dir / "manifests" / f"{push_id}.json").read_bytes())
+    def manifest_of(self, push_id: str) -> AnyManifest:
+        raw = (self.state_dir / "manifests" / f"{push_id}.json").read_bytes()
+        if json.loads(raw).get("kind") == "table":
+            return TableManifest.model_validate_json(raw)
+        return Manifest.model_validate_json(raw)
 
     # -- publishing -------------------------------------------------------------------------
     def publish_retained(self, topic: str, payload: bytes) -> None:
@@ -126,23 +135,26 @@ class FleetManager:
                 start, end = blob.chunk_bounds(i)
                 self.publish_retained(f"{blob.topic}/{i}", payload.data[start:end])
 
-    def topic_for(self, target: str) -> str:
-        kind, _, value = target.partition(":")
-        if kind == "device" and value:
-            return self.topics.manifest_device(value)
-        if kind == "group" and value:
-            return self.topics.manifest_group(value)
+    def topic_for(self, target: str, kind: str = "model") -> str:
+        """The retained manifest topic for `target`; tables have their own, apart from models."""
+        level, _, value = target.partition(":")
+        table = kind == "table"
+        if level == "device" and value:
+            return self.topics.table_manifest_device(value) if table else self.topics.manifest_device(value)
+        if level == "group" and value:
+            return self.topics.table_manifest_group(value) if table else self.topics.manifest_group(value)
         if target == "all":
-            return self.topics.manifest_all()
+            return self.topics.table_manifest_all() if table else self.topics.manifest_all()
         raise UpdateError(f"target must be device:ID, group:G or all, not {target!r}")
 
     def push(
-        self, manifest: Manifest, payloads: list[Payload], canary_percent: float | None = None
-    ) -> tuple[Manifest, list[str]]:
+        self, manifest: AnyManifest, payloads: list[Payload], canary_percent: float | None = None
+    ) -> tuple[AnyManifest, list[str]]:
         """Sign and publish. Returns the signed manifest and the devices it was sent to (for
         group/all targets: the devices known from their status; a canary gets only a share)."""
         signed = manifest.signed(self.key)
-        self.topic_for(signed.target)  # validate before publishing anything
+        kind = signed.kind
+        self.topic_for(signed.target, kind)  # validate before publishing anything
         (self.state_dir / "manifests" / f"{signed.push_id}.json").write_text(signed.model_dump_json())
         # The bytes are in place before the manifest that points devices at them.
         if signed.route == "http":
@@ -151,7 +163,7 @@ class FleetManager:
             self.publish_payloads(payloads)
         devices = self.board.devices_in(signed.target)
         record = PushRecord(
-            signed.push_id, signed.name, signed.version, signed.target, issued_at=signed.issued_at
+            signed.push_id, signed.name, signed.version, signed.target, issued_at=signed.issued_at, kind=kind
         )
         body = signed.model_dump_json().encode()
         if canary_percent is not None and not signed.target.startswith("device:"):
@@ -159,12 +171,12 @@ class FleetManager:
             record.canary_devices = devices[:count]
             record.promoted = False
             for device in record.canary_devices:
-                self.publish_retained(self.topics.manifest_device(device), body)
+                self.publish_retained(self.topic_for(f"device:{device}", kind), body)
             devices = record.canary_devices
         else:
-            self.publish_retained(self.topic_for(signed.target), body)
+            self.publish_retained(self.topic_for(signed.target, kind), body)
         self._save([*self.pushes(), record])
-        log.info("pushed %s %s to %s: %s", signed.name, signed.version, signed.target, devices)
+        log.info("pushed %s %s %s to %s: %s", kind, signed.name, signed.version, signed.target, devices)
         return signed, devices
 
     def promote(self, push_id: str | None = None) -> tuple[PushRecord, list[str]]:
@@ -180,20 +192,26 @@ class FleetManager:
                 "no canary push waiting for promotion" + (f" with id {push_id}" if push_id else "")
             )
         self.publish_retained(
-            self.topic_for(record.target), self.manifest_of(record.push_id).model_dump_json().encode()
+            self.topic_for(record.target, record.kind),
+            self.manifest_of(record.push_id).model_dump_json().encode(),
         )
         for device in record.canary_devices:
-            self.publish_retained(self.topics.manifest_device(device), b"")
+            self.publish_retained(self.topic_for(f"device:{device}", record.kind), b"")
         record.promoted = True
         self._save(records)
         return record, self.board.devices_in(record.target)
 
-    def rollback(self, name: str, target: str) -> tuple[Manifest, list[str]]:
-        """Re-sign the previous version pushed to `target` as a new push; devices keep the old
-        version on disk, so they swap back without a download."""
-        records = [r for r in self.pushes() if r.name == name and r.target == target and not r.rolled_back]
+    def rollback(self, name: str, target: str, kind: str = "model") -> tuple[AnyManifest, list[str]]:
+        """Re-sign the previous version (model or table) pushed to `target` as a new push;
+        devices keep the old version on disk, so they swap back without a download."""
+        records = [
+            r
+            for r in self.pushes()
+            if r.name == name and r.target == target and r.kind == kind and not r.rolled_back
+        ]
         if len(records) < 2:
-            raise UpdateError(f"no earlier push of {name} to {target} to roll back to")
+            what = "table push" if kind == "table" else "push"
+            raise UpdateError(f"no earlier {what} of {name} to {target} to roll back to")
         bad, good = records[-1], records[-2]
         base = self.manifest_of(good.push_id)
         manifest = base.model_copy(
@@ -210,9 +228,10 @@ class FleetManager:
                 r.rolled_back = True
         self._save(all_records)
         for device in bad.canary_devices:
-            self.publish_retained(self.topics.manifest_device(device), b"")
+            self.publish_retained(self.topic_for(f"device:{device}", kind), b"")
         kept = self.state_dir / "blobs" / base.artifact.sha256
-        rel = artifact_relpath(base.name, base.version, base.file_name)
+        http_name = table_http_name(base.name) if kind == "table" else base.name
+        rel = artifact_relpath(http_name, base.version, base.file_name)
         payloads = [Payload(base.artifact, kept.read_bytes(), rel)] if kept.exists() else []
         signed, devices = self.push(manifest, payloads)
         if bad.canary_devices and not bad.promoted:

@@ -6,11 +6,13 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from shared.manifest import HealthFigure, UpdateStatus
 from shared.mqtt import MqttConnection, Topics
+from shared.table_manifest import TableStatus
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ class StatusBoard:
         self.connection = connection
         self.topics = topics
         self._status: dict[str, UpdateStatus] = {}
+        self._tables: dict[str, TableStatus] = {}
         self._presence: dict[str, str] = {}
         self._lock = threading.Lock()
         self.changed = threading.Condition(self._lock)
@@ -46,6 +49,7 @@ class StatusBoard:
     def attach(self) -> None:
         self.connection.subscribe(self.topics.all_status(), self._on_status, qos=1)
         self.connection.subscribe(self.topics.all_presence(), self._on_presence, qos=1)
+        self.connection.subscribe(self.topics.all_table_status(), self._on_table_status, qos=1)
 
     def _on_status(self, msg: mqtt.MQTTMessage) -> None:
         if not msg.payload:
@@ -60,6 +64,19 @@ class StatusBoard:
             self._status[status.device] = status
             self.changed.notify_all()
 
+    def _on_table_status(self, msg: mqtt.MQTTMessage) -> None:
+        if not msg.payload:
+            return
+        try:
+            status = TableStatus.model_validate_json(msg.payload)
+        except ValueError:
+            self.malformed += 1
+            log.warning("malformed table status on %s (%d so far)", msg.topic, self.malformed)
+            return
+        with self.changed:
+            self._tables[status.device] = status
+            self.changed.notify_all()
+
     def _on_presence(self, msg: mqtt.MQTTMessage) -> None:
         device = Topics.device_of(msg.topic)
         if device:
@@ -70,6 +87,10 @@ class StatusBoard:
         with self._lock:
             return dict(self._status)
 
+    def table_statuses(self) -> dict[str, TableStatus]:
+        with self._lock:
+            return dict(self._tables)
+
     def presence(self, device: str) -> str:
         with self._lock:
             return self._presence.get(device, "unknown")
@@ -78,12 +99,13 @@ class StatusBoard:
         """Known devices matching `device:ID`, `group:G` or `all`."""
         kind, _, value = target.partition(":")
         with self._lock:
-            statuses = list(self._status.values())
+            known = {t.device: t.groups for t in self._tables.values()}
+            known.update({s.device: s.groups for s in self._status.values()})
         if kind == "device":
             return [value]
         if kind == "group":
-            return sorted(s.device for s in statuses if value in s.groups)
-        return sorted(s.device for s in statuses)
+            return sorted(d for d, groups in known.items() if value in groups)
+        return sorted(known)
 
     def wait_settled(self, settle_s: float) -> None:
         """Wait until no new retained status arrived for `settle_s` (the initial burst is in)."""
@@ -92,15 +114,22 @@ class StatusBoard:
                 pass
 
     def wait_for(
-        self, push_id: str, devices: Iterable[str], timeout_s: float, on_change: object = None
-    ) -> dict[str, UpdateStatus | None]:
-        """Wait until each device reports a terminal state for `push_id` (or the timeout)."""
+        self,
+        push_id: str,
+        devices: Iterable[str],
+        timeout_s: float,
+        on_change: object = None,
+        kind: str = "model",
+    ) -> dict[str, Any]:
+        """Wait until each device reports a terminal state for `push_id` (or the timeout).
+        Values are UpdateStatus (kind "model") or TableStatus (kind "table"), None if unknown."""
         wanted = list(devices)
+        source: dict[str, Any] = self._tables if kind == "table" else self._status
         deadline = time.monotonic() + timeout_s
         last: dict[str, tuple[str, float | None]] = {}
         with self.changed:
             while True:
-                now = {d: self._status.get(d) for d in wanted}
+                now = {d: source.get(d) for d in wanted}
                 for device, st in now.items():
                     mine = st is not None and st.push_id == push_id
                     key = (st.state, st.progress) if st is not None and mine else ("waiting", None)

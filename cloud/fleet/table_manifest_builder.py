@@ -96,7 +96,7 @@ def build_table_manifest(
         entries=meta.entries,
         min_agent_version=min_agent_version,
         profiles=profiles or [],
-        route=route,  # type: ignore[arg-type]
+        route=route,
         artifact=full,
         delta=delta,
         target=target,

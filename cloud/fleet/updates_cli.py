@@ -17,6 +17,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--username", help="fleet identity on the broker (only it may publish manifests)")
     p.add_argument("--password", help="broker password (prefer EDGECASCADE_FLEET_PASSWORD)")
     p.add_argument("--tls-ca", help="CA certificate: connect with TLS")
+    p.add_argument("--protocol", type=int, choices=[4, 5], default=5, help="MQTT 5 (5) or 3.1.1 (4)")
     p.add_argument("--key", type=Path, default=DEFAULT_KEY, help="Ed25519 signing key (PEM)")
     p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE, help="push history and manifests")
 
@@ -45,11 +46,20 @@ def add_parsers(sub: Any) -> None:
             "edgecascade fleet push model.onnx --name digits-edge --version 1.1.0 --target group:store-12 --canary 10 \\\n"
             "    --health-max-escalation-rate-increase 0.1 --health-max-disagreement-increase 0.1\n"
             "  edgecascade fleet push model.onnx --version 1.2.0 --target all --route http \\\n"
-            "    --base-url https://cloud.example:8000 --artifacts-dir /srv/edgecascade/artifacts"
+            "    --base-url https://cloud.example:8000 --artifacts-dir /srv/edgecascade/artifacts\n"
+            "  edgecascade fleet push digits.ectable --kind table --version t2 --target all"
         ),
     )
     _common(p)
-    p.add_argument("model", type=Path, help="artifact (.tflite/.onnx) with its .card.json beside it")
+    p.add_argument(
+        "model", type=Path, help="artifact (.tflite/.onnx with its .card.json beside it, or a .ectable table)"
+    )
+    p.add_argument(
+        "--kind",
+        choices=["model", "table"],
+        default="model",
+        help="what to push: a model, or a lookup table (built by `edgecascade models build-table`)",
+    )
     p.add_argument("--name", help="model name (default: from the card)")
     p.add_argument("--version", help="model version (default: from the card)")
     p.add_argument("--target", required=True, help="device:ID, group:G or all")
@@ -86,7 +96,8 @@ def add_parsers(sub: Any) -> None:
         **_examples("edgecascade fleet rollback --name digits-edge --target group:store-12"),
     )
     _common(p)
-    p.add_argument("--name", required=True, help="model name")
+    p.add_argument("--name", required=True, help="model name (table name with --kind table)")
+    p.add_argument("--kind", choices=["model", "table"], default="model", help="roll back a model or a table")
     p.add_argument("--target", required=True, help="device:ID, group:G or all")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to follow devices")
     p.add_argument(
@@ -170,6 +181,7 @@ def _manager(args: argparse.Namespace) -> Any:
         username=args.username,
         password=args.password or os.environ.get("EDGECASCADE_FLEET_PASSWORD"),
         tls_ca=args.tls_ca,
+        protocol=args.protocol,
     )
     connection = MqttConnection(settings)
     manager = FleetManager(
@@ -188,7 +200,7 @@ def _manager(args: argparse.Namespace) -> Any:
     return manager
 
 
-def _follow(manager: Any, push_id: str, devices: list[str], timeout: float) -> int:
+def _follow(manager: Any, push_id: str, devices: list[str], timeout: float, kind: str = "model") -> int:
     print(f"sent to {len(devices)} device(s): {', '.join(devices) or '(none known yet)'}")
 
     def show(device: str, st: Any) -> None:
@@ -198,7 +210,7 @@ def _follow(manager: Any, push_id: str, devices: list[str], timeout: float) -> i
             extra = f" {st.progress:.0%}" if st.state == "downloading" and st.progress is not None else ""
             print(f"  {device:20s} {st.state}{extra}" + (f": {st.reason}" if st.reason else ""))
 
-    final = manager.board.wait_for(push_id, devices, timeout, on_change=show)
+    final = manager.board.wait_for(push_id, devices, timeout, on_change=show, kind=kind)
     groups: dict[str, list[str]] = {}
     for device, st in final.items():
         state = st.state if st is not None and st.push_id == push_id else "no answer"
@@ -219,6 +231,8 @@ def push(args: argparse.Namespace) -> int:
         raise UpdateError(
             "--route http needs --base-url (devices fetch from it) and --artifacts-dir (written here)"
         )
+    if args.kind == "table":
+        return _push_table(args)
     manager = _manager(args)
     try:
         manifest, payloads = build_manifest(
@@ -248,6 +262,30 @@ def push(args: argparse.Namespace) -> int:
         manager.connection.stop()
 
 
+def _push_table(args: argparse.Namespace) -> int:
+    from cloud.fleet.table_manifest_builder import build_table_manifest
+
+    manager = _manager(args)
+    try:
+        manifest, payloads = build_table_manifest(
+            args.model,
+            fleet=args.fleet,
+            target=args.target,
+            version=args.version,
+            route=args.route,
+            base_url=args.base_url,
+            chunk_size=args.chunk_kb * 1024,
+            delta_base=args.delta_from,
+            profiles=[p for p in args.profiles.split(",") if p],
+            **({"min_agent_version": args.min_agent} if args.min_agent else {}),
+        )
+        signed, devices = manager.push(manifest, payloads, canary_percent=args.canary)
+        print(f"pushed table {signed.name} {signed.version} (push {signed.push_id}) to {signed.target}")
+        return _follow(manager, signed.push_id, devices, args.timeout, kind="table")
+    finally:
+        manager.connection.stop()
+
+
 def promote(args: argparse.Namespace) -> int:
     manager = _manager(args)
     try:
@@ -261,11 +299,11 @@ def promote(args: argparse.Namespace) -> int:
 def rollback(args: argparse.Namespace) -> int:
     manager = _manager(args)
     try:
-        signed, devices = manager.rollback(args.name, args.target)
+        signed, devices = manager.rollback(args.name, args.target, args.kind)
         print(
             f"rolling {args.target} back from {signed.rollback_of} to {signed.version} (push {signed.push_id})"
         )
-        return _follow(manager, signed.push_id, devices, args.timeout)
+        return _follow(manager, signed.push_id, devices, args.timeout, kind=args.kind)
     finally:
         manager.connection.stop()
 
@@ -274,24 +312,55 @@ def status(args: argparse.Namespace) -> int:
     manager = _manager(args)
     try:
         time.sleep(args.wait)
-        print(format_table(manager.board.statuses(), manager.board.presence))
+        print(format_table(manager.board.statuses(), manager.board.presence, manager.board.table_statuses()))
         return 0
     finally:
         manager.connection.stop()
 
 
-def format_table(statuses: dict[str, Any], presence: Any) -> str:
+def format_table(statuses: dict[str, Any], presence: Any, tables: dict[str, Any] | None = None) -> str:
     from cloud.fleet.status_board import format_health
 
+    tables = tables or {}
     rows = [
-        ("DEVICE", "MODEL", "VERSION", "STATE", "LAST SEEN", "PRESENCE", "HEALTH (before->after)", "REASON")
+        (
+            "DEVICE",
+            "MODEL",
+            "VERSION",
+            "STATE",
+            "LAST SEEN",
+            "PRESENCE",
+            "TABLE",
+            "HEALTH (before->after)",
+            "REASON",
+        )
     ]
     for device, st in sorted(statuses.items()):
         seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.updated_at))
         state = st.state + (f" {st.progress:.0%}" if st.state == "downloading" and st.progress else "")
         health = format_health(st.health)
         rows.append(
-            (device, st.model, st.active_version, state, seen, presence(device), health, st.reason or "")
+            (
+                device,
+                st.model,
+                st.active_version,
+                state,
+                seen,
+                presence(device),
+                _table_cell(tables.get(device)),
+                health,
+                st.reason or "",
+            )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _table_cell(st: Any) -> str:
+    """`digits t2`, or with a table update not (yet) active: `digits t1 (failed t3)`; '-' = none."""
+    if st is None:
+        return "-"
+    cell = f"{st.table} {st.active_version}" if st.active_version else "none"
+    if st.state not in ("active", "idle") and st.target_version:
+        cell += f" ({st.state} {st.target_version})"
+    return cell

@@ -87,6 +87,10 @@ class Daemon:
                     cascade=self.agent.cascade,
                 )
             )
+        if self.connection is not None and p.updates.enabled and self.agent.lookups is not None:
+            tables = updates.build_table_updater(p, self.connection, self.agent.lookups.table)
+            if tables is not None:
+                self.services.append(tables)
         if self.connection is not None and p.daemon.mqtt_requests:
             self.services.append(
                 MqttRequestServer(

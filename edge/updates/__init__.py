@@ -17,8 +17,8 @@ from edge.updates.store import active_model, active_model_path
 if TYPE_CHECKING:
     from edge.cascade import Cascade
     from edge.config.profile import DeviceProfile
-    from edge.model_slot import ModelSlot
     from edge.lookup.table_lookup import TableLookup
+    from edge.model_slot import ModelSlot
     from edge.updates.table_updater import TableUpdater
     from edge.updates.updater import ModelUpdater
     from shared.mqtt import MqttConnection

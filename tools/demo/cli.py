@@ -26,10 +26,17 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workdir", type=Path, default=Path("var/demo"), help="logs, data and report (default %(default)s)"
     )
+    parser.add_argument(
+        "--broker",
+        choices=["auto", "mosquitto", "amqtt"],
+        default="auto",
+        help="MQTT broker to start: Mosquitto if installed (auto), or the pure-Python amqtt",
+    )
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from tools.demo.scenario import Scenario
 
-    return Scenario(args.workdir, seconds=args.seconds, rate=args.rate).run()
+    broker = None if args.broker == "auto" else args.broker
+    return Scenario(args.workdir, seconds=args.seconds, rate=args.rate, broker=broker).run()

@@ -45,7 +45,10 @@ def _http_ok(url: str) -> bool:
 
 
 class Scenario:
-    def __init__(self, workdir: Path, *, seconds: float = 75.0, rate: float = 25.0) -> None:
+    def __init__(
+        self, workdir: Path, *, seconds: float = 75.0, rate: float = 25.0, broker: str | None = None
+    ) -> None:
+        self.broker_kind = broker
         self.work = workdir.resolve() / time.strftime("run-%Y%m%d-%H%M%S")
         self.seconds, self.rate = seconds, rate
         self.children: list[Child] = []
@@ -76,7 +79,9 @@ class Scenario:
         prep = prepare(self.work, say)
         # Persistent like a production broker: the ingester's session and its queued QoS 1
         # messages survive the demo's broker outage.
-        self.broker = BrokerProcess(workdir=self.work / "broker", persistent=True).start()
+        self.broker = BrokerProcess(
+            workdir=self.work / "broker", persistent=True, prefer=self.broker_kind
+        ).start()
         protocol = 5 if self.broker.supports_mqtt5 else 4
         say(
             f"MQTT broker: {self.broker.kind} on 127.0.0.1:{self.broker.port} (MQTT {'5' if protocol == 5 else '3.1.1'})"
@@ -162,7 +167,7 @@ class Scenario:
             self._wait_until(rec, at)
             if step == "push":
                 say("fleet push: signed model digits-edge 1.1.0 to all devices over MQTT")
-                pusher = self._spawn("fleet-push", prep.push_args(self.broker.port))
+                pusher = self._spawn("fleet-push", prep.push_args(self.broker.port, protocol))
             elif step == "cloud down":
                 say("cloud outage: stopping the cloud API")
                 cloud.stop()

@@ -65,8 +65,10 @@ class Prepared:
             )
         return env
 
-    def push_args(self, broker_port: int) -> list[str]:
+    def push_args(self, broker_port: int, protocol: int) -> list[str]:
         return [
+            "--log-level",
+            "WARNING",
             "fleet",
             "push",
             str(self.update_model),
@@ -74,6 +76,8 @@ class Prepared:
             "demo",
             "--broker",
             f"127.0.0.1:{broker_port}",
+            "--protocol",
+            str(protocol),
             "--key",
             str(self.signing_key),
             "--state-dir",
