@@ -1,6 +1,6 @@
 """Fetch a signed artifact (or its delta) into staging and verify it against the manifest.
 
-Used by the lookup-table pipeline; transport-agnostic (ArtifactTransport) and resumable (a
+Used by the model and lookup-table pipelines; transport-agnostic (ArtifactTransport) and resumable (a
 partial file in staging is kept across stops and restarts)."""
 
 from __future__ import annotations

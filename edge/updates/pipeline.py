@@ -5,7 +5,6 @@ transports come in through the ArtifactTransport interface."""
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -15,11 +14,11 @@ from edge.config.profile import DeviceProfile
 from edge.local_model import LocalModel, backend_options
 from edge.model_slot import ModelSlot
 from edge.updates.candidate_check import check_in_child
-from edge.updates.staging import StagedBlob
-from edge.updates.store import Installed, UpdateStore, sha256_file
+from edge.updates.download import fetch_verified
+from edge.updates.store import Installed, UpdateStore
 from edge.updates.transports import ArtifactTransport
 from shared.errors import EdgecascadeError, UpdateError
-from shared.manifest import Blob, Manifest
+from shared.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -100,59 +99,15 @@ class UpdatePipeline:
         return installed.path.parent.parent == self.store.versions
 
     def _download(self, manifest: Manifest, stop: threading.Event, report: Report) -> Path | None:
-        delta = manifest.delta
-        use_delta = (
-            delta is not None
-            and delta.base_version == self.current.version
-            and sha256_file(self.current.path) == delta.base_sha256
+        path, received = fetch_verified(
+            manifest.artifact,
+            manifest.delta,
+            self.current,
+            staging=self.store,
+            transport=self.transport_for(manifest.route),
+            stop=stop,
+            report=report,
+            max_bytes=int(self.profile.updates.max_artifact_mb * 1024 * 1024),
         )
-        blob: Blob = delta.blob if (use_delta and delta is not None) else manifest.artifact
-        limit = int(self.profile.updates.max_artifact_mb * 1024 * 1024)
-        if blob.size_bytes > limit:
-            raise UpdateError(f"download of {blob.size_bytes} bytes exceeds the limit of {limit}")
-        self.store.clear_staging(keep=blob.sha256)
-        path = self.store.staging_file(blob.sha256)
-        staged = StagedBlob(path, blob)
-        before = staged.received_bytes
-        last = [-1.0]
-
-        def on_progress(s: StagedBlob) -> None:
-            progress = round(s.progress, 2)
-            if progress >= last[0] + 0.1 or s.done.is_set():
-                last[0] = progress
-                report("downloading", progress=progress, bytes_received=s.received_bytes)
-
-        report("downloading", progress=round(staged.progress, 2), bytes_received=before)
-        try:
-            self.transport_for(manifest.route).fetch(staged, stop, on_progress)
-        finally:
-            staged.close()
-            self.bytes_downloaded += staged.received_bytes - before
-        if not staged.done.is_set():
-            return None  # stopped for a newer manifest; the partial file stays for a resume
-        report("verifying", progress=1.0, bytes_received=blob.size_bytes)
-        if use_delta:
-            path = self._patch(path, manifest)
-        if (
-            path.stat().st_size != manifest.artifact.size_bytes
-            or sha256_file(path) != manifest.artifact.sha256
-        ):
-            path.unlink(missing_ok=True)
-            raise UpdateError("artifact size or SHA-256 does not match the signed manifest (tampered?)")
+        self.bytes_downloaded += received
         return path
-
-    def _patch(self, delta_path: Path, manifest: Manifest) -> Path:
-        import bsdiff4
-
-        out = self.store.staging_file(manifest.artifact.sha256)
-        try:
-            data = bsdiff4.patch(self.current.path.read_bytes(), delta_path.read_bytes())
-        except (ValueError, RuntimeError) as exc:
-            raise UpdateError(f"delta does not apply to version {self.current.version}: {exc}") from exc
-        finally:
-            delta_path.unlink(missing_ok=True)
-        with open(out, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        return out
