@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -308,3 +309,35 @@ def _verdict(request_id: str) -> dict[str, object]:
         "queued_at": 1.0,
         "answered_at": 2.0,
     }
+
+
+def test_two_ingesters_share_the_load_through_a_shared_subscription(pbroker, tmp_path, digits_split) -> None:  # type: ignore[no-untyped-def]
+    """Two ingesters in one group on MQTT 5: each record reaches exactly one of them, both do
+    work, and the shared store holds every record once."""
+    store_path = tmp_path / "cloud.sqlite3"
+    a, conn_a = start_ingester(pbroker.port, store_path, client_id="ingest-a")
+    b, conn_b = start_ingester(pbroker.port, store_path, client_id="ingest-b")
+    devices = [
+        Device(write_profile(tmp_path / f"{name}.toml", device=name, port=pbroker.port, uplink_batch=10))
+        for name in ("dev-1", "dev-2")
+    ]
+    features = digits_split[1].features
+    try:
+        for device in devices:
+            device.connection.start(wait_s=5.0)
+        for round_ in range(10):
+            for device in devices:
+                device.predict(features, 30, start=round_ * 30)
+                device.recorder.flush()
+            time.sleep(0.05)
+        wait_for(lambda: a.stored + b.stored == 600, what="600 records across both ingesters")
+        assert a.batches > 0 and b.batches > 0, (a.counters(), b.counters())
+        assert a.duplicates == 0 and b.duplicates == 0  # a shared subscription delivers once
+        store = SqliteStore(store_path)
+        assert store.seqs("dev-1") == list(range(1, 301)) and store.seqs("dev-2") == list(range(1, 301))
+    finally:
+        for device in devices:
+            device.close()
+        for ingester, conn in ((a, conn_a), (b, conn_b)):
+            ingester.stop()
+            conn.stop()
