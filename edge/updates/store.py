@@ -65,18 +65,23 @@ class Installed:
         return {"version": self.version, "path": str(self.path)}
 
 
-class UpdateStore:
-    def __init__(self, root: Path) -> None:
+class VersionStore:
+    """What the model and the lookup-table stores share: the crash-safe `active` pointer, the
+    staging area, version folders that appear by atomic rename, and the record of pushes
+    already handled. `what` ("model", "table") only words the log lines."""
+
+    def __init__(self, root: Path, *, versions: Path, staging: Path, what: str) -> None:
         self.root = root
-        self.staging = root / "staging"
-        self.versions = root / "versions"
+        self.versions = versions
+        self.staging = staging
         self.pointer = root / "active"
+        self.what = what
         for folder in (self.staging, self.versions):
             folder.mkdir(parents=True, exist_ok=True)
 
     # -- pointer ----------------------------------------------------------------------------
     def read_pointer(self) -> tuple[Installed, Installed | None] | None:
-        """(current, previous) from the pointer, or None if there is none or it names a missing model."""
+        """(current, previous) from the pointer, or None if there is none or it names a missing file."""
         try:
             data = json.loads(self.pointer.read_text())
             current = Installed(data["current"]["version"], Path(data["current"]["path"]))
@@ -85,10 +90,16 @@ class UpdateStore:
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError) as exc:
-            log.error("model pointer %s is unreadable (%s); serving the factory model", self.pointer, exc)
+            log.error(
+                "%s pointer %s is unreadable (%s); using the factory %s",
+                self.what,
+                self.pointer,
+                exc,
+                self.what,
+            )
             return None
         if not current.path.is_file():
-            log.error("model pointer names missing %s; serving the factory model", current.path)
+            log.error("%s pointer names missing %s; using the factory %s", self.what, current.path, self.what)
             return None
         return current, previous
 
@@ -97,6 +108,65 @@ class UpdateStore:
         atomic_write(self.pointer, json.dumps(body).encode())
 
     # -- versions ---------------------------------------------------------------------------
+    def _install(self, version: str, file_name: str, artifact: Path, extra: dict[str, bytes]) -> Installed:
+        """Move a verified artifact into <versions>/<version>/ with `extra` files beside it,
+        atomically: a fully written and fsynced temporary folder, then one rename."""
+        final = self.versions / version
+        tmp = self.versions / f".tmp-{version}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        target = tmp / file_name
+        os.replace(artifact, target)
+        for name, data in extra.items():
+            (tmp / name).write_bytes(data)
+        for path in [target, *(tmp / name for name in extra)]:
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        fsync_dir(tmp)
+        if final.exists():  # a same-named version with other bytes: keep the newer push
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        fsync_dir(self.versions)
+        return Installed(version, final / file_name)
+
+    def prune(self, keep: set[str]) -> None:
+        """Delete version folders other than `keep` (current and previous)."""
+        for folder in self.versions.iterdir():
+            if folder.is_dir() and not folder.name.startswith(".") and folder.name not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    # -- outcomes: pushes already applied, refused or rolled back are not retried after a restart --
+    def outcomes(self) -> dict[str, str]:
+        try:
+            data = json.loads((self.root / "outcomes.json").read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            log.error("unreadable %s outcomes.json (%s); pushes may be retried once", self.what, exc)
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def record_outcome(self, push_id: str, outcome: str) -> None:
+        data = self.outcomes()
+        data[push_id] = outcome
+        atomic_write(self.root / "outcomes.json", json.dumps(data).encode())
+
+    # -- staging ------------------------------------------------------------------------------
+    def staging_file(self, sha256: str) -> Path:
+        return self.staging / f"{sha256}.part"
+
+    def clear_staging(self, keep: str | None = None) -> None:
+        for path in self.staging.iterdir():
+            if keep is None or path.name != f"{keep}.part":
+                path.unlink(missing_ok=True)
+
+
+class UpdateStore(VersionStore):
+    """The model store: versions/<version>/ holds the artifact, its card and manifest.json."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, versions=root / "versions", staging=root / "staging", what="model")
+
     def installed(self, manifest: Manifest) -> Installed | None:
         """The version directory for this manifest if it holds the same artifact (by hash)."""
         path = self.versions / manifest.version / manifest.file_name
@@ -126,58 +196,15 @@ class UpdateStore:
 
     def install(self, manifest: Manifest, artifact: Path) -> Installed:
         """Move a verified artifact into versions/<version>/ with its card and manifest (atomically)."""
-        final = self.versions / manifest.version
-        tmp = self.versions / f".tmp-{manifest.version}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        target = tmp / manifest.file_name
-        os.replace(artifact, target)
-        files = {
-            target.with_name(target.name + ".card.json"): manifest.card.model_dump_json(indent=2).encode(),
-            tmp / "manifest.json": manifest.model_dump_json().encode(),
-        }
-        for path, data in files.items():
-            path.write_bytes(data)
-        for path in [target, *files]:
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-        fsync_dir(tmp)
-        if final.exists():  # a same-named version with other bytes: keep the newer push
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        fsync_dir(self.versions)
-        return Installed(manifest.version, final / manifest.file_name)
-
-    def prune(self, keep: set[str]) -> None:
-        """Delete version directories other than `keep` (current and previous)."""
-        for folder in self.versions.iterdir():
-            if folder.name not in keep:
-                shutil.rmtree(folder, ignore_errors=True)
-
-    # -- outcomes: pushes already applied, refused or rolled back are not retried after a restart --
-    def outcomes(self) -> dict[str, str]:
-        try:
-            data = json.loads((self.root / "outcomes.json").read_text())
-        except FileNotFoundError:
-            return {}
-        except ValueError as exc:
-            log.error("unreadable outcomes.json (%s); pushes may be retried once", exc)
-            return {}
-        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-    def record_outcome(self, push_id: str, outcome: str) -> None:
-        data = self.outcomes()
-        data[push_id] = outcome
-        atomic_write(self.root / "outcomes.json", json.dumps(data).encode())
-
-    # -- staging ------------------------------------------------------------------------------
-    def staging_file(self, sha256: str) -> Path:
-        return self.staging / f"{sha256}.part"
-
-    def clear_staging(self, keep: str | None = None) -> None:
-        for path in self.staging.iterdir():
-            if keep is None or path.name != f"{keep}.part":
-                path.unlink(missing_ok=True)
+        return self._install(
+            manifest.version,
+            manifest.file_name,
+            artifact,
+            {
+                manifest.file_name + ".card.json": manifest.card.model_dump_json(indent=2).encode(),
+                "manifest.json": manifest.model_dump_json().encode(),
+            },
+        )
 
 
 def models_root(profile: DeviceProfile) -> Path:
