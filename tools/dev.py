@@ -29,6 +29,7 @@ TFLITE_PACKAGES = [
     "tflite-runtime==2.14.0",
     "opencv-python-headless==4.11.0.86",
     "scikit-learn>=1.4",
+    "orjson>=3.9",
     "pydantic>=2.6",
     "pydantic-settings>=2.2",
     "pytest>=8",

@@ -15,7 +15,8 @@ EPILOG = """examples:
   edgecascade cloud ingest --fleet demo --store var/telemetry.sqlite3
   edgecascade cloud ingest --broker mqtt.example.com:1883 --fleet demo \\
       --store postgresql://ingest@db/telemetry --group ingest --client-id ingest-a
-Run several with the same --group (and distinct --client-id) to share the load."""
+Run several with the same --group (and distinct --client-id) to share the load; a lone
+ingester keeps the default plain subscription, which the broker queues while it is away."""
 
 
 def add_parser(subparsers: Any) -> None:
@@ -38,9 +39,10 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--group",
-        default="ingest",
-        help="shared-subscription group (default ingest); '' for a plain subscription, which the broker "
-        "queues while this ingester is away (a lone ingester loses nothing across its or the broker's restart)",
+        default="",
+        help="MQTT 5 shared-subscription group, to share the load among several ingesters. Default: "
+        "none, a plain subscription, which the broker queues while this ingester is away (Mosquitto 2.0 "
+        "does not queue a shared subscription for an offline member)",
     )
     p.add_argument(
         "--client-id",

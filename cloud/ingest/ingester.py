@@ -1,10 +1,11 @@
 """The ingester: subscribes to a fleet's telemetry and stores every valid batch once.
 
-Several ingesters share the load through an MQTT 5 shared subscription
+By default an ingester takes a plain subscription with a persistent broker session (fixed
+client id, clean start off), so batches published while it is down, or while a restarted
+broker waits for it to reconnect, are queued by the broker and arrive later. Several
+ingesters share the load through an MQTT 5 shared subscription when given a group
 (`$share/<group>/edgecascade/<fleet>/+/telemetry`); on an MQTT 3.1.1 connection it falls back
-to a plain subscription (then run only one). It keeps a persistent broker session (fixed
-client id, clean start off), so batches published while it is down wait in the broker and
-arrive after a restart. Malformed or foreign payloads are logged, counted and never stored."""
+to a plain subscription (then run only one). Malformed or foreign payloads are logged, counted and never stored."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ class Ingester:
         store: TelemetryStore,
         *,
         fleet: str,
-        group: str = "ingest",
+        group: str = "",
         clock: Callable[[], float] = time.time,
         store_retry_max_s: float = 5.0,
     ) -> None:
@@ -73,10 +74,10 @@ class Ingester:
         self.store = store
         self.clock = clock
         plain = Topics(fleet).all_telemetry()
-        # An empty group means a plain subscription. Mosquitto 2.0 does not queue messages of a
-        # shared subscription for a member that is offline, so a lone ingester that restarts (or a
-        # broker restart it reconnects after its devices) would miss what was published meanwhile;
-        # a plain subscription with a persistent session is queued by the broker.
+        # No group (the default) means a plain subscription. Mosquitto 2.0 does not queue
+        # messages of a shared subscription for a member that is offline, so a lone ingester
+        # that restarts, or reconnects to a restarted broker after its devices do, would miss
+        # what was published meanwhile; a plain subscription with a persistent session is queued.
         self.topic = f"$share/{group}/{plain}" if group and connection.settings.protocol == 5 else plain
         self._lock = threading.Lock()
         self.batches = 0

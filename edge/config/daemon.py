@@ -19,6 +19,9 @@ class ApiSection(Section):
     )
     workers: int = Field(2, ge=1, le=64, description="Threads running the cascade for API and MQTT requests.")
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with a 503 when the agent is full.")
+    max_body_mb: float = Field(
+        16.0, gt=0, description="Largest infer request body accepted; a bigger one gets 413."
+    )
 
 
 class DaemonSection(Section):

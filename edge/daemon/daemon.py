@@ -107,11 +107,12 @@ class Daemon:
                 self.metrics,
                 max_inflight=p.api.max_inflight,
                 retry_after_s=p.api.retry_after_s,
+                max_body_bytes=int(p.api.max_body_mb * (1 << 20)),
                 counters=self.counters,
                 verdicts=self.deferred.verdicts,
                 pending=self.deferred.queue,
             )
-            self.services.append(HttpServer(self.api.app, p.api.host, p.api.port, p.api.unix_socket))
+            self.services.append(HttpServer(self.api, p.api.host, p.api.port, p.api.unix_socket))
 
     def counters(self) -> dict[str, float]:
         out: dict[str, float] = dict(self.agent.counters())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from edge.cascade import CascadeRequest
@@ -49,10 +51,23 @@ class AgentMetrics:
             ["name"],
             registry=self.registry,
         )
+        self._children: dict[tuple[str, bool, bool], tuple[Any, Any]] = {}
 
     def observe(self, request: CascadeRequest, answer: Answer, decision: Decision | None) -> None:
-        self.answers.labels(answer.source, str(answer.escalated).lower(), str(answer.degraded).lower()).inc()
-        self.latency.labels(answer.source).observe(answer.latency_ms / 1000.0)
+        # Labelled children are looked up once per label set: labels() takes a lock and
+        # builds a key on every call, a few µs on each answer's path.
+        key = (answer.source, answer.escalated, answer.degraded)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.answers.labels(
+                    answer.source, str(answer.escalated).lower(), str(answer.degraded).lower()
+                ),
+                self.latency.labels(answer.source),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(answer.latency_ms / 1000.0)
 
     def render(self, counters: dict[str, float]) -> bytes:
         for name, value in counters.items():

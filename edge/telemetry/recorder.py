@@ -73,7 +73,7 @@ class TelemetryRecorder:
         self._queue.append(
             (self.clock(), answer, request if self._keep_requests and answer.escalated else None)
         )
-        if len(self._queue) >= self._batch:
+        if len(self._queue) >= self._batch and not self._wake.is_set():
             self._wake.set()
 
     def record(self, kind: RecordKind, body: dict[str, Any]) -> None:

@@ -7,12 +7,12 @@ parameter `binary_data_size`. Every decoding error is a ProtocolError naming the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from shared.errors import ProtocolError
@@ -21,6 +21,7 @@ from shared.v2.json_data import from_json_data, to_json_data
 from shared.v2.schema import InferRequestWire, InferResponseWire, TensorWire
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+_HEADER_LENGTH_LOWER = HEADER_LENGTH.lower()
 JSON_TYPE = "application/json"
 BINARY_TYPE = "application/octet-stream"
 
@@ -163,7 +164,8 @@ def _tensors(
 
 
 def _assemble(header: dict[str, Any], raws: list[bytes | None], binary: bool) -> tuple[bytes, dict[str, str]]:
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    # orjson: ~10x faster than json.dumps on these small headers, on the hot path of every answer.
+    text = orjson.dumps(header)
     if not binary:
         return text, {"Content-Type": JSON_TYPE}
     body = b"".join([text, *(raw for raw in raws if raw is not None)])
@@ -171,7 +173,10 @@ def _assemble(header: dict[str, Any], raws: list[bytes | None], binary: bool) ->
 
 
 def _split(body: bytes, headers: Mapping[str, str]) -> tuple[bytes, memoryview]:
-    length_text = next((v for k, v in headers.items() if k.lower() == HEADER_LENGTH.lower()), None)
+    # ASGI servers give lower-case names, so the direct lookup usually answers.
+    length_text = headers.get(_HEADER_LENGTH_LOWER)
+    if length_text is None:
+        length_text = next((v for k, v in headers.items() if k.lower() == _HEADER_LENGTH_LOWER), None)
     if length_text is None:
         return body, memoryview(b"")
     try:

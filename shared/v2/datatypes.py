@@ -28,6 +28,8 @@ DATATYPES: dict[str, np.dtype] = {
 }
 
 _NAME_OF = {dtype: name for name, dtype in DATATYPES.items() if name != "BYTES"}
+#: The little-endian wire dtype of each fixed-size datatype, made once (not per tensor).
+_WIRE = {name: dtype.newbyteorder("<") for name, dtype in DATATYPES.items() if name != "BYTES"}
 _LENGTH = struct.Struct("<I")
 
 
@@ -69,8 +71,7 @@ def to_raw(arr: np.ndarray, datatype: str, field: str) -> bytes:
             parts.append(_LENGTH.pack(len(data)))
             parts.append(data)
         return b"".join(parts)
-    dtype = DATATYPES[datatype].newbyteorder("<")
-    return np.ascontiguousarray(arr, dtype=dtype).tobytes()
+    return np.ascontiguousarray(arr, dtype=_WIRE[datatype]).tobytes()
 
 
 def from_raw(raw: bytes | memoryview, datatype: str, shape: list[int], field: str) -> np.ndarray:
@@ -84,7 +85,7 @@ def from_raw(raw: bytes | memoryview, datatype: str, shape: list[int], field: st
         raise ProtocolError(
             f"binary data is {len(raw)} bytes; shape {shape} of {datatype} needs {expected}", field=field
         )
-    arr = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
+    arr = np.frombuffer(raw, dtype=_WIRE[datatype]).reshape(shape)
     if datatype == "BOOL" and arr.size and int(np.frombuffer(raw, np.uint8).max()) > 1:
         raise ProtocolError("BOOL bytes must be 0 or 1", field=field)
     # Native byte order and writable, so backends and callers may use it freely.

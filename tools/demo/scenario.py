@@ -113,8 +113,6 @@ class Scenario:
                 str(prep.telemetry_store),
                 "--client-id",
                 "demo-ingest",
-                "--group",
-                "",  # plain subscription: the broker queues for it across restarts
                 "--protocol",
                 str(protocol),
             ],

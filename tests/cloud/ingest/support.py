@@ -61,12 +61,12 @@ def _toml(value: object) -> str:
 
 
 def start_ingester(
-    port: int, store_path: Path, client_id: str = "ingest-test", protocol: int = 5
+    port: int, store_path: Path, client_id: str = "ingest-test", protocol: int = 5, group: str = ""
 ) -> tuple[Ingester, PersistentMqttConnection]:
     connection = PersistentMqttConnection(
         MqttSettings(port=port, client_id=client_id, reconnect_max_s=1.0, protocol=protocol)
     )
-    ingester = Ingester(connection, SqliteStore(store_path), fleet=FLEET)
+    ingester = Ingester(connection, SqliteStore(store_path), fleet=FLEET, group=group)
     ingester.start()
     assert connection.start(wait_s=5.0), "ingester could not connect"
     time.sleep(0.3)  # let the SUBACK come back before devices publish

@@ -65,7 +65,8 @@ class Device:
 
 @pytest.mark.parametrize("protocol", [5, 4], ids=["mqtt5", "mqtt311"])
 def test_broker_outage_every_record_stored_exactly_once(pbroker, tmp_path, digits_split, protocol) -> None:  # type: ignore[no-untyped-def]
-    """The same wire format and guarantees on MQTT 5 (shared subscription) and 3.1.1 (plain)."""
+    """The same wire format and guarantees on MQTT 5 and 3.1.1, with the ingester's default plain
+    subscription, whichever of device and ingester reconnects first to the restarted broker."""
     store_path = tmp_path / "cloud.sqlite3"
     ingester, ing_conn = start_ingester(pbroker.port, store_path, protocol=protocol)
     device = Device(
@@ -315,8 +316,8 @@ def test_two_ingesters_share_the_load_through_a_shared_subscription(pbroker, tmp
     """Two ingesters in one group on MQTT 5: each record reaches exactly one of them, both do
     work, and the shared store holds every record once."""
     store_path = tmp_path / "cloud.sqlite3"
-    a, conn_a = start_ingester(pbroker.port, store_path, client_id="ingest-a")
-    b, conn_b = start_ingester(pbroker.port, store_path, client_id="ingest-b")
+    a, conn_a = start_ingester(pbroker.port, store_path, client_id="ingest-a", group="ingest")
+    b, conn_b = start_ingester(pbroker.port, store_path, client_id="ingest-b", group="ingest")
     devices = [
         Device(write_profile(tmp_path / f"{name}.toml", device=name, port=pbroker.port, uplink_batch=10))
         for name in ("dev-1", "dev-2")

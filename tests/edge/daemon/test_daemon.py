@@ -46,7 +46,9 @@ def test_http_api_answers_with_provenance(
     _, held = digits_split
     port = free_port()
     daemon = DaemonProcess(
-        write_profile(tmp_path, cloud_url=cloud.url, broker_port=broker.port, api_port=port),
+        write_profile(
+            tmp_path, cloud_url=cloud.url, broker_port=broker.port, api_port=port, api_extra="max_body_mb = 1"
+        ),
         port,
         tmp_path / "d.log",
     ).start()
@@ -67,6 +69,7 @@ def test_http_api_answers_with_provenance(
         assert "cloud" in sources and sources.count("edge") > 150
         metrics = requests.get(daemon.url + "/metrics", timeout=5).text
         assert 'edgecascade_answers_total{degraded="false",escalated="true",source="cloud"}' in metrics
+        assert "\nedgecascade_inflight 0.0\n" in metrics  # no infer call in progress while scraping
         bad = requests.post(
             daemon.url + "/v2/models/digits-edge/infer",
             data=b'{"inputs": [{"name": "input"}]}',
@@ -75,6 +78,27 @@ def test_http_api_answers_with_provenance(
         )
         assert bad.status_code == 400 and "inputs[0]" in bad.json()["error"]
         assert requests.get(daemon.url + "/v2/models/other", timeout=5).status_code == 404
+        # The infer route's edges: a named version, a wrong one, another model, the wrong method.
+        body, headers = encode_infer_request({"input": held.features[:1]}, request_id="v")
+        versioned = daemon.url + "/v2/models/digits-edge/versions/{}/infer"
+        named = requests.post(versioned.format("1.0.0"), data=body, headers=headers, timeout=5)
+        assert named.status_code == 200
+        wrong = requests.post(versioned.format("9.9.9"), data=body, headers=headers, timeout=5)
+        assert wrong.status_code == 404 and "9.9.9" in wrong.json()["error"]
+        other = requests.post(daemon.url + "/v2/models/other/infer", data=body, headers=headers, timeout=5)
+        assert other.status_code == 404 and "digits-edge" in other.json()["error"]
+        not_post = requests.get(daemon.url + "/v2/models/digits-edge/infer", timeout=5)
+        assert not_post.status_code == 405 and not_post.headers["allow"] == "POST"
+        # An oversized body is refused, and the same keep-alive connection still answers.
+        with requests.Session() as session:
+            huge = session.post(
+                daemon.url + "/v2/models/digits-edge/infer", data=b"x" * (2 << 20), timeout=10
+            )
+            assert huge.status_code == 413 and "max_body_mb" in huge.json()["error"]
+            after = session.post(
+                daemon.url + "/v2/models/digits-edge/infer", data=body, headers=headers, timeout=5
+            )
+            assert after.status_code == 200
     finally:
         daemon.stop()
 
