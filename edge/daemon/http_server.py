@@ -26,6 +26,10 @@ class HttpServer:
             uds=str(unix_socket) if unix_socket else None,
             lifespan="off",
             access_log=False,
+            # Applications on the device call it directly: no proxy to trust X-Forwarded-* from
+            # (and no middleware on every request), no Server header to advertise.
+            proxy_headers=False,
+            server_header=False,
             log_level="warning",
             timeout_graceful_shutdown=5,
         )
