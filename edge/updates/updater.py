@@ -1,19 +1,15 @@
-"""The device's model updater: a daemon Service on the agent's shared MqttConnection.
+"""The device's model updater: a ManifestSubscriber (see subscriber.py) for model manifests.
 
-It subscribes to its device, group and fleet manifest topics (retained; the most specific wins),
-refuses unsigned, wrongly signed or incompatible manifests with a reason, runs the update
-pipeline in one worker thread, watches health after a swap and rolls back on trouble, and keeps
-its retained status topic current: downloading (progress), verifying, testing, active, failed,
-rolled_back."""
+On top of what every subscriber does, it tells `on_activated` callbacks which manifest's model
+serves (its thresholds apply), watches health after a swap and rolls back on trouble."""
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
-import paho.mqtt.client as mqtt
+from pydantic import BaseModel
 
 from edge.config.profile import DeviceProfile
 from edge.model_slot import ModelSlot
@@ -21,29 +17,25 @@ from edge.updates.health import HealthMonitor
 from edge.updates.pipeline import UpdatePipeline
 from edge.updates.selection import ManifestBook, check_manifest
 from edge.updates.store import Installed, UpdateStore, active_model, models_root
-from edge.updates.transports import ArtifactTransport, HttpRangeTransport, MqttChunkTransport
+from edge.updates.subscriber import ManifestSubscriber, profile_public_key_text
 from edgecascade import __version__
 from shared.errors import EdgecascadeError, UpdateError
-from shared.manifest import Manifest, UpdateState, UpdateStatus, load_public_key
-from shared.mqtt import MqttConnection, Topics
+from shared.manifest import Manifest, UpdateState, UpdateStatus
+from shared.mqtt import MqttConnection
 
 log = logging.getLogger(__name__)
 
-
-def profile_public_key_text(profile: DeviceProfile) -> str:
-    cfg = profile.updates
-    if cfg.public_key:
-        return cfg.public_key
-    if cfg.public_key_file is None:
-        raise UpdateError("no fleet public key in the profile ([updates] public_key or public_key_file)")
-    return cfg.public_key_file.read_text()
+__all__ = ["ModelUpdater", "profile_public_key_text"]
 
 
-class ModelUpdater:
+class ModelUpdater(ManifestSubscriber[Manifest]):
     """Service `model-updater`. `health` (optional) is fed by the cascade; `on_activated`
     callbacks get each manifest whose model starts serving (e.g. to apply its thresholds)."""
 
     name = "model-updater"
+    kind = "model"
+    store: UpdateStore
+    pipeline: UpdatePipeline
 
     def __init__(
         self,
@@ -55,89 +47,36 @@ class ModelUpdater:
         current: Installed | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.profile = profile
-        self.connection = connection
+        super().__init__(profile, connection, clock)
         self.health = health
-        self.clock = clock
-        self.public_key = load_public_key(profile_public_key_text(profile))
-        self.topics = Topics(profile.fleet)
         device = profile.device_id
-        self.book: ManifestBook[Manifest] = ManifestBook(
-            self.topics.manifest_device(device),
-            [self.topics.manifest_group(g) for g in profile.groups],
-            self.topics.manifest_all(),
+        store = UpdateStore(models_root(profile))
+        self._attach(
+            ManifestBook(
+                self.topics.manifest_device(device),
+                [self.topics.manifest_group(g) for g in profile.groups],
+                self.topics.manifest_all(),
+            ),
+            store,
+            UpdatePipeline(profile, slot, store, current or active_model(profile), self._transport),
+            self.topics.update_status(device),
         )
-        self.store = UpdateStore(models_root(profile))
-        self.pipeline = UpdatePipeline(
-            profile, slot, self.store, current or active_model(profile), self._transport
-        )
-        self.outcomes = self.store.outcomes()
         #: Called with the manifest of each model that starts serving (None: the factory model),
         #: at start() for the model serving then, after every swap and every rollback.
         self.on_activated: list[Callable[[Manifest | None], None]] = []
         self.status = self._make_status("active")
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._job: tuple[str, threading.Event] | None = None
-        self._thread: threading.Thread | None = None
-        self._http: HttpRangeTransport | None = None
 
-    # -- Service ------------------------------------------------------------------------------
-    def start(self) -> None:
-        self.connection.on_connect_hooks.append(self._publish_status)
-        for topic in (self.book.device_topic, *sorted(self.book.group_topics), self.book.all_topic):
-            self.connection.subscribe(topic, self._on_manifest, qos=1)
-        self._publish_status()
+    # -- the model kind -----------------------------------------------------------------------
+    def _starting(self) -> None:
         self._activated(self.store.manifest_of(self.pipeline.current))
-        self._thread = threading.Thread(target=self._run, name="model-updater", daemon=True)
-        self._thread.start()
 
-    def stop(self, timeout_s: float) -> None:
-        self._stopping.set()
-        if self._job:
-            self._job[1].set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join(timeout_s)
-        if self._http:
-            self._http.close()
+    def _parse(self, payload: bytes) -> Manifest:
+        return Manifest.parse(payload)
 
-    # -- MQTT side ----------------------------------------------------------------------------
-    def _on_manifest(self, msg: mqtt.MQTTMessage) -> None:
-        if not msg.payload:
-            self.book.put(msg.topic, None)  # the fleet manager cleared this level
-        else:
-            manifest = None
-            try:
-                manifest = Manifest.parse(bytes(msg.payload))
-                check_manifest(
-                    manifest,
-                    self.profile,
-                    self.public_key,
-                    __version__,
-                    int(self.profile.updates.max_artifact_mb * 1024 * 1024),
-                )
-            except UpdateError as exc:
-                log.warning("refused manifest on %s: %s", msg.topic, exc.reason)
-                self._report(
-                    "failed",
-                    reason=exc.reason,
-                    push_id=manifest.push_id if manifest else None,  # for the fleet's report only
-                    target_version=manifest.version if manifest else None,
-                )
-                return
-            self.book.put(msg.topic, manifest)
-        effective = self.book.effective()
-        job = self._job
-        if job and (effective is None or effective.push_id != job[0]):
-            job[1].set()  # a newer manifest supersedes the download in progress
-        self._wake.set()
+    def _check(self, manifest: Manifest) -> None:
+        check_manifest(manifest, self.profile, self.public_key, __version__, self.max_bytes)
 
-    def _publish_status(self) -> None:
-        topic = self.topics.update_status(self.profile.device_id)
-        self.connection.publish(topic, self.status.model_dump_json(), qos=1, retain=True)
-
-    def _make_status(self, state: UpdateState, **fields: object) -> UpdateStatus:
+    def _make_status(self, state: UpdateState, **fields: object) -> BaseModel:
         return UpdateStatus(
             device=self.profile.device_id,
             profile=self.profile.profile,
@@ -151,69 +90,10 @@ class ModelUpdater:
             **fields,
         )
 
-    def _report(self, state: UpdateState, **fields: object) -> None:
-        keep = {"target_version": self.status.target_version, "push_id": self.status.push_id}
-        self.status = self._make_status(state, **{**keep, **fields})
-        log.info("update status %s %s", state, fields.get("reason") or fields.get("progress") or "")
-        self._publish_status()
-
-    def _transport(self, route: str) -> ArtifactTransport:
-        cfg = self.profile.updates
-        if route == "http":
-            if self._http is None:
-                self._http = HttpRangeTransport(
-                    request_timeout_s=cfg.http_timeout_s,
-                    timeout_s=cfg.download_timeout_s,
-                    range_bytes=cfg.http_range_kb * 1024,
-                    verify=str(cfg.http_ca) if cfg.http_ca else True,
-                )
-            return self._http
-        return MqttChunkTransport(
-            self.connection, stall_timeout_s=cfg.stall_timeout_s, timeout_s=cfg.download_timeout_s
-        )
-
-    # -- worker ---------------------------------------------------------------------------------
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.wait()
-            self._wake.clear()
-            manifest = self.book.effective()
-            if self._stopping.is_set() or manifest is None or manifest.push_id in self.outcomes:
-                continue
-            self._handle(manifest)
-
-    def _finish(self, manifest: Manifest, outcome: str) -> None:
-        self.outcomes[manifest.push_id] = outcome
-        self.store.record_outcome(manifest.push_id, outcome)
-
-    def _handle(self, manifest: Manifest) -> None:
-        ids = {"push_id": manifest.push_id, "target_version": manifest.version}
-        if self.pipeline.is_current(manifest):  # e.g. restarted after the swap
-            self._finish(manifest, "active")
-            self._report("active", **ids)
-            return
-        stop = threading.Event()
-        self._job = (manifest.push_id, stop)
-        self.status = self._make_status("downloading", **ids)
-        try:
-            applied = self.pipeline.apply(manifest, stop, self._report)
-        except UpdateError as exc:
-            log.error("update to %s %s refused: %s", manifest.name, manifest.version, exc.reason)
-            self._finish(manifest, "failed")
-            self._report("failed", reason=exc.reason)
-            return
-        finally:
-            self._job = None
-        if not applied:
-            self._wake.set()  # superseded: look at the newest manifest
-            return
-        self._finish(manifest, "active")
+    def _serving(self, manifest: Manifest) -> None:
         # Thresholds first: when the fleet sees this state, the model serves with its own policy.
         self._activated(manifest)
-        if manifest.rollback_of:
-            self._report("rolled_back", reason=f"fleet rollback from {manifest.rollback_of}")
-        else:
-            self._report("active")
+        super()._serving(manifest)
         self._watch(manifest)
 
     def _activated(self, manifest: Manifest | None) -> None:

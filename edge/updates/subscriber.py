@@ -1,0 +1,221 @@
+"""What the model and table updaters share: a daemon Service on the agent's MqttConnection that
+subscribes to the device, group and fleet manifest topics of its kind (retained; the most
+specific wins), refuses manifests that fail their checks with a reason, applies the effective
+one through its pipeline in one worker thread, and keeps a retained status topic current:
+downloading (progress), verifying, testing, active, failed, rolled_back.
+
+A subclass says what differs: how a manifest is parsed and checked, what its status message
+holds, and what happens once a manifest's artifact serves."""
+
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+import paho.mqtt.client as mqtt
+from pydantic import BaseModel
+
+from edge.config.profile import DeviceProfile
+from edge.updates.download import Report
+from edge.updates.selection import M, ManifestBook
+from edge.updates.store import VersionStore
+from edge.updates.transports import ArtifactTransport, HttpRangeTransport, MqttChunkTransport
+from shared.errors import UpdateError
+from shared.manifest import UpdateState, load_public_key
+from shared.mqtt import MqttConnection, Topics
+
+log = logging.getLogger(__name__)
+
+
+def profile_public_key_text(profile: DeviceProfile) -> str:
+    cfg = profile.updates
+    if cfg.public_key:
+        return cfg.public_key
+    if cfg.public_key_file is None:
+        raise UpdateError("no fleet public key in the profile ([updates] public_key or public_key_file)")
+    return cfg.public_key_file.read_text()
+
+
+_M_contra = TypeVar("_M_contra", contravariant=True)
+
+
+class Pipeline(Protocol[_M_contra]):
+    """UpdatePipeline, TablePipeline: bring a manifest's artifact into service."""
+
+    def is_current(self, manifest: _M_contra) -> bool: ...
+
+    def apply(self, manifest: _M_contra, stop: threading.Event, report: Report) -> bool: ...
+
+
+class ManifestSubscriber(abc.ABC, Generic[M]):
+    """Base of ModelUpdater and TableUpdater. A subclass's __init__ calls this one, then
+    `_attach` with its manifest book, store and pipeline, then sets `status`."""
+
+    name: str = ""
+    #: The manifest's kind in log lines ("model", "table").
+    kind: str = ""
+
+    book: ManifestBook[M]
+    store: VersionStore
+    pipeline: Pipeline[M]
+    status_topic: str
+    outcomes: dict[str, str]  # push id -> final outcome, kept by the store across restarts
+    status: Any  # the kind's status model (UpdateStatus, TableStatus)
+
+    def __init__(
+        self, profile: DeviceProfile, connection: MqttConnection, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.profile = profile
+        self.connection = connection
+        self.clock = clock
+        self.public_key = load_public_key(profile_public_key_text(profile))
+        self.topics = Topics(profile.fleet)
+        self.max_bytes = int(profile.updates.max_artifact_mb * 1024 * 1024)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._job: tuple[str, threading.Event] | None = None
+        self._thread: threading.Thread | None = None
+        self._http: HttpRangeTransport | None = None
+
+    def _attach(
+        self, book: ManifestBook[M], store: VersionStore, pipeline: Pipeline[M], status_topic: str
+    ) -> None:
+        self.book = book
+        self.store = store
+        self.pipeline = pipeline
+        self.status_topic = status_topic
+        self.outcomes = store.outcomes()
+
+    # -- what a kind defines ------------------------------------------------------------------
+    @abc.abstractmethod
+    def _parse(self, payload: bytes) -> M:
+        """The manifest in a payload; UpdateError if it is not one."""
+
+    @abc.abstractmethod
+    def _check(self, manifest: M) -> None:
+        """UpdateError with the reason if this device must refuse the manifest."""
+
+    @abc.abstractmethod
+    def _make_status(self, state: UpdateState, **fields: object) -> BaseModel:
+        """The retained status message for `state`."""
+
+    def _starting(self) -> None:
+        """Called by start() before the worker runs (which may make another artifact serve)."""
+
+    def _serving(self, manifest: M) -> None:
+        """Called once `manifest`'s artifact serves (after a swap or a fleet rollback)."""
+        if manifest.rollback_of:
+            self._report("rolled_back", reason=f"fleet rollback from {manifest.rollback_of}")
+        else:
+            self._report("active")
+
+    # -- Service ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.connection.on_connect_hooks.append(self._publish_status)
+        for topic in (self.book.device_topic, *sorted(self.book.group_topics), self.book.all_topic):
+            self.connection.subscribe(topic, self._on_manifest, qos=1)
+        self._publish_status()
+        self._starting()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float) -> None:
+        self._stopping.set()
+        if self._job:
+            self._job[1].set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout_s)
+        if self._http:
+            self._http.close()
+
+    # -- MQTT side ----------------------------------------------------------------------------
+    def _on_manifest(self, msg: mqtt.MQTTMessage) -> None:
+        if not msg.payload:
+            self.book.put(msg.topic, None)  # the fleet manager cleared this level
+        else:
+            manifest = None
+            try:
+                manifest = self._parse(bytes(msg.payload))
+                self._check(manifest)
+            except UpdateError as exc:
+                log.warning("refused %s manifest on %s: %s", self.kind, msg.topic, exc.reason)
+                self._report(
+                    "failed",
+                    reason=exc.reason,
+                    push_id=manifest.push_id if manifest else None,  # for the fleet's report only
+                    target_version=manifest.version if manifest else None,
+                )
+                return
+            self.book.put(msg.topic, manifest)
+        effective = self.book.effective()
+        job = self._job
+        if job and (effective is None or effective.push_id != job[0]):
+            job[1].set()  # a newer manifest supersedes the download in progress
+        self._wake.set()
+
+    def _publish_status(self) -> None:
+        self.connection.publish(self.status_topic, self.status.model_dump_json(), qos=1, retain=True)
+
+    def _report(self, state: UpdateState, **fields: object) -> None:
+        keep = {"target_version": self.status.target_version, "push_id": self.status.push_id}
+        self.status = self._make_status(state, **{**keep, **fields})
+        log.info("%s status %s %s", self.kind, state, fields.get("reason") or fields.get("progress") or "")
+        self._publish_status()
+
+    def _transport(self, route: str) -> ArtifactTransport:
+        cfg = self.profile.updates
+        if route == "http":
+            if self._http is None:
+                self._http = HttpRangeTransport(
+                    request_timeout_s=cfg.http_timeout_s,
+                    timeout_s=cfg.download_timeout_s,
+                    range_bytes=cfg.http_range_kb * 1024,
+                    verify=str(cfg.http_ca) if cfg.http_ca else True,
+                )
+            return self._http
+        return MqttChunkTransport(
+            self.connection, stall_timeout_s=cfg.stall_timeout_s, timeout_s=cfg.download_timeout_s
+        )
+
+    # -- worker ---------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            manifest = self.book.effective()
+            if self._stopping.is_set() or manifest is None or manifest.push_id in self.outcomes:
+                continue
+            self._handle(manifest)
+
+    def _finish(self, manifest: M, outcome: str) -> None:
+        self.outcomes[manifest.push_id] = outcome
+        self.store.record_outcome(manifest.push_id, outcome)
+
+    def _handle(self, manifest: M) -> None:
+        ids = {"push_id": manifest.push_id, "target_version": manifest.version}
+        if self.pipeline.is_current(manifest):  # e.g. restarted after the swap
+            self._finish(manifest, "active")
+            self._report("active", **ids)
+            return
+        stop = threading.Event()
+        self._job = (manifest.push_id, stop)
+        self.status = self._make_status("downloading", **ids)
+        try:
+            applied = self.pipeline.apply(manifest, stop, self._report)
+        except UpdateError as exc:
+            log.error("%s %s %s refused: %s", self.kind, manifest.name, manifest.version, exc.reason)
+            self._finish(manifest, "failed")
+            self._report("failed", reason=exc.reason)
+            return
+        finally:
+            self._job = None
+        if not applied:
+            self._wake.set()  # superseded: look at the newest manifest
+            return
+        self._finish(manifest, "active")
+        self._serving(manifest)
