@@ -235,19 +235,7 @@ def push(args: argparse.Namespace) -> int:
         return _push_table(args)
     manager = _manager(args)
     try:
-        manifest, payloads = build_manifest(
-            args.model,
-            fleet=args.fleet,
-            target=args.target,
-            name=args.name,
-            version=args.version,
-            route=args.route,
-            base_url=args.base_url,
-            chunk_size=args.chunk_kb * 1024,
-            delta_base=args.delta_from,
-            profiles=[p for p in args.profiles.split(",") if p],
-            **({"min_agent_version": args.min_agent} if args.min_agent else {}),
-        )
+        manifest, payloads = build_manifest(args.model, name=args.name, **_delivery(args))
         limits = _health_limits(args)
         if limits is not None:
             manifest = manifest.model_copy(update={"health": limits})
@@ -262,23 +250,27 @@ def push(args: argparse.Namespace) -> int:
         manager.connection.stop()
 
 
+def _delivery(args: argparse.Namespace) -> dict[str, Any]:
+    """What a model push and a table push both tell their manifest builder."""
+    return {
+        "fleet": args.fleet,
+        "target": args.target,
+        "version": args.version,
+        "route": args.route,
+        "base_url": args.base_url,
+        "chunk_size": args.chunk_kb * 1024,
+        "delta_base": args.delta_from,
+        "profiles": [p for p in args.profiles.split(",") if p],
+        **({"min_agent_version": args.min_agent} if args.min_agent else {}),
+    }
+
+
 def _push_table(args: argparse.Namespace) -> int:
     from cloud.fleet.table_manifest_builder import build_table_manifest
 
     manager = _manager(args)
     try:
-        manifest, payloads = build_table_manifest(
-            args.model,
-            fleet=args.fleet,
-            target=args.target,
-            version=args.version,
-            route=args.route,
-            base_url=args.base_url,
-            chunk_size=args.chunk_kb * 1024,
-            delta_base=args.delta_from,
-            profiles=[p for p in args.profiles.split(",") if p],
-            **({"min_agent_version": args.min_agent} if args.min_agent else {}),
-        )
+        manifest, payloads = build_table_manifest(args.model, **_delivery(args))
         signed, devices = manager.push(manifest, payloads, canary_percent=args.canary)
         print(f"pushed table {signed.name} {signed.version} (push {signed.push_id}) to {signed.target}")
         return _follow(manager, signed.push_id, devices, args.timeout, kind="table")
