@@ -18,6 +18,7 @@ import numpy as np
 
 from edge.cascade import CascadeRequest
 from edge.deferred.queue import DeferredQueue, QueuedCase
+from edge.flush_loop import FlushLoop
 from edge.policies import Decision
 from shared.answer import Answer
 from shared.errors import StorageError
@@ -54,10 +55,8 @@ class DeferredRecorder:
         self.interval_s = flush_interval_ms / 1000.0
         self.clock = clock
         self._pending: deque[QueuedCase] = deque()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
         self._write_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._loop = FlushLoop("deferred-writer", self.interval_s, self.flush)
         self.seen = 0  # deferrable answers observed
         self.unnamed = 0  # of them, requests without an id (one was made up)
         self.lost_on_failure = 0
@@ -84,7 +83,7 @@ class DeferredRecorder:
             )
         )
         if len(self._pending) >= _BATCH:
-            self._wake.set()
+            self._loop.wake()
 
     def flush(self) -> int:
         """Commit every case observed so far; returns how many were newly queued."""
@@ -99,21 +98,9 @@ class DeferredRecorder:
                 log.exception("deferred: %d hard cases could not be queued and are lost", len(cases))
                 return 0
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.wait(self.interval_s)
-            self._wake.clear()
-            self.flush()
-
     def start(self) -> None:
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="deferred-writer", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout_s: float) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
+        self._loop.stop(timeout_s)
         self.flush()

@@ -20,6 +20,7 @@ from typing import Any
 
 from edge.cascade import CascadeRequest
 from edge.config.telemetry import TelemetrySection
+from edge.flush_loop import FlushLoop
 from edge.policies import Decision
 from edge.telemetry.buffer import TelemetryBuffer
 from edge.telemetry.metrics import MetricsWindow
@@ -53,10 +54,8 @@ class TelemetryRecorder:
         self._queue: deque[tuple[Any, ...]] = deque()
         self._batch = section.flush_batch
         self._keep_requests = section.hard_examples.enabled
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
         self._write_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._loop = FlushLoop("telemetry-writer", section.flush_interval_ms / 1000.0, self.flush)
         self._window = MetricsWindow(clock())
         #: Set by the daemon: the agent's counters, added to every metrics record.
         self.counters_source: Callable[[], dict[str, float]] | None = None
@@ -73,8 +72,8 @@ class TelemetryRecorder:
         self._queue.append(
             (self.clock(), answer, request if self._keep_requests and answer.escalated else None)
         )
-        if len(self._queue) >= self._batch and not self._wake.is_set():
-            self._wake.set()
+        if len(self._queue) >= self._batch:
+            self._loop.wake()
 
     def record(self, kind: RecordKind, body: dict[str, Any]) -> None:
         """Queue a non-inference record (verdict, update status, event...); committed with the next batch.
@@ -86,7 +85,7 @@ class TelemetryRecorder:
         if model is not None:
             model.model_validate(body)
         self._queue.append((self.clock(), kind.value, json.dumps(body)))
-        self._wake.set()
+        self._loop.wake()
 
     # -- writer -----------------------------------------------------------------------------
     def flush(self) -> int:
@@ -192,25 +191,12 @@ class TelemetryRecorder:
             self.lost_on_failure += 1
             log.exception("telemetry: a %s record could not be committed and is lost", kind.value)
 
-    def _run(self) -> None:
-        interval = self.section.flush_interval_ms / 1000.0
-        while not self._stopping.is_set():
-            self._wake.wait(interval)
-            self._wake.clear()
-            self.flush()
-
     # -- Service ----------------------------------------------------------------------------
     def start(self) -> None:
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="telemetry-writer", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout_s: float) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
+        self._loop.stop(timeout_s)
         with self._write_lock:
             self._write(self._take())
             if self._window.requests:
