@@ -39,12 +39,14 @@ _INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 Reply = tuple[int, bytes, dict[str, str]]
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
 def _error_reply(status: int, message: str, headers: dict[str, str] | None = None) -> Reply:
+    """The JSON error every route answers with, as a Reply (infer) or, via `_error`, a Response."""
     return status, orjson.dumps({"error": message}), {"content-type": "application/json", **(headers or {})}
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    status, body, reply_headers = _error_reply(status, message, headers)
+    return Response(body, status_code=status, headers=reply_headers)
 
 
 class LocalApi:
