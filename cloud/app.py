@@ -14,16 +14,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cloud.artifacts import artifact_routes
-from cloud.auth import NoAuth, TokenAuthenticator, load_grants
-from cloud.dataplane import DataPlane, binary_outputs_for
-from cloud.http_errors import status_for
-from cloud.idempotency import IdempotencyCache
-from cloud.metrics import CloudMetrics
-from cloud.models import ModelRegistry
-from cloud.settings import ServerSettings
-from shared.errors import ConfigError, EdgecascadeError
-from shared.v2 import decode_infer_request, encode_infer_response
+from edgecascade.cloud.artifacts import artifact_routes
+from edgecascade.cloud.auth import NoAuth, TokenAuthenticator, load_grants
+from edgecascade.cloud.dataplane import DataPlane, binary_outputs_for
+from edgecascade.cloud.http_errors import status_for
+from edgecascade.cloud.idempotency import IdempotencyCache
+from edgecascade.cloud.metrics import CloudMetrics
+from edgecascade.cloud.models import ModelRegistry
+from edgecascade.cloud.settings import ServerSettings
+from edgecascade.shared.errors import ConfigError, EdgecascadeError
+from edgecascade.shared.v2 import decode_infer_request, encode_infer_response
 
 log = logging.getLogger(__name__)
 

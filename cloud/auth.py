@@ -16,7 +16,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.errors import AuthError, ConfigError
+from edgecascade.shared.errors import AuthError, ConfigError
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.errors import ModelError, UnavailableError
+from edgecascade.shared.errors import ModelError, UnavailableError
 
 log = logging.getLogger(__name__)
 

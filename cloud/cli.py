@@ -7,8 +7,8 @@ import importlib
 
 # subcommand -> module whose add_parser(subparsers) defines it
 SUBCOMMANDS = {
-    "serve": "cloud.server_cli",
-    "ingest": "cloud.ingest.cli",
+    "serve": "edgecascade.cloud.server_cli",
+    "ingest": "edgecascade.cloud.ingest.cli",
 }
 
 

@@ -10,12 +10,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from cloud.idempotency import IdempotencyCache
-from cloud.metrics import CloudMetrics
-from cloud.models import ModelRegistry
 from edgecascade import __version__
-from shared.errors import ProtocolError, UnavailableError
-from shared.v2 import EXTENSIONS, InferRequest, InferResponse, ModelMetadata, ServerMetadata
+from edgecascade.cloud.idempotency import IdempotencyCache
+from edgecascade.cloud.metrics import CloudMetrics
+from edgecascade.cloud.models import ModelRegistry
+from edgecascade.shared.errors import ProtocolError, UnavailableError
+from edgecascade.shared.v2 import EXTENSIONS, InferRequest, InferResponse, ModelMetadata, ServerMetadata
 
 log = logging.getLogger(__name__)
 

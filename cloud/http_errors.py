@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from shared.errors import (
+from edgecascade.shared.errors import (
     AuthError,
     InputError,
     NotFoundError,

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud.batching import AdaptiveBatcher
-from cloud.repository import ModelEntry, ModelSettings, VersionEntry, scan_repository, version_key
-from shared.backends.base import BackendOptions, ModelBackend, TensorSpec
-from shared.backends.registry import load_backend
-from shared.errors import NotFoundError
-from shared.model_card import ModelCard
-from shared.v2 import DATATYPES, MetadataTensor, ModelMetadata
+from edgecascade.cloud.batching import AdaptiveBatcher
+from edgecascade.cloud.repository import ModelEntry, ModelSettings, VersionEntry, scan_repository, version_key
+from edgecascade.shared.backends.base import BackendOptions, ModelBackend, TensorSpec
+from edgecascade.shared.backends.registry import load_backend
+from edgecascade.shared.errors import NotFoundError
+from edgecascade.shared.model_card import ModelCard
+from edgecascade.shared.v2 import DATATYPES, MetadataTensor, ModelMetadata
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.backends.registry import EXTENSIONS
-from shared.errors import ConfigError
-from shared.model_card import ModelCard
+from edgecascade.shared.backends.registry import EXTENSIONS
+from edgecascade.shared.errors import ConfigError
+from edgecascade.shared.model_card import ModelCard
 
 MODEL_TOML = "model.toml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -13,9 +13,9 @@ import tempfile
 
 import uvicorn
 
-from cloud.app import SETTINGS_ENV, create_app, make_authenticator
-from cloud.repository import scan_repository
-from cloud.settings import ServerSettings
+from edgecascade.cloud.app import SETTINGS_ENV, create_app, make_authenticator
+from edgecascade.cloud.repository import scan_repository
+from edgecascade.cloud.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def serve(settings: ServerSettings) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ[SETTINGS_ENV] = settings.public_json()
     try:
-        uvicorn.run("cloud.app:app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+        uvicorn.run("edgecascade.cloud.app:app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 

@@ -21,7 +21,7 @@ _ENV_ONLY = {"tokens", "log_level"}
 
 
 def add_parser(subparsers: Any) -> None:
-    from cloud.settings import ServerSettings
+    from edgecascade.cloud.settings import ServerSettings
 
     p = subparsers.add_parser(
         "serve",
@@ -49,9 +49,9 @@ def add_parser(subparsers: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from cloud.server import serve
-    from cloud.settings import ServerSettings
-    from shared.errors import ConfigError
+    from edgecascade.cloud.server import serve
+    from edgecascade.cloud.settings import ServerSettings
+    from edgecascade.shared.errors import ConfigError
 
     given = {
         name: getattr(args, name)

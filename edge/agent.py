@@ -11,19 +11,19 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.cascade import AnswerObserver, Cascade, CascadeRequest
-from edge.cloud_client import CloudClient, NullCloudClient
-from edge.config.profile import DeviceProfile
-from edge.escalation_budget import EscalationBudget
-from edge.inputs import read_input_file
-from edge.local_model import LocalModel, backend_options
-from edge.lookup import LookupParts
-from edge.lookup import build as build_lookups
-from edge.model_slot import ModelSlot
-from edge.policies.adaptive import find_adaptive
-from edge.policies.from_config import build_policy
-from edge.updates.store import active_model_path
-from shared.answer import Answer
+from edgecascade.edge.cascade import AnswerObserver, Cascade, CascadeRequest
+from edgecascade.edge.cloud_client import CloudClient, NullCloudClient
+from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.edge.escalation_budget import EscalationBudget
+from edgecascade.edge.inputs import read_input_file
+from edgecascade.edge.local_model import LocalModel, backend_options
+from edgecascade.edge.lookup import LookupParts
+from edgecascade.edge.lookup import build as build_lookups
+from edgecascade.edge.model_slot import ModelSlot
+from edgecascade.edge.policies.adaptive import find_adaptive
+from edgecascade.edge.policies.from_config import build_policy
+from edgecascade.edge.updates.store import active_model_path
+from edgecascade.shared.answer import Answer
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def build_cloud_client(profile: DeviceProfile) -> CloudClient:
     if profile.cloud.url is None:
         return NullCloudClient()
-    from edge.cloud_client.v2_http import V2HttpCloudClient
+    from edgecascade.edge.cloud_client.v2_http import V2HttpCloudClient
 
     return V2HttpCloudClient.from_profile(profile)
 

@@ -46,9 +46,9 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from edge.agent import Agent
-    from edge.config import load_profile
-    from shared.errors import InputError
+    from edgecascade.edge.agent import Agent
+    from edgecascade.edge.config import load_profile
+    from edgecascade.shared.errors import InputError
 
     agent = Agent.from_profile(load_profile(args.config))
     failures = 0
@@ -78,8 +78,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edge.config import load_profile
-    from edge.daemon.daemon import Daemon
+    from edgecascade.edge.config import load_profile
+    from edgecascade.edge.daemon.daemon import Daemon
     from edgecascade.logs import configure_logging
 
     profile = load_profile(args.config)

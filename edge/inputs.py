@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import InputError
-from shared.features import FeatureSpec, ImageEncoding, decode_image, encode_image, encode_vector
+from edgecascade.shared.errors import InputError
+from edgecascade.shared.features import FeatureSpec, ImageEncoding, decode_image, encode_image, encode_vector
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff"}
 

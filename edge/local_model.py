@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.config.profile import DeviceProfile
-from shared.answer import ModelRef
-from shared.backends import BackendOptions, ModelBackend, load_backend
-from shared.backends.registry import EXTENSIONS
-from shared.errors import ModelLoadError
-from shared.model_card import ModelCard
+from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.shared.answer import ModelRef
+from edgecascade.shared.backends import BackendOptions, ModelBackend, load_backend
+from edgecascade.shared.backends.registry import EXTENSIONS
+from edgecascade.shared.errors import ModelLoadError
+from edgecascade.shared.model_card import ModelCard
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 
-from edge.local_model import LocalModel
+from edgecascade.edge.local_model import LocalModel
 
 log = logging.getLogger(__name__)
 

@@ -12,15 +12,18 @@ from collections.abc import Sequence
 
 from edgecascade import __version__
 from edgecascade.logs import configure_logging
-from shared.errors import EdgecascadeError
+from edgecascade.shared.errors import EdgecascadeError
 
 # group name -> (module with register(subparsers), one-line help)
 GROUPS: dict[str, tuple[str, str]] = {
-    "agent": ("edge.cli", "run the device agent, or predict once with a device profile"),
-    "cloud": ("cloud.cli", "serve cloud models over the Open Inference Protocol; ingest telemetry"),
-    "fleet": ("cloud.fleet.cli", "sign and push model updates, watch device status"),
-    "models": ("tools.cli", "build demo models, tune thresholds, build lookup tables"),
-    "demo": ("tools.demo.cli", "run the whole system on one machine and report"),
+    "agent": ("edgecascade.edge.cli", "run the device agent, or predict once with a device profile"),
+    "cloud": (
+        "edgecascade.cloud.cli",
+        "serve cloud models over the Open Inference Protocol; ingest telemetry",
+    ),
+    "fleet": ("edgecascade.cloud.fleet.cli", "sign and push model updates, watch device status"),
+    "models": ("edgecascade.tools.cli", "build demo models, tune thresholds, build lookup tables"),
+    "demo": ("edgecascade.tools.demo.cli", "run the whole system on one machine and report"),
 }
 
 EXAMPLES = """examples:

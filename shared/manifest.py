@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.errors import ConfigError, UpdateError
-from shared.model_card import ModelCard
+from edgecascade.shared.errors import ConfigError, UpdateError
+from edgecascade.shared.model_card import ModelCard
 
 MANIFEST_SCHEMA = 1
 UpdateState = Literal["idle", "downloading", "verifying", "testing", "active", "failed", "rolled_back"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.errors import ModelLoadError
-from shared.features.spec import FeatureSpec
+from edgecascade.shared.errors import ModelLoadError
+from edgecascade.shared.features.spec import FeatureSpec
 
 CARD_SUFFIX = ".card.json"
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from shared.manifest import MANIFEST_SCHEMA, Blob, Delta, UpdateState, _Signed, _Strict
+from edgecascade.shared.manifest import MANIFEST_SCHEMA, Blob, Delta, UpdateState, _Signed, _Strict
 
 #: A version becomes a directory name on the device: plain names only.
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")

@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.errors import ProtocolError
+from edgecascade.shared.errors import ProtocolError
 
 SCHEMA_VERSION = 1
 

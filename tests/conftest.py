@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.mqtt_broker import BrokerProcess
+from edgecascade.tools.mqtt_broker import BrokerProcess
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MODELS = FIXTURES / "models"
@@ -23,7 +23,7 @@ def models_dir() -> Path:
 @pytest.fixture(scope="session")
 def digits_split():  # type: ignore[no-untyped-def]
     """(train, held-out) digits, as every model card was evaluated."""
-    from tools.datasets import load_split
+    from edgecascade.tools.datasets import load_split
 
     return load_split()
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.backends import load_backend
-from shared.model_card import ModelCard, TensorCard
-from tools.datasets import DATASET_NAME, DIGITS_FEATURES, LABELS, SPLIT, load_split
-from tools.onnx_export import mlp_to_onnx, quantize_onnx_int8, svc_to_onnx
+from edgecascade.shared.backends import load_backend
+from edgecascade.shared.model_card import ModelCard, TensorCard
+from edgecascade.tools.datasets import DATASET_NAME, DIGITS_FEATURES, LABELS, SPLIT, load_split
+from edgecascade.tools.onnx_export import mlp_to_onnx, quantize_onnx_int8, svc_to_onnx
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def build_demo(
     )
 
     if tflite:
-        from tools.tflite_export import mlp_to_tflite_int8
+        from edgecascade.tools.tflite_export import mlp_to_tflite_int8
 
         progress("[3/4] converting edge model to full-integer int8 TFLite")
         int8_tflite = out_dir / "digits_edge_int8.tflite"

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.inputs import IMAGE_SUFFIXES, read_input_file
-from shared.backends import BackendOptions, ModelBackend, load_backend
-from shared.errors import InputError
-from shared.lookup import KeyScheme, TableMeta, application_key, content_key, write_table
-from shared.model_card import ModelCard
+from edgecascade.edge.inputs import IMAGE_SUFFIXES, read_input_file
+from edgecascade.shared.backends import BackendOptions, ModelBackend, load_backend
+from edgecascade.shared.errors import InputError
+from edgecascade.shared.lookup import KeyScheme, TableMeta, application_key, content_key, write_table
+from edgecascade.shared.model_card import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class CloudModelRunner:
 
 def dataset_inputs(name: str) -> TableInputs:
     """One of DATASETS; keys are row numbers within it ("heldout-17")."""
-    from tools.datasets import load_split
+    from edgecascade.tools.datasets import load_split
 
     if name not in DATASETS:
         raise InputError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")

@@ -7,7 +7,7 @@ import importlib
 from pathlib import Path
 
 # further subcommands, each defined by add_parser(subparsers) in its own module
-MODULES = ["tools.tune_cli", "tools.table_cli"]
+MODULES = ["edgecascade.tools.tune_cli", "edgecascade.tools.table_cli"]
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +36,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _build_demo(args: argparse.Namespace) -> int:
-    from tools.build_demo import build_demo
+    from edgecascade.tools.build_demo import build_demo
 
     build_demo(args.out, tflite=not args.no_tflite)
     return 0

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.features import FeatureSpec, ImageEncoding, encode_image
+from edgecascade.shared.features import FeatureSpec, ImageEncoding, encode_image
 
 DATASET_NAME = "sklearn.datasets.load_digits (UCI optical recognition of handwritten digits)"
 SPLIT = "30% stratified held-out split (random_state=0); the rest split 80/20 into train/validation"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tools.datasets import Split, encode_images
+from edgecascade.tools.datasets import Split, encode_images
 
 
 @dataclass(frozen=True)

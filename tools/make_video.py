@@ -1,7 +1,7 @@
 """Write the held-out digits as a video file, one digit per frame, with a sidecar of true labels,
 for the camera-source demo, tests and benchmark.
 
-    python -m tools.make_video OUT.avi [--fps 10] [--scale 8] [--codec ffv1] [--repeat 1]
+    python -m edgecascade.tools.make_video OUT.avi [--fps 10] [--scale 8] [--codec ffv1] [--repeat 1]
 
 Each 8x8 digit is upscaled (nearest neighbour) to a (8*scale)x(8*scale) BGR frame. The default
 codec, FFV1, is lossless, so the video path gives the model exactly the pixels of the direct path;
@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from shared.errors import EdgecascadeError
+from edgecascade.shared.errors import EdgecascadeError
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +90,10 @@ def read_labels(video: Path) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.make_video",
+        prog="python -m edgecascade.tools.make_video",
         description="Write the held-out digits (540 images) as a video file plus a labels sidecar, "
         "for the camera source demo and benchmark.",
-        epilog="example: python -m tools.make_video /tmp/digits.avi --fps 10 --scale 8 --codec ffv1",
+        epilog="example: python -m edgecascade.tools.make_video /tmp/digits.avi --fps 10 --scale 8 --codec ffv1",
     )
     parser.add_argument("out", type=Path, help="video file to write (.avi or .mkv)")
     parser.add_argument("--fps", type=float, default=10.0, help="frame rate stored in the file")
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--codec", choices=sorted(CODECS), default="ffv1", help="ffv1 (lossless) or mjpg")
     parser.add_argument("--repeat", type=int, default=1, help="write the held-out set this many times")
     args = parser.parse_args(argv)
-    from tools.datasets import load_split
+    from edgecascade.tools.datasets import load_split
 
     _, held = load_split()
     images = np.concatenate([held.images] * args.repeat)

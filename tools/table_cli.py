@@ -48,8 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _build_table(args: argparse.Namespace) -> int:
-    from shared.model_card import ModelCard
-    from tools.build_table import build_table, dataset_inputs, folder_inputs, keyfile_inputs
+    from edgecascade.shared.model_card import ModelCard
+    from edgecascade.tools.build_table import build_table, dataset_inputs, folder_inputs, keyfile_inputs
 
     card = ModelCard.load_for(args.cloud_model)
     if args.dataset:

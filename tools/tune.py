@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.policies import EntropyPolicy, MarginPolicy, MaxProbabilityPolicy
+from edgecascade.edge.policies import EntropyPolicy, MarginPolicy, MaxProbabilityPolicy
 
 KINDS: dict[str, type[MaxProbabilityPolicy] | type[MarginPolicy] | type[EntropyPolicy]] = {
     "max_prob": MaxProbabilityPolicy,

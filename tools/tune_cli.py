@@ -43,12 +43,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from edge.cloud_client.in_process import InProcessCloudClient
-    from edge.local_model import LocalModel
-    from shared.backends import BackendOptions
-    from shared.errors import ConfigError
-    from tools.datasets import load_splits
-    from tools.tune import KINDS, curve, evaluate, pick, plot, write_policy
+    from edgecascade.edge.cloud_client.in_process import InProcessCloudClient
+    from edgecascade.edge.local_model import LocalModel
+    from edgecascade.shared.backends import BackendOptions
+    from edgecascade.shared.errors import ConfigError
+    from edgecascade.tools.datasets import load_splits
+    from edgecascade.tools.tune import KINDS, curve, evaluate, pick, plot, write_policy
 
     if args.max_escalation is None and args.relative_accuracy is None:
         args.max_escalation, args.relative_accuracy = 0.10, 0.995

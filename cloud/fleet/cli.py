@@ -6,7 +6,7 @@ import argparse
 import importlib
 
 # modules whose add_parsers(subparsers) add fleet subcommands
-MODULES = ["cloud.fleet.updates_cli", "cloud.fleet.telemetry_cli"]
+MODULES = ["edgecascade.cloud.fleet.updates_cli", "edgecascade.cloud.fleet.telemetry_cli"]
 
 
 def register(parser: argparse.ArgumentParser) -> None:

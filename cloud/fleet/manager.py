@@ -18,14 +18,14 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud.artifacts import artifact_relpath
-from cloud.fleet.manifest_builder import Payload
-from cloud.fleet.status_board import StatusBoard
-from cloud.fleet.table_manifest_builder import table_http_name
-from shared.errors import UpdateError
-from shared.manifest import Manifest
-from shared.mqtt import MqttConnection, Topics
-from shared.table_manifest import TableManifest
+from edgecascade.cloud.artifacts import artifact_relpath
+from edgecascade.cloud.fleet.manifest_builder import Payload
+from edgecascade.cloud.fleet.status_board import StatusBoard
+from edgecascade.cloud.fleet.table_manifest_builder import table_http_name
+from edgecascade.shared.errors import UpdateError
+from edgecascade.shared.manifest import Manifest
+from edgecascade.shared.mqtt import MqttConnection, Topics
+from edgecascade.shared.table_manifest import TableManifest
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class FleetManager:
 
     def place_payloads(self, payloads: list[Payload]) -> None:
         """The http route: write the files where the cloud's /artifacts route serves them."""
-        from cloud.artifacts import place_artifact
+        from edgecascade.cloud.artifacts import place_artifact
 
         if self.artifacts_dir is None:
             raise UpdateError(

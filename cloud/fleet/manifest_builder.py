@@ -11,12 +11,20 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud.artifacts import artifact_relpath, delta_file_name
 from edgecascade import __version__
-from shared.errors import ModelError, UpdateError
-from shared.manifest import MANIFEST_SCHEMA, Blob, Delta, EscalationThreshold, Golden, GoldenVector, Manifest
-from shared.model_card import ModelCard
-from shared.mqtt import Topics
+from edgecascade.cloud.artifacts import artifact_relpath, delta_file_name
+from edgecascade.shared.errors import ModelError, UpdateError
+from edgecascade.shared.manifest import (
+    MANIFEST_SCHEMA,
+    Blob,
+    Delta,
+    EscalationThreshold,
+    Golden,
+    GoldenVector,
+    Manifest,
+)
+from edgecascade.shared.model_card import ModelCard
+from edgecascade.shared.mqtt import Topics
 
 DEFAULT_CHUNK = 256 * 1024
 
@@ -44,9 +52,9 @@ def make_blob(data: bytes, topic: str, chunk_size: int, url: str | None) -> Blob
 
 def golden_vectors(artifact: Path, count: int, tolerance: float) -> Golden:
     """Run the model on the first `count` real held-out digits; their outputs become the goldens."""
-    from edge.local_model import LocalModel
-    from shared.backends import BackendOptions
-    from tools.datasets import load_split
+    from edgecascade.edge.local_model import LocalModel
+    from edgecascade.shared.backends import BackendOptions
+    from edgecascade.tools.datasets import load_split
 
     _, held = load_split()
     model = LocalModel.load(artifact, BackendOptions(warmup_runs=0))

@@ -10,9 +10,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from shared.manifest import HealthFigure, UpdateStatus
-from shared.mqtt import MqttConnection, Topics
-from shared.table_manifest import TableStatus
+from edgecascade.shared.manifest import HealthFigure, UpdateStatus
+from edgecascade.shared.mqtt import MqttConnection, Topics
+from edgecascade.shared.table_manifest import TableStatus
 
 log = logging.getLogger(__name__)
 

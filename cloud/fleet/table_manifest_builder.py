@@ -8,14 +8,14 @@ import time
 import uuid
 from pathlib import Path
 
-from cloud.artifacts import artifact_relpath, delta_file_name
-from cloud.fleet.manifest_builder import DEFAULT_CHUNK, Payload, make_blob
 from edgecascade import __version__
-from shared.errors import StorageError, UpdateError
-from shared.lookup import TableFile, TableMeta
-from shared.manifest import MANIFEST_SCHEMA, Delta
-from shared.mqtt import Topics
-from shared.table_manifest import TableManifest
+from edgecascade.cloud.artifacts import artifact_relpath, delta_file_name
+from edgecascade.cloud.fleet.manifest_builder import DEFAULT_CHUNK, Payload, make_blob
+from edgecascade.shared.errors import StorageError, UpdateError
+from edgecascade.shared.lookup import TableFile, TableMeta
+from edgecascade.shared.manifest import MANIFEST_SCHEMA, Delta
+from edgecascade.shared.mqtt import Topics
+from edgecascade.shared.table_manifest import TableManifest
 
 
 def table_http_name(name: str) -> str:
@@ -25,7 +25,7 @@ def table_http_name(name: str) -> str:
 
 def read_meta(path: Path) -> TableMeta:
     """The header of a table file, fully validated (checksum included) at its own encoding."""
-    from shared.lookup.table_file import _read_header
+    from edgecascade.shared.lookup.table_file import _read_header
 
     try:
         meta, _ = _read_header(path)

@@ -33,7 +33,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from cloud.ingest.store import open_store
+    from edgecascade.cloud.ingest.store import open_store
 
     store = open_store(args.store)
     try:

@@ -119,7 +119,7 @@ def add_parsers(sub: Any) -> None:
 
 def _health_flags(p: argparse.ArgumentParser) -> None:
     """One flag per HealthLimits field, derived from the model so the two never drift apart."""
-    from shared.manifest import HealthLimits
+    from edgecascade.shared.manifest import HealthLimits
 
     group = p.add_argument_group("ML health limits (roll back automatically in the watch window)")
     for name, field in HealthLimits.model_fields.items():
@@ -132,8 +132,8 @@ def _health_flags(p: argparse.ArgumentParser) -> None:
 def _health_limits(args: argparse.Namespace) -> Any:
     from pydantic import ValidationError
 
-    from shared.errors import ConfigError
-    from shared.manifest import HealthLimits
+    from edgecascade.shared.errors import ConfigError
+    from edgecascade.shared.manifest import HealthLimits
 
     given = {
         name: getattr(args, "health_" + name)
@@ -152,8 +152,8 @@ def _health_limits(args: argparse.Namespace) -> Any:
 def keygen(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from shared.errors import ConfigError
-    from shared.manifest import key_id, public_key_b64, save_private_key
+    from edgecascade.shared.errors import ConfigError
+    from edgecascade.shared.manifest import key_id, public_key_b64, save_private_key
 
     if args.key.exists() and not args.force:
         raise ConfigError("a signing key exists already; pass --force to replace it", file=str(args.key))
@@ -168,10 +168,10 @@ def keygen(args: argparse.Namespace) -> int:
 def _manager(args: argparse.Namespace) -> Any:
     import os
 
-    from cloud.fleet.manager import FleetManager
-    from shared.errors import TransportError
-    from shared.manifest import load_private_key
-    from shared.mqtt import MqttConnection, MqttSettings
+    from edgecascade.cloud.fleet.manager import FleetManager
+    from edgecascade.shared.errors import TransportError
+    from edgecascade.shared.manifest import load_private_key
+    from edgecascade.shared.mqtt import MqttConnection, MqttSettings
 
     host, _, port = args.broker.rpartition(":")
     settings = MqttSettings(
@@ -224,8 +224,8 @@ def _follow(manager: Any, push_id: str, devices: list[str], timeout: float, kind
 
 
 def push(args: argparse.Namespace) -> int:
-    from cloud.fleet.manifest_builder import build_manifest
-    from shared.errors import UpdateError
+    from edgecascade.cloud.fleet.manifest_builder import build_manifest
+    from edgecascade.shared.errors import UpdateError
 
     if args.route == "http" and not (args.base_url and args.artifacts_dir):
         raise UpdateError(
@@ -266,7 +266,7 @@ def _delivery(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _push_table(args: argparse.Namespace) -> int:
-    from cloud.fleet.table_manifest_builder import build_table_manifest
+    from edgecascade.cloud.fleet.table_manifest_builder import build_table_manifest
 
     manager = _manager(args)
     try:
@@ -311,7 +311,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def format_table(statuses: dict[str, Any], presence: Any, tables: dict[str, Any] | None = None) -> str:
-    from cloud.fleet.status_board import format_health
+    from edgecascade.cloud.fleet.status_board import format_health
 
     tables = tables or {}
     rows = [

@@ -61,10 +61,10 @@ def add_parser(subparsers: Any) -> None:
 def _ingest(args: argparse.Namespace) -> int:
     import os
 
-    from cloud.ingest.ingester import Ingester, PersistentMqttConnection
-    from cloud.ingest.store import open_store
-    from shared.errors import ConfigError
-    from shared.mqtt import MqttSettings
+    from edgecascade.cloud.ingest.ingester import Ingester, PersistentMqttConnection
+    from edgecascade.cloud.ingest.store import open_store
+    from edgecascade.shared.errors import ConfigError
+    from edgecascade.shared.mqtt import MqttSettings
 
     host, _, port = args.broker.rpartition(":")
     if not host or not port.isdigit():

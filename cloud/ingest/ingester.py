@@ -19,10 +19,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud.ingest.store import TelemetryStore
-from shared.errors import ProtocolError, StorageError
-from shared.mqtt import MqttConnection, MqttSettings, Topics
-from shared.telemetry import TelemetryBatch, decode_batch
+from edgecascade.cloud.ingest.store import TelemetryStore
+from edgecascade.shared.errors import ProtocolError, StorageError
+from edgecascade.shared.mqtt import MqttConnection, MqttSettings, Topics
+from edgecascade.shared.telemetry import TelemetryBatch, decode_batch
 
 log = logging.getLogger(__name__)
 

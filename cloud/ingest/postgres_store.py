@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from cloud.ingest.store import (
+from edgecascade.cloud.ingest.store import (
     COLUMNS,
     LATEST_METRICS_SQL,
     SUMMARY_SQL,
@@ -15,8 +15,8 @@ from cloud.ingest.store import (
     rows_of,
     summaries_from,
 )
-from shared.errors import StorageError
-from shared.telemetry import RecordKind, TelemetryBatch
+from edgecascade.shared.errors import StorageError
+from edgecascade.shared.telemetry import RecordKind, TelemetryBatch
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS telemetry (

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from cloud.ingest.store import (
+from edgecascade.cloud.ingest.store import (
     COLUMNS,
     LATEST_METRICS_SQL,
     SUMMARY_SQL,
@@ -16,8 +16,8 @@ from cloud.ingest.store import (
     rows_of,
     summaries_from,
 )
-from shared.errors import StorageError
-from shared.telemetry import RecordKind, TelemetryBatch
+from edgecascade.shared.errors import StorageError
+from edgecascade.shared.telemetry import RecordKind, TelemetryBatch
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS telemetry (

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared.errors import ConfigError
-from shared.telemetry import RecordKind, TelemetryBatch
+from edgecascade.shared.errors import ConfigError
+from edgecascade.shared.telemetry import RecordKind, TelemetryBatch
 
 #: Columns in storage order.
 COLUMNS = (
@@ -128,7 +128,7 @@ def summaries_from(rows: list[Row], latest: list[Row]) -> list[DeviceSummary]:
 def open_store(url: str) -> TelemetryStore:
     """`postgresql://...` -> PostgresStore; `sqlite:///path`, or a plain path -> SqliteStore."""
     if url.startswith(("postgresql://", "postgres://")):
-        from cloud.ingest.postgres_store import PostgresStore
+        from edgecascade.cloud.ingest.postgres_store import PostgresStore
 
         return PostgresStore(url)
     if url.startswith("sqlite:///"):
@@ -137,6 +137,6 @@ def open_store(url: str) -> TelemetryStore:
         raise ConfigError(
             f"expected a postgresql:// URL, sqlite:///path or a file path, got {url!r}", key="store"
         )
-    from cloud.ingest.sqlite_store import SqliteStore
+    from edgecascade.cloud.ingest.sqlite_store import SqliteStore
 
     return SqliteStore(url)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.answer import ModelRef
-from shared.errors import CloudUnreachableError
+from edgecascade.shared.answer import ModelRef
+from edgecascade.shared.errors import CloudUnreachableError
 
 
 @dataclass(frozen=True, slots=True)

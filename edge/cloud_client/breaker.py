@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from shared.errors import CircuitOpenError
+from edgecascade.shared.errors import CircuitOpenError
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.cloud_client.base import CloudAnswer, CloudClient
-from shared.answer import ModelRef
-from shared.backends import BackendOptions, load_backend
-from shared.model_card import ModelCard
+from edgecascade.edge.cloud_client.base import CloudAnswer, CloudClient
+from edgecascade.shared.answer import ModelRef
+from edgecascade.shared.backends import BackendOptions, load_backend
+from edgecascade.shared.model_card import ModelCard
 
 
 class InProcessCloudClient(CloudClient):

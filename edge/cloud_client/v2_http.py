@@ -15,12 +15,12 @@ import numpy as np
 import requests
 from requests.adapters import HTTPAdapter
 
-from edge.cloud_client.base import CloudAnswer, CloudClient
-from edge.cloud_client.breaker import CircuitBreaker
-from edge.config.cascade import CloudSection
-from edge.config.profile import DeviceProfile
-from shared.answer import ModelRef
-from shared.errors import (
+from edgecascade.edge.cloud_client.base import CloudAnswer, CloudClient
+from edgecascade.edge.cloud_client.breaker import CircuitBreaker
+from edgecascade.edge.config.cascade import CloudSection
+from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.shared.answer import ModelRef
+from edgecascade.shared.errors import (
     CloudAuthError,
     CloudBadResponseError,
     CloudError,
@@ -28,7 +28,7 @@ from shared.errors import (
     ConfigError,
     ProtocolError,
 )
-from shared.v2 import decode_infer_response, encode_infer_request
+from edgecascade.shared.v2 import decode_infer_response, encode_infer_request
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from edge.config.base import Section
+from edgecascade.edge.config.base import Section
 
 #: Sources OpenCV opens as network streams rather than files.
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")

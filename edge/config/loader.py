@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edge.config.profile import DeviceProfile
-from shared.errors import ConfigError
+from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.shared.errors import ConfigError
 
 ENV_PREFIX = "EDGECASCADE_"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from edge.config.base import ProfilePath, Section
+from edgecascade.edge.config.base import ProfilePath, Section
 
 
 class CacheSection(Section):

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from edge.config.base import ProfilePath, Section
-from shared.mqtt import MqttSettings
+from edgecascade.edge.config.base import ProfilePath, Section
+from edgecascade.shared.mqtt import MqttSettings
 
 
 class MqttSection(Section):

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from edge.config.base import ProfilePath, Section
-from edge.config.camera import CameraSection
-from edge.config.cascade import CascadeSection, CloudSection
-from edge.config.daemon import ApiSection, DaemonSection
-from edge.config.deferred import DeferredSection
-from edge.config.lookup import LookupSection
-from edge.config.mqtt import MqttSection
-from edge.config.runtime import ModelSection, RuntimeSection
-from edge.config.telemetry import TelemetrySection
-from edge.config.updates import UpdatesSection
+from edgecascade.edge.config.base import ProfilePath, Section
+from edgecascade.edge.config.camera import CameraSection
+from edgecascade.edge.config.cascade import CascadeSection, CloudSection
+from edgecascade.edge.config.daemon import ApiSection, DaemonSection
+from edgecascade.edge.config.deferred import DeferredSection
+from edgecascade.edge.config.lookup import LookupSection
+from edgecascade.edge.config.mqtt import MqttSection
+from edgecascade.edge.config.runtime import ModelSection, RuntimeSection
+from edgecascade.edge.config.telemetry import TelemetrySection
+from edgecascade.edge.config.updates import UpdatesSection
 
 
 class DeviceProfile(Section):

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from edge.config.base import ProfilePath, Section
+from edgecascade.edge.config.base import ProfilePath, Section
 
 
 class RuntimeSection(Section):

@@ -16,14 +16,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 
-from edge.agent import Agent
-from edge.config.profile import DeviceProfile
-from edge.daemon.http_server import HttpServer
-from edge.daemon.local_api import LocalApi
-from edge.daemon.metrics import AgentMetrics
-from edge.daemon.mqtt_requests import MqttRequestServer
-from edge.service import Service
-from shared.mqtt import MqttConnection, Topics
+from edgecascade.edge.agent import Agent
+from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.edge.daemon.http_server import HttpServer
+from edgecascade.edge.daemon.local_api import LocalApi
+from edgecascade.edge.daemon.metrics import AgentMetrics
+from edgecascade.edge.daemon.mqtt_requests import MqttRequestServer
+from edgecascade.edge.service import Service
+from edgecascade.shared.mqtt import MqttConnection, Topics
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Daemon:
     def build(self) -> None:
         """Create every part from the profile. Raises EdgecascadeError (bad model, bad config)
         before anything is started, so a bad profile fails fast."""
-        from edge import deferred, telemetry, updates
+        from edgecascade.edge import deferred, telemetry, updates
 
         p = self.profile
         topics = Topics(p.fleet)
@@ -225,7 +225,7 @@ def _camera_service(
     camera = getattr(profile, "camera", None)
     if camera is None or not camera.enabled:
         return None
-    from edge import sources
+    from edgecascade.edge import sources
 
     build = getattr(sources, "build")  # noqa: B009 - the camera package is optional
     service: Service | None = build(profile, agent, connection)

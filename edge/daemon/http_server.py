@@ -10,7 +10,7 @@ from typing import Any
 
 import uvicorn
 
-from shared.errors import UnavailableError
+from edgecascade.shared.errors import UnavailableError
 
 log = logging.getLogger(__name__)
 

@@ -24,12 +24,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from edge.agent import Agent
-from edge.daemon.metrics import AgentMetrics
-from edge.daemon.translate import provenance, to_cascade_requests, to_outputs
-from shared.answer import Answer
-from shared.errors import EdgecascadeError, InputError, NotFoundError, ProtocolError, UnavailableError
-from shared.v2 import EXTENSIONS, decode_infer_request, encode_infer_response
+from edgecascade.edge.agent import Agent
+from edgecascade.edge.daemon.metrics import AgentMetrics
+from edgecascade.edge.daemon.translate import provenance, to_cascade_requests, to_outputs
+from edgecascade.shared.answer import Answer
+from edgecascade.shared.errors import (
+    EdgecascadeError,
+    InputError,
+    NotFoundError,
+    ProtocolError,
+    UnavailableError,
+)
+from edgecascade.shared.v2 import EXTENSIONS, decode_infer_request, encode_infer_response
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.agent import Agent
-from edge.daemon.metrics import AgentMetrics
-from edge.daemon.translate import provenance, to_cascade_requests, to_outputs
-from shared.errors import EdgecascadeError
-from shared.mqtt import MqttConnection, Topics
-from shared.v2 import decode_infer_request, encode_infer_response
+from edgecascade.edge.agent import Agent
+from edgecascade.edge.daemon.metrics import AgentMetrics
+from edgecascade.edge.daemon.translate import provenance, to_cascade_requests, to_outputs
+from edgecascade.shared.errors import EdgecascadeError
+from edgecascade.shared.mqtt import MqttConnection, Topics
+from edgecascade.shared.v2 import decode_infer_request, encode_infer_response
 
 log = logging.getLogger(__name__)
 

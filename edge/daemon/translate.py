@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from edge.cascade import CascadeRequest
-from edge.inputs import encode_raw
-from shared.answer import Answer
-from shared.errors import InputError, ProtocolError
-from shared.features import decode_image
-from shared.model_card import ModelCard
-from shared.v2 import InferRequest
+from edgecascade.edge.cascade import CascadeRequest
+from edgecascade.edge.inputs import encode_raw
+from edgecascade.shared.answer import Answer
+from edgecascade.shared.errors import InputError, ProtocolError
+from edgecascade.shared.features import decode_image
+from edgecascade.shared.model_card import ModelCard
+from edgecascade.shared.v2 import InferRequest
 
 #: Outputs the agent can return; a request's `outputs` list picks among them.
 OUTPUTS = ("label", "class_index", "confidence", "probabilities", "source")

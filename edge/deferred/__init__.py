@@ -12,12 +12,12 @@ local API, telemetry record, cloud-answer cache). The daemon wires it in:
 
 from __future__ import annotations
 
-from edge.deferred.build import DeferredParts, build
-from edge.deferred.database import DeferredDatabase
-from edge.deferred.observer import DeferredRecorder, is_deferrable
-from edge.deferred.queue import DeferredQueue, QueuedCase
-from edge.deferred.verdicts import Verdict, VerdictStore
-from edge.deferred.worker import LateVerdictWorker
+from edgecascade.edge.deferred.build import DeferredParts, build
+from edgecascade.edge.deferred.database import DeferredDatabase
+from edgecascade.edge.deferred.observer import DeferredRecorder, is_deferrable
+from edgecascade.edge.deferred.queue import DeferredQueue, QueuedCase
+from edgecascade.edge.deferred.verdicts import Verdict, VerdictStore
+from edgecascade.edge.deferred.worker import LateVerdictWorker
 
 __all__ = [
     "DeferredDatabase",

@@ -8,21 +8,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from edge.cascade import AnswerObserver, CascadeRequest, CloudAnswerSink
-from edge.cloud_client import CloudClient, NullCloudClient
-from edge.config.profile import DeviceProfile
-from edge.deferred.database import DeferredDatabase
-from edge.deferred.observer import DeferredRecorder
-from edge.deferred.queue import DeferredQueue
-from edge.deferred.verdicts import VerdictStore
-from edge.deferred.worker import LateVerdictWorker, VerdictRecorder
-from edge.policies import Decision
-from edge.service import Service
-from shared.answer import Answer
-from shared.mqtt.topics import Topics
+from edgecascade.edge.cascade import AnswerObserver, CascadeRequest, CloudAnswerSink
+from edgecascade.edge.cloud_client import CloudClient, NullCloudClient
+from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.edge.deferred.database import DeferredDatabase
+from edgecascade.edge.deferred.observer import DeferredRecorder
+from edgecascade.edge.deferred.queue import DeferredQueue
+from edgecascade.edge.deferred.verdicts import VerdictStore
+from edgecascade.edge.deferred.worker import LateVerdictWorker, VerdictRecorder
+from edgecascade.edge.policies import Decision
+from edgecascade.edge.service import Service
+from edgecascade.shared.answer import Answer
+from edgecascade.shared.mqtt.topics import Topics
 
 if TYPE_CHECKING:
-    from shared.mqtt import MqttConnection
+    from edgecascade.shared.mqtt import MqttConnection
 
 log = logging.getLogger(__name__)
 

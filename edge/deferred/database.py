@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from shared.errors import StorageError
+from edgecascade.shared.errors import StorageError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cases (

@@ -16,12 +16,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edge.cascade import CascadeRequest
-from edge.deferred.queue import DeferredQueue, QueuedCase
-from edge.flush_loop import FlushLoop
-from edge.policies import Decision
-from shared.answer import Answer
-from shared.errors import StorageError
+from edgecascade.edge.cascade import CascadeRequest
+from edgecascade.edge.deferred.queue import DeferredQueue, QueuedCase
+from edgecascade.edge.flush_loop import FlushLoop
+from edgecascade.edge.policies import Decision
+from edgecascade.shared.answer import Answer
+from edgecascade.shared.errors import StorageError
 
 log = logging.getLogger(__name__)
 

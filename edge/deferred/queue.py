@@ -16,8 +16,8 @@ from typing import Literal
 
 import numpy as np
 
-from edge.deferred.database import DeferredDatabase, add_counter
-from edge.deferred.verdicts import Verdict
+from edgecascade.edge.deferred.database import DeferredDatabase, add_counter
+from edgecascade.edge.deferred.verdicts import Verdict
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from edge.deferred.database import DeferredDatabase, add_counter
+from edgecascade.edge.deferred.database import DeferredDatabase, add_counter
 
 log = logging.getLogger(__name__)
 

@@ -25,17 +25,23 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from edge.cascade import CascadeRequest, CloudAnswerSink
-from edge.cloud_client import CloudClient
-from edge.config.deferred import DeferredSection
-from edge.deferred.queue import DeferredQueue, QueuedCase
-from edge.deferred.verdicts import Verdict, VerdictStore, telemetry_body
-from shared.answer import Answer, ModelRef
-from shared.errors import CircuitOpenError, CloudBadResponseError, CloudError, StorageError, TransportError
-from shared.telemetry import RecordKind
+from edgecascade.edge.cascade import CascadeRequest, CloudAnswerSink
+from edgecascade.edge.cloud_client import CloudClient
+from edgecascade.edge.config.deferred import DeferredSection
+from edgecascade.edge.deferred.queue import DeferredQueue, QueuedCase
+from edgecascade.edge.deferred.verdicts import Verdict, VerdictStore, telemetry_body
+from edgecascade.shared.answer import Answer, ModelRef
+from edgecascade.shared.errors import (
+    CircuitOpenError,
+    CloudBadResponseError,
+    CloudError,
+    StorageError,
+    TransportError,
+)
+from edgecascade.shared.telemetry import RecordKind
 
 if TYPE_CHECKING:  # the shared connection is passed in; this module needs no MQTT import
-    from shared.mqtt import MqttConnection
+    from edgecascade.shared.mqtt import MqttConnection
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from edge.cascade import AnswerLookup, CloudAnswerSink
-from edge.config.profile import DeviceProfile
-from edge.lookup.answer_cache import AnswerCache, CacheStats
-from edge.lookup.table_lookup import TableLookup, TableStats
-from shared.errors import StorageError
-from shared.features.spec import ENCODING_VERSION
+from edgecascade.edge.cascade import AnswerLookup, CloudAnswerSink
+from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.edge.lookup.answer_cache import AnswerCache, CacheStats
+from edgecascade.edge.lookup.table_lookup import TableLookup, TableStats
+from edgecascade.shared.errors import StorageError
+from edgecascade.shared.features.spec import ENCODING_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def build(profile: DeviceProfile, *, encoding_version: int = ENCODING_VERSION) -
     one (table updates' `active` pointer) if any, else the previous delivered one, else
     [lookup].table. Never raises for a bad table or cache file: the agent then serves with the
     next candidate or its model alone (logged at ERROR)."""
-    from edge.updates.table_store import delivered_table
+    from edgecascade.edge.updates.table_store import delivered_table
 
     section = profile.lookup
     table = TableLookup(encoding_version=encoding_version, verify_checksum=section.verify_checksum)

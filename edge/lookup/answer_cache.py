@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.cascade import CascadeRequest
-from edge.lookup.sqlite_file import open_checked
-from shared.answer import Answer, ModelRef
-from shared.errors import InputError
-from shared.features.spec import ENCODING_VERSION
-from shared.lookup import content_key
+from edgecascade.edge.cascade import CascadeRequest
+from edgecascade.edge.lookup.sqlite_file import open_checked
+from edgecascade.shared.answer import Answer, ModelRef
+from edgecascade.shared.errors import InputError
+from edgecascade.shared.features.spec import ENCODING_VERSION
+from edgecascade.shared.lookup import content_key
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from shared.errors import StorageError
+from edgecascade.shared.errors import StorageError
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edge.cascade import CascadeRequest
-from shared.answer import Answer, ModelRef
-from shared.errors import InputError, StorageError
-from shared.features.spec import ENCODING_VERSION
-from shared.lookup import TableFile, application_key, content_key
+from edgecascade.edge.cascade import CascadeRequest
+from edgecascade.shared.answer import Answer, ModelRef
+from edgecascade.shared.errors import InputError, StorageError
+from edgecascade.shared.features.spec import ENCODING_VERSION
+from edgecascade.shared.lookup import TableFile, application_key, content_key
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edge.policies.base import EASY, Decision, EscalationPolicy
-from edge.policies.combine import AllOf, AnyOf
-from edge.policies.confidence import EntropyPolicy, MarginPolicy, MaxProbabilityPolicy
+from edgecascade.edge.policies.base import EASY, Decision, EscalationPolicy
+from edgecascade.edge.policies.combine import AllOf, AnyOf
+from edgecascade.edge.policies.confidence import EntropyPolicy, MarginPolicy, MaxProbabilityPolicy
 
 ScorePolicy = MaxProbabilityPolicy | MarginPolicy | EntropyPolicy
 

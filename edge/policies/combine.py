@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edge.policies.base import EASY, Decision, EscalationPolicy
+from edgecascade.edge.policies.base import EASY, Decision, EscalationPolicy
 
 
 class AnyOf(EscalationPolicy):

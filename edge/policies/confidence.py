@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from edge.policies.base import EASY, Decision, EscalationPolicy
+from edgecascade.edge.policies.base import EASY, Decision, EscalationPolicy
 
 
 class MaxProbabilityPolicy(EscalationPolicy):

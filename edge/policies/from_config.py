@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from edge.config.cascade import CascadeSection, PolicySpec
-from edge.policies.base import EscalationPolicy
-from edge.policies.combine import AllOf, AnyOf
-from edge.policies.confidence import EntropyPolicy, MarginPolicy, MaxProbabilityPolicy
-from edge.policies.sampling import RandomSamplePolicy
-from shared.errors import ConfigError
+from edgecascade.edge.config.cascade import CascadeSection, PolicySpec
+from edgecascade.edge.policies.base import EscalationPolicy
+from edgecascade.edge.policies.combine import AllOf, AnyOf
+from edgecascade.edge.policies.confidence import EntropyPolicy, MarginPolicy, MaxProbabilityPolicy
+from edgecascade.edge.policies.sampling import RandomSamplePolicy
+from edgecascade.shared.errors import ConfigError
 
 
 def _one(spec: PolicySpec, labels: Sequence[str]) -> EscalationPolicy:
@@ -31,7 +31,7 @@ def _one(spec: PolicySpec, labels: Sequence[str]) -> EscalationPolicy:
 def build_policy(section: CascadeSection, labels: Sequence[str], seed: int | None = None) -> EscalationPolicy:
     policies = [_one(spec, labels) for spec in section.policies]
     if section.adaptive.enabled:
-        from edge.policies.adaptive import AdaptiveThresholdPolicy
+        from edgecascade.edge.policies.adaptive import AdaptiveThresholdPolicy
 
         adaptive = section.adaptive
         assert isinstance(policies[0], MaxProbabilityPolicy | MarginPolicy | EntropyPolicy)

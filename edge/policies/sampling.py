@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 
-from edge.policies.base import EASY, Decision, EscalationPolicy
+from edgecascade.edge.policies.base import EASY, Decision, EscalationPolicy
 
 SAMPLED = Decision(True, "random agreement sample", sampled=True)
 

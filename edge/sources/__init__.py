@@ -1,8 +1,8 @@
 """Frame sources of the device daemon (camera, video file, RTSP stream) and their event sinks."""
 
-from edge.sources.camera import CameraSource
-from edge.sources.events import CameraEvent, EventSink, MemoryEventSink
-from edge.sources.wiring import build, build_camera_source, build_event_sink
+from edgecascade.edge.sources.camera import CameraSource
+from edgecascade.edge.sources.events import CameraEvent, EventSink, MemoryEventSink
+from edgecascade.edge.sources.wiring import build, build_camera_source, build_event_sink
 
 __all__ = [
     "CameraEvent",

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Literal
 import cv2
 import numpy as np
 
-from edge.cascade import Cascade, CascadeRequest
-from edge.config.camera import CameraSection
-from edge.inputs import encode_raw
-from edge.sources.backoff import Backoff
-from edge.sources.capture import (
+from edgecascade.edge.cascade import Cascade, CascadeRequest
+from edgecascade.edge.config.camera import CameraSection
+from edgecascade.edge.inputs import encode_raw
+from edgecascade.edge.sources.backoff import Backoff
+from edgecascade.edge.sources.capture import (
     ClockSampler,
     FrameSampler,
     IndexSampler,
@@ -26,10 +26,10 @@ from edge.sources.capture import (
     open_capture,
     stream_fps,
 )
-from edge.sources.events import CameraEvent, EventSink
+from edgecascade.edge.sources.events import CameraEvent, EventSink
 
 if TYPE_CHECKING:
-    from edge.agent import Agent
+    from edgecascade.edge.agent import Agent
 
 log = logging.getLogger(__name__)
 

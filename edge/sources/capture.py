@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 
 import cv2
 
-from edge.config.camera import STREAM_SCHEMES
+from edgecascade.edge.config.camera import STREAM_SCHEMES
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import logging
 
 import paho.mqtt.client as mqtt
 
-from edge.sources.events import CameraEvent
-from shared.errors import TransportError
-from shared.mqtt import MqttConnection
+from edgecascade.edge.sources.events import CameraEvent
+from edgecascade.shared.errors import TransportError
+from edgecascade.shared.mqtt import MqttConnection
 
 log = logging.getLogger(__name__)
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edge.sources.camera import CameraSource
-from edge.sources.events import EventSink, MemoryEventSink
+from edgecascade.edge.sources.camera import CameraSource
+from edgecascade.edge.sources.events import EventSink, MemoryEventSink
 
 if TYPE_CHECKING:
-    from edge.agent import Agent
-    from edge.config.profile import DeviceProfile
-    from shared.mqtt import MqttConnection
+    from edgecascade.edge.agent import Agent
+    from edgecascade.edge.config.profile import DeviceProfile
+    from edgecascade.shared.mqtt import MqttConnection
 
 
 def build_event_sink(agent: Agent, connection: MqttConnection | None, recent: int = 1000) -> EventSink:
@@ -35,8 +35,8 @@ def build(profile: DeviceProfile, agent: Agent, connection: MqttConnection | Non
 def _event_sink(profile: DeviceProfile, connection: MqttConnection | None, recent: int) -> EventSink:
     if connection is None or not profile.camera.publish_events:
         return MemoryEventSink(recent)
-    from edge.sources.mqtt_sink import MqttEventSink  # the MQTT adapter only when it is used
-    from shared.mqtt import Topics
+    from edgecascade.edge.sources.mqtt_sink import MqttEventSink  # the MQTT adapter only when it is used
+    from edgecascade.shared.mqtt import Topics
 
     topic = Topics(profile.fleet).events(profile.device_id)
     return MqttEventSink(connection, topic, qos=profile.camera.event_qos)

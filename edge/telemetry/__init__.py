@@ -8,9 +8,9 @@ and an MQTT uplink. The daemon calls `build()` and wires the results in:
 
 from __future__ import annotations
 
-from edge.telemetry.buffer import TelemetryBuffer
-from edge.telemetry.build import TelemetryParts, build
-from edge.telemetry.recorder import TelemetryRecorder
-from edge.telemetry.uplink import TelemetryUplink
+from edgecascade.edge.telemetry.buffer import TelemetryBuffer
+from edgecascade.edge.telemetry.build import TelemetryParts, build
+from edgecascade.edge.telemetry.recorder import TelemetryRecorder
+from edgecascade.edge.telemetry.uplink import TelemetryUplink
 
 __all__ = ["TelemetryBuffer", "TelemetryParts", "TelemetryRecorder", "TelemetryUplink", "build"]

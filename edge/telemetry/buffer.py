@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.errors import StorageError
-from shared.telemetry import PRIORITY, RecordKind
+from edgecascade.shared.errors import StorageError
+from edgecascade.shared.telemetry import PRIORITY, RecordKind
 
 log = logging.getLogger(__name__)
 

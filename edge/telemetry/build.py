@@ -7,15 +7,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from edge.cascade import AnswerObserver, CascadeRequest
-from edge.config.profile import DeviceProfile
-from edge.policies import Decision
-from edge.service import Service
-from edge.telemetry.buffer import TelemetryBuffer
-from edge.telemetry.recorder import TelemetryRecorder
-from edge.telemetry.uplink import TelemetryUplink
-from shared.answer import Answer
-from shared.mqtt import MqttConnection, Topics
+from edgecascade.edge.cascade import AnswerObserver, CascadeRequest
+from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.edge.policies import Decision
+from edgecascade.edge.service import Service
+from edgecascade.edge.telemetry.buffer import TelemetryBuffer
+from edgecascade.edge.telemetry.recorder import TelemetryRecorder
+from edgecascade.edge.telemetry.uplink import TelemetryUplink
+from edgecascade.shared.answer import Answer
+from edgecascade.shared.mqtt import MqttConnection, Topics
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import bisect
 import json
 import math
 
-from shared.telemetry import LATENCY_BUCKETS_MS
+from edgecascade.shared.telemetry import LATENCY_BUCKETS_MS
 
 
 class MetricsWindow:

@@ -18,15 +18,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from edge.cascade import CascadeRequest
-from edge.config.telemetry import TelemetrySection
-from edge.flush_loop import FlushLoop
-from edge.policies import Decision
-from edge.telemetry.buffer import TelemetryBuffer
-from edge.telemetry.metrics import MetricsWindow
-from shared.answer import Answer
-from shared.errors import StorageError
-from shared.telemetry import BODY_MODELS, RecordKind
+from edgecascade.edge.cascade import CascadeRequest
+from edgecascade.edge.config.telemetry import TelemetrySection
+from edgecascade.edge.flush_loop import FlushLoop
+from edgecascade.edge.policies import Decision
+from edgecascade.edge.telemetry.buffer import TelemetryBuffer
+from edgecascade.edge.telemetry.metrics import MetricsWindow
+from edgecascade.shared.answer import Answer
+from edgecascade.shared.errors import StorageError
+from edgecascade.shared.telemetry import BODY_MODELS, RecordKind
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 from paho.mqtt.client import MQTTMessageInfo
 
-from edge.config.telemetry import TelemetrySection
-from edge.telemetry.buffer import TelemetryBuffer
-from shared.errors import StorageError, TransportError
-from shared.mqtt import MqttConnection
-from shared.telemetry import PRIORITY, RecordKind, encode_batch
+from edgecascade.edge.config.telemetry import TelemetrySection
+from edgecascade.edge.telemetry.buffer import TelemetryBuffer
+from edgecascade.shared.errors import StorageError, TransportError
+from edgecascade.shared.mqtt import MqttConnection
+from edgecascade.shared.telemetry import PRIORITY, RecordKind, encode_batch
 
 log = logging.getLogger(__name__)
 

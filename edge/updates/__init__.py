@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edge.updates.health import ErrorRateWatch, HealthMonitor, HealthWatch
-from edge.updates.store import active_model, active_model_path
+from edgecascade.edge.updates.health import ErrorRateWatch, HealthMonitor, HealthWatch
+from edgecascade.edge.updates.store import active_model, active_model_path
 
 if TYPE_CHECKING:
-    from edge.cascade import Cascade
-    from edge.config.profile import DeviceProfile
-    from edge.lookup.table_lookup import TableLookup
-    from edge.model_slot import ModelSlot
-    from edge.updates.table_updater import TableUpdater
-    from edge.updates.updater import ModelUpdater
-    from shared.mqtt import MqttConnection
+    from edgecascade.edge.cascade import Cascade
+    from edgecascade.edge.config.profile import DeviceProfile
+    from edgecascade.edge.lookup.table_lookup import TableLookup
+    from edgecascade.edge.model_slot import ModelSlot
+    from edgecascade.edge.updates.table_updater import TableUpdater
+    from edgecascade.edge.updates.updater import ModelUpdater
+    from edgecascade.shared.mqtt import MqttConnection
 
 __all__ = [
     "ErrorRateWatch",
@@ -38,7 +38,7 @@ __all__ = [
 def health_monitor(profile: DeviceProfile) -> HealthMonitor:
     """The post-swap health watches: error rate (profile limits), then escalation rate, confidence,
     latency and disagreement against the previous model (manifest limits)."""
-    from edge.updates.ml_health import ml_watches
+    from edgecascade.edge.updates.ml_health import ml_watches
 
     cfg = profile.updates
     # ML-aware watches judge only when the manifest carries `health` limits.
@@ -56,8 +56,8 @@ def build(
     """The updater Service for the daemon. `slot` must hold the model at active_model_path(profile).
     With `cascade`, each model that starts serving brings its manifest's escalation thresholds
     (the profile's [cascade] policy for a model without any), applied from `start()` on."""
-    from edge.updates.thresholds import ThresholdApplier
-    from edge.updates.updater import ModelUpdater
+    from edgecascade.edge.updates.thresholds import ThresholdApplier
+    from edgecascade.edge.updates.updater import ModelUpdater
 
     updater = ModelUpdater(profile, connection, slot, health=health)
     if cascade is not None:
@@ -70,7 +70,7 @@ def build_table_updater(
 ) -> TableUpdater | None:
     """The lookup-table updater Service for the daemon (None when [updates] tables is off).
     `lookup` is the agent's TableLookup (agent.lookups.table); delivered tables swap into it."""
-    from edge.updates.table_updater import TableUpdater
+    from edgecascade.edge.updates.table_updater import TableUpdater
 
     if not profile.updates.tables:
         return None

@@ -1,6 +1,6 @@
 """Test a candidate model in a child process before the agent loads it.
 
-`python -m edge.updates.candidate_check ARTIFACT MANIFEST_JSON` loads the artifact with the real
+`python -m edgecascade.edge.updates.candidate_check ARTIFACT MANIFEST_JSON` loads the artifact with the real
 backend and runs the manifest's golden vectors; it exits 0, or 3 after printing the reason. A bad
 model can crash an interpreter outright (a segfault in native code), so the agent never loads an
 untested model in its own process: a child killed by a signal or running past the timeout means
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import EdgecascadeError, UpdateError
-from shared.manifest import Golden, Manifest
+from edgecascade.shared.errors import EdgecascadeError, UpdateError
+from edgecascade.shared.manifest import Golden, Manifest
 
 REFUSED = 3
 
@@ -36,8 +36,8 @@ def golden_mismatch(golden: Golden, run: object) -> str | None:
 
 def check_here(artifact: Path, manifest: Manifest) -> str | None:
     """Load and test in this process; returns a refusal reason or None."""
-    from edge.local_model import LocalModel
-    from shared.backends import BackendOptions
+    from edgecascade.edge.local_model import LocalModel
+    from edgecascade.shared.backends import BackendOptions
 
     try:
         model = LocalModel.load(artifact, BackendOptions(warmup_runs=1), manifest.backend)
@@ -59,7 +59,7 @@ def check_in_child(
     cmd = [
         *(python or [sys.executable]),
         "-m",
-        "edge.updates.candidate_check",
+        "edgecascade.edge.updates.candidate_check",
         str(artifact),
         str(manifest_path),
     ]
@@ -78,7 +78,7 @@ def check_in_child(
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m edge.updates.candidate_check ARTIFACT MANIFEST_JSON", file=sys.stderr)
+        print("usage: python -m edgecascade.edge.updates.candidate_check ARTIFACT MANIFEST_JSON", file=sys.stderr)
         return 2
     try:
         manifest = Manifest.model_validate_json(Path(argv[1]).read_bytes())

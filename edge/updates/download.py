@@ -12,11 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from edge.updates.staging import StagedBlob
-from edge.updates.store import Installed, sha256_file
-from edge.updates.transports import ArtifactTransport
-from shared.errors import UpdateError
-from shared.manifest import Blob, Delta
+from edgecascade.edge.updates.staging import StagedBlob
+from edgecascade.edge.updates.store import Installed, sha256_file
+from edgecascade.edge.updates.transports import ArtifactTransport
+from edgecascade.shared.errors import UpdateError
+from edgecascade.shared.manifest import Blob, Delta
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol
 
-from edge.cascade import CascadeRequest
-from edge.policies import Decision
-from shared.answer import Answer
-from shared.manifest import HealthFigure, Manifest
+from edgecascade.edge.cascade import CascadeRequest
+from edgecascade.edge.policies import Decision
+from edgecascade.shared.answer import Answer
+from edgecascade.shared.manifest import HealthFigure, Manifest
 
 log = logging.getLogger(__name__)
 

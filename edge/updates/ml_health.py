@@ -16,10 +16,10 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 
-from edge.cascade import CascadeRequest
-from edge.policies import Decision
-from shared.answer import Answer
-from shared.manifest import HealthFigure, HealthLimits, Manifest
+from edgecascade.edge.cascade import CascadeRequest
+from edgecascade.edge.policies import Decision
+from edgecascade.shared.answer import Answer
+from edgecascade.shared.manifest import HealthFigure, HealthLimits, Manifest
 
 log = logging.getLogger(__name__)
 

@@ -10,15 +10,15 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from edge.config.profile import DeviceProfile
-from edge.local_model import LocalModel, backend_options
-from edge.model_slot import ModelSlot
-from edge.updates.candidate_check import check_in_child
-from edge.updates.download import fetch_verified
-from edge.updates.store import Installed, UpdateStore
-from edge.updates.transports import ArtifactTransport
-from shared.errors import EdgecascadeError, UpdateError
-from shared.manifest import Manifest
+from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.edge.local_model import LocalModel, backend_options
+from edgecascade.edge.model_slot import ModelSlot
+from edgecascade.edge.updates.candidate_check import check_in_child
+from edgecascade.edge.updates.download import fetch_verified
+from edgecascade.edge.updates.store import Installed, UpdateStore
+from edgecascade.edge.updates.transports import ArtifactTransport
+from edgecascade.shared.errors import EdgecascadeError, UpdateError
+from edgecascade.shared.manifest import Manifest
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""`python -m edge.updates.run_device --config PROFILE`: a minimal device that only takes updates.
+"""`python -m edgecascade.edge.updates.run_device --config PROFILE`: a minimal device that only takes updates.
 
 Used by tests (kill -9 at any step) and the benchmark; the agent daemon supersedes it. It loads
 the active model, starts the updater on its own MQTT connection and runs until SIGTERM."""
@@ -10,11 +10,11 @@ import logging
 import signal
 import threading
 
-from edge.config import load_profile
-from edge.local_model import LocalModel, backend_options
-from edge.model_slot import ModelSlot
-from edge.updates import active_model_path, build, health_monitor
-from shared.mqtt import MqttConnection, Topics
+from edgecascade.edge.config import load_profile
+from edgecascade.edge.local_model import LocalModel, backend_options
+from edgecascade.edge.model_slot import ModelSlot
+from edgecascade.edge.updates import active_model_path, build, health_monitor
+from edgecascade.shared.mqtt import MqttConnection, Topics
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,10 +8,10 @@ from typing import Generic, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.config.profile import DeviceProfile
-from shared.errors import UpdateError
-from shared.manifest import Manifest
-from shared.table_manifest import TableManifest
+from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.shared.errors import UpdateError
+from edgecascade.shared.manifest import Manifest
+from edgecascade.shared.table_manifest import TableManifest
 
 M = TypeVar("M", Manifest, TableManifest)
 

@@ -12,7 +12,7 @@ import os
 import threading
 from pathlib import Path
 
-from shared.manifest import Blob
+from edgecascade.shared.manifest import Blob
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.config.profile import DeviceProfile
-from edge.local_model import resolve_artifact
-from shared.errors import ModelLoadError, StorageError
-from shared.manifest import Manifest
+from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.edge.local_model import resolve_artifact
+from edgecascade.shared.errors import ModelLoadError, StorageError
+from edgecascade.shared.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +213,8 @@ def models_root(profile: DeviceProfile) -> Path:
 
 def factory_model(profile: DeviceProfile) -> Installed:
     path = resolve_artifact(profile.model.path, list(profile.runtime.backend_preference))
-    from shared.backends.registry import backend_name_for
-    from shared.model_card import ModelCard
+    from edgecascade.shared.backends.registry import backend_name_for
+    from edgecascade.shared.model_card import ModelCard
 
     # Report the artifact's own problems (format, absence) before its card's.
     backend_name_for(path, profile.model.backend)

@@ -19,14 +19,14 @@ from typing import Any, Generic, Protocol, TypeVar
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel
 
-from edge.config.profile import DeviceProfile
-from edge.updates.download import Report
-from edge.updates.selection import M, ManifestBook
-from edge.updates.store import VersionStore
-from edge.updates.transports import ArtifactTransport, HttpRangeTransport, MqttChunkTransport
-from shared.errors import UpdateError
-from shared.manifest import UpdateState, load_public_key
-from shared.mqtt import MqttConnection, Topics
+from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.edge.updates.download import Report
+from edgecascade.edge.updates.selection import M, ManifestBook
+from edgecascade.edge.updates.store import VersionStore
+from edgecascade.edge.updates.transports import ArtifactTransport, HttpRangeTransport, MqttChunkTransport
+from edgecascade.shared.errors import UpdateError
+from edgecascade.shared.manifest import UpdateState, load_public_key
+from edgecascade.shared.mqtt import MqttConnection, Topics
 
 log = logging.getLogger(__name__)
 

@@ -8,14 +8,14 @@ import logging
 import threading
 from collections.abc import Callable
 
-from edge.lookup.table_lookup import TableLookup
-from edge.updates.download import Report, fetch_verified
-from edge.updates.store import Installed
-from edge.updates.table_store import TableStore
-from edge.updates.transports import ArtifactTransport
-from shared.errors import StorageError, UpdateError
-from shared.lookup import TableFile
-from shared.table_manifest import TableManifest
+from edgecascade.edge.lookup.table_lookup import TableLookup
+from edgecascade.edge.updates.download import Report, fetch_verified
+from edgecascade.edge.updates.store import Installed
+from edgecascade.edge.updates.table_store import TableStore
+from edgecascade.edge.updates.transports import ArtifactTransport
+from edgecascade.shared.errors import StorageError, UpdateError
+from edgecascade.shared.lookup import TableFile
+from edgecascade.shared.table_manifest import TableManifest
 
 log = logging.getLogger(__name__)
 

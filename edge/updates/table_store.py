@@ -14,9 +14,9 @@ import logging
 import shutil
 from pathlib import Path
 
-from edge.config.profile import DeviceProfile
-from edge.updates.store import Installed, VersionStore, sha256_file
-from shared.table_manifest import TableManifest
+from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.edge.updates.store import Installed, VersionStore, sha256_file
+from edgecascade.shared.table_manifest import TableManifest
 
 log = logging.getLogger(__name__)
 

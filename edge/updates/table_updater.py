@@ -9,16 +9,16 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from edge.config.profile import DeviceProfile
-from edge.lookup.table_lookup import TableLookup
-from edge.updates.selection import ManifestBook, check_table_manifest
-from edge.updates.subscriber import ManifestSubscriber
-from edge.updates.table_pipeline import TablePipeline
-from edge.updates.table_store import TableStore, tables_root
 from edgecascade import __version__
-from shared.manifest import UpdateState
-from shared.mqtt import MqttConnection
-from shared.table_manifest import TableManifest, TableStatus
+from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.edge.lookup.table_lookup import TableLookup
+from edgecascade.edge.updates.selection import ManifestBook, check_table_manifest
+from edgecascade.edge.updates.subscriber import ManifestSubscriber
+from edgecascade.edge.updates.table_pipeline import TablePipeline
+from edgecascade.edge.updates.table_store import TableStore, tables_root
+from edgecascade.shared.manifest import UpdateState
+from edgecascade.shared.mqtt import MqttConnection
+from edgecascade.shared.table_manifest import TableManifest, TableStatus
 
 
 class TableUpdater(ManifestSubscriber[TableManifest]):

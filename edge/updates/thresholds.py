@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import logging
 
-from edge.cascade import Cascade
-from edge.config.cascade import CascadeSection, PolicySpec
-from edge.policies.from_config import build_policy
-from shared.manifest import Manifest
+from edgecascade.edge.cascade import Cascade
+from edgecascade.edge.config.cascade import CascadeSection, PolicySpec
+from edgecascade.edge.policies.from_config import build_policy
+from edgecascade.shared.manifest import Manifest
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from typing import Protocol
 
 import paho.mqtt.client as mqtt
 
-from edge.updates.staging import StagedBlob
-from shared.errors import TransportError, UpdateError
-from shared.mqtt import MqttConnection
+from edgecascade.edge.updates.staging import StagedBlob
+from edgecascade.shared.errors import TransportError, UpdateError
+from edgecascade.shared.mqtt import MqttConnection
 
 log = logging.getLogger(__name__)
 

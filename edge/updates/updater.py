@@ -11,17 +11,17 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from edge.config.profile import DeviceProfile
-from edge.model_slot import ModelSlot
-from edge.updates.health import HealthMonitor
-from edge.updates.pipeline import UpdatePipeline
-from edge.updates.selection import ManifestBook, check_manifest
-from edge.updates.store import Installed, UpdateStore, active_model, models_root
-from edge.updates.subscriber import ManifestSubscriber, profile_public_key_text
 from edgecascade import __version__
-from shared.errors import EdgecascadeError, UpdateError
-from shared.manifest import Manifest, UpdateState, UpdateStatus
-from shared.mqtt import MqttConnection
+from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.edge.model_slot import ModelSlot
+from edgecascade.edge.updates.health import HealthMonitor
+from edgecascade.edge.updates.pipeline import UpdatePipeline
+from edgecascade.edge.updates.selection import ManifestBook, check_manifest
+from edgecascade.edge.updates.store import Installed, UpdateStore, active_model, models_root
+from edgecascade.edge.updates.subscriber import ManifestSubscriber, profile_public_key_text
+from edgecascade.shared.errors import EdgecascadeError, UpdateError
+from edgecascade.shared.manifest import Manifest, UpdateState, UpdateStatus
+from edgecascade.shared.mqtt import MqttConnection
 
 log = logging.getLogger(__name__)
 

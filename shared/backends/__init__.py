@@ -1,7 +1,7 @@
 """Model backends: one small interface (`ModelBackend`), one short module per runtime."""
 
-from shared.backends.base import BackendOptions, ModelBackend, Signature, TensorSpec
-from shared.backends.registry import SUPPORTED_EXTENSIONS, load_backend
+from edgecascade.shared.backends.base import BackendOptions, ModelBackend, Signature, TensorSpec
+from edgecascade.shared.backends.registry import SUPPORTED_EXTENSIONS, load_backend
 
 __all__ = [
     "BackendOptions",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import SignatureMismatchError
+from edgecascade.shared.errors import SignatureMismatchError
 
 
 @dataclass(frozen=True)

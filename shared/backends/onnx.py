@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from shared.backends.base import BackendOptions, ModelBackend, Signature, TensorSpec
-from shared.backends.quantization import Dequantizer, Quantizer
-from shared.errors import ModelLoadError, UnsupportedModelError
+from edgecascade.shared.backends.base import BackendOptions, ModelBackend, Signature, TensorSpec
+from edgecascade.shared.backends.quantization import Dequantizer, Quantizer
+from edgecascade.shared.errors import ModelLoadError, UnsupportedModelError
 
 log = logging.getLogger(__name__)
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from shared.backends.base import BackendOptions, ModelBackend
-from shared.errors import ModelLoadError, UnsupportedModelError
+from edgecascade.shared.backends.base import BackendOptions, ModelBackend
+from edgecascade.shared.errors import ModelLoadError, UnsupportedModelError
 
 BACKENDS: dict[str, str] = {
-    "tflite": "shared.backends.tflite:TFLiteBackend",
-    "onnx": "shared.backends.onnx:OnnxBackend",
+    "tflite": "edgecascade.shared.backends.tflite:TFLiteBackend",
+    "onnx": "edgecascade.shared.backends.onnx:OnnxBackend",
 }
 
 EXTENSIONS: dict[str, str] = {".tflite": "tflite", ".onnx": "onnx"}

@@ -1,9 +1,9 @@
 """Feature encoding shared by training (tools/) and serving (edge/, cloud/): one function per
 input kind, so the tensors a model sees in production are the ones it was trained on."""
 
-from shared.features.image import decode_image, encode_image
-from shared.features.spec import ENCODING_VERSION, FeatureSpec, ImageEncoding, VectorEncoding
-from shared.features.vector import encode_vector
+from edgecascade.shared.features.image import decode_image, encode_image
+from edgecascade.shared.features.spec import ENCODING_VERSION, FeatureSpec, ImageEncoding, VectorEncoding
+from edgecascade.shared.features.vector import encode_vector
 
 __all__ = [
     "ENCODING_VERSION",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from shared.errors import InputError
-from shared.features.spec import ImageEncoding
+from edgecascade.shared.errors import InputError
+from edgecascade.shared.features.spec import ImageEncoding
 
 _INTERPOLATION = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.errors import InputError
-from shared.features.spec import VectorEncoding
+from edgecascade.shared.errors import InputError
+from edgecascade.shared.features.spec import VectorEncoding
 
 
 def encode_vector(values: np.ndarray | list[float], enc: VectorEncoding) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Lookup keys and the on-disk table format, shared by the table builder (tools/) and the
 device's reader (edge/lookup/)."""
 
-from shared.lookup.keys import KEY_BYTES, KeyScheme, application_key, content_key
-from shared.lookup.table_file import TableFile, TableMeta, write_table
+from edgecascade.shared.lookup.keys import KEY_BYTES, KeyScheme, application_key, content_key
+from edgecascade.shared.lookup.table_file import TableFile, TableMeta, write_table
 
 __all__ = [
     "KEY_BYTES",

@@ -25,8 +25,8 @@ from typing import Literal
 
 import numpy as np
 
-from shared.errors import InputError
-from shared.features.spec import ENCODING_VERSION
+from edgecascade.shared.errors import InputError
+from edgecascade.shared.features.spec import ENCODING_VERSION
 
 KeyScheme = Literal["content", "application"]
 

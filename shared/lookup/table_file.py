@@ -30,8 +30,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.errors import InputError, StorageError
-from shared.lookup.keys import KEY_BYTES, KeyScheme
+from edgecascade.shared.errors import InputError, StorageError
+from edgecascade.shared.lookup.keys import KEY_BYTES, KeyScheme
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from shared.errors import TransportError
+from edgecascade.shared.errors import TransportError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The Open Inference Protocol (KServe V2) REST messages, defined once for the cloud server,
 the device's cloud client and the device's local HTTP API. No web framework imports."""
 
-from shared.v2.codec import (
+from edgecascade.shared.v2.codec import (
     BINARY_TYPE,
     HEADER_LENGTH,
     JSON_TYPE,
@@ -13,8 +13,8 @@ from shared.v2.codec import (
     encode_infer_request,
     encode_infer_response,
 )
-from shared.v2.datatypes import DATATYPES, datatype_of
-from shared.v2.schema import (
+from edgecascade.shared.v2.datatypes import DATATYPES, datatype_of
+from edgecascade.shared.v2.schema import (
     EXTENSIONS,
     SCHEMA_VERSION,
     ErrorBody,

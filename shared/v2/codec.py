@@ -15,10 +15,10 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from shared.errors import ProtocolError
-from shared.v2.datatypes import DATATYPES, datatype_of, from_raw, to_raw
-from shared.v2.json_data import from_json_data, to_json_data
-from shared.v2.schema import InferRequestWire, InferResponseWire, TensorWire
+from edgecascade.shared.errors import ProtocolError
+from edgecascade.shared.v2.datatypes import DATATYPES, datatype_of, from_raw, to_raw
+from edgecascade.shared.v2.json_data import from_json_data, to_json_data
+from edgecascade.shared.v2.schema import InferRequestWire, InferResponseWire, TensorWire
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _HEADER_LENGTH_LOWER = HEADER_LENGTH.lower()

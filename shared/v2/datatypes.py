@@ -7,7 +7,7 @@ import struct
 
 import numpy as np
 
-from shared.errors import ProtocolError
+from edgecascade.shared.errors import ProtocolError
 
 #: Every Open Inference Protocol datatype and the numpy dtype that holds it. BYTES is an
 #: object array whose elements are `bytes`.

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from shared.errors import ProtocolError
-from shared.v2.datatypes import DATATYPES, as_bytes_element, element_count
+from edgecascade.shared.errors import ProtocolError
+from edgecascade.shared.v2.datatypes import DATATYPES, as_bytes_element, element_count
 
 # Which kinds of JSON-parsed arrays each target kind accepts: JSON has no int/float split
 # for floats' sake (1 is a valid FP32), but a float is never a valid INT and a bool never a number.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud.repository import ModelSettings, add_version, seed_demo_repository
+from edgecascade.cloud.repository import ModelSettings, add_version, seed_demo_repository
 
 TOKENS_TOML = """
 store-1 = "tok-store-1"

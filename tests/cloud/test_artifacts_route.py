@@ -7,7 +7,7 @@ from pathlib import Path
 
 import requests
 
-from cloud.artifacts import place_artifact
+from edgecascade.cloud.artifacts import place_artifact
 from tests.support.cloud_server import cloud_server
 
 

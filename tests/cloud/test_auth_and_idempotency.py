@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cloud.auth import TokenAuthenticator, load_grants
-from cloud.idempotency import IdempotencyCache
-from shared.errors import AuthError, ConfigError
+from edgecascade.cloud.auth import TokenAuthenticator, load_grants
+from edgecascade.cloud.idempotency import IdempotencyCache
+from edgecascade.shared.errors import AuthError, ConfigError
 
 
 def test_tokens_from_file_and_env(tokens_file: Path) -> None:

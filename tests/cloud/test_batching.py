@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cloud.batching import AdaptiveBatcher
-from shared.backends import load_backend
-from shared.errors import ModelError, UnavailableError
+from edgecascade.cloud.batching import AdaptiveBatcher
+from edgecascade.shared.backends import load_backend
+from edgecascade.shared.errors import ModelError, UnavailableError
 
 
 def test_concurrent_requests_share_one_batch_and_get_their_own_rows(models_dir: Path, digits_split) -> None:  # type: ignore[no-untyped-def]

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cloud.repository import scan_repository, seed_demo_repository, version_key
-from shared.errors import ConfigError
-from shared.model_card import ModelCard
+from edgecascade.cloud.repository import scan_repository, seed_demo_repository, version_key
+from edgecascade.shared.errors import ConfigError
+from edgecascade.shared.model_card import ModelCard
 
 
 def test_demo_repository_layout(tmp_path: Path, models_dir: Path) -> None:

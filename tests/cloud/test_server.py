@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import requests
 
-from shared.backends import load_backend
-from shared.v2 import HEADER_LENGTH, decode_infer_response, encode_infer_request
+from edgecascade.shared.backends import load_backend
+from edgecascade.shared.v2 import HEADER_LENGTH, decode_infer_response, encode_infer_request
 from tests.support.cloud_server import CloudServer
 
 STORE = {"Authorization": "Bearer tok-store-1"}

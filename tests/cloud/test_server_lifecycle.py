@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from edgecascade.cli import main
-from shared.errors import ProtocolError
-from shared.v2 import decode_infer_response, encode_infer_request
+from edgecascade.shared.errors import ProtocolError
+from edgecascade.shared.v2 import decode_infer_response, encode_infer_request
 from tests.support.cloud_server import CloudServer
 from tests.support.faulty_proxy import FaultyProxy
 

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from edge.cascade import Cascade, CascadeRequest
-from edge.cloud_client.in_process import InProcessCloudClient
-from edge.config.cascade import CascadeSection
-from edge.local_model import LocalModel
-from edge.model_slot import ModelSlot
-from edge.policies import AnyOf, MaxProbabilityPolicy
-from edge.policies.adaptive import AdaptiveThresholdPolicy, find_adaptive
-from edge.policies.from_config import build_policy
-from shared.backends import BackendOptions
-from tools.datasets import LABELS
-from tools.drift_data import DriftStream, Segment, drift_stream
+from edgecascade.edge.cascade import Cascade, CascadeRequest
+from edgecascade.edge.cloud_client.in_process import InProcessCloudClient
+from edgecascade.edge.config.cascade import CascadeSection
+from edgecascade.edge.local_model import LocalModel
+from edgecascade.edge.model_slot import ModelSlot
+from edgecascade.edge.policies import AnyOf, MaxProbabilityPolicy
+from edgecascade.edge.policies.adaptive import AdaptiveThresholdPolicy, find_adaptive
+from edgecascade.edge.policies.from_config import build_policy
+from edgecascade.shared.backends import BackendOptions
+from edgecascade.tools.datasets import LABELS
+from edgecascade.tools.drift_data import DriftStream, Segment, drift_stream
 
 MODELS = Path(__file__).parents[1] / "fixtures" / "models"
 WINDOW = 200
@@ -155,7 +155,7 @@ def test_profile_section_validation_and_sampling_wrap() -> None:
 
 
 def test_entropy_kind_uses_its_own_direction(edge: LocalModel, digits_split: tuple) -> None:
-    from edge.policies import EntropyPolicy
+    from edgecascade.edge.policies import EntropyPolicy
 
     _, held = digits_split
     probs = edge.probabilities(np.concatenate([held.features] * 2))

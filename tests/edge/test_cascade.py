@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.cascade import Cascade, CascadeRequest
-from edge.cloud_client import CloudAnswer, CloudClient, NullCloudClient
-from edge.cloud_client.in_process import InProcessCloudClient
-from edge.escalation_budget import EscalationBudget
-from edge.local_model import LocalModel
-from edge.model_slot import ModelSlot
-from edge.policies import AnyOf, MaxProbabilityPolicy, RandomSamplePolicy
-from shared.backends import BackendOptions
-from shared.errors import CircuitOpenError, CloudAuthError
+from edgecascade.edge.cascade import Cascade, CascadeRequest
+from edgecascade.edge.cloud_client import CloudAnswer, CloudClient, NullCloudClient
+from edgecascade.edge.cloud_client.in_process import InProcessCloudClient
+from edgecascade.edge.escalation_budget import EscalationBudget
+from edgecascade.edge.local_model import LocalModel
+from edgecascade.edge.model_slot import ModelSlot
+from edgecascade.edge.policies import AnyOf, MaxProbabilityPolicy, RandomSamplePolicy
+from edgecascade.shared.backends import BackendOptions
+from edgecascade.shared.errors import CircuitOpenError, CloudAuthError
 
 
 @pytest.fixture

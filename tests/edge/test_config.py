@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import load_profile
-from edge.local_model import resolve_artifact
-from shared.errors import ConfigError
+from edgecascade.edge.config import load_profile
+from edgecascade.edge.local_model import resolve_artifact
+from edgecascade.shared.errors import ConfigError
 
 FIRMWARE = Path(__file__).parent.parent.parent / "firmware-configs"
 PROFILES = sorted(FIRMWARE.glob("*.toml"))

@@ -3,11 +3,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.config.cascade import CascadeSection, PolicySpec
-from edge.escalation_budget import EscalationBudget
-from edge.policies import AllOf, AnyOf, EntropyPolicy, MarginPolicy, MaxProbabilityPolicy, RandomSamplePolicy
-from edge.policies.from_config import build_policy
-from shared.errors import ConfigError
+from edgecascade.edge.config.cascade import CascadeSection, PolicySpec
+from edgecascade.edge.escalation_budget import EscalationBudget
+from edgecascade.edge.policies import (
+    AllOf,
+    AnyOf,
+    EntropyPolicy,
+    MarginPolicy,
+    MaxProbabilityPolicy,
+    RandomSamplePolicy,
+)
+from edgecascade.edge.policies.from_config import build_policy
+from edgecascade.shared.errors import ConfigError
 
 SURE = np.array([0.97, 0.01, 0.01, 0.01])
 SPLIT = np.array([0.48, 0.46, 0.03, 0.03])

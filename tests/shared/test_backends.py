@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.backends import load_backend
-from shared.errors import ModelLoadError, SignatureMismatchError, UnsupportedModelError
-from shared.model_card import ModelCard
+from edgecascade.shared.backends import load_backend
+from edgecascade.shared.errors import ModelLoadError, SignatureMismatchError, UnsupportedModelError
+from edgecascade.shared.model_card import ModelCard
 
 EDGE_ARTIFACTS = ["digits_edge_int8.tflite", "digits_edge_int8.onnx", "digits_edge_fp32.onnx"]
 

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from shared.errors import InputError
-from shared.features import ImageEncoding, decode_image, encode_image
-from tools.datasets import DIGITS_FEATURES, encode_images
+from edgecascade.shared.errors import InputError
+from edgecascade.shared.features import ImageEncoding, decode_image, encode_image
+from edgecascade.tools.datasets import DIGITS_FEATURES, encode_images
 
 
 def test_training_path_equals_serving_path(digits_split) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.errors import InputError
-from shared.lookup import application_key, content_key
+from edgecascade.shared.errors import InputError
+from edgecascade.shared.lookup import application_key, content_key
 
 ROW = np.arange(64, dtype=np.float32) / np.float32(255)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.errors import InputError
-from shared.lookup import TableFile, write_table
+from edgecascade.shared.errors import InputError
+from edgecascade.shared.lookup import TableFile, write_table
 
 
 def _write(path: Path, keys: np.ndarray, probs: np.ndarray, **extra: object) -> None:

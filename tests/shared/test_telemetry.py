@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from shared.errors import ProtocolError
-from shared.telemetry import PRIORITY, SCHEMA_VERSION, RecordKind, decode_batch, encode_batch
+from edgecascade.shared.errors import ProtocolError
+from edgecascade.shared.telemetry import PRIORITY, SCHEMA_VERSION, RecordKind, decode_batch, encode_batch
 
 INFERENCE = json.dumps(
     {"model": "m", "model_version": "1", "source": "edge", "confidence": 0.9, "label": "3",

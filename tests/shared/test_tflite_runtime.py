@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.backends import BackendOptions, load_backend
-from shared.model_card import ModelCard
+from edgecascade.shared.backends import BackendOptions, load_backend
+from edgecascade.shared.model_card import ModelCard
 
 pytestmark = pytest.mark.tflite_runtime
 

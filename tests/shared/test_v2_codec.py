@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from shared.errors import ProtocolError
-from shared.v2 import (
+from edgecascade.shared.errors import ProtocolError
+from edgecascade.shared.v2 import (
     DATATYPES,
     HEADER_LENGTH,
     RequestedOutput,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from tools.mqtt_broker import free_port
+from edgecascade.tools.mqtt_broker import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

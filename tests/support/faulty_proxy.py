@@ -12,7 +12,7 @@ import struct
 import threading
 import time
 
-from tools.mqtt_broker import free_port
+from edgecascade.tools.mqtt_broker import free_port
 
 MODES = ("pass", "delay", "http_500", "garbage", "reset", "blackhole")
 _CANNED = {

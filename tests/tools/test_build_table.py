@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from edgecascade.cli import main
-from shared.lookup import TableFile, application_key, content_key
-from tools.build_table import CloudModelRunner
+from edgecascade.shared.lookup import TableFile, application_key, content_key
+from edgecascade.tools.build_table import CloudModelRunner
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""tools.make_video: real files OpenCV reads back; lossless codecs give the exact digits."""
+"""edgecascade.tools.make_video: real files OpenCV reads back; lossless codecs give the exact digits."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from shared.errors import EdgecascadeError
-from tools.make_video import read_labels, write_digits_video
+from edgecascade.shared.errors import EdgecascadeError
+from edgecascade.tools.make_video import read_labels, write_digits_video
 
 REPO = Path(__file__).parents[2]
 
@@ -64,7 +64,7 @@ def test_bad_arguments_are_named(tmp_path: Path) -> None:
 def test_command_line(tmp_path: Path) -> None:
     out = tmp_path / "all.mkv"
     result = subprocess.run(
-        [sys.executable, "-m", "tools.make_video", str(out), "--fps", "20", "--scale", "2"],
+        [sys.executable, "-m", "edgecascade.tools.make_video", str(out), "--fps", "20", "--scale", "2"],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edge.config import load_profile
-from tools.tune import curve, pick, write_policy
+from edgecascade.edge.config import load_profile
+from edgecascade.tools.tune import curve, pick, write_policy
 
 REPO = Path(__file__).parent.parent.parent
 

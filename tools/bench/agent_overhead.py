@@ -1,7 +1,7 @@
 """What the agent adds over the bare interpreter call, for both backends, on the same model
 and inputs, in one run; and the peak RSS of a process running the agent with the demo model.
 
-    python -m tools.bench.agent_overhead [--calls 20000]
+    python -m edgecascade.tools.bench.agent_overhead [--calls 20000]
 
 Bare call: the runtime's own API with an input already in the model's dtype (TFLite:
 set_tensor/invoke/get_tensor; ONNX Runtime: session.run). Agent call: Agent.predict() on a
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.bench.stats import summary, time_calls
+from edgecascade.tools.bench.stats import summary, time_calls
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "tests" / "fixtures" / "models"
@@ -70,9 +70,9 @@ def bare_onnx(features: np.ndarray) -> Callable[[], object]:
 
 
 def measure(calls: int, tmp: Path) -> list[dict[str, object]]:
-    from edge.agent import Agent
-    from edge.config import load_profile
-    from tools.datasets import load_split
+    from edgecascade.edge.agent import Agent
+    from edgecascade.edge.config import load_profile
+    from edgecascade.tools.datasets import load_split
 
     _, held = load_split()
     row = held.features[0]
@@ -112,8 +112,8 @@ def measure(calls: int, tmp: Path) -> list[dict[str, object]]:
 RSS_CHILD = """
 import sys
 import numpy as np
-from edge.agent import Agent
-from edge.config import load_profile
+from edgecascade.edge.agent import Agent
+from edgecascade.edge.config import load_profile
 agent = Agent.from_profile(load_profile(sys.argv[1], environ={}))
 rows = np.random.default_rng(0).random((2000, 64), dtype=np.float32)
 for row in rows:

@@ -1,7 +1,7 @@
 """Camera-source throughput with the demo model: frames a second through source -> encode ->
 cascade -> event, against the bare decode rate of the same file, in one run.
 
-    python -m tools.bench.camera_fps [--repeat 4] [--rounds 5] [--scale 8] [--mqtt]
+    python -m edgecascade.tools.bench.camera_fps [--repeat 4] [--rounds 5] [--scale 8] [--mqtt]
 
 The video is the held-out digits (tools.make_video, FFV1, lossless) repeated `--repeat` times.
 Bare: cv2.VideoCapture.read() of every frame. Pipeline: CameraSource sampling every frame
@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.sources.events import CameraEvent, MemoryEventSink
+from edgecascade.edge.sources.events import CameraEvent, MemoryEventSink
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "tests" / "fixtures" / "models" / "digits_edge_int8.tflite"
@@ -54,7 +54,7 @@ def bare_decode_fps(video: Path) -> float:
 
 
 def pipeline_fps(agent: object, sink: LatencySink, expected: int) -> float:
-    from edge.sources import CameraSource
+    from edgecascade.edge.sources import CameraSource
 
     source = CameraSource.from_agent(agent, sink)  # type: ignore[arg-type]
     start = time.perf_counter()
@@ -79,10 +79,10 @@ def main() -> int:
     parser.add_argument("--mqtt", action="store_true", help="publish events to a local Mosquitto")
     args = parser.parse_args()
 
-    from edge.agent import Agent
-    from edge.config import load_profile
-    from tools.datasets import load_split
-    from tools.make_video import write_digits_video
+    from edgecascade.edge.agent import Agent
+    from edgecascade.edge.config import load_profile
+    from edgecascade.tools.datasets import load_split
+    from edgecascade.tools.make_video import write_digits_video
 
     _, held = load_split()
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -104,9 +104,9 @@ def main() -> int:
         agent = Agent.from_profile(load_profile(profile, environ={}))
         broker, connection, inner = None, None, None
         if args.mqtt:
-            from edge.sources.mqtt_sink import MqttEventSink
-            from shared.mqtt import MqttConnection, MqttSettings, Topics
-            from tools.mqtt_broker import BrokerProcess
+            from edgecascade.edge.sources.mqtt_sink import MqttEventSink
+            from edgecascade.shared.mqtt import MqttConnection, MqttSettings, Topics
+            from edgecascade.tools.mqtt_broker import BrokerProcess
 
             broker = BrokerProcess(workdir=tmp).start()
             connection = MqttConnection(MqttSettings(port=broker.port, client_id="bench-camera"))

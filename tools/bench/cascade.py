@@ -1,6 +1,6 @@
 """Cascade quality and end-to-end latency on the real held-out digits.
 
-    python -m tools.bench.cascade
+    python -m edgecascade.tools.bench.cascade
 
 1. Quality: edge-only, cloud-only and cascade accuracy and escalation rate, with the threshold
    the profiles ship (0.68, chosen by `edgecascade models tune` on the validation split).
@@ -27,10 +27,10 @@ THRESHOLD = 0.68
 
 
 def quality() -> None:
-    from edge.cloud_client.in_process import InProcessCloudClient
-    from edge.local_model import LocalModel
-    from shared.backends import BackendOptions
-    from tools.datasets import load_split
+    from edgecascade.edge.cloud_client.in_process import InProcessCloudClient
+    from edgecascade.edge.local_model import LocalModel
+    from edgecascade.shared.backends import BackendOptions
+    from edgecascade.tools.datasets import load_split
 
     _, held = load_split()
     for artifact in ("digits_edge_int8.tflite", "digits_edge_int8.onnx"):
@@ -56,10 +56,10 @@ def _free_port() -> int:
 
 
 def latency(repeats: int) -> None:
-    from cloud.repository import seed_demo_repository
-    from edge.agent import Agent
-    from edge.config import load_profile
-    from tools.datasets import load_split
+    from edgecascade.cloud.repository import seed_demo_repository
+    from edgecascade.edge.agent import Agent
+    from edgecascade.edge.config import load_profile
+    from edgecascade.tools.datasets import load_split
 
     _, held = load_split()
     with tempfile.TemporaryDirectory() as tmp:

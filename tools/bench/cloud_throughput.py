@@ -1,7 +1,7 @@
 """Cloud API throughput with 32 concurrent clients: our server unbatched vs batched, and Seldon
 MLServer 1.7.1 (own venv, a small onnxruntime runtime) on the same models and JSON requests.
 
-    python -m tools.bench.cloud_throughput [--seconds 4] [--clients 32] [--hidden 4096]
+    python -m edgecascade.tools.bench.cloud_throughput [--seconds 4] [--clients 32] [--hidden 4096]
 
 Models: the demo `digits-cloud` (tiny: per-request overhead dominates) and `digits-wide`
 (tools/bench/wide_model.py: compute dominates, so batching pays). Each configuration is a model
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from cloud.repository import ModelSettings, add_version
-from tools.mqtt_broker import free_port
+from edgecascade.cloud.repository import ModelSettings, add_version
+from edgecascade.tools.mqtt_broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MLSERVER_VENV = ROOT / ".venv-mlserver"
@@ -98,7 +98,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 90.0)
 
 
 def build_models(work: Path, hidden: int) -> dict[str, Path]:
-    from tools.bench.wide_model import build_wide_model
+    from edgecascade.tools.bench.wide_model import build_wide_model
 
     wide = work / "digits_wide.onnx"
     accuracy = build_wide_model(wide, hidden=hidden)
@@ -163,7 +163,7 @@ def ensure_mlserver() -> Path | None:
 
 
 def body_for(rows: np.ndarray) -> bytes:
-    from shared.v2 import encode_infer_request
+    from edgecascade.shared.v2 import encode_infer_request
 
     body, _ = encode_infer_request({"input": rows}, binary=False, binary_outputs=False)
     return body
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-mlserver", action="store_true", help="measure our server only")
     args = parser.parse_args(argv)
 
-    from tools.datasets import load_split
+    from edgecascade.tools.datasets import load_split
 
     body = body_for(load_split()[1].features[:1])
     results: dict[tuple[str, str], dict[str, float]] = {}

@@ -1,6 +1,6 @@
 """The daemon's local HTTP API against the in-process call, on the same model and inputs.
 
-    python -m tools.bench.daemon_api [--requests 3000] [--rounds 5]
+    python -m edgecascade.tools.bench.daemon_api [--requests 3000] [--rounds 5]
 
 Measures, in one run: the in-process Agent.predict(), back to back and at the HTTP round
 trip's cadence; the same request through the running daemon's V2 HTTP API (one keep-alive
@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from shared.v2 import encode_infer_request
-from tools.bench.stats import summary, time_calls
+from edgecascade.shared.v2 import encode_infer_request
+from edgecascade.tools.bench.stats import summary, time_calls
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "tests" / "fixtures" / "models" / "digits_edge_int8.tflite"
@@ -147,9 +147,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=3000, help="calls per measurement (default 3000)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds they are split into")
     args = parser.parse_args()
-    from edge.agent import Agent
-    from edge.config import load_profile
-    from tools.datasets import load_split
+    from edgecascade.edge.agent import Agent
+    from edgecascade.edge.config import load_profile
+    from edgecascade.tools.datasets import load_split
 
     _, held = load_split()
     row = held.features[0]

@@ -1,6 +1,6 @@
 """Deferred escalation on the hot path: what the cascade pays per answer for the observer.
 
-    python -m tools.bench.deferred_observer [--cases 20000]
+    python -m edgecascade.tools.bench.deferred_observer [--cases 20000]
 
 Three figures against a do-nothing observer measured in the same run: a routine answer
 (not deferrable: one check), a degraded hard case (deque append of the case), and the
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.cascade import CascadeRequest
-from edge.deferred import DeferredDatabase, DeferredQueue, DeferredRecorder, QueuedCase
-from shared.answer import Answer, ModelRef
-from tools.bench.stats import summary, time_calls
+from edgecascade.edge.cascade import CascadeRequest
+from edgecascade.edge.deferred import DeferredDatabase, DeferredQueue, DeferredRecorder, QueuedCase
+from edgecascade.shared.answer import Answer, ModelRef
+from edgecascade.tools.bench.stats import summary, time_calls
 
 EDGE = ModelRef("digits-edge", "1.0.0")
 ROUTINE = Answer(label="3", class_index=3, confidence=0.93, source="edge", edge_model=EDGE, request_id="r1")

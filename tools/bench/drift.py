@@ -1,6 +1,6 @@
 """Escalation rate under drift: the tuned static threshold against the adaptive controller.
 
-    python -m tools.bench.drift [--target 0.10] [--repeats 3] [--window 200] [--png drift.png]
+    python -m edgecascade.tools.bench.drift [--target 0.10] [--repeats 3] [--window 200] [--png drift.png]
 
 Real parts: the int8 edge TFLite model, the cloud SVC in process, the real cascade, and a
 stream of the held-out digits that drifts (clean, blurred, noisy, clean; tools/drift_data.py).
@@ -16,16 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.cascade import Cascade, CascadeRequest
-from edge.cloud_client.in_process import InProcessCloudClient
-from edge.local_model import LocalModel
-from edge.model_slot import ModelSlot
-from edge.policies import EscalationPolicy, MaxProbabilityPolicy
-from edge.policies.adaptive import AdaptiveThresholdPolicy
-from shared.backends import BackendOptions
-from tools.bench.stats import summary, time_calls
-from tools.datasets import load_split
-from tools.drift_data import DriftStream, drift_stream
+from edgecascade.edge.cascade import Cascade, CascadeRequest
+from edgecascade.edge.cloud_client.in_process import InProcessCloudClient
+from edgecascade.edge.local_model import LocalModel
+from edgecascade.edge.model_slot import ModelSlot
+from edgecascade.edge.policies import EscalationPolicy, MaxProbabilityPolicy
+from edgecascade.edge.policies.adaptive import AdaptiveThresholdPolicy
+from edgecascade.shared.backends import BackendOptions
+from edgecascade.tools.bench.stats import summary, time_calls
+from edgecascade.tools.datasets import load_split
+from edgecascade.tools.drift_data import DriftStream, drift_stream
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "tests" / "fixtures" / "models"

@@ -1,7 +1,7 @@
 """Lookup tables and the cloud-answer cache: hit latency against the edge model's, open time
 and resident memory of a 1M-entry table, and the cascade's effect on a Zipf stream.
 
-    python -m tools.bench.lookup [--entries 1000000] [--requests 20000]
+    python -m edgecascade.tools.bench.lookup [--entries 1000000] [--requests 20000]
 
 The 1M-entry table is synthetic (random keys and outputs, plus the content keys of the 540
 held-out digits so hits are real requests): only the lookup structure is measured there. The
@@ -21,17 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.cascade import Cascade, CascadeRequest
-from edge.cloud_client.in_process import InProcessCloudClient
-from edge.local_model import LocalModel
-from edge.lookup import AnswerCache, TableLookup
-from edge.model_slot import ModelSlot
-from edge.policies import MaxProbabilityPolicy
-from shared.backends import BackendOptions
-from shared.lookup import content_key, write_table
-from tools.bench.stats import summary, time_calls
-from tools.build_table import TableInputs, build_table
-from tools.datasets import load_split
+from edgecascade.edge.cascade import Cascade, CascadeRequest
+from edgecascade.edge.cloud_client.in_process import InProcessCloudClient
+from edgecascade.edge.local_model import LocalModel
+from edgecascade.edge.lookup import AnswerCache, TableLookup
+from edgecascade.edge.model_slot import ModelSlot
+from edgecascade.edge.policies import MaxProbabilityPolicy
+from edgecascade.shared.backends import BackendOptions
+from edgecascade.shared.lookup import content_key, write_table
+from edgecascade.tools.bench.stats import summary, time_calls
+from edgecascade.tools.build_table import TableInputs, build_table
+from edgecascade.tools.datasets import load_split
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "tests" / "fixtures" / "models"
@@ -40,7 +40,7 @@ MODELS = REPO / "tests" / "fixtures" / "models"
 _OPEN_PROBE = """
 import json, sys, time
 import numpy as np
-from shared.lookup import TableFile
+from edgecascade.shared.lookup import TableFile
 def rss(field='VmRSS'):
     for line in open('/proc/self/status'):
         if line.startswith(field):
@@ -104,7 +104,7 @@ def bench_cache(tmp: Path, held: np.ndarray) -> None:
     rng = np.random.default_rng(2)
     rows = np.concatenate([held, rng.random((10_000 - len(held), held.shape[1]), dtype=np.float32)])
     probs = cloud.probabilities(rows)
-    from shared.answer import Answer
+    from edgecascade.shared.answer import Answer
 
     for r, p in zip(rows, probs, strict=True):
         top = int(p.argmax())

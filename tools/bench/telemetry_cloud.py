@@ -1,7 +1,7 @@
 """Telemetry to the cloud: backlog drain rate through Mosquitto, and ingestion rate into SQLite
 and PostgreSQL.
 
-    python -m tools.bench.telemetry_cloud [--records 20000] [--pg postgresql://postgres@127.0.0.1/test]
+    python -m edgecascade.tools.bench.telemetry_cloud [--records 20000] [--pg postgresql://postgres@127.0.0.1/test]
 
 Drain: a device buffer filled while offline is sent through a real Mosquitto on a free port
 to a real ingester (SQLite) until every record is stored, with the default rate cap and
@@ -17,15 +17,15 @@ import time
 import uuid
 from pathlib import Path
 
-from cloud.ingest.ingester import Ingester, PersistentMqttConnection
-from cloud.ingest.sqlite_store import SqliteStore
-from cloud.ingest.store import TelemetryStore
-from edge.config.telemetry import TelemetrySection
-from edge.telemetry.buffer import TelemetryBuffer
-from edge.telemetry.uplink import TelemetryUplink
-from shared.mqtt import MqttConnection, MqttSettings, Topics
-from shared.telemetry import decode_batch, encode_batch
-from tools.mqtt_broker import BrokerProcess
+from edgecascade.cloud.ingest.ingester import Ingester, PersistentMqttConnection
+from edgecascade.cloud.ingest.sqlite_store import SqliteStore
+from edgecascade.cloud.ingest.store import TelemetryStore
+from edgecascade.edge.config.telemetry import TelemetrySection
+from edgecascade.edge.telemetry.buffer import TelemetryBuffer
+from edgecascade.edge.telemetry.uplink import TelemetryUplink
+from edgecascade.shared.mqtt import MqttConnection, MqttSettings, Topics
+from edgecascade.shared.telemetry import decode_batch, encode_batch
+from edgecascade.tools.mqtt_broker import BrokerProcess
 
 BODY = json.dumps(
     {"model": "digits-edge", "model_version": "1", "source": "edge", "confidence": 0.93, "label": "3",
@@ -94,7 +94,7 @@ def main() -> None:
     print(f"ingest SQLite: {batched:,.0f} records/s in batches of 200; {single:,.0f}/s one per batch "
           f"(ratio {batched / single:.1f}x)")  # fmt: skip
     try:
-        from cloud.ingest.postgres_store import PostgresStore
+        from edgecascade.cloud.ingest.postgres_store import PostgresStore
 
         schema = f"ec_bench_{uuid.uuid4().hex[:8]}"
         pg = PostgresStore(args.pg, table_schema=schema)

@@ -1,6 +1,6 @@
 """Device telemetry: added cost per inference on the hot path, and durable records per second.
 
-    python -m tools.bench.telemetry_device [--records 100000]
+    python -m edgecascade.tools.bench.telemetry_device [--records 100000]
 
 Hot path: the observer call the cascade makes after every answer, against a do-nothing
 observer in the same run. Durable rate: answers through the observer until the writer has
@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.cascade import CascadeRequest
-from edge.config.telemetry import TelemetrySection
-from edge.telemetry.buffer import TelemetryBuffer
-from edge.telemetry.recorder import TelemetryRecorder
-from shared.answer import Answer, ModelRef
-from tools.bench.stats import summary, time_calls
+from edgecascade.edge.cascade import CascadeRequest
+from edgecascade.edge.config.telemetry import TelemetrySection
+from edgecascade.edge.telemetry.buffer import TelemetryBuffer
+from edgecascade.edge.telemetry.recorder import TelemetryRecorder
+from edgecascade.shared.answer import Answer, ModelRef
+from edgecascade.tools.bench.stats import summary, time_calls
 
 ANSWER = Answer(label="3", class_index=3, confidence=0.93, source="edge", edge_model=ModelRef("digits-edge", "1"),
                 latency_ms=0.21, request_id="r1")  # fmt: skip

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.model_card import ModelCard, TensorCard
-from tools.bench.wide_model import build_wide_model
+from edgecascade.shared.model_card import ModelCard, TensorCard
+from edgecascade.tools.bench.wide_model import build_wide_model
 
 REPO = Path(__file__).resolve().parents[2]
 FACTORY = REPO / "tests" / "fixtures" / "models" / "digits_edge_fp32.onnx"
@@ -70,7 +70,7 @@ def refit_readout(src: Path, dst_dir: Path, version: str, ridge: float = 3.0) ->
     import onnx
     from onnx import numpy_helper
 
-    from tools.datasets import load_split
+    from edgecascade.tools.datasets import load_split
 
     model = onnx.load(str(src))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}

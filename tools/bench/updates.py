@@ -2,7 +2,7 @@
 the artifact route under uvicorn (its own process), and N agents (each its own MQTT connection,
 model slot and updater, in this process; every candidate is tested in a child process).
 
-    python -m tools.bench.updates [--agents 50] [--sizes 1,20] [--routes mqtt,http] [--swaps 8]
+    python -m edgecascade.tools.bench.updates [--agents 50] [--sizes 1,20] [--routes mqtt,http] [--swaps 8]
 
 1. Time from publishing until all N agents report `active`, per model size and route (a full
    update: download, verify, test in a child, load, swap). The baseline is the 1 MiB MQTT push.
@@ -28,22 +28,22 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud.fleet.manager import FleetManager
-from cloud.fleet.manifest_builder import build_manifest
-from edge.config.profile import DeviceProfile
-from edge.local_model import LocalModel, backend_options
-from edge.model_slot import ModelSlot
-from edge.updates import active_model_path, build
-from edge.updates.updater import ModelUpdater
-from shared.manifest import public_key_b64
-from shared.mqtt import MqttConnection, MqttSettings, Topics
-from tools.bench.update_models import FACTORY, nudge_all, refit_readout, sized_model, with_version
-from tools.mqtt_broker import BrokerProcess, free_port, wait_for_port
+from edgecascade.cloud.fleet.manager import FleetManager
+from edgecascade.cloud.fleet.manifest_builder import build_manifest
+from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.edge.local_model import LocalModel, backend_options
+from edgecascade.edge.model_slot import ModelSlot
+from edgecascade.edge.updates import active_model_path, build
+from edgecascade.edge.updates.updater import ModelUpdater
+from edgecascade.shared.manifest import public_key_b64
+from edgecascade.shared.mqtt import MqttConnection, MqttSettings, Topics
+from edgecascade.tools.bench.update_models import FACTORY, nudge_all, refit_readout, sized_model, with_version
+from edgecascade.tools.mqtt_broker import BrokerProcess, free_port, wait_for_port
 
 FLEET = "bench"
 _SERVE = (
     "import sys, uvicorn; from pathlib import Path; from starlette.applications import Starlette;"
-    "from cloud.artifacts import artifact_routes;"
+    "from edgecascade.cloud.artifacts import artifact_routes;"
     "uvicorn.run(Starlette(routes=artifact_routes(Path(sys.argv[1]))), host='127.0.0.1',"
     " port=int(sys.argv[2]), log_level='warning', lifespan='off', ws='none')"
 )
@@ -182,7 +182,7 @@ def delta_sizes(args: argparse.Namespace, work: Path) -> None:
 def _load(
     cascade: object, rows: np.ndarray, stop: threading.Event, lat: list[float], errors: list[str]
 ) -> None:
-    from edge.cascade import Cascade, CascadeRequest
+    from edgecascade.edge.cascade import Cascade, CascadeRequest
 
     assert isinstance(cascade, Cascade)
     i = 0
@@ -199,9 +199,9 @@ def _load(
 
 
 def swap_under_load(args: argparse.Namespace, work: Path, port: int, key: Ed25519PrivateKey) -> None:
-    from edge.cascade import Cascade
-    from edge.policies import MaxProbabilityPolicy
-    from tools.datasets import load_split
+    from edgecascade.edge.cascade import Cascade
+    from edgecascade.edge.policies import MaxProbabilityPolicy
+    from edgecascade.tools.datasets import load_split
 
     rows = load_split()[1].features.astype(np.float32)
     conn = MqttConnection(MqttSettings(port=port, client_id="bench-fleet-swaps"))

@@ -14,7 +14,7 @@ def build_wide_model(path: Path, hidden: int = 2048, seed: int = 0) -> float:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from tools.datasets import load_split
+    from edgecascade.tools.datasets import load_split
 
     train, heldout = load_split()
     rng = np.random.default_rng(seed)

@@ -36,7 +36,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tools.demo.scenario import Scenario
+    from edgecascade.tools.demo.scenario import Scenario
 
     broker = None if args.broker == "auto" else args.broker
     return Scenario(args.workdir, seconds=args.seconds, rate=args.rate, broker=broker).run()

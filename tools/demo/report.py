@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from tools.demo.traffic import Recorder, Sample
+from edgecascade.tools.demo.traffic import Recorder, Sample
 
 
 @dataclass

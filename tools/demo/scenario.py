@@ -10,11 +10,11 @@ from pathlib import Path
 
 import requests
 
-from edge.config.profile import DeviceProfile
-from tools.demo.processes import REPO, Child
-from tools.demo.report import Outage, report
-from tools.demo.traffic import MqttListener, Recorder, stream_http
-from tools.mqtt_broker import BrokerProcess, free_port
+from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.tools.demo.processes import REPO, Child
+from edgecascade.tools.demo.report import Outage, report
+from edgecascade.tools.demo.traffic import MqttListener, Recorder, stream_http
+from edgecascade.tools.mqtt_broker import BrokerProcess, free_port
 
 FLEET = "demo"
 
@@ -72,7 +72,7 @@ class Scenario:
         return child.start((lambda: _http_ok(ready_url)) if ready_url else None)
 
     def _run(self) -> int:
-        from tools.demo.setup import prepare
+        from edgecascade.tools.demo.setup import prepare
 
         (self.work / "logs").mkdir(parents=True, exist_ok=True)
         say(f"working in {self.work}")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tools.datasets import Split
+from edgecascade.tools.datasets import Split
 
 MODELS = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "models"
 UPDATE_VERSION = "1.1.0"
@@ -33,7 +33,7 @@ class Prepared:
         self, device: str, api_port: int, broker_port: int, protocol: int, cloud_url: str, *, camera: bool
     ) -> dict[str, str]:
         """Environment overrides that turn a shipped device profile into a demo device."""
-        from tools.demo.scenario import profile_fields
+        from edgecascade.tools.demo.scenario import profile_fields
 
         env = {
             "EDGECASCADE_DEVICE_ID": device,
@@ -97,8 +97,8 @@ class Prepared:
         """Per device: records produced (the buffer's last sequence number), delivered (stored
         once in the cloud), still buffered on the device (not lost: sent on the next start),
         dropped by the buffer's bounds (counted), and lost (must be zero)."""
-        from cloud.ingest import open_store
-        from edge.telemetry.buffer import TelemetryBuffer
+        from edgecascade.cloud.ingest import open_store
+        from edgecascade.edge.telemetry.buffer import TelemetryBuffer
 
         store = open_store(str(self.telemetry_store))
         totals: dict[str, dict[str, int]] = {}
@@ -135,13 +135,13 @@ class Prepared:
 
 
 def prepare(work: Path, say: Callable[[str], None]) -> Prepared:
-    from cloud.repository import seed_demo_repository
-    from shared.manifest import public_key_b64, save_private_key
-    from tools.datasets import load_split
-    from tools.make_video import write_digits_video
+    from edgecascade.cloud.repository import seed_demo_repository
+    from edgecascade.shared.manifest import public_key_b64, save_private_key
+    from edgecascade.tools.datasets import load_split
+    from edgecascade.tools.make_video import write_digits_video
 
     if not (MODELS / "digits_edge_int8.tflite").exists():
-        from tools.build_demo import build_demo
+        from edgecascade.tools.build_demo import build_demo
 
         say("building the demo models (first run)")
         build_demo(MODELS)
@@ -179,9 +179,9 @@ def build_update_model(out: Path, say: Callable[[str], None]) -> Path:
 
     from sklearn.neural_network import MLPClassifier
 
-    from tools.build_demo import EDGE_ALPHA, EDGE_HIDDEN, evaluate, write_card
-    from tools.datasets import load_split
-    from tools.onnx_export import mlp_to_onnx, quantize_onnx_int8
+    from edgecascade.tools.build_demo import EDGE_ALPHA, EDGE_HIDDEN, evaluate, write_card
+    from edgecascade.tools.datasets import load_split
+    from edgecascade.tools.onnx_export import mlp_to_onnx, quantize_onnx_int8
 
     out.mkdir(parents=True, exist_ok=True)
     train, held = load_split()

@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import requests
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from shared.v2 import decode_infer_response, encode_infer_request
+from edgecascade.shared.v2 import decode_infer_response, encode_infer_request
 
 
 @dataclass

@@ -13,8 +13,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from shared.mqtt import MqttConnection, MqttSettings, Topics
-from tools.mqtt_broker import BrokerProcess
+from edgecascade.shared.mqtt import MqttConnection, MqttSettings, Topics
+from edgecascade.tools.mqtt_broker import BrokerProcess
 
 CONFIGS = Path(__file__).parents[3] / "firmware-configs" / "mosquitto"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from edgecascade.cli import main
-from shared.manifest import load_private_key
+from edgecascade.shared.manifest import load_private_key
+from edgecascade.tools.mqtt_broker import BrokerProcess
 from tests.edge.updates.helpers import FLEET, Device, make_profile, wait_until
-from tools.mqtt_broker import BrokerProcess
 
 
 def test_fleet_cli_push_canary_promote_status_rollback(

@@ -6,11 +6,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cloud.ingest.ingester import Ingester, PersistentMqttConnection
-from cloud.ingest.sqlite_store import SqliteStore
-from shared.mqtt import MqttSettings
+from edgecascade.cloud.ingest.ingester import Ingester, PersistentMqttConnection
+from edgecascade.cloud.ingest.sqlite_store import SqliteStore
+from edgecascade.shared.mqtt import MqttSettings
+from edgecascade.tools.mqtt_broker import BrokerProcess
 from tests.conftest import MODELS
-from tools.mqtt_broker import BrokerProcess
 
 FLEET = "t"
 

@@ -15,15 +15,15 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-import edge.telemetry
-from cloud.ingest.sqlite_store import SqliteStore
-from edge.agent import Agent
-from edge.config import load_profile
-from shared.mqtt import MqttConnection, Topics
-from shared.telemetry import RecordKind, encode_batch
+from edgecascade.cloud.ingest.sqlite_store import SqliteStore
+from edgecascade.edge import telemetry as edge_telemetry
+from edgecascade.edge.agent import Agent
+from edgecascade.edge.config import load_profile
+from edgecascade.shared.mqtt import MqttConnection, Topics
+from edgecascade.shared.telemetry import RecordKind, encode_batch
+from edgecascade.tools.mqtt_broker import BrokerProcess
 from tests.cloud.ingest.support import FLEET, persistent_broker, start_ingester, wait_for, write_profile
 from tests.conftest import REPO
-from tools.mqtt_broker import BrokerProcess
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ class Device:
         self.agent = Agent.from_profile(self.profile)
         presence = Topics(FLEET).presence(self.profile.device_id)
         self.connection = MqttConnection(self.profile.mqtt.settings(self.profile.device_id, presence))
-        self.parts = edge.telemetry.build(self.profile, self.connection)
+        self.parts = edge_telemetry.build(self.profile, self.connection)
         assert self.parts.recorder is not None and self.parts.buffer is not None
         self.recorder = self.parts.recorder
         self.buffer = self.parts.buffer

@@ -10,11 +10,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cloud.ingest.postgres_store import PostgresStore
-from cloud.ingest.sqlite_store import SqliteStore
-from cloud.ingest.store import TelemetryStore
 from edgecascade.cli import main
-from shared.telemetry import RecordKind, decode_batch, encode_batch
+from edgecascade.cloud.ingest.postgres_store import PostgresStore
+from edgecascade.cloud.ingest.sqlite_store import SqliteStore
+from edgecascade.cloud.ingest.store import TelemetryStore
+from edgecascade.shared.telemetry import RecordKind, decode_batch, encode_batch
 
 PG_URLS = ["postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test"]
 

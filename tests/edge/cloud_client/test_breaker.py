@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge.cloud_client.breaker import CircuitBreaker
-from shared.errors import CircuitOpenError
+from edgecascade.edge.cloud_client.breaker import CircuitBreaker
+from edgecascade.shared.errors import CircuitOpenError
 
 
 class Clock:

@@ -10,15 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cloud.repository import seed_demo_repository
-from edge.cascade import Cascade, CascadeRequest
-from edge.cloud_client.v2_http import V2HttpCloudClient
-from edge.config.cascade import CloudSection
-from edge.local_model import LocalModel
-from edge.model_slot import ModelSlot
-from edge.policies import MaxProbabilityPolicy
-from shared.backends import BackendOptions
-from shared.errors import CircuitOpenError, CloudAuthError, CloudBadResponseError, CloudUnreachableError
+from edgecascade.cloud.repository import seed_demo_repository
+from edgecascade.edge.cascade import Cascade, CascadeRequest
+from edgecascade.edge.cloud_client.v2_http import V2HttpCloudClient
+from edgecascade.edge.config.cascade import CloudSection
+from edgecascade.edge.local_model import LocalModel
+from edgecascade.edge.model_slot import ModelSlot
+from edgecascade.edge.policies import MaxProbabilityPolicy
+from edgecascade.shared.backends import BackendOptions
+from edgecascade.shared.errors import (
+    CircuitOpenError,
+    CloudAuthError,
+    CloudBadResponseError,
+    CloudUnreachableError,
+)
 from tests.support.cloud_server import CloudServer
 from tests.support.faulty_proxy import FaultyProxy
 
@@ -33,7 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterat
 
 @pytest.fixture(scope="module")
 def cloud_reference(models_dir: Path, digits_split) -> np.ndarray:
-    from shared.backends import load_backend
+    from edgecascade.shared.backends import load_backend
 
     _, held = digits_split
     backend = load_backend(models_dir / "digits_cloud.onnx")

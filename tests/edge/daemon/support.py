@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from tools.mqtt_broker import free_port
+from edgecascade.tools.mqtt_broker import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 MODELS = REPO / "tests" / "fixtures" / "models"

@@ -20,11 +20,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from cloud.repository import seed_demo_repository
-from shared.v2 import decode_infer_response, encode_infer_request
+from edgecascade.cloud.repository import seed_demo_repository
+from edgecascade.shared.v2 import decode_infer_response, encode_infer_request
+from edgecascade.tools.mqtt_broker import BrokerProcess, free_port
 from tests.edge.daemon.support import DaemonProcess, write_profile
 from tests.support.cloud_server import CloudServer
-from tools.mqtt_broker import BrokerProcess, free_port
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +254,7 @@ def test_backpressure_503_with_retry_after_and_bounded_memory(
 
 
 def test_video_file_source_publishes_events(tmp_path: Path, broker: BrokerProcess, digits_split) -> None:
-    from tools.make_video import write_digits_video
+    from edgecascade.tools.make_video import write_digits_video
 
     _, held = digits_split
     video = tmp_path / "digits.avi"

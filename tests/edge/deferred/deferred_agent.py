@@ -20,7 +20,7 @@ import threading
 
 import numpy as np
 
-from edge.cloud_client import CloudAnswer, CloudClient
+from edgecascade.edge.cloud_client import CloudAnswer, CloudClient
 
 
 class KillAfterAnswers(CloudClient):
@@ -47,15 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-after-answers", type=int, default=0)
     args = parser.parse_args(argv)
 
+    from edgecascade.tools.datasets import load_split
     from tests.edge.deferred.support import Device
-    from tools.datasets import load_split
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     worker_cloud = None
     if args.kill_after_answers:
-        from edge.agent import build_cloud_client
-        from edge.config import load_profile
+        from edgecascade.edge.agent import build_cloud_client
+        from edgecascade.edge.config import load_profile
 
         worker_cloud = KillAfterAnswers(
             build_cloud_client(load_profile(args.config)), args.kill_after_answers

@@ -87,8 +87,8 @@ def _toml(value: object) -> str:
 
 def edge_confidence(features: np.ndarray) -> np.ndarray:
     """The edge model's top probability per row."""
-    from edge.local_model import LocalModel
-    from shared.backends import BackendOptions
+    from edgecascade.edge.local_model import LocalModel
+    from edgecascade.shared.backends import BackendOptions
 
     model = LocalModel.load(MODELS / "digits_edge_int8.tflite", BackendOptions())
     try:
@@ -158,11 +158,11 @@ class Device:
     `worker_cloud` replaces the cloud client the late-verdict worker uses (default: the cascade's)."""
 
     def __init__(self, profile_path: str | Path, worker_cloud: Any = None) -> None:
-        import edge.deferred
-        import edge.telemetry
-        from edge.agent import Agent
-        from edge.config import load_profile
-        from shared.mqtt import MqttConnection, Topics
+        from edgecascade.edge import deferred as edge_deferred
+        from edgecascade.edge import telemetry as edge_telemetry
+        from edgecascade.edge.agent import Agent
+        from edgecascade.edge.config import load_profile
+        from edgecascade.shared.mqtt import MqttConnection, Topics
 
         self.profile = load_profile(profile_path)
         self.agent = Agent.from_profile(self.profile)
@@ -170,9 +170,9 @@ class Device:
         if self.profile.mqtt.enabled:
             presence = Topics(self.profile.fleet).presence(self.profile.device_id)
             self.connection = MqttConnection(self.profile.mqtt.settings(self.profile.device_id, presence))
-        self.telemetry = edge.telemetry.build(self.profile, None)
+        self.telemetry = edge_telemetry.build(self.profile, None)
         assert self.agent.lookups is not None
-        self.deferred = edge.deferred.build(
+        self.deferred = edge_deferred.build(
             self.profile,
             worker_cloud or self.agent.cascade.cloud,
             self.connection,

@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cloud.repository import seed_demo_repository
-from edge.cascade import CascadeRequest
-from shared.backends import load_backend
-from shared.mqtt import Topics
-from shared.telemetry import BODY_MODELS, RecordKind
+from edgecascade.cloud.repository import seed_demo_repository
+from edgecascade.edge.cascade import CascadeRequest
+from edgecascade.shared.backends import load_backend
+from edgecascade.shared.mqtt import Topics
+from edgecascade.shared.telemetry import BODY_MODELS, RecordKind
+from edgecascade.tools.mqtt_broker import BrokerProcess
 from tests.conftest import MODELS
 from tests.edge.deferred.support import (
     FLEET,
@@ -30,7 +31,6 @@ from tests.edge.deferred.support import (
     wait_for,
     write_profile,
 )
-from tools.mqtt_broker import BrokerProcess
 
 INFERENCES = "edgecascade_cloud_inferences"
 
@@ -170,8 +170,8 @@ def test_rate_limit_and_most_uncertain_first(tmp_path: Path, cloud: SwitchableCl
         mqtt_port=None,
         deferred={"rate_per_s": rate, "order": "most_uncertain"},
     )
-    from edge.agent import build_cloud_client
-    from edge.config import load_profile
+    from edgecascade.edge.agent import build_cloud_client
+    from edgecascade.edge.config import load_profile
 
     sends = RecordingCloud(build_cloud_client(load_profile(profile)))
     device = Device(profile, worker_cloud=sends)

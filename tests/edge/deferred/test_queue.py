@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import edge.deferred
-from edge.cloud_client import NullCloudClient
-from edge.config.profile import DeviceProfile
-from edge.deferred import DeferredDatabase, DeferredQueue, QueuedCase, Verdict, VerdictStore
+from edgecascade.edge import deferred as edge_deferred
+from edgecascade.edge.cloud_client import NullCloudClient
+from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.edge.deferred import DeferredDatabase, DeferredQueue, QueuedCase, Verdict, VerdictStore
 from tests.conftest import MODELS
 
 
@@ -116,7 +116,7 @@ def test_build_without_deferral_is_a_do_nothing(tmp_path: Path, section: dict[st
         }
     )
     # Switched off, or no cloud to defer to: nothing is opened or started.
-    parts = edge.deferred.build(profile, NullCloudClient(), None, None, None)
+    parts = edge_deferred.build(profile, NullCloudClient(), None, None, None)
     assert parts.services == [] and parts.verdicts is None
     assert parts.counters() == {"queued": 0, "sent": 0, "verdicts": 0, "pending_publish": 0, "dropped": 0}
     assert not (tmp_path / "deferred.sqlite3").exists()

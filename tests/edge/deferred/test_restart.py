@@ -11,8 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from cloud.repository import seed_demo_repository
-from shared.mqtt import Topics
+from edgecascade.cloud.repository import seed_demo_repository
+from edgecascade.shared.mqtt import Topics
+from edgecascade.tools.mqtt_broker import BrokerProcess
 from tests.conftest import MODELS, REPO
 from tests.edge.deferred.support import (
     FLEET,
@@ -22,7 +23,6 @@ from tests.edge.deferred.support import (
     wait_for,
     write_profile,
 )
-from tools.mqtt_broker import BrokerProcess
 
 
 def _spawn(profile: Path, *args: str) -> subprocess.Popen[str]:

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.cloud_client import CloudAnswer
-from edge.cloud_client.in_process import InProcessCloudClient
-from edge.local_model import LocalModel
-from shared.backends import BackendOptions
-from shared.errors import CloudUnreachableError
-from tools.build_table import TableInputs, build_table
+from edgecascade.edge.cloud_client import CloudAnswer
+from edgecascade.edge.cloud_client.in_process import InProcessCloudClient
+from edgecascade.edge.local_model import LocalModel
+from edgecascade.shared.backends import BackendOptions
+from edgecascade.shared.errors import CloudUnreachableError
+from edgecascade.tools.build_table import TableInputs, build_table
 
 
 class CountingModel(LocalModel):

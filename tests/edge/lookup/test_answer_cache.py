@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.cascade import Cascade, CascadeRequest
-from edge.lookup import AnswerCache
-from edge.model_slot import ModelSlot
-from edge.policies import MaxProbabilityPolicy
-from shared.answer import Answer, ModelRef
+from edgecascade.edge.cascade import Cascade, CascadeRequest
+from edgecascade.edge.lookup import AnswerCache
+from edgecascade.edge.model_slot import ModelSlot
+from edgecascade.edge.policies import MaxProbabilityPolicy
+from edgecascade.shared.answer import Answer, ModelRef
 from tests.edge.lookup.conftest import CountingModel, CuttableCloud
 
 TTL = 100.0
@@ -175,7 +175,7 @@ def test_corrupt_database_is_moved_aside_and_rebuilt(
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2] + bytes(4096) + data[len(data) // 2 + 4096 :])
     damaged = path.read_bytes()
-    with caplog.at_level(logging.WARNING, logger="edge.lookup.sqlite_file"):
+    with caplog.at_level(logging.WARNING, logger="edgecascade.edge.lookup.sqlite_file"):
         cache = open_cache()
     assert "is corrupt" in caplog.text and "moved it to" in caplog.text
     aside = [p for p in tmp_path.iterdir() if ".corrupt-" in p.name and not p.name.endswith(("-wal", "-shm"))]

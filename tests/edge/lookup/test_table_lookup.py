@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.cascade import Cascade, CascadeRequest
-from edge.config import DeviceProfile
-from edge.lookup import TableLookup, build
-from edge.model_slot import ModelSlot
-from edge.policies import MaxProbabilityPolicy
-from shared.errors import StorageError
-from shared.lookup import TableFile, write_table
+from edgecascade.edge.cascade import Cascade, CascadeRequest
+from edgecascade.edge.config import DeviceProfile
+from edgecascade.edge.lookup import TableLookup, build
+from edgecascade.edge.model_slot import ModelSlot
+from edgecascade.edge.policies import MaxProbabilityPolicy
+from edgecascade.shared.errors import StorageError
+from edgecascade.shared.lookup import TableFile, write_table
+from edgecascade.tools.build_table import TableInputs, build_table
 from tests.edge.lookup.conftest import CountingModel, CuttableCloud
-from tools.build_table import TableInputs, build_table
 
 
 def test_table_hits_answer_without_model_or_cloud(
@@ -175,7 +175,7 @@ def test_agent_with_a_corrupt_factory_table_serves_with_its_model(
             "lookup": {"table": str(bad)},
         }
     )
-    with caplog.at_level(logging.ERROR, logger="edge.lookup.table_lookup"):
+    with caplog.at_level(logging.ERROR, logger="edgecascade.edge.lookup.table_lookup"):
         parts = build(profile)
     assert "lookup table refused" in caplog.text and "checksum mismatch" in caplog.text
     assert parts.table.version is None and parts.stats()["table_load_failures"] == 1

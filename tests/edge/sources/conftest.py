@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.agent import Agent
-from edge.config import load_profile
-from tools.make_video import write_digits_video
+from edgecascade.edge.agent import Agent
+from edgecascade.edge.config import load_profile
+from edgecascade.tools.make_video import write_digits_video
 
 MODEL = Path(__file__).parents[2] / "fixtures" / "models" / "digits_edge_int8.tflite"
 

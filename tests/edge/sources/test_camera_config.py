@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import load_profile
-from edge.sources.capture import SourceSpec
-from shared.errors import ConfigError
+from edgecascade.edge.config import load_profile
+from edgecascade.edge.sources.capture import SourceSpec
+from edgecascade.shared.errors import ConfigError
 
 
 def _profile(tmp_path: Path, camera: str) -> Path:

@@ -11,12 +11,18 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.sources import CameraSource, MemoryEventSink, build, build_camera_source, build_event_sink
-from edge.sources.mqtt_sink import MqttEventSink
-from shared.mqtt import MqttConnection, MqttSettings, Topics
+from edgecascade.edge.sources import (
+    CameraSource,
+    MemoryEventSink,
+    build,
+    build_camera_source,
+    build_event_sink,
+)
+from edgecascade.edge.sources.mqtt_sink import MqttEventSink
+from edgecascade.shared.mqtt import MqttConnection, MqttSettings, Topics
+from edgecascade.tools.make_video import read_labels
+from edgecascade.tools.mqtt_broker import BrokerProcess
 from tests.edge.sources.conftest import AgentFactory, VideoFactory
-from tools.make_video import read_labels
-from tools.mqtt_broker import BrokerProcess
 
 
 class Subscriber:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.sources import CameraEvent, CameraSource, MemoryEventSink
-from edge.sources.backoff import Backoff
+from edgecascade.edge.sources import CameraEvent, CameraSource, MemoryEventSink
+from edgecascade.edge.sources.backoff import Backoff
+from edgecascade.tools.make_video import read_labels
 from tests.edge.sources.conftest import AgentFactory, VideoFactory
-from tools.make_video import read_labels
 
 
 class SlowSink(MemoryEventSink):

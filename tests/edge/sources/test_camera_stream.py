@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.sources import CameraSource, MemoryEventSink
+from edgecascade.edge.sources import CameraSource, MemoryEventSink
 from tests.edge.sources.conftest import AgentFactory, VideoFactory
 
 
@@ -64,7 +64,7 @@ def test_cut_stream_is_reopened_with_backoff(
     sink = MemoryEventSink()
     source = CameraSource.from_agent(agent, sink)
     assert source.spec.kind == "stream" and source.drop_when_full
-    caplog.set_level(logging.INFO, logger="edge.sources.camera")
+    caplog.set_level(logging.INFO, logger="edgecascade.edge.sources.camera")
     source.start()
     try:
         deadline = time.monotonic() + 15

@@ -23,11 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    import edge.telemetry
-    from edge.agent import Agent
-    from edge.config import load_profile
-    from shared.mqtt import MqttConnection, Topics
-    from tools.datasets import load_split
+    from edgecascade.edge import telemetry as edge_telemetry
+    from edgecascade.edge.agent import Agent
+    from edgecascade.edge.config import load_profile
+    from edgecascade.shared.mqtt import MqttConnection, Topics
+    from edgecascade.tools.datasets import load_split
 
     profile = load_profile(args.config)
     agent = Agent.from_profile(profile)
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if profile.mqtt.enabled:
         presence = Topics(profile.fleet).presence(profile.device_id)
         connection = MqttConnection(profile.mqtt.settings(profile.device_id, presence))
-    parts = edge.telemetry.build(profile, connection)
+    parts = edge_telemetry.build(profile, connection)
     assert parts.recorder is not None
     agent.cascade.observers.append(parts.observer)
     for service in parts.services:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edge.telemetry.buffer import TelemetryBuffer
+from edgecascade.edge.telemetry.buffer import TelemetryBuffer
 
 
 class Clock:

@@ -11,21 +11,21 @@ from pathlib import Path
 
 import numpy as np
 
-import edge.telemetry
-from edge.agent import Agent
-from edge.config import load_profile
-from edge.telemetry.buffer import TelemetryBuffer
-from shared.telemetry import BODY_MODELS, RecordKind
+from edgecascade.edge import telemetry as edge_telemetry
+from edgecascade.edge.agent import Agent
+from edgecascade.edge.config import load_profile
+from edgecascade.edge.telemetry.buffer import TelemetryBuffer
+from edgecascade.shared.telemetry import BODY_MODELS, RecordKind
 from tests.cloud.ingest.support import write_profile
 from tests.conftest import REPO
 
 
-def _agent(tmp_path: Path, **telemetry: object) -> tuple[Agent, edge.telemetry.TelemetryParts]:
+def _agent(tmp_path: Path, **telemetry: object) -> tuple[Agent, edge_telemetry.TelemetryParts]:
     profile = load_profile(
         write_profile(tmp_path / "dev.toml", device="dev-r", port=1, mqtt=False, **telemetry)
     )
     agent = Agent.from_profile(profile)
-    parts = edge.telemetry.build(profile, None)
+    parts = edge_telemetry.build(profile, None)
     agent.cascade.observers.append(parts.observer)
     return agent, parts
 

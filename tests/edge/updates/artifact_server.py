@@ -10,8 +10,8 @@ from pathlib import Path
 import uvicorn
 from starlette.applications import Starlette
 
-from cloud.artifacts import ServedLog, artifact_routes
-from tools.mqtt_broker import free_port
+from edgecascade.cloud.artifacts import ServedLog, artifact_routes
+from edgecascade.tools.mqtt_broker import free_port
 
 
 class ArtifactServer:

@@ -12,15 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from cloud.fleet.manager import FleetManager
-from edge.config.profile import DeviceProfile
-from edge.local_model import LocalModel, backend_options
-from edge.model_slot import ModelSlot
-from edge.updates import active_model_path, build, health_monitor
-from edge.updates.updater import ModelUpdater
-from shared.manifest import public_key_b64
-from shared.model_card import ModelCard
-from shared.mqtt import MqttConnection, MqttSettings, Topics
+from edgecascade.cloud.fleet.manager import FleetManager
+from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.edge.local_model import LocalModel, backend_options
+from edgecascade.edge.model_slot import ModelSlot
+from edgecascade.edge.updates import active_model_path, build, health_monitor
+from edgecascade.edge.updates.updater import ModelUpdater
+from edgecascade.shared.manifest import public_key_b64
+from edgecascade.shared.model_card import ModelCard
+from edgecascade.shared.mqtt import MqttConnection, MqttSettings, Topics
 
 MODELS = Path(__file__).parents[2] / "fixtures" / "models"
 FLEET = "t"

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud.fleet.manifest_builder import build_manifest
-from edge.cascade import Cascade, CascadeRequest
-from shared.errors import EdgecascadeError
+from edgecascade.cloud.fleet.manifest_builder import build_manifest
+from edgecascade.edge.cascade import Cascade, CascadeRequest
+from edgecascade.shared.errors import EdgecascadeError
+from edgecascade.tools.mqtt_broker import BrokerProcess
 from tests.edge.updates.helpers import FLEET, MODELS, Device, make_profile, start_fleet, wait_until
-from tools.mqtt_broker import BrokerProcess
 
 
 def test_canary_widens_only_on_promote_and_rollback_restores(
@@ -96,7 +96,7 @@ def test_error_rate_after_swap_rolls_back_automatically(
     fixed = tmp_path / "fixed" / "digits_edge_fp32.onnx"
     fixed.parent.mkdir()
     onnx.save(src, str(fixed))
-    from shared.model_card import ModelCard
+    from edgecascade.shared.model_card import ModelCard
 
     ModelCard.load_for(MODELS / "digits_edge_fp32.onnx").model_copy(update={"version": "2.0.0"}).save_beside(
         fixed

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud.fleet.manifest_builder import build_manifest
-from edge.updates.candidate_check import check_in_child
-from shared.errors import UpdateError
+from edgecascade.cloud.fleet.manifest_builder import build_manifest
+from edgecascade.edge.updates.candidate_check import check_in_child
+from edgecascade.shared.errors import UpdateError
 from tests.edge.updates.helpers import MODELS, copy_model
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud.fleet.manifest_builder import build_manifest
-from edge.updates.store import sha256_file
-from shared.manifest import public_key_b64
+from edgecascade.cloud.fleet.manifest_builder import build_manifest
+from edgecascade.edge.updates.store import sha256_file
+from edgecascade.shared.manifest import public_key_b64
+from edgecascade.tools.mqtt_broker import BrokerProcess
 from tests.edge.updates.helpers import (
     FLEET,
     MODELS,
@@ -24,7 +25,6 @@ from tests.edge.updates.helpers import (
     start_fleet,
     wait_until,
 )
-from tools.mqtt_broker import BrokerProcess
 
 REPO = Path(__file__).parents[3]
 
@@ -46,7 +46,7 @@ def _write_profile(root: Path, device: str, port: int, key: Ed25519PrivateKey) -
 def _spawn(profile: Path) -> subprocess.Popen[bytes]:
     log = open(profile.parent / "device.log", "ab")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
-        [sys.executable, "-m", "edge.updates.run_device", "--config", str(profile)],
+        [sys.executable, "-m", "edgecascade.edge.updates.run_device", "--config", str(profile)],
         cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,

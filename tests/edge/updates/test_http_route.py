@@ -11,12 +11,12 @@ from pathlib import Path
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud.artifacts import delta_file_name, place_artifact
-from cloud.fleet.manifest_builder import build_manifest
+from edgecascade.cloud.artifacts import delta_file_name, place_artifact
+from edgecascade.cloud.fleet.manifest_builder import build_manifest
+from edgecascade.tools.mqtt_broker import BrokerProcess
 from tests.edge.updates.artifact_server import ArtifactServer
 from tests.edge.updates.helpers import FLEET, MODELS, Device, make_profile, start_fleet, wait_until
 from tests.support.faulty_proxy import FaultyProxy
-from tools.mqtt_broker import BrokerProcess
 
 
 def _raw_get(port: int, path: str) -> tuple[int, bytes]:

@@ -12,20 +12,20 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud.fleet.manifest_builder import build_manifest
-from cloud.fleet.updates_cli import format_table
-from edge.cascade import Cascade, CascadeRequest
-from edge.cloud_client.in_process import InProcessCloudClient
-from edge.local_model import LocalModel
-from edge.model_slot import ModelSlot
-from edge.policies import AnyOf, MaxProbabilityPolicy, RandomSamplePolicy
-from edge.updates.health import HealthMonitor
-from edge.updates.ml_health import ml_watches
-from shared.backends import BackendOptions
-from shared.errors import ConfigError
-from shared.manifest import HealthLimits
+from edgecascade.cloud.fleet.manifest_builder import build_manifest
+from edgecascade.cloud.fleet.updates_cli import format_table
+from edgecascade.edge.cascade import Cascade, CascadeRequest
+from edgecascade.edge.cloud_client.in_process import InProcessCloudClient
+from edgecascade.edge.local_model import LocalModel
+from edgecascade.edge.model_slot import ModelSlot
+from edgecascade.edge.policies import AnyOf, MaxProbabilityPolicy, RandomSamplePolicy
+from edgecascade.edge.updates.health import HealthMonitor
+from edgecascade.edge.updates.ml_health import ml_watches
+from edgecascade.shared.backends import BackendOptions
+from edgecascade.shared.errors import ConfigError
+from edgecascade.shared.manifest import HealthLimits
+from edgecascade.tools.mqtt_broker import BrokerProcess
 from tests.edge.updates.helpers import FLEET, MODELS, Device, make_profile, start_fleet, wait_until
-from tools.mqtt_broker import BrokerProcess
 
 LIMITS = HealthLimits(
     max_escalation_rate_increase=0.10,
@@ -43,8 +43,8 @@ def shuffled_model(tmp_path_factory: pytest.TempPathFactory, digits_split: tuple
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
-    from tools.build_demo import evaluate, write_card
-    from tools.onnx_export import mlp_to_onnx
+    from edgecascade.tools.build_demo import evaluate, write_card
+    from edgecascade.tools.onnx_export import mlp_to_onnx
 
     train, held = digits_split
     labels = np.random.default_rng(0).permutation(train.labels)
@@ -72,7 +72,7 @@ def rotated_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import onnx
     from onnx import numpy_helper
 
-    from shared.model_card import ModelCard
+    from edgecascade.shared.model_card import ModelCard
 
     model = onnx.load(str(MODELS / "digits_edge_fp32.onnx"))
     last = max(int(i.name[1:]) for i in model.graph.initializer if i.name.startswith("W"))
@@ -98,7 +98,7 @@ def _load(path: Path) -> LocalModel:
 
 def _judge(new_model: Path, held: object, n_after: int = 120) -> tuple[HealthMonitor, str | None]:
     """Serve 300 held-out digits with the factory model, swap to `new_model`, serve `n_after`."""
-    from shared.manifest import Manifest
+    from edgecascade.shared.manifest import Manifest
 
     health = HealthMonitor(ml_watches())
     cloud = InProcessCloudClient(MODELS / "digits_cloud.onnx")
@@ -247,7 +247,7 @@ def test_healthy_canary_reports_its_figures_after_the_window(
 def test_push_flags_carry_health_limits_into_the_manifest() -> None:
     import argparse
 
-    from cloud.fleet.updates_cli import _health_limits, add_parsers
+    from edgecascade.cloud.fleet.updates_cli import _health_limits, add_parsers
 
     parser = argparse.ArgumentParser()
     add_parsers(parser.add_subparsers())

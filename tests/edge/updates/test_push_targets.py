@@ -6,10 +6,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud.fleet.manifest_builder import build_manifest
-from edge.updates import active_model_path
+from edgecascade.cloud.fleet.manifest_builder import build_manifest
+from edgecascade.edge.updates import active_model_path
+from edgecascade.tools.mqtt_broker import BrokerProcess
 from tests.edge.updates.helpers import FLEET, Device, make_profile, start_fleet, wait_until
-from tools.mqtt_broker import BrokerProcess
 
 
 def _devices(tmp_path: Path, port: int, key: Ed25519PrivateKey) -> list[Device]:

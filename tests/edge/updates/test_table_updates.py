@@ -10,20 +10,20 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-import edge.lookup
-from cloud.fleet.manifest_builder import build_manifest, make_blob
-from cloud.fleet.table_manifest_builder import build_table_manifest
-from edge.cascade import CascadeRequest
-from edge.lookup import LookupParts
-from edge.updates import build_table_updater
-from edge.updates.table_updater import TableUpdater
-from shared.features.spec import ENCODING_VERSION
-from shared.lookup import write_table
-from shared.lookup.keys import content_key
-from shared.mqtt import MqttConnection, Topics
+from edgecascade.cloud.fleet.manifest_builder import build_manifest, make_blob
+from edgecascade.cloud.fleet.table_manifest_builder import build_table_manifest
+from edgecascade.edge import lookup as edge_lookup
+from edgecascade.edge.cascade import CascadeRequest
+from edgecascade.edge.lookup import LookupParts
+from edgecascade.edge.updates import build_table_updater
+from edgecascade.edge.updates.table_updater import TableUpdater
+from edgecascade.shared.features.spec import ENCODING_VERSION
+from edgecascade.shared.lookup import write_table
+from edgecascade.shared.lookup.keys import content_key
+from edgecascade.shared.mqtt import MqttConnection, Topics
+from edgecascade.tools.build_table import CloudModelRunner, TableInputs, build_table
+from edgecascade.tools.mqtt_broker import BrokerProcess
 from tests.edge.updates.helpers import FLEET, Device, make_profile, start_fleet, wait_until
-from tools.build_table import CloudModelRunner, TableInputs, build_table
-from tools.mqtt_broker import BrokerProcess
 
 CHUNK = 4096
 
@@ -77,7 +77,7 @@ def tables(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, digits_sp
 
 @dataclass
 class TableDevice:
-    """An in-thread device with the daemon's table parts: lookups from edge.lookup.build and the
+    """An in-thread device with the daemon's table parts: lookups from edge_lookup.build and the
     table updater on its own MQTT connection."""
 
     parts: LookupParts
@@ -89,7 +89,7 @@ class TableDevice:
     @classmethod
     def start(cls, profile, shared: MqttConnection | None = None) -> TableDevice:  # type: ignore[no-untyped-def]
         """With `shared`, run on that (started) connection, as the daemon does beside the model updater."""
-        parts = edge.lookup.build(profile)
+        parts = edge_lookup.build(profile)
         presence = Topics(profile.fleet).presence(profile.device_id)
         connection = shared or MqttConnection(profile.mqtt.settings(profile.device_id, presence))
         updater = build_table_updater(profile, connection, parts.table)
@@ -174,7 +174,7 @@ def test_bad_tables_are_refused_and_the_previous_keeps_serving(
         data = tables["t3_corrupt"].read_bytes()
         blob = make_blob(data, Topics(FLEET).table_chunks("digits", "t3-corrupt"), CHUNK, None)
         manifest = manifest.model_copy(update={"artifact": blob})
-        from cloud.fleet.manifest_builder import Payload
+        from edgecascade.cloud.fleet.manifest_builder import Payload
 
         signed, _ = fleet.push(manifest, [Payload(blob, data, "x")])
         st = fleet.board.wait_for(signed.push_id, ["d1"], 30, kind="table")["d1"]
@@ -294,7 +294,7 @@ def test_fleet_cli_push_status_rollback_of_tables(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from edgecascade.cli import main
-    from shared.manifest import load_private_key
+    from edgecascade.shared.manifest import load_private_key
 
     key_path = tmp_path / "fleet" / "signing.key"
     assert main(["fleet", "keygen", "--key", str(key_path)]) == 0

@@ -8,19 +8,19 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud.fleet.manifest_builder import build_manifest
-from edge.cascade import Cascade, CascadeRequest
-from edge.config.profile import DeviceProfile
-from edge.local_model import LocalModel, backend_options
-from edge.model_slot import ModelSlot
-from edge.policies import EntropyPolicy, MarginPolicy, MaxProbabilityPolicy
-from edge.policies.from_config import build_policy
-from edge.updates import active_model_path, build
-from edge.updates.updater import ModelUpdater
-from shared.manifest import EscalationThreshold
-from shared.mqtt import MqttConnection, Topics
+from edgecascade.cloud.fleet.manifest_builder import build_manifest
+from edgecascade.edge.cascade import Cascade, CascadeRequest
+from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.edge.local_model import LocalModel, backend_options
+from edgecascade.edge.model_slot import ModelSlot
+from edgecascade.edge.policies import EntropyPolicy, MarginPolicy, MaxProbabilityPolicy
+from edgecascade.edge.policies.from_config import build_policy
+from edgecascade.edge.updates import active_model_path, build
+from edgecascade.edge.updates.updater import ModelUpdater
+from edgecascade.shared.manifest import EscalationThreshold
+from edgecascade.shared.mqtt import MqttConnection, Topics
+from edgecascade.tools.mqtt_broker import BrokerProcess
 from tests.edge.updates.helpers import FLEET, make_profile, start_fleet, wait_until
-from tools.mqtt_broker import BrokerProcess
 
 
 class CascadeDevice:

@@ -18,14 +18,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
-from cloud.fleet.manifest_builder import build_manifest
-from edge.updates.staging import StagedBlob
-from edge.updates.transports import HttpRangeTransport
-from shared.errors import UpdateError
-from shared.mqtt import MqttConnection, MqttSettings
+from edgecascade.cloud.fleet.manifest_builder import build_manifest
+from edgecascade.edge.updates.staging import StagedBlob
+from edgecascade.edge.updates.transports import HttpRangeTransport
+from edgecascade.shared.errors import UpdateError
+from edgecascade.shared.mqtt import MqttConnection, MqttSettings
+from edgecascade.tools.mqtt_broker import BrokerProcess
 from tests.edge.updates.artifact_server import ArtifactServer
 from tests.edge.updates.helpers import FLEET, Device, make_profile, start_fleet, wait_until
-from tools.mqtt_broker import BrokerProcess
 
 
 @dataclass
