@@ -10,7 +10,6 @@ from pathlib import Path
 
 import requests
 
-from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.tools.demo.processes import REPO, Child
 from edgecascade.tools.demo.report import Outage, report
 from edgecascade.tools.demo.traffic import MqttListener, Recorder, stream_http
@@ -208,7 +207,3 @@ class Scenario:
                     n = len(rec.samples)
                 say(f"t={second:3d}s  answers so far: {n}, late verdicts: {len(rec.verdicts)}")
             time.sleep(0.2)
-
-
-def profile_fields() -> set[str]:
-    return set(DeviceProfile.model_fields)

@@ -33,8 +33,6 @@ class Prepared:
         self, device: str, api_port: int, broker_port: int, protocol: int, cloud_url: str, *, camera: bool
     ) -> dict[str, str]:
         """Environment overrides that turn a shipped device profile into a demo device."""
-        from edgecascade.tools.demo.scenario import profile_fields
-
         env = {
             "EDGECASCADE_DEVICE_ID": device,
             "EDGECASCADE_FLEET": "demo",
@@ -50,9 +48,8 @@ class Prepared:
             "EDGECASCADE_UPDATES__PUBLIC_KEY": self.public_key,
             "EDGECASCADE_UPDATES__WATCH_WINDOW_S": "10",
             "EDGECASCADE_TELEMETRY__METRICS_INTERVAL_S": "5",
+            "EDGECASCADE_DEFERRED__ENABLED": "true",
         }
-        if "deferred" in profile_fields():
-            env["EDGECASCADE_DEFERRED__ENABLED"] = "true"
         if camera:
             env.update(
                 {
