@@ -7,6 +7,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 
@@ -14,6 +15,9 @@ from edgecascade.tools.demo.processes import REPO, Child
 from edgecascade.tools.demo.report import Outage, report
 from edgecascade.tools.demo.traffic import MqttListener, Recorder, stream_http
 from edgecascade.tools.mqtt_broker import BrokerProcess, free_port
+
+if TYPE_CHECKING:
+    from edgecascade.tools.demo.setup import Prepared
 
 FLEET = "demo"
 
@@ -76,6 +80,39 @@ class Scenario:
         (self.work / "logs").mkdir(parents=True, exist_ok=True)
         say(f"working in {self.work}")
         prep = prepare(self.work, say)
+        protocol = self._start_broker()
+        cloud_url = f"http://127.0.0.1:{free_port()}"
+        cloud = self._start_cloud(prep, cloud_url)
+        self._start_ingester(prep, protocol)
+        urls = self._start_agents(prep, protocol, cloud_url)
+        rec = Recorder()
+        listener = MqttListener(self._broker().port, FLEET, "demo-jetson", prep.frame_labels, rec, protocol)
+        listener.start()
+        stop = threading.Event()
+        streams = self._start_traffic(prep, urls, rec, stop)
+        outages, pusher = self._follow_plan(prep, rec, cloud, cloud_url, protocol)
+        stop.set()
+        for t in streams:
+            t.join(15)
+        say("traffic stopped; waiting for telemetry and late verdicts to drain")
+        prep.wait_for_drain(say, timeout_s=45)
+        if pusher is not None:
+            pusher.stop(5)
+        for child in [c for c in self.children if c.name.startswith("demo-")]:
+            child.stop()
+        listener.stop()
+        telemetry = prep.telemetry_totals()  # after the agents' final flush
+        summary = report(rec, outages, telemetry, self.work, say)
+        (self.work / "report.json").write_text(json.dumps(summary, indent=2, default=str))
+        say(f"report: {self.work / 'report.json'}   dashboard: {self.work / 'dashboard.png'}")
+        return 0 if summary["telemetry"]["lost"] == 0 else 1
+
+    def _broker(self) -> BrokerProcess:
+        assert self.broker is not None, "the broker starts first"
+        return self.broker
+
+    def _start_broker(self) -> int:
+        """Start the broker; returns the MQTT protocol version everyone speaks (5, or 4 = 3.1.1)."""
         # Persistent like a production broker: the ingester's session and its queued QoS 1
         # messages survive the demo's broker outage.
         self.broker = BrokerProcess(
@@ -85,59 +122,44 @@ class Scenario:
         say(
             f"MQTT broker: {self.broker.kind} on 127.0.0.1:{self.broker.port} (MQTT {'5' if protocol == 5 else '3.1.1'})"
         )
-        cloud_port = free_port()
-        cloud_url = f"http://127.0.0.1:{cloud_port}"
-        cloud_args = [
-            "cloud",
-            "serve",
-            "--repository",
-            str(prep.cloud_repo),
-            "--port",
-            str(cloud_port),
-            "--tokens-file",
-            str(prep.tokens_file),
-        ]
-        cloud = self._spawn("cloud", cloud_args, cloud_url + "/v2/health/ready")
-        say(f"cloud API (Open Inference Protocol) at {cloud_url}")
-        self._spawn(
-            "ingest",
-            [
-                "cloud",
-                "ingest",
-                "--broker",
-                f"127.0.0.1:{self.broker.port}",
-                "--fleet",
-                FLEET,
-                "--store",
-                str(prep.telemetry_store),
-                "--client-id",
-                "demo-ingest",
-                "--protocol",
-                str(protocol),
-            ],
+        return protocol
+
+    def _start_cloud(self, prep: Prepared, cloud_url: str) -> Child:
+        port = cloud_url.rsplit(":", 1)[1]
+        args = ["cloud", "serve", "--repository", str(prep.cloud_repo), "--port", port]
+        cloud = self._spawn(
+            "cloud", [*args, "--tokens-file", str(prep.tokens_file)], cloud_url + "/v2/health/ready"
         )
+        say(f"cloud API (Open Inference Protocol) at {cloud_url}")
+        return cloud
+
+    def _start_ingester(self, prep: Prepared, protocol: int) -> None:
+        broker = f"127.0.0.1:{self._broker().port}"
+        args = ["cloud", "ingest", "--broker", broker, "--fleet", FLEET, "--store", str(prep.telemetry_store)]
+        self._spawn("ingest", [*args, "--client-id", "demo-ingest", "--protocol", str(protocol)])
         say("telemetry ingester subscribed")
+
+    def _start_agents(self, prep: Prepared, protocol: int, cloud_url: str) -> dict[str, str]:
+        """Start every demo agent; returns each device's local API URL."""
         urls: dict[str, str] = {}
         for spec in AGENTS:
             port = free_port()
-            env = prep.agent_env(spec.device, port, self.broker.port, protocol, cloud_url, camera=spec.camera)
-            profile = REPO / "firmware-configs" / spec.profile
-            self._spawn(
-                spec.device,
-                ["agent", "run", "--config", str(profile)],
-                f"http://127.0.0.1:{port}/v2/health/ready",
-                env,
+            env = prep.agent_env(
+                spec.device, port, self._broker().port, protocol, cloud_url, camera=spec.camera
             )
+            profile = REPO / "firmware-configs" / spec.profile
+            args = ["agent", "run", "--config", str(profile)]
+            self._spawn(spec.device, args, f"http://127.0.0.1:{port}/v2/health/ready", env)
             urls[spec.device] = f"http://127.0.0.1:{port}"
             say(
                 f"agent {spec.device} ({spec.profile}) up at {urls[spec.device]}"
                 + (" reading the demo video" if spec.camera else "")
             )
+        return urls
 
-        rec = Recorder()
-        listener = MqttListener(self.broker.port, FLEET, "demo-jetson", prep.frame_labels, rec, protocol)
-        listener.start()
-        stop = threading.Event()
+    def _start_traffic(
+        self, prep: Prepared, urls: dict[str, str], rec: Recorder, stop: threading.Event
+    ) -> list[threading.Thread]:
         streams = [
             threading.Thread(
                 target=stream_http,
@@ -149,7 +171,14 @@ class Scenario:
         for t in streams:
             t.start()
         say(f"streaming held-out digits for {self.seconds:.0f}s ({self.rate:.0f} req/s to each HTTP agent)")
+        return streams
+
+    def _follow_plan(
+        self, prep: Prepared, rec: Recorder, cloud: Child, cloud_url: str, protocol: int
+    ) -> tuple[list[Outage], Child | None]:
+        """The run's events at fixed fractions of its length: an update, then the outages."""
         s = self.seconds
+        broker = self._broker()
         outages: list[Outage] = []
         pusher: Child | None = None
         plan = [
@@ -164,7 +193,7 @@ class Scenario:
             self._wait_until(rec, at)
             if step == "push":
                 say("fleet push: signed model digits-edge 1.1.0 to all devices over MQTT")
-                pusher = self._spawn("fleet-push", prep.push_args(self.broker.port, protocol))
+                pusher = self._spawn("fleet-push", prep.push_args(broker.port, protocol))
             elif step == "cloud down":
                 say("cloud outage: stopping the cloud API")
                 cloud.stop()
@@ -175,27 +204,13 @@ class Scenario:
                 say("cloud restored; deferred hard cases will get late verdicts")
             elif step == "broker down":
                 say("broker outage: stopping the MQTT broker (telemetry buffers on the devices)")
-                self.broker.stop()
+                broker.stop()
                 outages.append(Outage("broker", rec.now(), None))
             elif step == "broker up":
-                self.broker.start()
+                broker.start()
                 outages[-1].end = rec.now()
                 say("broker restored; buffered telemetry drains")
-        stop.set()
-        for t in streams:
-            t.join(15)
-        say("traffic stopped; waiting for telemetry and late verdicts to drain")
-        telemetry = prep.wait_for_drain(say, timeout_s=45)
-        if pusher is not None:
-            pusher.stop(5)
-        for child in [c for c in self.children if c.name.startswith("demo-")]:
-            child.stop()
-        listener.stop()
-        telemetry = prep.telemetry_totals()  # after the agents' final flush
-        summary = report(rec, outages, telemetry, self.work, say)
-        (self.work / "report.json").write_text(json.dumps(summary, indent=2, default=str))
-        say(f"report: {self.work / 'report.json'}   dashboard: {self.work / 'dashboard.png'}")
-        return 0 if summary["telemetry"]["lost"] == 0 else 1
+        return outages, pusher
 
     def _wait_until(self, rec: Recorder, at: float) -> None:
         last = -1
