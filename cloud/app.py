@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -151,14 +151,11 @@ def app_from_env() -> Starlette:
     return create_app(settings)
 
 
-#: After a refused body, how much more is read and dropped so that an ordinary client (which
-#: sends its whole body before it reads) sees the 413 rather than a reset connection.
-_DRAIN_LIMIT = 256 << 20
-
-
 async def read_body(request: Request, limits: RequestLimits) -> bytes:
     """The request body, refused with PayloadTooLargeError (413) once it passes the limit: by
-    Content-Length before a byte is read, else as it streams in; never held whole when too big."""
+    Content-Length before a byte is read, else as it streams in; never held whole when too big.
+    uvicorn reads and drops what the client still sends after the answer, so the connection
+    stays usable and an ordinary client, which sends its whole body first, reads the 413."""
     limit = limits.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -167,7 +164,6 @@ async def read_body(request: Request, limits: RequestLimits) -> bytes:
         except ValueError:
             raise ProtocolError(f"not an integer: {declared[:40]!r}", field="Content-Length") from None
         if size > limit:
-            await _drain(request, 0)
             raise PayloadTooLargeError(
                 f"request body is {size} bytes; the limit is {limit} (max_body_mb)", field="body"
             )
@@ -176,23 +172,11 @@ async def read_body(request: Request, limits: RequestLimits) -> bytes:
     async for chunk in request.stream():
         received += len(chunk)
         if received > limit:
-            parts.clear()
-            await _drain(request, received)
             raise PayloadTooLargeError(
                 f"request body is over the limit of {limit} bytes (max_body_mb)", field="body"
             )
         parts.append(chunk)
     return b"".join(parts)
-
-
-async def _drain(request: Request, received: int) -> None:
-    try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > _DRAIN_LIMIT:
-                return  # give up: the server closes the connection after answering
-    except (ClientDisconnect, RuntimeError):  # the client left, or the stream was already read
-        return
 
 
 def _status(ok: bool) -> Response:
