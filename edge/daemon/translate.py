@@ -57,7 +57,7 @@ def to_cascade_requests(
     raws: list[bytes | None]
     if arr.dtype == object:
         images = [bytes(v) if not isinstance(v, str) else v.encode() for v in arr.reshape(-1)]
-        rows = [encode_raw(decode_image(raw, rules.max_image_pixels), card.features) for raw in images]
+        rows = [_image_row(raw, i, name, card, rules) for i, raw in enumerate(images)]
         raws = list(images)
     elif name == card.features.input_name:
         arr = check_datatypes(
@@ -88,6 +88,13 @@ def to_cascade_requests(
         CascadeRequest(row, request_id=f"{base}#{i}" if len(rows) > 1 else (base or None), key=key, raw=raw)
         for i, (row, key, raw) in enumerate(zip(rows, key_list, raws, strict=True))
     ]
+
+
+def _image_row(raw: bytes, index: int, name: str, card: ModelCard, rules: InputRules) -> np.ndarray:
+    try:
+        return encode_raw(decode_image(raw, rules.max_image_pixels), card.features)
+    except InputError as exc:
+        raise InputError(f"inputs[0].data: image {index} of input {name!r}: {exc}") from None
 
 
 def _text(value: Any) -> str:

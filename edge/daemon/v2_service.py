@@ -32,6 +32,7 @@ from edgecascade.shared.v2 import (
     model_metadata,
     tensor_metadata,
 )
+from edgecascade.shared.v2.answering import check_output_names
 
 
 def _output_metadata(labels: int) -> list[MetadataTensor]:
@@ -111,6 +112,7 @@ class AgentV2:
     async def infer(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
         self.check_model(name, version)
         card = self.agent.model.card
+        wanted = check_output_names(request, list(OUTPUTS), card.name)  # before any work
         loop = asyncio.get_running_loop()
         if has_images(request):
             requests = await loop.run_in_executor(
@@ -118,7 +120,6 @@ class AgentV2:
             )
         else:
             requests = to_cascade_requests(request, card, self.rules)
-        wanted = [o.name for o in request.outputs] if request.outputs else None
         cascade = self.agent.cascade
         answers: list[Answer] = []
         for one in requests:

@@ -173,7 +173,7 @@ def corpus(*, bomb_bytes: int = 64 << 20) -> list[Case]:
         Case(
             "image that is not one",
             _j({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["not an image"]}]}),
-            "image",
+            "inputs[0].data",
             where=frozenset({"agent"}),
         ),
         _binary_case(
