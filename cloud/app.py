@@ -16,14 +16,14 @@ from starlette.routing import Route
 
 from edgecascade.cloud.artifacts import artifact_routes
 from edgecascade.cloud.auth import NoAuth, TokenAuthenticator, load_grants
-from edgecascade.cloud.dataplane import DataPlane, binary_outputs_for
+from edgecascade.cloud.dataplane import DataPlane
 from edgecascade.cloud.http_errors import status_for
 from edgecascade.cloud.idempotency import IdempotencyCache
 from edgecascade.cloud.metrics import CloudMetrics
 from edgecascade.cloud.models import ModelRegistry
 from edgecascade.cloud.settings import ServerSettings
-from edgecascade.shared.errors import ConfigError, EdgecascadeError
-from edgecascade.shared.v2 import decode_infer_request, encode_infer_response
+from edgecascade.shared.errors import ConfigError, EdgecascadeError, PayloadTooLargeError, ProtocolError
+from edgecascade.shared.v2 import InferRequest, InferResponse, RequestLimits, answer_v2
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ def create_app(settings: ServerSettings) -> Starlette:
     """The ASGI app. Models load in the lifespan start-up (before uvicorn accepts requests)."""
     auth = make_authenticator(settings)
     metrics = CloudMetrics()
+    limits = settings.request_limits()
     state: dict[str, DataPlane] = {}
 
     @asynccontextmanager
@@ -61,7 +62,9 @@ def create_app(settings: ServerSettings) -> Starlette:
         cache: IdempotencyCache = IdempotencyCache(
             settings.idempotency_max_entries, settings.idempotency_ttl_s
         )
-        state["plane"] = DataPlane(registry, metrics, cache)
+        state["plane"] = DataPlane(
+            registry, metrics, cache, convert_datatypes=settings.allow_datatype_conversion
+        )
         log.info("cloud API ready (pid %d): models %s", os.getpid(), sorted(registry.entries))
         try:
             yield
@@ -104,19 +107,18 @@ def create_app(settings: ServerSettings) -> Starlette:
 
     async def infer(request: Request, plane: DataPlane) -> Response:
         name = request.path_params["name"]
+        version = version_of(request)
         caller = auth.authenticate(request.headers.get("authorization"), name)
-        plane.check_model(name, version_of(request))
-        decoded = decode_infer_request(await request.body(), request.headers)
-        answer = await plane.infer(name, version_of(request), decoded, caller=caller)
-        body, headers = encode_infer_response(
-            answer.model_name,
-            answer.model_version,
-            answer.id,
-            answer.outputs,
-            binary_outputs=binary_outputs_for(decoded),
-            parameters=answer.parameters,
-        )
-        return Response(body, headers=headers)
+        plane.check_model(name, version)
+        body = await read_body(request, limits)
+
+        async def serve(decoded: InferRequest) -> InferResponse:
+            return await plane.infer(name, version, decoded, caller=caller)
+
+        reply = await answer_v2(body, request.headers, serve, limits=limits)
+        if reply.status >= 400:
+            metrics.errors.labels(str(reply.status)).inc()
+        return Response(reply.body, status_code=reply.status, headers=reply.headers)
 
     async def prometheus(request: Request, plane: DataPlane) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
@@ -149,6 +151,34 @@ def app_from_env() -> Starlette:
     return create_app(settings)
 
 
+async def read_body(request: Request, limits: RequestLimits) -> bytes:
+    """The request body, refused with PayloadTooLargeError (413) once it passes the limit: by
+    Content-Length before a byte is read, else as it streams in; never held whole when too big.
+    uvicorn reads and drops what the client still sends after the answer, so the connection
+    stays usable and an ordinary client, which sends its whole body first, reads the 413."""
+    limit = limits.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise ProtocolError(f"not an integer: {declared[:40]!r}", field="Content-Length") from None
+        if size > limit:
+            raise PayloadTooLargeError(
+                f"request body is {size} bytes; the limit is {limit} (max_body_mb)", field="body"
+            )
+    parts: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise PayloadTooLargeError(
+                f"request body is over the limit of {limit} bytes (max_body_mb)", field="body"
+            )
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def _status(ok: bool) -> Response:
     return Response(status_code=200 if ok else 503)
 
@@ -158,4 +188,8 @@ def _error(metrics: CloudMetrics, exc: BaseException, message: str) -> Response:
     metrics.errors.labels(str(status)).inc()
     if status >= 500:
         log.warning("answering %d: %s", status, message)
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    body: dict[str, str] = {"error": message}
+    field = getattr(exc, "field", None)
+    if isinstance(field, str):
+        body["field"] = field
+    return JSONResponse(body, status_code=status, headers=headers)

@@ -4,6 +4,8 @@ translates requests to these calls and their results or errors back (MLServer's 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import time
 from dataclasses import replace
@@ -15,11 +17,23 @@ from edgecascade.cloud.idempotency import IdempotencyCache
 from edgecascade.cloud.metrics import CloudMetrics
 from edgecascade.cloud.models import ModelRegistry
 from edgecascade.shared.errors import ProtocolError, UnavailableError
-from edgecascade.shared.v2 import EXTENSIONS, InferRequest, InferResponse, ModelMetadata, ServerMetadata
+from edgecascade.shared.v2 import (
+    EXTENSIONS,
+    IDEMPOTENCY_KEY,
+    RAW_INPUT_KEY,
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    ServerMetadata,
+    datatype_for_dtype,
+)
+from edgecascade.shared.v2.answering import check_output_names
+from edgecascade.shared.v2.checks import check_datatypes, check_finite
 
 log = logging.getLogger(__name__)
 
-IDEMPOTENCY_KEY = "idempotency_key"
+#: The server setting that allows datatype conversion, named in the 400 that refuses it.
+_CONVERT_SETTING = "allow_datatype_conversion (cloud serve --allow-datatype-conversion)"
 
 
 class DataPlane:
@@ -30,8 +44,11 @@ class DataPlane:
         registry: ModelRegistry,
         metrics: CloudMetrics,
         idempotency: IdempotencyCache[InferResponse] | None = None,
+        *,
+        convert_datatypes: bool = False,
     ) -> None:
         self.registry = registry
+        self.convert_datatypes = convert_datatypes
         self.metrics = metrics
         self.idempotency: IdempotencyCache[InferResponse] = idempotency or IdempotencyCache()
         self._ready = True
@@ -88,16 +105,14 @@ class DataPlane:
     async def _compute(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
         start = time.perf_counter()
         model = self.registry.get(name, version)
-        inputs = model.check_inputs(request.inputs)
-        wanted = model.output_names
-        if request.outputs is not None:
-            for i, out in enumerate(request.outputs):
-                if out.name not in model.output_names:
-                    raise ProtocolError(
-                        f"model {name} has no output {out.name!r}; outputs: {model.output_names}",
-                        field=f"outputs[{i}].name",
-                    )
-            wanted = [out.name for out in request.outputs]
+        expected = {t.name: datatype_for_dtype(t.dtype) for t in model.signature.inputs}
+        inputs = check_datatypes(
+            request.inputs, expected, convert=self.convert_datatypes, setting=_CONVERT_SETTING
+        )
+        check_finite(inputs)
+        inputs = model.check_inputs(inputs)
+        wanted = check_output_names(request, model.output_names, name)
+        self._read_raw_input(name, request)
         outputs = await model.predict(inputs)
         self.metrics.inferences.labels(name).inc()
         self.metrics.latency.labels(name).observe(time.perf_counter() - start)
@@ -108,14 +123,23 @@ class DataPlane:
             outputs={n: np.asarray(outputs[n]) for n in wanted},
         )
 
+    def _read_raw_input(self, name: str, request: InferRequest) -> None:
+        """A device whose profile sets cloud.send_raw_input sends its raw input (for example the
+        image before encoding) as parameter raw_input_b64: checked and counted here; the model
+        answers from the encoded features."""
+        raw = request.parameters.get(RAW_INPUT_KEY)
+        if raw is None:
+            return
+        if not isinstance(raw, str):
+            raise ProtocolError("must be a base64 string", field=f"parameters.{RAW_INPUT_KEY}")
+        try:
+            size = len(base64.b64decode(raw, validate=True))
+        except (binascii.Error, ValueError):
+            raise ProtocolError("is not valid base64", field=f"parameters.{RAW_INPUT_KEY}") from None
+        self.metrics.raw_inputs.labels(name).inc()
+        self.metrics.raw_input_bytes.labels(name).inc(size)
+
     async def close(self) -> None:
         """Refuse new work, then stop batchers and free the models."""
         self._ready = False
         await self.registry.close()
-
-
-def binary_outputs_for(request: InferRequest) -> set[str] | bool:
-    """Which outputs go back raw: those asked for with binary_data, or all per binary_data_output."""
-    if request.outputs is None:
-        return request.binary_output_default
-    return {out.name for out in request.outputs if out.binary}

@@ -1,29 +1,8 @@
-"""The one place that maps edgecascade errors to HTTP status codes."""
+"""The cloud's error-to-status map is the protocol's own (shared/v2/status.py), so the cloud
+and the agent answer every error alike."""
 
 from __future__ import annotations
 
-import math
+from edgecascade.shared.v2.status import status_for
 
-from edgecascade.shared.errors import (
-    AuthError,
-    InputError,
-    NotFoundError,
-    ProtocolError,
-    UnavailableError,
-)
-
-
-def status_for(exc: BaseException) -> tuple[int, dict[str, str]]:
-    """(status code, extra headers) for an error raised while serving a request."""
-    if isinstance(exc, ProtocolError | InputError):
-        return 400, {}
-    if isinstance(exc, AuthError):
-        if exc.forbidden:
-            return 403, {}
-        return 401, {"WWW-Authenticate": "Bearer"}
-    if isinstance(exc, NotFoundError):
-        return 404, {}
-    if isinstance(exc, UnavailableError):
-        retry = exc.retry_after if exc.retry_after is not None else 1.0
-        return 503, {"Retry-After": str(max(1, math.ceil(retry)))}
-    return 500, {}  # ModelError, EdgecascadeError or a bug: the server's fault
+__all__ = ["status_for"]

@@ -39,6 +39,18 @@ class CloudMetrics:
             ["model"],
             registry=self.registry,
         )
+        self.raw_inputs = Counter(
+            "edgecascade_cloud_raw_inputs",
+            "Infer requests that carried the device's raw input (parameter raw_input_b64)",
+            ["model"],
+            registry=self.registry,
+        )
+        self.raw_input_bytes = Counter(
+            "edgecascade_cloud_raw_input_bytes",
+            "Decoded bytes of raw inputs received",
+            ["model"],
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
             "edgecascade_cloud_batch_size",
             "Requests merged into one model call",

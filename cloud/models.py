@@ -15,11 +15,10 @@ from edgecascade.shared.backends.base import BackendOptions, ModelBackend, Tenso
 from edgecascade.shared.backends.registry import load_backend
 from edgecascade.shared.errors import NotFoundError
 from edgecascade.shared.model_card import ModelCard
-from edgecascade.shared.v2 import DATATYPES, MetadataTensor, ModelMetadata
+from edgecascade.shared.v2 import DATATYPES, PLATFORMS, MetadataTensor, ModelMetadata
 
 log = logging.getLogger(__name__)
 
-PLATFORMS = {"onnx": "onnx_onnxv1", "tflite": "tensorflow_tflite"}
 _DATATYPE_OF = {str(dtype): name for name, dtype in DATATYPES.items()}
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from edgecascade.shared.v2.limits import RequestLimits
+
 
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDGECASCADE_CLOUD_", extra="forbid")
@@ -42,6 +44,38 @@ class ServerSettings(BaseSettings):
         default=10_000, ge=1, description="Answers kept for replay per worker (least recently used go)."
     )
     log_level: str = Field(default="INFO", description="Log level of worker processes.")
+    max_body_mb: float = Field(
+        default=16.0,
+        gt=0,
+        description="Largest infer request body, also after decompression (gzip/deflate); "
+        "a bigger one gets 413 before it is read whole.",
+    )
+    max_json_mb: float = Field(
+        default=4.0,
+        gt=0,
+        description="Largest JSON part of an infer request (parsed JSON numbers take ~30 bytes each); "
+        "larger tensors travel with the binary tensor extension.",
+    )
+    max_tensor_mb: float = Field(
+        default=64.0, gt=0, description="Most bytes the decoded input tensors of one request may take."
+    )
+    max_tensor_elements: int = Field(
+        default=4_000_000, ge=1, description="Most input tensor elements in one request."
+    )
+    allow_datatype_conversion: bool = Field(
+        default=False,
+        description="Convert a numeric input whose datatype is not the model's (e.g. FP64 or INT32 for "
+        "FP32); off (default), such a request gets 400 naming both datatypes, as Triton answers.",
+    )
+
+    def request_limits(self) -> RequestLimits:
+        """The per-request bounds these settings give (shared with the agent's decoder)."""
+        return RequestLimits(
+            max_body_bytes=int(self.max_body_mb * (1 << 20)),
+            max_json_bytes=int(self.max_json_mb * (1 << 20)),
+            max_tensor_bytes=int(self.max_tensor_mb * (1 << 20)),
+            max_elements=self.max_tensor_elements,
+        )
 
     def public_json(self) -> str:
         """These settings for worker processes, without secrets (workers read tokens themselves)."""

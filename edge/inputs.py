@@ -11,7 +11,7 @@ import numpy as np
 from edgecascade.shared.errors import InputError
 from edgecascade.shared.features import FeatureSpec, ImageEncoding, decode_image, encode_image, encode_vector
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pbm", ".pgm", ".ppm", ".webp"}
 
 
 def encode_raw(raw: np.ndarray, spec: FeatureSpec) -> np.ndarray:

@@ -6,8 +6,11 @@
     │   ├── ModelLoadError       missing, truncated or corrupt model file (names the file)
     │   └── UnsupportedModelError  unknown extension or backend (lists the supported ones)
     ├── InputError               caller's data does not fit the model
-    │   └── SignatureMismatchError  wrong shape or dtype (states the expected signature)
+    │   ├── SignatureMismatchError  wrong shape or dtype (states the expected signature)
+    │   └── NonFiniteInputError  NaN or infinity in a float input (names the input)
     ├── ProtocolError            a malformed Open Inference Protocol message (names the field)
+    │   ├── PayloadTooLargeError   a body, decoded body or tensor over a configured limit (413)
+    │   └── UnsupportedEncodingError  a Content-Encoding the server does not speak (415)
     ├── NotFoundError            unknown model or version
     ├── AuthError                missing or wrong bearer token
     ├── UnavailableError         not ready, overloaded, or shutting down
@@ -20,7 +23,8 @@
     ├── StorageError             an on-device store (buffer, cache, table) is unusable
     └── UpdateError              a model update was refused; `reason` goes into the device status
 
-The cloud maps these to HTTP status codes (cloud/http_errors.py); nothing else does.
+Both HTTP APIs (cloud and agent) and the agent's MQTT replies map these to status codes in
+one place, shared/v2/status.py.
 """
 
 from __future__ import annotations
@@ -64,12 +68,24 @@ class SignatureMismatchError(InputError):
     """Wrong shape or dtype; the message states the expected signature."""
 
 
+class NonFiniteInputError(InputError):
+    """A float input holds NaN or infinity; no model answer for it can be trusted."""
+
+
 class ProtocolError(EdgecascadeError):
     """A malformed inference request or response. `field` names the offending part."""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         self.field = field
         super().__init__(f"{field}: {message}" if field else message)
+
+
+class PayloadTooLargeError(ProtocolError):
+    """A body, a decompressed body or a request's tensors exceed a configured limit (413)."""
+
+
+class UnsupportedEncodingError(ProtocolError):
+    """A request body in a Content-Encoding this server does not decode (415)."""
 
 
 class NotFoundError(EdgecascadeError):

@@ -20,7 +20,24 @@ class ApiSection(Section):
     workers: int = Field(2, ge=1, le=64, description="Threads running the cascade for API and MQTT requests.")
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with a 503 when the agent is full.")
     max_body_mb: float = Field(
-        16.0, gt=0, description="Largest infer request body accepted; a bigger one gets 413."
+        16.0,
+        gt=0,
+        description="Largest infer request body accepted (HTTP and MQTT), also after decompression; "
+        "a bigger one gets 413.",
+    )
+    max_tensor_elements: int = Field(
+        1_000_000, ge=1, description="Most input tensor elements in one request; more gets 413."
+    )
+    max_image_pixels: int = Field(
+        8_388_608,
+        ge=1,
+        description="Largest image (width x height, read from its header before decoding) a request "
+        "may send; a bigger one gets 400 without being decoded.",
+    )
+    convert_datatypes: bool = Field(
+        False,
+        description="Convert a numeric features input that is not FP32 (FP64, INT32, UINT8, BOOL); "
+        "off (default), it gets 400 naming both datatypes, as Triton answers.",
     )
 
 

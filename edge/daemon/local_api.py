@@ -10,14 +10,12 @@ instead of queueing without bound."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,33 +24,18 @@ from starlette.types import Receive, Scope, Send
 
 from edgecascade.edge.agent import Agent
 from edgecascade.edge.daemon.metrics import AgentMetrics
-from edgecascade.edge.daemon.translate import provenance, to_cascade_requests, to_outputs
-from edgecascade.shared.answer import Answer
-from edgecascade.shared.errors import (
-    EdgecascadeError,
-    InputError,
-    NotFoundError,
-    ProtocolError,
-    UnavailableError,
-)
-from edgecascade.shared.v2 import EXTENSIONS, decode_infer_request, encode_infer_response
+from edgecascade.edge.daemon.v2_service import AgentV2
+from edgecascade.shared.errors import NotFoundError
+from edgecascade.shared.v2 import EXTENSIONS, Reply, error_reply
 
 log = logging.getLogger(__name__)
 
 _INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 
-#: (status, body, headers) of an infer call, before it is written to the connection.
-Reply = tuple[int, bytes, dict[str, str]]
-
-
-def _error_reply(status: int, message: str, headers: dict[str, str] | None = None) -> Reply:
-    """The JSON error every route answers with, as a Reply (infer) or, via `_error`, a Response."""
-    return status, orjson.dumps({"error": message}), {"content-type": "application/json", **(headers or {})}
-
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    status, body, reply_headers = _error_reply(status, message, headers)
-    return Response(body, status_code=status, headers=reply_headers)
+    reply = error_reply(status, message, headers)
+    return Response(reply.body, status_code=reply.status, headers=reply.headers)
 
 
 class LocalApi:
@@ -71,6 +54,7 @@ class LocalApi:
         pending: Any = None,
     ) -> None:
         self.agent = agent
+        self.v2 = AgentV2(agent, executor)
         self.executor = executor
         self.metrics = metrics
         self.max_inflight = max_inflight
@@ -123,38 +107,16 @@ class LocalApi:
             {"name": "edgecascade-agent", "version": __version__, "extensions": list(EXTENSIONS)}
         )
 
-    def _check_model(self, name: str, version: str | None) -> None:
-        card = self.agent.model.card
-        if name != card.name:
-            raise NotFoundError(f"unknown model {name!r}; this agent serves {card.name!r}")
-        if version is not None and version != card.version:
-            raise NotFoundError(f"model {name!r} has no version {version!r}; serving {card.version!r}")
-
     async def model_metadata(self, request: Request) -> Response:
         try:
-            self._check_model(request.path_params["name"], request.path_params.get("version"))
+            self.v2.check_model(request.path_params["name"], request.path_params.get("version"))
         except NotFoundError as exc:
             return _error(404, str(exc))
-        card = self.agent.model.card
-        return JSONResponse(
-            {
-                "name": card.name,
-                "versions": [card.version],
-                "platform": "tflite" if card.backend == "tflite" else "onnx_onnxv1",
-                "inputs": [{"name": t.name, "datatype": "FP32", "shape": t.shape} for t in card.inputs],
-                "outputs": [
-                    {"name": "label", "datatype": "BYTES", "shape": [-1]},
-                    {"name": "class_index", "datatype": "INT64", "shape": [-1]},
-                    {"name": "confidence", "datatype": "FP32", "shape": [-1]},
-                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(card.labels)]},
-                    {"name": "source", "datatype": "BYTES", "shape": [-1]},
-                ],
-            }
-        )
+        return JSONResponse(self.v2.metadata().model_dump(exclude_none=True))
 
     async def model_ready(self, request: Request) -> Response:
         try:
-            self._check_model(request.path_params["name"], request.path_params.get("version"))
+            self.v2.check_model(request.path_params["name"], request.path_params.get("version"))
         except NotFoundError as exc:
             return _error(404, str(exc))
         return await self.ready(request)
@@ -198,71 +160,29 @@ class LocalApi:
         if too_big:
             self.metrics.bad_requests.labels("http").inc()
             limit_mb = self.max_body_bytes / (1 << 20)
-            reply = _error_reply(413, f"request body is over the {limit_mb:g} MiB limit (api.max_body_mb)")
+            reply = error_reply(
+                413, f"request body is over the {limit_mb:g} MiB limit (api.max_body_mb)", field_name="body"
+            )
         else:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            try:
-                reply = await self.infer(name, version, bytes(body), headers)
-            except Exception:
-                log.exception("infer failed unexpectedly")
-                reply = _error_reply(500, "internal error; see the agent's log")
-        status, payload, reply_headers = reply
-        raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply_headers.items()]
-        raw_headers.append((b"content-length", str(len(payload)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-        await send({"type": "http.response.body", "body": payload})
+            reply = await self.infer(name, version, bytes(body), headers)
+        raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
+        raw_headers.append((b"content-length", str(len(reply.body)).encode()))
+        await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": reply.body})
 
     async def infer(self, name: str, version: str | None, body: bytes, headers: dict[str, str]) -> Reply:
-        """One V2 infer call: body and headers in, (status, body, headers) out."""
+        """One V2 infer call: body and headers in, a Reply out (never raises)."""
         if not self.accepting:
-            return _error_reply(503, "agent is shutting down", {"Retry-After": str(self.retry_after_s)})
+            return error_reply(503, "agent is shutting down", {"Retry-After": str(self.retry_after_s)})
         if self.inflight >= self.max_inflight:
             self.metrics.rejected.labels("http").inc()
-            return _error_reply(503, "agent is busy; retry later", {"Retry-After": str(self.retry_after_s)})
+            return error_reply(503, "agent is busy; retry later", {"Retry-After": str(self.retry_after_s)})
         self.inflight += 1
         try:
-            self._check_model(name, version)
-            decoded = decode_infer_request(body, headers)
-            wanted = [o.name for o in decoded.outputs] if decoded.outputs else None
-            answers = await self._answer(decoded)
-            payload, reply_headers = encode_infer_response(
-                self.agent.model.card.name,
-                self.agent.model.card.version,
-                decoded.id,
-                to_outputs(answers, wanted),
-                binary_outputs=_binary_outputs(decoded),
-                parameters={"provenance": [provenance(a) for a in answers]},
-            )
-            return 200, payload, reply_headers
-        except NotFoundError as exc:
-            return _error_reply(404, str(exc))
-        except (ProtocolError, InputError) as exc:
-            self.metrics.bad_requests.labels("http").inc()
-            return _error_reply(400, str(exc))
-        except UnavailableError as exc:
-            return _error_reply(503, str(exc), {"Retry-After": str(self.retry_after_s)})
-        except EdgecascadeError as exc:
-            log.warning("infer failed: %s", exc)
-            return _error_reply(500, str(exc))
+            reply = await self.v2.answer(name, version, body, headers)
         finally:
             self.inflight -= 1
-
-    async def _answer(self, decoded: Any) -> list[Answer]:
-        """Local phase inline (microseconds); only escalations go to a thread, so the common
-        case pays no thread hop and a slow cloud never blocks the event loop."""
-        cascade = self.agent.cascade
-        answers: list[Answer] = []
-        for request in to_cascade_requests(decoded, self.agent.model.card):
-            result = cascade.local_phase(request)
-            if not isinstance(result, Answer):
-                result = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, cascade.cloud_phase, result
-                )
-            answers.append(result)
-        return answers
-
-
-def _binary_outputs(decoded: Any) -> set[str] | bool:
-    if decoded.outputs:
-        return {o.name for o in decoded.outputs if o.binary}
-    return bool(decoded.binary_output_default)
+        if 400 <= reply.status < 500 and reply.status != 404:
+            self.metrics.bad_requests.labels("http").inc()
+        return reply

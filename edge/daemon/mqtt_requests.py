@@ -2,28 +2,34 @@
 request names, with its correlation id. The payload is a V2 JSON infer request (the same
 format as the HTTP API). MQTT 5 requests use the Response Topic and Correlation Data
 properties; on MQTT 3.1.1 the same fields travel as request parameters `reply_to` and
-`correlation_id`. Work is handed to the daemon's executor: paho's network thread never waits."""
+`correlation_id`. Every request is answered by the same `AgentV2.answer` as the HTTP API, on this
+server's own event loop thread (escalations and image decoding go to the daemon's executor), so
+paho's network thread never waits. Every request gets a reply; one that names no reply topic
+cannot, and is counted (`unanswerable`) and logged instead."""
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import Executor
 from typing import Any
 
+import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edgecascade.edge.agent import Agent
 from edgecascade.edge.daemon.metrics import AgentMetrics
-from edgecascade.edge.daemon.translate import provenance, to_cascade_requests, to_outputs
-from edgecascade.shared.errors import EdgecascadeError
+from edgecascade.edge.daemon.v2_service import AgentV2
 from edgecascade.shared.mqtt import MqttConnection, Topics
-from edgecascade.shared.v2 import decode_infer_request, encode_infer_response
+from edgecascade.shared.v2 import CORRELATION_ID_KEY, JSON_TYPE, REPLY_TO_KEY, Reply, error_reply
 
 log = logging.getLogger(__name__)
+
+_JSON_HEADERS = {"content-type": JSON_TYPE}
 
 
 class MqttRequestServer:
@@ -39,7 +45,7 @@ class MqttRequestServer:
     ) -> None:
         self.agent = agent
         self.connection = connection
-        self.executor = executor
+        self.v2 = AgentV2(agent, executor)
         self.metrics = metrics
         self.max_inflight = max_inflight
         self.topic = Topics(agent.profile.fleet).requests(agent.profile.device_id)
@@ -47,66 +53,86 @@ class MqttRequestServer:
         self._lock = threading.Lock()
         self.malformed = 0
         self.answered = 0
+        self.unanswerable = 0  # requests that named no reply topic: logged, cannot be answered
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="mqtt-requests", daemon=True)
 
     def start(self) -> None:
+        self._thread.start()
         self.connection.subscribe(self.topic, self._on_message, qos=1)
         log.info("answering inference requests on %s", self.topic)
 
     def stop(self, timeout_s: float) -> None:
         self.connection.unsubscribe(self.topic)
+        deadline = time.monotonic() + timeout_s
+        while self._inflight and time.monotonic() < deadline:  # let in-flight requests finish
+            time.sleep(0.01)
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout_s)
 
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         reply_to, correlation = _reply_address(msg)
+        payload = bytes(msg.payload)
         with self._lock:
-            if self._inflight >= self.max_inflight:
-                self.metrics.rejected.labels("mqtt").inc()
-                self._reply_error(reply_to, correlation, None, "agent is busy; retry later")
-                return
-            self._inflight += 1
-        self.executor.submit(self._handle, bytes(msg.payload), reply_to, correlation)
+            busy = self._inflight >= self.max_inflight
+            if not busy:
+                self._inflight += 1
+        if busy:
+            self.metrics.rejected.labels("mqtt").inc()
+            reply_to = reply_to or _text(_parameters(payload).get(REPLY_TO_KEY))
+            self._send(error_reply(503, "agent is busy; retry later"), payload, reply_to, correlation)
+            return
+        asyncio.run_coroutine_threadsafe(self._handle(payload, reply_to, correlation), self._loop)
 
-    def _handle(self, payload: bytes, reply_to: str | None, correlation: str | None) -> None:
-        request_id = None
+    async def _handle(self, payload: bytes, reply_to: str | None, correlation: str | None) -> None:
         try:
-            decoded = decode_infer_request(payload, {"content-type": "application/json"})
-            request_id = decoded.id
-            reply_to = reply_to or _param(decoded.parameters, "reply_to")
-            correlation = correlation or _param(decoded.parameters, "correlation_id")
-            if not reply_to:
-                raise EdgecascadeError(
-                    "request names no reply topic (MQTT 5 Response Topic or parameters.reply_to)"
-                )
-            answers = [
-                self.agent.cascade.answer(r) for r in to_cascade_requests(decoded, self.agent.model.card)
-            ]
-            wanted = [o.name for o in decoded.outputs] if decoded.outputs else None
-            params: dict[str, Any] = {"provenance": [provenance(a) for a in answers]}
-            if correlation:
-                params["correlation_id"] = correlation
-            body, _ = encode_infer_response(
-                self.agent.model.card.name,
-                self.agent.model.card.version,
-                request_id,
-                to_outputs(answers, wanted),
-                parameters=params,
+            card = self.agent.model.card
+            # MQTT 3.1.1 carries the correlation id as a parameter; it is echoed either way.
+            params = _parameters(payload)
+            correlation = correlation or _text(params.get(CORRELATION_ID_KEY))
+            reply = await self.v2.answer(
+                card.name,
+                None,
+                payload,
+                _JSON_HEADERS,
+                binary_allowed=False,  # an MQTT payload has no header for the JSON's length
+                compression=False,
+                parameters={CORRELATION_ID_KEY: correlation} if correlation else None,
             )
-            self._publish(reply_to, body, correlation)
-            self.answered += 1
-        except EdgecascadeError as exc:
-            self.malformed += 1
-            self.metrics.bad_requests.labels("mqtt").inc()
-            log.warning("bad MQTT inference request on %s: %s", self.topic, exc)
-            self._reply_error(reply_to, correlation, request_id, str(exc))
+            self._send(reply, payload, reply_to or _text(params.get(REPLY_TO_KEY)), correlation)
+        except Exception:  # noqa: BLE001 - publishing failed or a bug: never lost silently
+            log.exception("MQTT inference request on %s could not be answered", self.topic)
         finally:
             with self._lock:
                 self._inflight -= 1
 
-    def _reply_error(
-        self, reply_to: str | None, correlation: str | None, request_id: str | None, message: str
-    ) -> None:
-        if reply_to:
-            body = json.dumps({"error": message, "id": request_id, "correlation_id": correlation}).encode()
-            self._publish(reply_to, body, correlation)
+    def _send(self, reply: Reply, payload: bytes, reply_to: str | None, correlation: str | None) -> None:
+        if reply.status == 200:
+            self.answered += 1
+        else:
+            self.malformed += 1
+            self.metrics.bad_requests.labels("mqtt").inc()
+            log.warning("MQTT inference request on %s answered %d: %s", self.topic, reply.status, reply.error)
+        if not reply_to:
+            self.unanswerable += 1
+            log.warning(
+                "MQTT inference request on %s (%d bytes) names no reply topic (MQTT 5 Response Topic or "
+                "parameters.reply_to); not answered (%d so far)",
+                self.topic,
+                len(payload),
+                self.unanswerable,
+            )
+            return
+        body = reply.body
+        if reply.status != 200:
+            # No HTTP status on MQTT: the error reply carries it.
+            doc = orjson.loads(body)
+            doc["status"] = reply.status
+            if correlation:
+                doc[CORRELATION_ID_KEY] = correlation
+            body = orjson.dumps(doc)
+        self._publish(reply_to, body, correlation)
 
     def _publish(self, topic: str, body: bytes, correlation: str | None) -> None:
         props = None
@@ -123,6 +149,16 @@ def _reply_address(msg: mqtt.MQTTMessage) -> tuple[str | None, str | None]:
     return reply, corr.decode(errors="replace") if isinstance(corr, bytes) else corr
 
 
-def _param(params: dict[str, Any], name: str) -> str | None:
-    value = params.get(name)
-    return str(value) if value is not None else None
+def _parameters(payload: bytes) -> dict[str, Any]:
+    """The request's `parameters`, read leniently so that a request the decoder refuses can
+    still be answered on the reply topic it names; {} when there is none."""
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return {}
+    params = doc.get("parameters") if isinstance(doc, dict) else None
+    return params if isinstance(params, dict) else {}
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -6,17 +6,40 @@ import cv2
 import numpy as np
 
 from edgecascade.shared.errors import InputError
+from edgecascade.shared.features.image_header import FORMATS, image_size
 from edgecascade.shared.features.spec import ImageEncoding
 
 _INTERPOLATION = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Decode PNG/JPEG/BMP bytes to a uint8 array: HxW (gray) or HxWx3 in OpenCV's BGR order."""
+#: Bound on an image's pixels where the caller gives none (the agent passes api.max_image_pixels).
+DEFAULT_MAX_PIXELS = 1 << 25
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode PNG/JPEG/BMP/GIF/WebP/PNM bytes to a uint8 array: HxW (gray) or HxWx3 in OpenCV's
+    BGR order. The size is read from the header first: an image of over `max_pixels` (or of
+    an unknown format) is refused with InputError before the decoder allocates anything."""
+    probed = image_size(data)
+    if probed is None:
+        raise InputError(
+            f"not a decodable image: not {'/'.join(FORMATS)}, or its header is cut short ({len(data)} bytes)"
+        )
+    kind, width, height = probed
+    if width == 0 or height == 0:
+        raise InputError(f"{kind} image declares {width}x{height} pixels")
+    if width * height > max_pixels:
+        raise InputError(
+            f"{kind} image of {width}x{height} pixels is over the limit of {max_pixels} pixels "
+            "(api.max_image_pixels)"
+        )
     buf = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    try:
+        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        image = None
     if image is None:
-        raise InputError(f"not a decodable image ({len(data)} bytes)")
+        raise InputError(f"{kind} image of {len(data)} bytes could not be decoded (truncated or corrupt)")
     if image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     if image.dtype != np.uint8:

@@ -1,6 +1,7 @@
 """The Open Inference Protocol (KServe V2) REST messages, defined once for the cloud server,
 the device's cloud client and the device's local HTTP API. No web framework imports."""
 
+from edgecascade.shared.v2.answering import Reply, Serve, answer_v2, binary_outputs_for, error_reply
 from edgecascade.shared.v2.codec import (
     BINARY_TYPE,
     HEADER_LENGTH,
@@ -13,7 +14,19 @@ from edgecascade.shared.v2.codec import (
     encode_infer_request,
     encode_infer_response,
 )
-from edgecascade.shared.v2.datatypes import DATATYPES, datatype_of
+from edgecascade.shared.v2.datatypes import DATATYPES, datatype_for_dtype, datatype_of
+from edgecascade.shared.v2.limits import DEFAULT_LIMITS, RequestLimits
+from edgecascade.shared.v2.protocol import (
+    CORRELATION_ID_KEY,
+    IDEMPOTENCY_KEY,
+    PLATFORMS,
+    PROVENANCE_KEY,
+    RAW_INPUT_KEY,
+    REPLY_TO_KEY,
+    model_metadata,
+    platform_for,
+    tensor_metadata,
+)
 from edgecascade.shared.v2.schema import (
     EXTENSIONS,
     SCHEMA_VERSION,
@@ -25,21 +38,38 @@ from edgecascade.shared.v2.schema import (
 
 __all__ = [
     "BINARY_TYPE",
+    "CORRELATION_ID_KEY",
     "DATATYPES",
+    "DEFAULT_LIMITS",
     "EXTENSIONS",
     "HEADER_LENGTH",
+    "IDEMPOTENCY_KEY",
     "JSON_TYPE",
+    "PLATFORMS",
+    "PROVENANCE_KEY",
+    "RAW_INPUT_KEY",
+    "REPLY_TO_KEY",
     "SCHEMA_VERSION",
     "ErrorBody",
     "InferRequest",
     "InferResponse",
     "MetadataTensor",
     "ModelMetadata",
+    "Reply",
+    "RequestLimits",
     "RequestedOutput",
+    "Serve",
     "ServerMetadata",
+    "answer_v2",
+    "binary_outputs_for",
+    "datatype_for_dtype",
     "datatype_of",
     "decode_infer_request",
     "decode_infer_response",
     "encode_infer_request",
     "encode_infer_response",
+    "error_reply",
+    "model_metadata",
+    "platform_for",
+    "tensor_metadata",
 ]

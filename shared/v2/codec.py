@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from edgecascade.shared.errors import ProtocolError
 from edgecascade.shared.v2.datatypes import DATATYPES, datatype_of, from_raw, to_raw
 from edgecascade.shared.v2.json_data import from_json_data, to_json_data
+from edgecascade.shared.v2.limits import DEFAULT_LIMITS, RequestLimits, TensorBudget
 from edgecascade.shared.v2.schema import InferRequestWire, InferResponseWire, TensorWire
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -81,9 +82,13 @@ def encode_infer_request(
     return _assemble(header, raws, binary)
 
 
-def decode_infer_request(body: bytes, headers: Mapping[str, str]) -> InferRequest:
-    """Parse a request body; raises ProtocolError naming the bad field (e.g. `inputs[0].data`)."""
+def decode_infer_request(
+    body: bytes, headers: Mapping[str, str], limits: RequestLimits = DEFAULT_LIMITS
+) -> InferRequest:
+    """Parse a request body; raises ProtocolError naming the bad field (e.g. `inputs[0].data`),
+    PayloadTooLargeError where a shape or the JSON passes `limits` (checked before allocating)."""
     header, binary = _split(body, headers)
+    limits.check_json(len(header))
     wire = _validate(InferRequestWire, header)
     params = dict(wire.parameters or {})
     default = params.get("binary_data_output", False)
@@ -100,7 +105,7 @@ def decode_infer_request(body: bytes, headers: Mapping[str, str]) -> InferReques
                 raise ProtocolError(f"output {out.name!r} requested twice", field=f"outputs[{i}].name")
             requested.append(RequestedOutput(out.name, flag))
     return InferRequest(
-        inputs=_read_tensors(wire.inputs, binary, "inputs"),
+        inputs=_read_tensors(wire.inputs, binary, "inputs", TensorBudget(limits), allow_empty=False),
         id=wire.id,
         parameters=params,
         outputs=requested,
@@ -138,7 +143,9 @@ def decode_infer_response(body: bytes, headers: Mapping[str, str]) -> InferRespo
         model_version=wire.model_version,
         id=wire.id,
         parameters=dict(wire.parameters or {}),
-        outputs=_read_tensors(wire.outputs, binary, "outputs"),
+        outputs=_read_tensors(
+            wire.outputs, binary, "outputs", TensorBudget(DEFAULT_LIMITS), allow_empty=True
+        ),
     )
 
 
@@ -203,7 +210,9 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
-def _read_tensors(tensors: list[TensorWire], binary: memoryview, where: str) -> dict[str, np.ndarray]:
+def _read_tensors(
+    tensors: list[TensorWire], binary: memoryview, where: str, budget: TensorBudget, *, allow_empty: bool
+) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     for i, t in enumerate(tensors):
@@ -214,8 +223,7 @@ def _read_tensors(tensors: list[TensorWire], binary: memoryview, where: str) -> 
             raise ProtocolError(
                 f"unknown datatype {t.datatype!r}; one of {list(DATATYPES)}", field=f"{at}.datatype"
             )
-        if any(d < 0 for d in t.shape):
-            raise ProtocolError(f"negative dimension in {t.shape}", field=f"{at}.shape")
+        budget.admit(t.shape, t.datatype, f"{at}.shape", allow_empty=allow_empty)
         size = (t.parameters or {}).get("binary_data_size")
         if size is None:
             arrays[t.name] = from_json_data(t.data, t.datatype, t.shape, f"{at}.data")

@@ -46,6 +46,17 @@ def datatype_of(arr: np.ndarray) -> str:
     return name
 
 
+_BY_DTYPE_NAME = {str(dtype): name for name, dtype in DATATYPES.items() if name != "BYTES"}
+
+
+def datatype_for_dtype(dtype: str) -> str:
+    """The V2 datatype of a numpy dtype name (`float32` -> FP32); V2 names pass through;
+    anything else (object, str) is BYTES."""
+    if dtype in DATATYPES:
+        return dtype
+    return _BY_DTYPE_NAME.get(dtype, "BYTES")
+
+
 def element_count(shape: list[int]) -> int:
     return math.prod(shape)
 

@@ -93,3 +93,4 @@ class ErrorBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     error: str = Field(description="What went wrong, naming the field where there is one.")
+    field: str | None = Field(default=None, description="The request part at fault, e.g. inputs[0].shape.")
