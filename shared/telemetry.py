@@ -11,6 +11,16 @@ MQTT 5 user properties), so MQTT 3.1.1 and 5 carry it alike. `seq` is per device
 increasing and never reused, so (device, seq) identifies a record and the cloud stores each
 one once however often it is delivered. A reader refuses a batch whose `v` it does not know.
 
+Delivery is confirmed end to end, never by the broker: once the ingester has committed a
+batch it publishes `{"v": 1, "device": ..., "stored": [[first, last], ...]}` (QoS 1) on
+`Topics(fleet).telemetry_ack(device)`, and only then does the device delete those records.
+A broker's PUBACK only says the broker has the message in memory.
+
+A record that does not fit (NaN, a sequence number past 2**63 - 1, an unknown kind, a body
+off its schema) does not spoil its batch: `decode_batch` returns it among `rejected`, the
+ingester stores it in a dead-letter table with the reason and acknowledges it like the rest.
+`encode_body` applies the same rules on the device, so its own records always fit.
+
 Record kinds and their priority (higher survives eviction from a full device buffer longer):
 
     0  inference      routine per-request records (sampled; evicted first)
@@ -25,14 +35,23 @@ Record kinds and their priority (higher survives eviction from a full device buf
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgecascade.shared.errors import ProtocolError
+from edgecascade.shared.json_values import check_string, check_value
 
 SCHEMA_VERSION = 1
+MAX_SEQ = 2**63 - 1  # what BIGINT and SQLite INTEGER hold
+#: Limits a device keeps and an ingester enforces (its --max-payload-kb may raise the last).
+MAX_BODY_BYTES = 512 * 1024
+MAX_RECORDS = 5000
+MAX_DEVICE_ID = 128
+MAX_PAYLOAD_BYTES = 1024 * 1024
+DEAD_LETTER_EXCERPT = 2000
 
 
 class RecordKind(StrEnum):
@@ -144,18 +163,54 @@ BODY_MODELS: dict[RecordKind, type[_Body]] = {
 class TelemetryRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    seq: int = Field(ge=1, description="Per-device sequence number, strictly increasing.")
-    ts: float = Field(description="Unix time the record was made.")
+    seq: int = Field(
+        ge=1, le=MAX_SEQ, strict=True, description="Per-device sequence number, strictly increasing."
+    )
+    ts: float = Field(allow_inf_nan=False, strict=True, description="Unix time the record was made.")
     kind: RecordKind
     body: dict[str, Any]
 
 
-class TelemetryBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@dataclass(frozen=True)
+class RejectedRecord:
+    """A record of a valid batch that cannot be stored; it goes to the dead-letter table."""
+
+    seq: int | None  # None when the record has no usable sequence number
+    kind: str | None  # None unless a known RecordKind
+    reason: str
+    record: str  # the record as JSON, cut to DEAD_LETTER_EXCERPT characters
+
+
+@dataclass(frozen=True)
+class TelemetryBatch:
+    """A decoded batch: the records to store and the ones refused one by one."""
 
     v: int
-    device: str = Field(min_length=1)
-    records: list[TelemetryRecord] = Field(min_length=1)
+    device: str
+    records: list[TelemetryRecord]
+    rejected: list[RejectedRecord] = field(default_factory=list)
+
+    def settled_seqs(self) -> list[int]:
+        """Every sequence number the cloud holds once this batch is stored (dead letters included):
+        what the ingester acknowledges to the device."""
+        return [r.seq for r in self.records] + [r.seq for r in self.rejected if r.seq is not None]
+
+
+def encode_body(kind: RecordKind, body: dict[str, Any]) -> str:
+    """A record body as the device buffer stores it. Raises ProtocolError for a body the cloud
+    would refuse: a non-finite number, a too-large integer, bad text, too deep, too big, or not
+    its kind's schema. The device calls this, so NaN or Infinity never enter telemetry."""
+    check_value(body, "body")
+    model = BODY_MODELS.get(kind)
+    if model is not None:
+        try:
+            model.model_validate(body)
+        except ValidationError as exc:
+            raise _protocol_error(exc, "body") from None
+    text = json.dumps(body, allow_nan=False)
+    if len(text) > MAX_BODY_BYTES:
+        raise ProtocolError(f"{len(text)} bytes, over the {MAX_BODY_BYTES}-byte limit", field="body")
+    return text
 
 
 def encode_batch(device: str, records: list[tuple[int, float, str, str]]) -> bytes:
@@ -169,27 +224,129 @@ def encode_batch(device: str, records: list[tuple[int, float, str, str]]) -> byt
     return f'{head},"records":[{",".join(parts)}]}}'.encode()
 
 
-def decode_batch(payload: bytes, topic_device: str | None = None) -> TelemetryBatch:
-    """Parse and validate a payload. Raises ProtocolError naming what is wrong: not JSON, an
-    unknown version, a record or body that does not fit its kind, or a device id that differs
-    from the one in the topic (a device may only speak for itself)."""
+def decode_batch(
+    payload: bytes, topic_device: str | None = None, *, max_bytes: int = MAX_PAYLOAD_BYTES
+) -> TelemetryBatch:
+    """Parse and validate a payload. Raises ProtocolError (the whole message is refused) when
+    it is too big, not UTF-8 JSON, nested too deeply, of an unknown version, not a batch, or
+    from a device other than the one in the topic (a device may only speak for itself).
+    A record that does not fit (bad sequence number or time, unknown kind, a body that is not
+    its kind's schema or holds NaN) is returned in `rejected` with its reason; the rest is kept."""
+    if len(payload) > max_bytes:
+        raise ProtocolError(f"{len(payload)} bytes, over the {max_bytes}-byte limit", field="payload")
     try:
-        raw = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"not JSON: {exc}", field="payload") from None
+        raw = json.loads(payload.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ProtocolError("not UTF-8 text", field="payload") from None
+    except RecursionError:
+        # The C parser recurses per nesting level; this is how it reports running out of stack.
+        raise ProtocolError("JSON nested too deeply", field="payload") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
+        raise ProtocolError(f"not JSON: {str(exc)[:120]}", field="payload") from None
     if not isinstance(raw, dict):
         raise ProtocolError("expected a JSON object", field="payload")
-    if raw.get("v") != SCHEMA_VERSION:
-        raise ProtocolError(f"unsupported telemetry version {raw.get('v')!r}", field="v")
+    version = raw.get("v")
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise ProtocolError(f"unsupported telemetry version {str(version)[:20]!r}", field="v")
+    extra = set(raw) - {"v", "device", "records"}
+    if extra:
+        raise ProtocolError(f"unexpected fields {sorted(str(k)[:40] for k in extra)[:5]}", field="payload")
+    device = raw.get("device")
+    if not isinstance(device, str) or not 1 <= len(device) <= MAX_DEVICE_ID:
+        raise ProtocolError(f"expected a device id of 1 to {MAX_DEVICE_ID} characters", field="device")
+    check_string(device, "device")
+    if topic_device is not None and device != topic_device:
+        raise ProtocolError(f"device {device!r} published on {topic_device!r}'s topic", field="device")
+    items = raw.get("records")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_RECORDS:
+        raise ProtocolError(f"expected a list of 1 to {MAX_RECORDS} records", field="records")
+    records: list[TelemetryRecord] = []
+    rejected: list[RejectedRecord] = []
+    for i, item in enumerate(items):
+        try:
+            records.append(_record(item, f"records.{i}"))
+        except ProtocolError as exc:
+            rejected.append(_rejected(item, str(exc)))
+    return TelemetryBatch(SCHEMA_VERSION, device, records, rejected)
+
+
+def _record(item: Any, where: str) -> TelemetryRecord:
+    if not isinstance(item, dict):
+        raise ProtocolError("expected a JSON object", field=where)
+    # Checked before pydantic sees it: depth first (nothing below recurses into the body).
+    check_value(item.get("body"), f"{where}.body")
     try:
-        batch = TelemetryBatch.model_validate(raw)
-        for record in batch.records:
-            model = BODY_MODELS.get(record.kind)
-            if model is not None:
-                model.model_validate(record.body)
+        record = TelemetryRecord.model_validate(item)
+        model = BODY_MODELS.get(record.kind)
+        if model is not None:
+            model.model_validate(record.body)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ProtocolError(first["msg"], field=".".join(str(p) for p in first["loc"])) from None
-    if topic_device is not None and batch.device != topic_device:
-        raise ProtocolError(f"device {batch.device!r} published on {topic_device!r}'s topic", field="device")
-    return batch
+        raise _protocol_error(exc, where) from None
+    return record
+
+
+_KINDS = frozenset(k.value for k in RecordKind)
+
+
+def _rejected(item: Any, reason: str) -> RejectedRecord:
+    seq = item.get("seq") if isinstance(item, dict) else None
+    kind = item.get("kind") if isinstance(item, dict) else None
+    try:
+        excerpt = json.dumps(item)[:DEAD_LETTER_EXCERPT]
+    except (RecursionError, ValueError):
+        excerpt = "(not kept: cannot be written back as JSON)"
+    return RejectedRecord(
+        seq=seq if type(seq) is int and 1 <= seq <= MAX_SEQ else None,
+        kind=kind if isinstance(kind, str) and kind in _KINDS else None,
+        reason=reason[:500],
+        record=excerpt,
+    )
+
+
+def _protocol_error(exc: ValidationError, where: str) -> ProtocolError:
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    return ProtocolError(first["msg"], field=f"{where}.{loc}" if loc else where)
+
+
+# -- acknowledgements (ingester -> device) ----------------------------------------------------
+
+
+def encode_ack(device: str, seqs: list[int]) -> bytes:
+    """`{"v": 1, "device": ..., "stored": [[first, last], ...]}`: every record in these inclusive
+    ranges is stored in the cloud (or in its dead-letter table), so the device may delete it."""
+    ranges: list[list[int]] = []
+    for seq in sorted(set(seqs)):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1][1] = seq
+        else:
+            ranges.append([seq, seq])
+    return json.dumps({"v": SCHEMA_VERSION, "device": device, "stored": ranges}).encode()
+
+
+def decode_ack(payload: bytes, device: str) -> list[tuple[int, int]]:
+    """The inclusive seq ranges of an acknowledgement for `device`. Raises ProtocolError."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError("acknowledgement too big", field="payload")
+    try:
+        raw = json.loads(payload)
+    except (RecursionError, ValueError):
+        raise ProtocolError("not JSON", field="payload") from None
+    if not isinstance(raw, dict) or type(raw.get("v")) is not int or raw.get("v") != SCHEMA_VERSION:
+        raise ProtocolError("not a version-1 acknowledgement", field="v")
+    if raw.get("device") != device:
+        raise ProtocolError("for another device", field="device")
+    ranges = raw.get("stored")
+    if not isinstance(ranges, list):
+        raise ProtocolError("expected a list of [first, last] ranges", field="stored")
+    out = []
+    for pair in ranges:
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(type(x) is int and 1 <= x <= MAX_SEQ for x in pair)
+            or pair[0] > pair[1]
+        ):
+            raise ProtocolError("expected [first, last] with 1 <= first <= last < 2**63", field="stored")
+        out.append((pair[0], pair[1]))
+    return out

@@ -6,25 +6,35 @@ import argparse
 import json
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgecascade.cloud.ingest.store import DeadLetter
 
 EPILOG = """examples:
   edgecascade fleet telemetry --store var/telemetry.sqlite3
-  edgecascade fleet telemetry --store postgresql://ingest@db/telemetry --json"""
+  edgecascade fleet telemetry --store postgresql://ingest@db/telemetry --json
+  edgecascade fleet telemetry --store var/telemetry.sqlite3 --dead-letters --device rpi4-0001"""
 
 
 def add_parsers(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "telemetry",
-        help="per-device telemetry: last seen, requests, escalation rate, latency, drops",
+        help="per-device telemetry: last seen, requests, escalation rate, latency, drops, dead letters",
         description="Summarise what the ingester stored per device: when it was last heard from, "
         "requests and escalation rate (from metrics records, so sampling does not skew them), "
-        "p50/p99 latency of the latest interval and records the device had to drop.",
+        "p50/p99 latency of the latest interval, records the device had to drop, and records the "
+        "ingester could not store (dead letters; --dead-letters lists them with their reason).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--store", required=True, metavar="PATH|URL", help="SQLite file or postgresql:// URL")
-    p.add_argument("--json", action="store_true", help="one JSON object per device")
+    p.add_argument("--json", action="store_true", help="one JSON object per device (or dead letter)")
+    p.add_argument(
+        "--dead-letters", action="store_true", help="list the newest dead letters instead, with their reason"
+    )
+    p.add_argument("--device", help="with --dead-letters: only this device's")
+    p.add_argument("--limit", type=int, default=20, help="with --dead-letters: how many (default 20)")
     p.set_defaults(func=_show)
 
 
@@ -33,10 +43,12 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from edgecascade.cloud.ingest.store import open_store
+    from edgecascade.cloud.ingest.stores import open_store
 
     store = open_store(args.store)
     try:
+        if args.dead_letters:
+            return _show_dead_letters(store.dead_letters(args.device, args.limit), args.json)
         rows = store.summaries()
     finally:
         store.close()
@@ -46,14 +58,28 @@ def _show(args: argparse.Namespace) -> int:
         return 0
     now = time.time()
     print(f"{'DEVICE':<20} {'LAST SEEN':>10} {'RECORDS':>8} {'REQUESTS':>9} {'ESC%':>6} "
-          f"{'P50 ms':>8} {'P99 ms':>8} {'DROPPED':>8}")  # fmt: skip
+          f"{'P50 ms':>8} {'P99 ms':>8} {'DROPPED':>8} {'DEAD':>6}")  # fmt: skip
     for r in rows:
         rate = r.escalation_rate
         print(
             f"{r.device:<20} {_fmt(now - r.last_seen, '.0f') + 's ago':>10} {r.records:>8} {r.requests:>9} "
             f"{_fmt(None if rate is None else rate * 100, '.1f'):>6} {_fmt(r.latency_p50_ms, '.2f'):>8} "
-            f"{_fmt(r.latency_p99_ms, '.2f'):>8} {r.dropped:>8}"
+            f"{_fmt(r.latency_p99_ms, '.2f'):>8} {r.dropped:>8} {r.dead_letters:>6}"
         )
     if not rows:
         print("(no telemetry stored yet)")
+    return 0
+
+
+def _show_dead_letters(letters: list[DeadLetter], as_json: bool) -> int:
+    if as_json:
+        for d in letters:
+            print(json.dumps(asdict(d)))
+        return 0
+    print(f"{'DEVICE':<20} {'SEQ':>20} {'KIND':<13} REASON")
+    for d in letters:
+        seq = "-" if d.seq is None else str(d.seq)
+        print(f"{d.device[:20]:<20} {seq:>20} {d.kind or '-':<13} {d.reason}")
+    if not letters:
+        print("(no dead letters)")
     return 0

@@ -9,6 +9,8 @@ import socket
 import threading
 from typing import Any
 
+from edgecascade.shared.telemetry import MAX_PAYLOAD_BYTES
+
 log = logging.getLogger(__name__)
 
 EPILOG = """examples:
@@ -25,7 +27,9 @@ def add_parser(subparsers: Any) -> None:
         help="store a fleet's telemetry from MQTT in SQLite or PostgreSQL",
         description="Subscribe to every device's telemetry topic of a fleet (an MQTT 5 shared "
         "subscription, so several ingesters can share the load) and store each record once, "
-        "deduplicated on (device, sequence). Malformed payloads are logged and counted.",
+        "deduplicated on (device, sequence), then acknowledge it to the device, which deletes a "
+        "record only then. Payloads that are not a batch are refused, logged and counted; records "
+        "that cannot be stored go to a dead-letter table with their reason.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -53,6 +57,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--username", help="broker user")
     p.add_argument("--password", help="broker password (prefer EDGECASCADE_MQTT_PASSWORD)")
     p.add_argument(
+        "--max-payload-kb",
+        type=int,
+        default=MAX_PAYLOAD_BYTES // 1024,
+        metavar="KB",
+        help=f"refuse telemetry messages larger than this (default {MAX_PAYLOAD_BYTES // 1024})",
+    )
+    p.add_argument(
         "--stats-every", type=float, default=60.0, metavar="S", help="log counters every S seconds"
     )
     p.set_defaults(func=_ingest)
@@ -62,7 +73,7 @@ def _ingest(args: argparse.Namespace) -> int:
     import os
 
     from edgecascade.cloud.ingest.ingester import Ingester, PersistentMqttConnection
-    from edgecascade.cloud.ingest.store import open_store
+    from edgecascade.cloud.ingest.stores import open_store
     from edgecascade.shared.errors import ConfigError
     from edgecascade.shared.mqtt import MqttSettings
 
@@ -79,7 +90,9 @@ def _ingest(args: argparse.Namespace) -> int:
         protocol=args.protocol,
     )
     connection = PersistentMqttConnection(settings)
-    ingester = Ingester(connection, store, fleet=args.fleet, group=args.group)
+    ingester = Ingester(
+        connection, store, fleet=args.fleet, group=args.group, max_payload_bytes=args.max_payload_kb * 1024
+    )
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

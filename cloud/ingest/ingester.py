@@ -5,7 +5,18 @@ client id, clean start off), so batches published while it is down, or while a r
 broker waits for it to reconnect, are queued by the broker and arrive later. Several
 ingesters share the load through an MQTT 5 shared subscription when given a group
 (`$share/<group>/edgecascade/<fleet>/+/telemetry`); on an MQTT 3.1.1 connection it falls back
-to a plain subscription (then run only one). Malformed or foreign payloads are logged, counted and never stored."""
+to a plain subscription (then run only one).
+
+After a batch is committed the ingester publishes, QoS 1 on the device's own
+`telemetry-ack` topic, the sequence numbers it now holds (new, duplicate or dead-lettered);
+the device deletes a record only then. Only after that is the broker's copy acknowledged, so
+a crash anywhere in between ends in a redelivery that storage dedupes, never in a loss.
+
+A payload that is not a batch at all (too big, not UTF-8 JSON, nested too deeply, unknown
+version, a foreign device) is refused: one log line, the `refused` counter, and acknowledged
+to the broker so it is not redelivered. A record of a valid batch that cannot be stored goes
+to the dead-letter table (`dead_lettered` counter and a log line) and is acknowledged like
+the rest: one device's bad data never holds up a batch, a device, or the fleet."""
 
 from __future__ import annotations
 
@@ -19,10 +30,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edgecascade.cloud.ingest.store import TelemetryStore
-from edgecascade.shared.errors import ProtocolError, StorageError
+from edgecascade.cloud.ingest.store import StoreResult, TelemetryStore
+from edgecascade.shared.errors import ProtocolError, StorageError, TransportError
 from edgecascade.shared.mqtt import MqttConnection, MqttSettings, Topics
-from edgecascade.shared.telemetry import TelemetryBatch, decode_batch
+from edgecascade.shared.telemetry import MAX_PAYLOAD_BYTES, TelemetryBatch, decode_batch, encode_ack
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +64,9 @@ class PersistentMqttConnection(MqttConnection):
 
 
 class Ingester:
-    """Call `start()` to subscribe (the connection may start before or after), `stop()` to unsubscribe
-    nothing but close the store. Counters: batches, stored, duplicates, malformed, store_failures."""
+    """Call `start()` to subscribe (the connection may start before or after), `stop()` to
+    unsubscribe. Counters: batches, stored, duplicates, dead_lettered, refused, store_failures,
+    acks_sent."""
 
     name = "telemetry-ingester"
 
@@ -67,13 +79,16 @@ class Ingester:
         group: str = "",
         clock: Callable[[], float] = time.time,
         store_retry_max_s: float = 5.0,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         self.connection = connection
         self.store_retry_max_s = store_retry_max_s
+        self.max_payload_bytes = max_payload_bytes
         self._stopping = threading.Event()
         self.store = store
         self.clock = clock
-        plain = Topics(fleet).all_telemetry()
+        self.topics = Topics(fleet)
+        plain = self.topics.all_telemetry()
         # No group (the default) means a plain subscription. Mosquitto 2.0 does not queue
         # messages of a shared subscription for a member that is offline, so a lone ingester
         # that restarts, or reconnects to a restarted broker after its devices do, would miss
@@ -83,8 +98,10 @@ class Ingester:
         self.batches = 0
         self.stored = 0
         self.duplicates = 0
-        self.malformed = 0
+        self.dead_lettered = 0
+        self.refused = 0
         self.store_failures = 0
+        self.acks_sent = 0
 
     def start(self) -> None:
         self.connection.subscribe(self.topic, self.handle, qos=1)
@@ -95,29 +112,63 @@ class Ingester:
         self.connection.unsubscribe(self.topic)
 
     def handle(self, msg: mqtt.MQTTMessage) -> None:
-        """Validate and store one message. Runs on paho's network thread; never raises."""
+        """Validate, store and acknowledge one message. Runs on paho's network thread; never raises."""
+        payload = bytes(msg.payload)
         try:
-            batch = decode_batch(bytes(msg.payload), Topics.device_of(msg.topic))
+            batch = decode_batch(payload, Topics.device_of(msg.topic), max_bytes=self.max_payload_bytes)
         except ProtocolError as exc:
             with self._lock:
-                self.malformed += 1
-            log.warning("ignored a malformed telemetry message on %s: %s", msg.topic, exc)
+                self.refused += 1
+                refused = self.refused
+            log.warning(
+                "refused a telemetry message on %s (%d bytes; %d refused so far): %s",
+                msg.topic[:200],
+                len(payload),
+                refused,
+                exc,
+            )
             self.connection.ack(msg)  # garbage stays garbage: do not have it redelivered
             return
-        new = self._store_with_retries(batch)
-        if new is None:
+        result = self._store_with_retries(batch)
+        if result is None:
             # Not acknowledged (manual-ack connection): the broker keeps the message and
             # redelivers it after our reconnect; storage dedupes if part of it did land.
             return
+        self._acknowledge(batch)
         self.connection.ack(msg)
         with self._lock:
             self.batches += 1
-            self.stored += new
-            self.duplicates += len(batch.records) - new
-        if new < len(batch.records):
-            log.debug("%s: %d duplicate records ignored", batch.device, len(batch.records) - new)
+            self.stored += result.stored
+            self.duplicates += result.duplicates
+            self.dead_lettered += result.dead_lettered
+            dead_total = self.dead_lettered
+        if result.dead_lettered:
+            log.warning(
+                "%s: %d of %d records could not be stored and went to the dead-letter table "
+                "(%d so far); first reason: %s",
+                batch.device,
+                result.dead_lettered,
+                len(batch.records) + len(batch.rejected),
+                dead_total,
+                result.reasons[0] if result.reasons else "?",
+            )
+        if result.duplicates:
+            log.debug("%s: %d duplicate records ignored", batch.device, result.duplicates)
 
-    def _store_with_retries(self, batch: TelemetryBatch) -> int | None:
+    def _acknowledge(self, batch: TelemetryBatch) -> None:
+        """Tell the device what is stored. A lost acknowledgement only costs a resend."""
+        seqs = batch.settled_seqs()
+        if not seqs:
+            return
+        try:
+            self.connection.publish(self.topics.telemetry_ack(batch.device), encode_ack(batch.device, seqs))
+        except TransportError as exc:
+            log.warning("could not acknowledge %s's telemetry (%s); it will be resent", batch.device, exc)
+            return
+        with self._lock:
+            self.acks_sent += 1
+
+    def _store_with_retries(self, batch: TelemetryBatch) -> StoreResult | None:
         """Store, retrying with backoff while the store is failing (a locked database, a
         restarting PostgreSQL). Blocking here is backpressure: paho reads nothing more until
         this batch is stored. Returns None if the ingester is stopping first."""
@@ -125,7 +176,7 @@ class Ingester:
         logged = False
         while True:
             try:
-                new = self.store.store(batch, self.clock())
+                result = self.store.store(batch, self.clock())
             except StorageError as exc:
                 with self._lock:
                     self.store_failures += 1
@@ -142,7 +193,7 @@ class Ingester:
                 continue
             if logged:
                 log.info("telemetry store works again")
-            return new
+            return result
 
     def counters(self) -> dict[str, int]:
         with self._lock:
@@ -150,6 +201,8 @@ class Ingester:
                 "batches": self.batches,
                 "stored": self.stored,
                 "duplicates": self.duplicates,
-                "malformed": self.malformed,
+                "dead_lettered": self.dead_lettered,
+                "refused": self.refused,
                 "store_failures": self.store_failures,
+                "acks_sent": self.acks_sent,
             }

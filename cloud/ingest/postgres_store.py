@@ -1,4 +1,8 @@
-"""PostgreSQL store (psycopg 3): one multi-row INSERT ... ON CONFLICT DO NOTHING per batch."""
+"""PostgreSQL store (psycopg 3): one multi-row INSERT ... ON CONFLICT DO NOTHING per batch.
+
+A batch whose insert fails on a value (psycopg's DataError or IntegrityError: a number out of
+range, text jsonb refuses) is redone row by row under savepoints in the same transaction, and
+the rows PostgreSQL refuses become dead letters. A lost connection is reopened on the next call."""
 
 from __future__ import annotations
 
@@ -9,10 +13,18 @@ import psycopg
 
 from edgecascade.cloud.ingest.store import (
     COLUMNS,
+    DEAD_COUNTS_SQL,
+    DEAD_LETTER_COLUMNS,
     LATEST_METRICS_SQL,
     SUMMARY_SQL,
+    DeadLetter,
     DeviceSummary,
-    rows_of,
+    Row,
+    StoreResult,
+    dead_letters_from,
+    dead_row,
+    dead_row_of_record,
+    row_of,
     summaries_from,
 )
 from edgecascade.shared.errors import StorageError
@@ -24,44 +36,92 @@ CREATE TABLE IF NOT EXISTS telemetry (
     body JSONB NOT NULL, received DOUBLE PRECISION NOT NULL,
     requests BIGINT, escalated BIGINT, degraded BIGINT,
     latency_p50_ms DOUBLE PRECISION, latency_p99_ms DOUBLE PRECISION, dropped_total BIGINT,
-    PRIMARY KEY (device, seq))
+    PRIMARY KEY (device, seq));
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id BIGSERIAL PRIMARY KEY, device TEXT NOT NULL, seq BIGINT, kind TEXT, reason TEXT NOT NULL,
+    record TEXT NOT NULL, received DOUBLE PRECISION NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_key ON dead_letters (device, seq);
 """
 _TYPES = ("text", "bigint", "float8", "text", "jsonb", "float8",
           "bigint", "bigint", "bigint", "float8", "float8", "bigint")  # fmt: skip
 # Columns as arrays, unnested server-side: one statement and one round trip per batch.
-_INSERT = (
+_INSERT_MANY = (
     f"INSERT INTO telemetry ({', '.join(COLUMNS)}) SELECT * FROM unnest("
     + ", ".join(f"%s::{t}[]" for t in _TYPES)
     + ") ON CONFLICT (device, seq) DO NOTHING"
 )
+_INSERT_ONE = (
+    f"INSERT INTO telemetry ({', '.join(COLUMNS)}) VALUES ("
+    + ", ".join(f"%s::{t}" for t in _TYPES)
+    + ") ON CONFLICT (device, seq) DO NOTHING"
+)
+_INSERT_DEAD = (
+    f"INSERT INTO dead_letters ({', '.join(DEAD_LETTER_COLUMNS)}) VALUES (%s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (device, seq) DO NOTHING"
+)
+#: A row's values are at fault, not the database: that row becomes a dead letter.
+_ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError, OverflowError, ValueError)
 
 
 class PostgresStore:
     def __init__(self, url: str, *, table_schema: str | None = None) -> None:
         self.url = url
+        self.table_schema = table_schema
         self._lock = threading.Lock()
+        self._db = self._connect()
+
+    def _connect(self) -> psycopg.Connection[Any]:
         try:
-            self._db = psycopg.connect(url, autocommit=True)
-            if table_schema:
-                self._db.execute(f'CREATE SCHEMA IF NOT EXISTS "{table_schema}"')
-                self._db.execute(f'SET search_path TO "{table_schema}"')
-            self._db.execute(_SCHEMA)
+            db = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+            if self.table_schema:
+                db.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.table_schema}"')
+                db.execute(f'SET search_path TO "{self.table_schema}"')
+            db.execute(_SCHEMA)
         except psycopg.Error as exc:
             raise StorageError(f"PostgreSQL telemetry store unusable: {exc}") from exc
+        return db
 
-    def store(self, batch: TelemetryBatch, received: float) -> int:
-        columns = list(zip(*rows_of(batch, received), strict=True))
+    def _conn(self) -> psycopg.Connection[Any]:
+        if self._db.closed or self._db.broken:
+            self._db = self._connect()
+        return self._db
+
+    def store(self, batch: TelemetryBatch, received: float) -> StoreResult:
         with self._lock:
             try:
-                cur = self._db.execute(_INSERT, [list(c) for c in columns])
+                return self._store(self._conn(), batch, received)
             except psycopg.Error as exc:
                 raise StorageError(f"PostgreSQL telemetry store: {exc}") from exc
-            return max(cur.rowcount, 0)
+
+    def _store(self, db: psycopg.Connection[Any], batch: TelemetryBatch, received: float) -> StoreResult:
+        rows = [row_of(batch.device, r, received) for r in batch.records]
+        reasons = [r.reason for r in batch.rejected]
+        dead_rows: list[Row] = [dead_row(batch.device, r, received) for r in batch.rejected]
+        with db.transaction():
+            stored = 0
+            try:
+                with db.transaction():  # a savepoint
+                    if rows:
+                        columns = [list(c) for c in zip(*rows, strict=True)]
+                        stored = max(db.execute(_INSERT_MANY, columns).rowcount, 0)
+            except _ROW_ERRORS:
+                for record, row in zip(batch.records, rows, strict=True):
+                    try:
+                        with db.transaction():
+                            stored += max(db.execute(_INSERT_ONE, row).rowcount, 0)
+                    except _ROW_ERRORS as exc:
+                        reasons.append(f"refused by PostgreSQL: {str(exc).splitlines()[0][:300]}")
+                        dead_rows.append(dead_row_of_record(batch.device, record, reasons[-1], received))
+            dead = 0
+            for dead_one in dead_rows:
+                dead += max(db.execute(_INSERT_DEAD, dead_one).rowcount, 0)
+        total = len(batch.records) + len(batch.rejected)
+        return StoreResult(stored, total - stored - dead, dead, tuple(reasons) if dead else ())
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
-                return self._db.execute(sql, args).fetchall()
+                return self._conn().execute(sql, args).fetchall()
             except psycopg.Error as exc:
                 raise StorageError(f"PostgreSQL telemetry store: {exc}") from exc
 
@@ -81,8 +141,21 @@ class PostgresStore:
         )
         return [r[0] for r in rows]
 
+    def dead_letters(self, device: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        cols = ", ".join(DEAD_LETTER_COLUMNS)
+        if device is None:
+            rows = self._query(f"SELECT {cols} FROM dead_letters ORDER BY id DESC LIMIT %s", (limit,))
+        else:
+            rows = self._query(
+                f"SELECT {cols} FROM dead_letters WHERE device = %s ORDER BY id DESC LIMIT %s",
+                (device, limit),
+            )
+        return dead_letters_from(rows)
+
     def summaries(self) -> list[DeviceSummary]:
-        return summaries_from(self._query(SUMMARY_SQL), self._query(LATEST_METRICS_SQL))
+        return summaries_from(
+            self._query(SUMMARY_SQL), self._query(LATEST_METRICS_SQL), self._query(DEAD_COUNTS_SQL)
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -1,8 +1,15 @@
-"""The telemetry store interface, shared row shaping, and `open_store()` to pick one by URL.
+"""The telemetry store interface and the row shaping its implementations share
+(`open_store()` in cloud/ingest/stores.py picks one by URL).
 
 Every store keys records on (device, seq): storing a record delivered twice is a no-op, so
 at-least-once delivery over MQTT becomes exactly-once storage. A few figures of metrics and
-drops records are kept in their own columns so per-device summaries are plain SQL."""
+drops records are kept in their own columns so per-device summaries are plain SQL.
+
+A record that cannot be stored never holds up the others: the batch's `rejected` records,
+and any record the database itself refuses (a value out of its range, a constraint), go to
+the `dead_letters` table with the reason, in the same transaction as the rest of the batch.
+Only a failure of the database itself (unreachable, locked, disk full) raises StorageError,
+for the ingester to retry the whole batch."""
 
 from __future__ import annotations
 
@@ -10,8 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from edgecascade.shared.errors import ConfigError
-from edgecascade.shared.telemetry import RecordKind, TelemetryBatch
+from edgecascade.shared.telemetry import RecordKind, RejectedRecord, TelemetryBatch, TelemetryRecord
 
 #: Columns in storage order.
 COLUMNS = (
@@ -36,16 +42,43 @@ class DeviceSummary:
     latency_p99_ms: float | None
     dropped: int  # cumulative records evicted on the device
 
+    dead_letters: int = 0  # records of the device's batches that could not be stored
+
     @property
     def escalation_rate(self) -> float | None:
         return self.escalated / self.requests if self.requests else None
 
 
+@dataclass(frozen=True)
+class StoreResult:
+    """What storing one batch did: every record is in exactly one of the three counts."""
+
+    stored: int  # new records
+    duplicates: int  # already stored (a redelivery)
+    dead_lettered: int  # could not be stored; kept in dead_letters with the reason
+    reasons: tuple[str, ...] = ()  # of the dead-lettered records, in batch order
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    device: str
+    seq: int | None
+    kind: str | None
+    reason: str
+    record: str
+    received: float
+
+
 class TelemetryStore(Protocol):
     """Stores validated batches; safe to call from one thread at a time."""
 
-    def store(self, batch: TelemetryBatch, received: float) -> int:
-        """Store a batch in one transaction; returns how many records were new (the rest were duplicates)."""
+    def store(self, batch: TelemetryBatch, received: float) -> StoreResult:
+        """Store a batch in one transaction, its rejected and unstorable records as dead letters.
+        Raises StorageError only when the database itself fails (then nothing was stored)."""
+        ...
+
+    def dead_letters(self, device: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """The newest dead letters (of one device, or all), newest first."""
         ...
 
     def count(self, device: str | None = None) -> int:
@@ -67,31 +100,41 @@ class TelemetryStore(Protocol):
     def close(self) -> None: ...
 
 
+DEAD_LETTER_COLUMNS = ("device", "seq", "kind", "reason", "record", "received")
+
+
+def row_of(device: str, r: TelemetryRecord, received: float) -> Row:
+    b = r.body
+    metrics = r.kind == RecordKind.METRICS
+    dropped = b.get("total") if r.kind == RecordKind.DROPS else b.get("dropped_total") if metrics else None
+    return (
+        device,
+        r.seq,
+        r.ts,
+        r.kind.value,
+        json.dumps(b, allow_nan=False),
+        received,
+        b.get("requests") if metrics else None,
+        b.get("escalated") if metrics else None,
+        b.get("degraded") if metrics else None,
+        b.get("latency_p50_ms") if metrics else None,
+        b.get("latency_p99_ms") if metrics else None,
+        dropped,
+    )
+
+
 def rows_of(batch: TelemetryBatch, received: float) -> list[Row]:
-    rows = []
-    for r in batch.records:
-        b = r.body
-        metrics = r.kind == RecordKind.METRICS
-        dropped = (
-            b.get("total") if r.kind == RecordKind.DROPS else b.get("dropped_total") if metrics else None
-        )
-        rows.append(
-            (
-                batch.device,
-                r.seq,
-                r.ts,
-                r.kind.value,
-                json.dumps(b),
-                received,
-                b.get("requests") if metrics else None,
-                b.get("escalated") if metrics else None,
-                b.get("degraded") if metrics else None,
-                b.get("latency_p50_ms") if metrics else None,
-                b.get("latency_p99_ms") if metrics else None,
-                dropped,
-            )  # fmt: skip
-        )
-    return rows
+    return [row_of(batch.device, r, received) for r in batch.records]
+
+
+def dead_row(device: str, r: RejectedRecord, received: float) -> Row:
+    return (device, r.seq, r.kind, r.reason, r.record, received)
+
+
+def dead_row_of_record(device: str, r: TelemetryRecord, reason: str, received: float) -> Row:
+    """A valid record the database refused, as a dead letter."""
+    record = json.dumps({"seq": r.seq, "ts": r.ts, "kind": r.kind.value, "body": r.body})
+    return (device, r.seq, r.kind.value, reason[:500], record[:2000], received)
 
 
 #: One query per store dialect; %s-free so both run it as is.
@@ -107,9 +150,14 @@ JOIN (SELECT device, MAX(seq) AS seq FROM telemetry WHERE kind = 'metrics' GROUP
 """
 
 
-def summaries_from(rows: list[Row], latest: list[Row]) -> list[DeviceSummary]:
+DEAD_COUNTS_SQL = "SELECT device, COUNT(*) FROM dead_letters GROUP BY device"
+
+
+def summaries_from(rows: list[Row], latest: list[Row], dead: list[Row]) -> list[DeviceSummary]:
+    """Per-device summaries; a device known only from dead letters gets a row too."""
     lat = {d: (p50, p99) for d, p50, p99 in latest}
-    return [
+    dead_by = {d: int(n) for d, n in dead}
+    out = [
         DeviceSummary(
             device=d,
             last_seen=float(seen),
@@ -120,23 +168,15 @@ def summaries_from(rows: list[Row], latest: list[Row]) -> list[DeviceSummary]:
             latency_p50_ms=lat.get(d, (None, None))[0],
             latency_p99_ms=lat.get(d, (None, None))[1],
             dropped=int(drop),
+            dead_letters=dead_by.pop(d, 0),
         )
         for d, seen, n, req, esc, deg, drop in rows
     ]
+    out += [DeviceSummary(d, 0.0, 0, 0, 0, 0, None, None, 0, n) for d, n in dead_by.items()]
+    return sorted(out, key=lambda s: s.device)
 
 
-def open_store(url: str) -> TelemetryStore:
-    """`postgresql://...` -> PostgresStore; `sqlite:///path`, or a plain path -> SqliteStore."""
-    if url.startswith(("postgresql://", "postgres://")):
-        from edgecascade.cloud.ingest.postgres_store import PostgresStore
-
-        return PostgresStore(url)
-    if url.startswith("sqlite:///"):
-        url = url[len("sqlite:///") :]
-    elif "://" in url:
-        raise ConfigError(
-            f"expected a postgresql:// URL, sqlite:///path or a file path, got {url!r}", key="store"
-        )
-    from edgecascade.cloud.ingest.sqlite_store import SqliteStore
-
-    return SqliteStore(url)
+def dead_letters_from(rows: list[Row]) -> list[DeadLetter]:
+    return [
+        DeadLetter(d, seq, kind, reason, record, float(rec)) for d, seq, kind, reason, record, rec in rows
+    ]

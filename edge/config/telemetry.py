@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from edgecascade.edge.config.base import ProfilePath, Section
 
@@ -25,6 +25,11 @@ class HardExamplesSection(Section):
 
 class TelemetrySection(Section):
     enabled: bool = Field(True, description="Record telemetry at all (the uplink also needs mqtt.enabled).")
+    sink: str = Field(
+        "mqtt",
+        description="Where buffered records go: a name from edge/telemetry/sinks.py's SINKS "
+        "(mqtt = the fleet's ingester over MQTT, needs mqtt.enabled).",
+    )
     buffer_path: ProfilePath | None = Field(
         None, description="SQLite buffer file; default <data_dir>/telemetry.sqlite3."
     )
@@ -62,8 +67,35 @@ class TelemetrySection(Section):
         gt=0,
         description="Backlog drain rate cap, so a long outage's backlog does not starve the rest.",
     )
+    uplink_max_bytes: int = Field(
+        512 * 1024,
+        ge=4096,
+        le=1024 * 1024,
+        description="Most bytes of record bodies per MQTT message (one record always fits: "
+        "a body over 512 KiB is refused when recorded). Keep under the ingester's --max-payload-kb.",
+    )
     puback_timeout_s: float = Field(10.0, gt=0, description="Resend a batch if no PUBACK came in this time.")
+    ack_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="Resend a batch if the ingester has not acknowledged storing it in this time "
+        "(records leave the buffer only on that acknowledgement, never on the broker's PUBACK).",
+    )
+    ack_timeout_max_s: float = Field(
+        300.0,
+        gt=0,
+        description="The wait for an acknowledgement doubles after each miss (the ingester is away) up to this.",
+    )
     hard_examples: HardExamplesSection = Field(
         default_factory=HardExamplesSection,
         description="Opt-in sampling of hard examples for retraining.",
     )
+
+    @field_validator("sink")
+    @classmethod
+    def _known_sink(cls, value: str) -> str:
+        from edgecascade.edge.telemetry.sinks import SINKS
+
+        if value not in SINKS:
+            raise ValueError(f"unknown telemetry sink {value!r}; known sinks: {sorted(SINKS)}")
+        return value

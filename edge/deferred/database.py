@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from edgecascade.shared.errors import StorageError
+from edgecascade.shared.sqlite_file import open_checked
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cases (
@@ -39,14 +40,12 @@ class DeferredDatabase:
     def __init__(self, path: Path, *, synchronous: str = "full") -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise StorageError(f"deferred store {self.path} is unusable: {exc}") from exc
+        # The shared corruption-safe opener: a damaged file is moved aside and rebuilt.
+        self._db = open_checked(
+            self.path,
+            lambda db: db.executescript(_SCHEMA),
+            synchronous="full" if synchronous == "full" else "normal",
+        )
 
     @contextmanager
     def transaction(self, what: str) -> Iterator[sqlite3.Connection]:

@@ -1,9 +1,10 @@
 """Device telemetry that survives being offline: a hot-path observer, a durable SQLite buffer
-and an MQTT uplink. The daemon calls `build()` and wires the results in:
+and a sink that deletes a record only once its destination stored it (the MQTT uplink by
+default; see sinks.py). The daemon calls `build()` and wires the results in:
 
-    observer, services = edge.telemetry.build(profile, connection)
-    cascade.observers.append(observer)
-    for service in services: service.start()       # stop in reverse order at exit
+    parts = edge.telemetry.build(profile, connection)
+    cascade.observers.append(parts.observer)
+    for service in parts.services: service.start()       # stop in reverse order at exit
 """
 
 from __future__ import annotations
@@ -11,6 +12,6 @@ from __future__ import annotations
 from edgecascade.edge.telemetry.buffer import TelemetryBuffer
 from edgecascade.edge.telemetry.build import TelemetryParts, build
 from edgecascade.edge.telemetry.recorder import TelemetryRecorder
-from edgecascade.edge.telemetry.uplink import TelemetryUplink
+from edgecascade.edge.telemetry.sinks import SINKS, TelemetrySink
 
-__all__ = ["TelemetryBuffer", "TelemetryParts", "TelemetryRecorder", "TelemetryUplink", "build"]
+__all__ = ["SINKS", "TelemetryBuffer", "TelemetryParts", "TelemetryRecorder", "TelemetrySink", "build"]

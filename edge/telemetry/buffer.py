@@ -4,9 +4,13 @@ Durability policy:
 - A record is *acknowledged* once `append()` has committed it; it then survives a crash or
   `kill -9` of the agent, and with `synchronous="full"` (the default) also a power cut.
   With "normal", a power cut may roll back the last commits (never corrupt the file).
-- Records are deleted only by `delete()`, which the uplink calls after the broker's PUBACK.
+- Records are deleted only by `delete()`/`delete_ranges()`, which a sink calls once its
+  destination confirmed it stored them (the MQTT sink: on the ingester's acknowledgement).
 - Sequence numbers are assigned inside the committing transaction and stored with the
-  records, so they are gap-free, strictly increasing and never reused after a restart.
+  records, so they are strictly increasing and never reused after a restart. The file is
+  opened by the shared corruption-safe opener; if it had to be rebuilt, the new file's
+  sequence starts at the current time in microseconds, above any the lost file reached, so
+  the cloud never takes a new record for a duplicate of a lost one.
 
 Bounds and eviction (issue 8, priority-aware): after every append the buffer is cut back to
 `max_bytes` (bytes of record bodies) by evicting the lowest priority class first, oldest
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgecascade.shared.errors import StorageError
+from edgecascade.shared.sqlite_file import Synchronous, open_checked
 from edgecascade.shared.telemetry import PRIORITY, RecordKind
 
 log = logging.getLogger(__name__)
@@ -67,7 +72,7 @@ class TelemetryBuffer:
         *,
         max_bytes: int,
         max_age_s: float,
-        synchronous: str = "full",
+        synchronous: Synchronous = "full",
         clock: Callable[[], float] | None = None,
     ) -> None:
         import time
@@ -77,18 +82,26 @@ class TelemetryBuffer:
         self.max_age_s = max_age_s
         self.clock = clock or time.time
         self._lock = threading.Lock()
+        self._db = open_checked(
+            self.path,
+            lambda db: db.executescript(_SCHEMA),
+            synchronous=synchronous,
+            on_rebuilt=self._start_sequence_past_lost_file,
+        )
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-            self._db.executescript(_SCHEMA)
             row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records").fetchone()
             self._count, self._bytes = int(row[0]), int(row[1])
             last = self._db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
             self._last_seq = int(last[0]) if last else 0
         except sqlite3.Error as exc:
             raise StorageError(f"telemetry buffer {self.path} is unusable: {exc}") from exc
+
+    def _start_sequence_past_lost_file(self, db: sqlite3.Connection) -> None:
+        start = int(self.clock() * 1_000_000)
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('last_seq', ?)", (start,))
+        log.warning(
+            "telemetry buffer %s was rebuilt; its sequence numbers continue from %d", self.path, start
+        )
 
     # -- writing --------------------------------------------------------------------------
     def append(self, records: Iterable[tuple[float, str, str]]) -> int:
@@ -162,13 +175,30 @@ class TelemetryBuffer:
         per_kind: dict[str, int] = {}
         for _, kind, _ in victims:
             per_kind[kind] = per_kind.get(kind, 0) + 1
+        log.warning("telemetry buffer evicted %d records (%s): %s", len(victims), reason, per_kind)
+        self._add_drops(per_kind, reason)
+
+    def count_dropped(self, per_kind: dict[str, int], reason: str) -> None:
+        """Count records that never entered the buffer (refused as invalid) like evicted ones:
+        in the cumulative counters and a fresh drops record, so the cloud learns of them."""
+        if not per_kind:
+            return
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._add_drops(per_kind, reason)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StorageError(f"telemetry buffer {self.path}: counting drops failed: {exc}") from exc
+
+    def _add_drops(self, per_kind: dict[str, int], reason: str) -> None:
         for kind, n in per_kind.items():
             self._db.execute(
                 "INSERT INTO drops VALUES (?, ?, ?) ON CONFLICT (kind, reason) "
                 "DO UPDATE SET count = count + excluded.count",
                 (kind, reason, n),
             )
-        log.warning("telemetry buffer evicted %d records (%s): %s", len(victims), reason, per_kind)
         by_kind: dict[str, int] = {}
         by_reason: dict[str, int] = {}
         for kind, why, n in self._db.execute("SELECT kind, reason, count FROM drops"):
@@ -218,8 +248,35 @@ class TelemetryBuffer:
                 ).fetchall()
         return [BufferedRecord(*r) for r in rows]
 
+    def delete_ranges(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """Delete the records in these inclusive seq ranges (what the destination confirmed it
+        stored). Returns how many were still there; deleting one twice is harmless."""
+        pairs = list(ranges)
+        if not pairs:
+            return 0
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                gone = [0, 0]
+                for lo, hi in pairs:
+                    n, size = self._db.execute(
+                        "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records WHERE seq BETWEEN ? AND ?",
+                        (lo, hi),
+                    ).fetchone()
+                    if n:
+                        self._db.execute("DELETE FROM records WHERE seq BETWEEN ? AND ?", (lo, hi))
+                        gone[0] += int(n)
+                        gone[1] += int(size)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StorageError(f"telemetry buffer {self.path}: delete failed: {exc}") from exc
+            self._count -= gone[0]
+            self._bytes -= gone[1]
+            return gone[0]
+
     def delete(self, seqs: Iterable[int]) -> int:
-        """Delete records the broker has acknowledged. Returns how many were still there."""
+        """Delete records by sequence number. Returns how many were still there."""
         keys = [(s,) for s in seqs]
         with self._lock:
             try:

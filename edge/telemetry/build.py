@@ -1,10 +1,11 @@
-"""Turn a profile's [telemetry] section into the observer and services the daemon runs."""
+"""Turn a profile's [telemetry] section into the observer and services the daemon runs: the
+buffer, the recorder, and the sink named by `telemetry.sink` (edge/telemetry/sinks.py)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edgecascade.edge.cascade import AnswerObserver, CascadeRequest
@@ -13,9 +14,9 @@ from edgecascade.edge.policies import Decision
 from edgecascade.edge.service import Service
 from edgecascade.edge.telemetry.buffer import TelemetryBuffer
 from edgecascade.edge.telemetry.recorder import TelemetryRecorder
-from edgecascade.edge.telemetry.uplink import TelemetryUplink
+from edgecascade.edge.telemetry.sinks import SinkContext, TelemetrySink, make_sink
 from edgecascade.shared.answer import Answer
-from edgecascade.shared.mqtt import MqttConnection, Topics
+from edgecascade.shared.mqtt import MqttConnection
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +29,13 @@ def _no_telemetry(request: CascadeRequest, answer: Answer, decision: Decision | 
 
 @dataclass
 class TelemetryParts:
-    """What `build()` made; `recorder` and `uplink` are None where switched off."""
+    """What `build()` made; `recorder` and `sink` are None where switched off."""
 
     observer: AnswerObserver
     services: list[Service] = field(default_factory=list)
     buffer: TelemetryBuffer | None = None
     recorder: TelemetryRecorder | None = None
-    uplink: TelemetryUplink | None = None
-
-    def __iter__(self) -> Iterator[object]:
-        # `observer, services = build(...)` unpacks like a tuple.
-        return iter((self.observer, self.services))
+    sink: TelemetrySink | None = None
 
 
 def build(
@@ -47,8 +44,8 @@ def build(
     *,
     clock: Callable[[], float] = time.time,
 ) -> TelemetryParts:
-    """Open the buffer and make the recorder (observer + writer service) and, given a
-    connection, the uplink service. Services are listed in start order."""
+    """Open the buffer and make the recorder (observer + writer service) and the profile's
+    sink (None when it cannot send, e.g. mqtt switched off). Services are listed in start order."""
     section = profile.telemetry
     if not section.enabled:
         log.info("telemetry is switched off in the profile")
@@ -63,14 +60,8 @@ def build(
     )
     recorder = TelemetryRecorder(buffer, section, clock=clock)
     parts = TelemetryParts(recorder, [recorder], buffer, recorder)
-    if connection is not None:
-        parts.uplink = TelemetryUplink(
-            buffer,
-            connection,
-            topic=Topics(profile.fleet).telemetry(profile.device_id),
-            device=profile.device_id,
-            section=section,
-        )
-        parts.services.append(parts.uplink)
+    parts.sink = make_sink(section.sink, SinkContext(profile, buffer, connection))
+    if parts.sink is not None:
+        parts.services.append(parts.sink)
     log.info("telemetry buffer %s holds %d records (last seq %d)", path, buffer.depth, buffer.last_seq)
     return parts

@@ -7,7 +7,6 @@ routine per-request records are sampled down or evicted."""
 from __future__ import annotations
 
 import bisect
-import json
 import math
 
 from edgecascade.shared.telemetry import LATENCY_BUCKETS_MS
@@ -44,7 +43,8 @@ class MetricsWindow:
         buffer_bytes: int,
         dropped_total: int,
         counters: dict[str, float] | None = None,
-    ) -> str:
+    ) -> dict[str, object]:
+        """The metrics body of the interval that ends now (the caller encodes it)."""
         ordered = sorted(self.latencies)
         body = {
             "start": self.start,
@@ -63,7 +63,7 @@ class MetricsWindow:
         }
         self.start = end
         self._reset()
-        return json.dumps(body)
+        return body
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:

@@ -4,13 +4,18 @@ and a writer thread that turns the queue into records and commits them to the bu
 A record is acknowledged when the writer has committed it (see edge.telemetry.buffer). The
 writer commits every `flush_interval_ms` or as soon as `flush_batch` records wait, so a crash
 or power cut loses at most that window of not-yet-acknowledged records; `flush()` commits
-what is queued right now (graceful shutdown, tests)."""
+what is queued right now (graceful shutdown, tests).
+
+Every body is checked by `shared.telemetry.encode_body`, the rules the ingester applies: a
+record the cloud would refuse (NaN or Infinity, a too-large number, a body off its schema or
+over 512 KiB) never enters the buffer; it is counted as dropped for reason "invalid" (in
+the drops record the cloud receives) and logged."""
 
 from __future__ import annotations
 
 import base64
-import json
 import logging
+import math
 import random
 import threading
 import time
@@ -25,8 +30,8 @@ from edgecascade.edge.policies import Decision
 from edgecascade.edge.telemetry.buffer import TelemetryBuffer
 from edgecascade.edge.telemetry.metrics import MetricsWindow
 from edgecascade.shared.answer import Answer
-from edgecascade.shared.errors import StorageError
-from edgecascade.shared.telemetry import BODY_MODELS, RecordKind
+from edgecascade.shared.errors import ProtocolError, StorageError
+from edgecascade.shared.telemetry import RecordKind, encode_body
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,8 @@ class TelemetryRecorder:
         self.hard_over_cap = 0
         self.write_failures = 0
         self.lost_on_failure = 0
+        self.invalid = 0  # records refused by encode_body (counted as "invalid" drops too)
+        self._invalid_by_kind: dict[str, int] = {}
 
     # -- hot path ---------------------------------------------------------------------------
     def __call__(self, request: CascadeRequest, answer: Answer, decision: Decision | None) -> None:
@@ -76,15 +83,10 @@ class TelemetryRecorder:
             self._loop.wake()
 
     def record(self, kind: RecordKind, body: dict[str, Any]) -> None:
-        """Queue a non-inference record (verdict, update status, event...); committed with the next batch.
-
-        The body is checked against its schema here, where a bad one is the caller's bug and
-        raises pydantic's ValidationError, rather than later in the cloud, where it would make
-        the ingester refuse the whole batch it travels in."""
-        model = BODY_MODELS.get(kind)
-        if model is not None:
-            model.model_validate(body)
-        self._queue.append((self.clock(), kind.value, json.dumps(body)))
+        """Queue a non-inference record (verdict, update status, event...); committed with the
+        next batch. A body the cloud would refuse is counted and logged, never raised: a caller
+        on a hot path must not fail for telemetry."""
+        self._queue.append((self.clock(), kind, body))
         self._loop.wake()
 
     # -- writer -----------------------------------------------------------------------------
@@ -114,8 +116,8 @@ class TelemetryRecorder:
         rate = self.section.inference_sample_rate
         for item in items:
             ts, payload, extra = item
-            if isinstance(payload, str):
-                rows.append((ts, payload, extra))
+            if isinstance(payload, RecordKind):
+                self._encode(rows, ts, payload, extra)
                 continue
             answer: Answer = payload
             self._window.add(answer.source, answer.latency_ms, answer.escalated, answer.degraded)
@@ -123,22 +125,42 @@ class TelemetryRecorder:
             if not special and rate < 1.0 and self._rng.random() >= rate:
                 self.sampled_out += 1
             else:
-                rows.append((ts, RecordKind.INFERENCE.value, json.dumps(_inference_body(answer))))
+                self._encode(rows, ts, RecordKind.INFERENCE, _inference_body(answer))
             if extra is not None:
                 hard = self._hard_case(ts, answer, extra)
                 if hard is not None:
-                    rows.append((ts, RecordKind.HARD_CASE.value, hard))
-        if not rows:
-            return
+                    self._encode(rows, ts, RecordKind.HARD_CASE, hard)
+        self._commit(rows)
+
+    def _encode(
+        self, rows: list[tuple[float, str, str]], ts: float, kind: RecordKind, body: dict[str, Any]
+    ) -> None:
         try:
-            self.buffer.append(rows)
+            rows.append((ts, kind.value, encode_body(kind, body)))
+        except ProtocolError as exc:
+            self.invalid += 1
+            self._invalid_by_kind[kind.value] = self._invalid_by_kind.get(kind.value, 0) + 1
+            log.warning(
+                "telemetry: a %s record was refused and not kept (%d so far): %s",
+                kind.value,
+                self.invalid,
+                exc,
+            )
+
+    def _commit(self, rows: list[tuple[float, str, str]]) -> None:
+        invalid, self._invalid_by_kind = self._invalid_by_kind, {}
+        try:
+            if invalid:
+                self.buffer.count_dropped(invalid, "invalid")
+            if rows:
+                self.buffer.append(rows)
         except StorageError:
             # Nothing else can hold them: count and log, keep the agent answering.
             self.write_failures += 1
             self.lost_on_failure += len(rows)
             log.exception("telemetry: %d records could not be committed and are lost", len(rows))
 
-    def _hard_case(self, ts: float, answer: Answer, request: CascadeRequest) -> str | None:
+    def _hard_case(self, ts: float, answer: Answer, request: CascadeRequest) -> dict[str, Any] | None:
         while self._hard_times and self._hard_times[0] <= ts - 60.0:
             self._hard_times.popleft()
         if len(self._hard_times) >= self.section.hard_examples.max_per_minute:
@@ -149,13 +171,13 @@ class TelemetryRecorder:
         body["features"] = [float(x) for x in request.features.ravel()]
         raw = request.raw if self.section.hard_examples.include_raw else None
         body["raw_b64"] = base64.b64encode(raw).decode() if raw else None
-        return json.dumps(body)
+        return body
 
     def _counters(self) -> dict[str, float]:
         if self.counters_source is None:
             return {}
         try:
-            return {k: float(v) for k, v in self.counters_source().items()}
+            counters = {k: float(v) for k, v in self.counters_source().items()}
         except (
             TypeError,
             ValueError,
@@ -163,6 +185,11 @@ class TelemetryRecorder:
         ) as exc:  # a plug-in's bad counter must not stop telemetry
             log.warning("counters for the metrics record failed: %s", exc)
             return {}
+        # A NaN gauge (no data yet) must not cost the whole metrics record: leave it out.
+        finite = {k: v for k, v in counters.items() if math.isfinite(v)}
+        if len(finite) < len(counters):
+            log.debug("metrics record: non-finite counters left out: %s", sorted(set(counters) - set(finite)))
+        return finite
 
     def _maybe_close_window(self, *, force: bool) -> None:
         now = self.clock()
@@ -175,21 +202,15 @@ class TelemetryRecorder:
                 dropped_total=dropped,
                 counters=self._counters(),
             )
-            self._write_raw(now, RecordKind.METRICS, body)
+            rows: list[tuple[float, str, str]] = []
+            self._encode(rows, now, RecordKind.METRICS, body)
+            self._commit(rows)
         if now >= self._next_expire:
             self._next_expire = now + _EXPIRE_EVERY_S
             try:
                 self.buffer.expire()
             except StorageError:
                 log.exception("telemetry: age expiry failed; retried in %.0f s", _EXPIRE_EVERY_S)
-
-    def _write_raw(self, ts: float, kind: RecordKind, body: str) -> None:
-        try:
-            self.buffer.append([(ts, kind.value, body)])
-        except StorageError:
-            self.write_failures += 1
-            self.lost_on_failure += 1
-            log.exception("telemetry: a %s record could not be committed and is lost", kind.value)
 
     # -- Service ----------------------------------------------------------------------------
     def start(self) -> None:

@@ -43,6 +43,11 @@ class Topics:
         """Inference requests for the device; replies go to the topic named in the request."""
         return f"{ROOT}/{self.fleet}/{device}/requests"
 
+    def telemetry_ack(self, device: str) -> str:
+        """What the ingester has stored of the device's telemetry (written by the ingester only):
+        the device deletes a record from its buffer when this names it, never on a PUBACK."""
+        return f"{ROOT}/{self.fleet}/{device}/telemetry-ack"
+
     # --- model manifests (retained), read by devices, written by the fleet manager ---
     def manifest_device(self, device: str) -> str:
         return f"{ROOT}/{self.fleet}/models/device/{device}"

@@ -46,7 +46,12 @@ def drain(work: Path, records: int, rate: float) -> float:
         conn = MqttConnection(MqttSettings(port=broker.port, client_id=f"bench-dev-{rate}"))
         section = TelemetrySection.model_validate({"uplink_max_records_per_s": rate})
         uplink = TelemetryUplink(
-            buffer, conn, topic=Topics("bench").telemetry("d1"), device="d1", section=section
+            buffer,
+            conn,
+            topic=Topics("bench").telemetry("d1"),
+            ack_topic=Topics("bench").telemetry_ack("d1"),
+            device="d1",
+            section=section,
         )
         conn.start(wait_s=5)
         time.sleep(0.3)

@@ -26,7 +26,13 @@ def write_profile(
     path: Path, *, device: str, port: int, mqtt: bool = True, protocol: int = 5, **telemetry: object
 ) -> Path:
     """A device profile on the demo ONNX model; `telemetry` overrides [telemetry] keys."""
-    settings = {"metrics_interval_s": 3600, "flush_interval_ms": 20, **telemetry}
+    settings = {
+        "metrics_interval_s": 3600,
+        "flush_interval_ms": 20,
+        "ack_timeout_s": 1.0,
+        "ack_timeout_max_s": 2.0,
+        **telemetry,
+    }
     lines = "\n".join(f"{k} = {_toml(v)}" for k, v in settings.items())
     path.write_text(
         f"""profile = "test"

@@ -13,7 +13,7 @@ import pytest
 from edgecascade.cli import main
 from edgecascade.cloud.ingest.postgres_store import PostgresStore
 from edgecascade.cloud.ingest.sqlite_store import SqliteStore
-from edgecascade.cloud.ingest.store import TelemetryStore
+from edgecascade.cloud.ingest.store import StoreResult, TelemetryStore
 from edgecascade.shared.telemetry import RecordKind, decode_batch, encode_batch
 
 PG_URLS = ["postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test"]
@@ -67,11 +67,11 @@ def _metrics(requests: int, escalated: int, p50: float, dropped: int) -> str:
 def test_duplicates_are_stored_once_and_summaries_add_up(store: TelemetryStore) -> None:
     rows = [(i, 100.0 + i, "inference", _inference(i % 4 == 0)) for i in range(1, 101)]
     first = decode_batch(encode_batch("dev-a", rows[:60]))
-    assert store.store(first, 1000.0) == 60
-    assert store.store(first, 1001.0) == 0  # redelivered: nothing new
+    assert store.store(first, 1000.0) == StoreResult(60, 0, 0)
+    assert store.store(first, 1001.0) == StoreResult(0, 60, 0)  # redelivered: nothing new
     overlap = decode_batch(encode_batch("dev-a", rows[50:]))
-    assert store.store(overlap, 1002.0) == 40
-    assert store.store(decode_batch(encode_batch("dev-b", rows[:5])), 1003.0) == 5
+    assert store.store(overlap, 1002.0) == StoreResult(40, 10, 0)
+    assert store.store(decode_batch(encode_batch("dev-b", rows[:5])), 1003.0).stored == 5
     assert store.count() == 105 and store.count("dev-a") == 100
     assert store.seqs("dev-a") == list(range(1, 101))
     metrics = [
@@ -81,7 +81,7 @@ def test_duplicates_are_stored_once_and_summaries_add_up(store: TelemetryStore) 
     drops = [
         (103, 261.0, "drops", json.dumps({"total": 7, "by_kind": {"inference": 7}, "by_reason": {"size": 7}}))
     ]
-    assert store.store(decode_batch(encode_batch("dev-a", metrics + drops)), 1004.0) == 3
+    assert store.store(decode_batch(encode_batch("dev-a", metrics + drops)), 1004.0).stored == 3
     assert store.bodies("dev-a", RecordKind.DROPS)[0]["total"] == 7
     a, b = store.summaries()
     assert (a.device, a.records, a.requests, a.escalated, a.dropped) == ("dev-a", 103, 100, 30, 7)

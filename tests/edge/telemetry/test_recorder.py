@@ -36,7 +36,7 @@ def _bodies(buffer: TelemetryBuffer, kind: str) -> list[dict]:  # type: ignore[t
 
 def test_every_answer_becomes_a_valid_record_and_metrics_count_all(tmp_path, digits_split) -> None:  # type: ignore[no-untyped-def]
     agent, parts = _agent(tmp_path)
-    assert parts.recorder is not None and parts.buffer is not None and parts.uplink is None
+    assert parts.recorder is not None and parts.buffer is not None and parts.sink is None
     features = digits_split[1].features
     answers = [agent.predict(features[i], request_id=f"r{i}") for i in range(120)]
     assert parts.recorder.emit_metrics() == 121
