@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal, Self
 
+import numpy as np
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -21,6 +23,10 @@ from edgecascade.shared.errors import ConfigError, UpdateError
 from edgecascade.shared.model_card import ModelCard
 
 MANIFEST_SCHEMA = 1
+#: A manifest message larger than this is refused unread (goldens included it stays far below).
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+#: A route name: lower-case letters, digits and dashes (looked up in the device's transport registry).
+ROUTE_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 UpdateState = Literal["idle", "downloading", "verifying", "testing", "active", "failed", "rolled_back"]
 
 
@@ -52,15 +58,74 @@ class Delta(_Strict):
 
 
 class GoldenVector(_Strict):
+    """Schema 1 golden: one feature row and the probabilities the model gave (kept so manifests
+    stored on devices before golden cases existed still parse and check)."""
+
     features: list[float] = Field(description="One encoded input row.")
     expected: list[float] = Field(description="Probabilities the pushed model gave at push time.")
+
+
+#: Datatypes a golden tensor may hold (numpy names); strings are not carried.
+GoldenDatatype = Literal[
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64",
+]  # fmt: skip
+
+
+class GoldenTensor(_Strict):
+    """One named tensor, its bytes exact: raw little-endian, base64 (no float text rounding)."""
+
+    name: str = Field(description="Input or output name, as in the model's signature.")
+    datatype: GoldenDatatype = Field(description="numpy dtype name of the elements.")
+    shape: list[int] = Field(max_length=16, description="Dimensions (each >= 0).")
+    data_b64: str = Field(description="Base64 of the elements, row-major, little-endian.")
+
+    @classmethod
+    def from_array(cls, name: str, array: np.ndarray) -> GoldenTensor:
+        """Raises UpdateError for a dtype a golden cannot carry (strings, objects, complex)."""
+        dtype = array.dtype
+        if dtype.name not in GoldenDatatype.__args__:  # type: ignore[attr-defined]
+            raise UpdateError(f"golden tensor {name!r} has dtype {dtype}; numbers and bool only")
+        data = np.ascontiguousarray(array, dtype=dtype.newbyteorder("<")).tobytes()
+        return cls(
+            name=name, datatype=dtype.name, shape=list(array.shape), data_b64=base64.b64encode(data).decode()
+        )
+
+    def to_array(self) -> np.ndarray:
+        """The tensor; UpdateError if the bytes do not hold exactly `shape` elements."""
+        dtype = np.dtype(self.datatype).newbyteorder("<")
+        if any(d < 0 for d in self.shape):
+            raise UpdateError(f"golden tensor {self.name!r} has a negative dimension {self.shape}")
+        try:
+            raw = base64.b64decode(self.data_b64, validate=True)
+        except ValueError:
+            raise UpdateError(f"golden tensor {self.name!r} is not valid base64") from None
+        if len(raw) != math.prod(self.shape) * dtype.itemsize:
+            raise UpdateError(
+                f"golden tensor {self.name!r}: {len(raw)} bytes do not hold {self.datatype}{self.shape}"
+            )
+        return np.frombuffer(raw, dtype=dtype).reshape(self.shape).astype(dtype.newbyteorder("="))
+
+
+class GoldenCase(_Strict):
+    """One user-given input set and the outputs the candidate gave for it at push time."""
+
+    inputs: list[GoldenTensor] = Field(min_length=1, description="Every model input, by name.")
+    expected: list[GoldenTensor] = Field(min_length=1, description="Every model output, by name.")
 
 
 class Golden(_Strict):
     """Inputs with expected outputs: a candidate must reproduce them before it may serve."""
 
-    tolerance: float = Field(ge=0.0, description="Largest allowed absolute difference per output.")
-    vectors: list[GoldenVector] = Field(min_length=1, description="Real held-out examples.")
+    tolerance: float = Field(ge=0.0, description="Largest allowed absolute difference per output element.")
+    cases: list[GoldenCase] = Field(
+        default_factory=list,
+        description="User-given inputs with the candidate's outputs (fleet push --golden).",
+    )
+    vectors: list[GoldenVector] = Field(
+        default_factory=list,
+        description="Schema 1 goldens (features -> probabilities); new pushes use cases.",
+    )
 
 
 class EscalationThreshold(_Strict):
@@ -121,7 +186,10 @@ class _Signed(_Strict):
 
     @classmethod
     def parse(cls, payload: bytes) -> Self:
-        """Parse a manifest message; raises UpdateError naming the problem."""
+        """Parse a manifest message; raises UpdateError naming the problem (never anything else,
+        whatever the bytes: too large, not JSON, nested too deep, wrong types)."""
+        if len(payload) > MAX_MANIFEST_BYTES:
+            raise UpdateError(f"manifest of {len(payload)} bytes exceeds {MAX_MANIFEST_BYTES}")
         try:
             return cls.model_validate_json(payload)
         except ValidationError as exc:
@@ -131,7 +199,7 @@ class _Signed(_Strict):
 
 
 class Manifest(_Signed):
-    """One model version for some devices. `target` is informational; the topic decides who reads it."""
+    """One model version for some devices: those its signed `target` covers (see target_covers)."""
 
     schema_version: int = Field(MANIFEST_SCHEMA, description="Manifest schema version.")
     kind: Literal["model"] = Field("model", description="What the manifest carries: a model.")
@@ -146,17 +214,31 @@ class Manifest(_Signed):
     escalation: list[EscalationThreshold] = Field(
         default_factory=list, description="Escalation thresholds that go with this model."
     )
-    golden: Golden = Field(description="Golden test vectors.")
+    golden: Golden | None = Field(
+        None, description="Golden cases the candidate must reproduce on the device; None = load test only."
+    )
     health: HealthLimits | None = Field(
         None, description="ML-aware rollback limits for the watch window after the swap."
     )
-    route: Literal["mqtt", "http"] = Field(description="Delivery route for the artifact.")
+    route: str = Field(
+        pattern=ROUTE_PATTERN,
+        description="Delivery route for the artifact: a transport name the device knows "
+        "(edge/updates/transports/registry.py: mqtt, http).",
+    )
     artifact: Blob = Field(description="The full artifact.")
     delta: Delta | None = Field(None, description="Optional delta against a named base version.")
-    target: str = Field(description="device:ID, group:G or all, as pushed.")
+    target: str = Field(
+        description="device:ID, group:G or all. Signed: a device applies only a manifest whose "
+        "target covers it, whatever topic it came on."
+    )
     push_id: str = Field(description="Unique id of the push (a rollback is a new push).")
-    rollback_of: str | None = Field(None, description="Version this push rolls back, if it is a rollback.")
-    issued_at: float = Field(description="Unix time the manifest was signed.")
+    rollback_of: str | None = Field(
+        None, description="Version this push rolls back; only a rollback may lower a device's version."
+    )
+    issued_at: float = Field(
+        description="Unix time the manifest was signed; the newest signed instruction for a device wins "
+        "and one older than the instruction it applied last is refused (replay)."
+    )
 
     def canonical_bytes(self) -> bytes:
         body = self.model_dump(mode="json", exclude={"signature"})
@@ -189,12 +271,26 @@ class UpdateStatus(_Strict):
     progress: float | None = Field(None, description="Download progress 0..1 while downloading.")
     reason: str | None = Field(None, description="Why it failed or rolled back.")
     bytes_received: int = Field(0, description="Bytes received for the current update.")
+    refused_manifests: int = Field(
+        0, description="Manifests refused unapplied since start (garbage, forged, replayed, not for it)."
+    )
+    last_refusal: str | None = Field(None, description="Why the latest refused manifest was refused.")
     health: dict[str, HealthFigure] = Field(
         default_factory=dict,
         description="ML health figures of the last swap by signal (escalation_rate, confidence, "
         "latency_ms, disagreement).",
     )
     updated_at: float = Field(description="Unix time of this status.")
+
+
+def target_covers(target: str, device: str, groups: list[str] | tuple[str, ...]) -> bool:
+    """Whether a signed target (`device:ID`, `group:G` or `all`) names this device."""
+    level, _, value = target.partition(":")
+    if target == "all":
+        return True
+    if level == "device":
+        return value == device
+    return level == "group" and value in groups
 
 
 # -- keys ---------------------------------------------------------------------------------------

@@ -11,7 +11,15 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from edgecascade.shared.manifest import MANIFEST_SCHEMA, Blob, Delta, UpdateState, _Signed, _Strict
+from edgecascade.shared.manifest import (
+    MANIFEST_SCHEMA,
+    ROUTE_PATTERN,
+    Blob,
+    Delta,
+    UpdateState,
+    _Signed,
+    _Strict,
+)
 
 #: A version becomes a directory name on the device: plain names only.
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
@@ -33,10 +41,12 @@ class TableManifest(_Signed):
     entries: int = Field(ge=0, description="Number of entries.")
     min_agent_version: str = Field(description="Oldest agent version that can read this table.")
     profiles: list[str] = Field(default_factory=list, description="Compatible device profiles; empty = any.")
-    route: Literal["mqtt", "http"] = Field(description="Delivery route for the table file.")
+    route: str = Field(
+        pattern=ROUTE_PATTERN, description="Delivery route for the table file (a transport name)."
+    )
     artifact: Blob = Field(description="The full table file.")
     delta: Delta | None = Field(None, description="Optional bsdiff delta against a named base table version.")
-    target: str = Field(description="device:ID, group:G or all, as pushed.")
+    target: str = Field(description="device:ID, group:G or all; signed, checked by the device.")
     push_id: str = Field(description="Unique id of the push (a rollback is a new push).")
     rollback_of: str | None = Field(None, description="Version this push rolls back, if it is a rollback.")
     issued_at: float = Field(description="Unix time the manifest was signed.")
@@ -62,4 +72,9 @@ class TableStatus(_Strict):
     progress: float | None = Field(None, description="Download progress 0..1 while downloading.")
     reason: str | None = Field(None, description="Why it failed or was refused.")
     bytes_received: int = Field(0, description="Bytes received for the current update.")
+    refused_manifests: int = Field(
+        0,
+        description="Table manifests refused unapplied since start (garbage, forged, replayed, not for it).",
+    )
+    last_refusal: str | None = Field(None, description="Why the latest refused table manifest was refused.")
     updated_at: float = Field(description="Unix time of this status.")

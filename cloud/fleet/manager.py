@@ -147,12 +147,41 @@ class FleetManager:
             return self.topics.table_manifest_all() if table else self.topics.manifest_all()
         raise UpdateError(f"target must be device:ID, group:G or all, not {target!r}")
 
+    def _issue_time(self) -> float:
+        """Now, but always after every earlier push: devices let the newest signed instruction
+        win and refuse older ones, so a clock step back here must not make a push look old."""
+        latest = max((r.issued_at for r in self.pushes()), default=0.0)
+        return max(time.time(), latest + 0.001)
+
+    def _sign(self, manifest: AnyManifest) -> AnyManifest:
+        return manifest.model_copy(update={"issued_at": self._issue_time()}).signed(self.key)
+
+    def _supersede(self, signed: AnyManifest, records: list[PushRecord]) -> None:
+        """Clear the retained manifests of earlier pushes at levels the new target covers
+        (device and group levels under `all`, device levels of a group's members), so no older
+        instruction lingers where devices read. Devices would let the newer one win anyway."""
+        new_topic = self.topic_for(signed.target, signed.kind)
+        members = set(self.board.devices_in(signed.target))
+        stale: set[str] = set()
+        for record in records:
+            if record.kind != signed.kind:
+                continue
+            for target in (record.target, *(f"device:{d}" for d in record.canary_devices)):
+                level, _, value = target.partition(":")
+                covered = signed.target == "all" or (level == "device" and value in members)
+                if covered and target != "all":
+                    stale.add(self.topic_for(target, signed.kind))
+        for topic in sorted(stale - {new_topic}):
+            log.info("clearing %s manifest %s (superseded by push %s)", signed.kind, topic, signed.push_id)
+            self.publish_retained(topic, b"")
+
     def push(
         self, manifest: AnyManifest, payloads: list[Payload], canary_percent: float | None = None
     ) -> tuple[AnyManifest, list[str]]:
         """Sign and publish. Returns the signed manifest and the devices it was sent to (for
-        group/all targets: the devices known from their status; a canary gets only a share)."""
-        signed = manifest.signed(self.key)
+        group/all targets: the devices known from their status; a canary gets only a share).
+        A push that is not a canary clears the older manifests its target covers."""
+        signed = self._sign(manifest)
         kind = signed.kind
         self.topic_for(signed.target, kind)  # validate before publishing anything
         (self.state_dir / "manifests" / f"{signed.push_id}.json").write_text(signed.model_dump_json())
@@ -175,6 +204,7 @@ class FleetManager:
             devices = record.canary_devices
         else:
             self.publish_retained(self.topic_for(signed.target, kind), body)
+            self._supersede(signed, self.pushes())
         self._save([*self.pushes(), record])
         log.info("pushed %s %s %s to %s: %s", kind, signed.name, signed.version, signed.target, devices)
         return signed, devices
@@ -191,13 +221,15 @@ class FleetManager:
             raise UpdateError(
                 "no canary push waiting for promotion" + (f" with id {push_id}" if push_id else "")
             )
-        self.publish_retained(
-            self.topic_for(record.target, record.kind),
-            self.manifest_of(record.push_id).model_dump_json().encode(),
-        )
+        # Signed again, newer than anything before it, so it wins on every device of the target.
+        signed = self._sign(self.manifest_of(record.push_id))
+        (self.state_dir / "manifests" / f"{signed.push_id}.json").write_text(signed.model_dump_json())
+        self.publish_retained(self.topic_for(record.target, record.kind), signed.model_dump_json().encode())
+        self._supersede(signed, [r for r in records if r.push_id != record.push_id])
         for device in record.canary_devices:
             self.publish_retained(self.topic_for(f"device:{device}", record.kind), b"")
         record.promoted = True
+        record.issued_at = signed.issued_at
         self._save(records)
         return record, self.board.devices_in(record.target)
 

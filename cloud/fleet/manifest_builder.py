@@ -1,5 +1,6 @@
-"""Build a model manifest at push time: chunk hashes, golden vectors from real held-out digits,
-an optional bsdiff delta, then sign it. The signing key stays here, in the fleet manager."""
+"""Build a model manifest at push time: chunk hashes, golden cases from the user's inputs
+(golden_builder.py), an optional bsdiff delta. Signed later by the FleetManager, where the
+signing key stays. Imports neither edge/ nor tools/: the `cloud` extra alone can push."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from edgecascade import __version__
 from edgecascade.cloud.artifacts import artifact_relpath, delta_file_name
+from edgecascade.cloud.fleet.golden_builder import Case, golden_for, load_golden_inputs
 from edgecascade.shared.errors import ModelError, UpdateError
 from edgecascade.shared.manifest import (
     MANIFEST_SCHEMA,
@@ -20,7 +20,6 @@ from edgecascade.shared.manifest import (
     Delta,
     EscalationThreshold,
     Golden,
-    GoldenVector,
     Manifest,
 )
 from edgecascade.shared.model_card import ModelCard
@@ -50,23 +49,58 @@ def make_blob(data: bytes, topic: str, chunk_size: int, url: str | None) -> Blob
     )
 
 
-def golden_vectors(artifact: Path, count: int, tolerance: float) -> Golden:
-    """Run the model on the first `count` real held-out digits; their outputs become the goldens."""
-    from edgecascade.edge.local_model import LocalModel
-    from edgecascade.shared.backends import BackendOptions
-    from edgecascade.tools.datasets import load_split
-
-    _, held = load_split()
-    model = LocalModel.load(artifact, BackendOptions(warmup_runs=0))
+def _card_for(artifact: Path, data: bytes, name: str | None, version: str | None) -> ModelCard:
+    """The card beside `artifact`, with the pushed name and version and the artifact's hash."""
     try:
-        rows = held.features[:count]
-        vectors = [
-            GoldenVector(features=row.tolist(), expected=model.probabilities(row[None, :])[0].tolist())
-            for row in rows.astype(np.float32)
-        ]
-    finally:
-        model.close()
-    return Golden(tolerance=tolerance, vectors=vectors)
+        card = ModelCard.load_for(artifact)
+    except ModelError as exc:
+        raise UpdateError(str(exc)) from exc
+    return card.model_copy(
+        update={
+            "name": name or card.name,
+            "version": version or card.version,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size_bytes": len(data),
+        }
+    )
+
+
+def _url(base_url: str | None, path: str) -> str | None:
+    return f"{base_url.rstrip('/')}/artifacts/{path}" if base_url else None
+
+
+def _delta_payload(
+    delta_base: Path,
+    data: bytes,
+    name: str,
+    version: str,
+    file_name: str,
+    chunk_size: int,
+    base_url: str | None,
+    fleet: str,
+) -> tuple[Delta, Payload]:
+    """A bsdiff delta from `delta_base` (a pushed artifact with its card) to `data`."""
+    import bsdiff4
+
+    base_card = ModelCard.load_for(delta_base)
+    base_bytes = delta_base.read_bytes()
+    diff = bsdiff4.diff(base_bytes, data)
+    tag = f"{version}-delta-{base_card.version}-{hashlib.sha256(diff).hexdigest()[:12]}"
+    path = artifact_relpath(name, version, delta_file_name(file_name, base_card.version))
+    blob = make_blob(diff, Topics(fleet).artifact_chunks(name, tag), chunk_size, _url(base_url, path))
+    delta = Delta(
+        base_version=base_card.version, base_sha256=hashlib.sha256(base_bytes).hexdigest(), blob=blob
+    )
+    return delta, Payload(blob, diff, path)
+
+
+def _golden(
+    artifact: Path, backend: str, golden: Path | list[Case] | None, tolerance: float
+) -> Golden | None:
+    if golden is None:
+        return None
+    cases = load_golden_inputs(golden) if isinstance(golden, Path) else golden
+    return golden_for(artifact, backend, cases, tolerance)
 
 
 def build_manifest(
@@ -83,63 +117,42 @@ def build_manifest(
     profiles: list[str] | None = None,
     min_agent_version: str = __version__,
     escalation: list[EscalationThreshold] | None = None,
-    golden_count: int = 8,
+    golden: Path | list[Case] | None = None,
     tolerance: float = 0.02,
 ) -> tuple[Manifest, list[Payload]]:
     """An unsigned manifest plus the payloads to publish (artifact, and delta when asked).
-    The model card beside `artifact` is shipped inside the manifest, with name/version set."""
-    try:
-        card = ModelCard.load_for(artifact)
-    except ModelError as exc:
-        raise UpdateError(str(exc)) from exc
-    data = artifact.read_bytes()
-    name, version = name or card.name, version or card.version
-    card = card.model_copy(
-        update={
-            "name": name,
-            "version": version,
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "size_bytes": len(data),
-        }
-    )
+    The model card beside `artifact` is shipped inside the manifest, with name/version set.
+    `golden`: the user's inputs (a .npz, a folder, or the cases themselves); the candidate's
+    outputs for them are checked on the device within `tolerance`. None: load test only."""
     if route == "http" and not base_url:
         raise UpdateError("the http route needs the model repository's base URL (--base-url)")
-    topics = Topics(fleet)
-    full_path = artifact_relpath(name, version, artifact.name)
-    full_url = f"{base_url.rstrip('/')}/artifacts/{full_path}" if base_url else None
+    data = artifact.read_bytes()
+    card = _card_for(artifact, data, name, version)
+    full_path = artifact_relpath(card.name, card.version, artifact.name)
     # Chunk topics carry the hash too: a version pushed again with other bytes never mixes chunks.
-    sha = hashlib.sha256(data).hexdigest()
-    full = make_blob(data, topics.artifact_chunks(name, f"{version}-{sha[:12]}"), chunk_size, full_url)
+    topic = Topics(fleet).artifact_chunks(card.name, f"{card.version}-{card.sha256[:12]}")
+    full = make_blob(data, topic, chunk_size, _url(base_url, full_path))
     payloads = [Payload(full, data, full_path)]
     delta = None
     if delta_base is not None:
-        import bsdiff4
-
-        base_card = ModelCard.load_for(delta_base)
-        base_bytes = delta_base.read_bytes()
-        diff = bsdiff4.diff(base_bytes, data)
-        tag = f"{version}-delta-{base_card.version}-{hashlib.sha256(diff).hexdigest()[:12]}"
-        delta_path = artifact_relpath(name, version, delta_file_name(artifact.name, base_card.version))
-        delta_url = f"{base_url.rstrip('/')}/artifacts/{delta_path}" if base_url else None
-        blob = make_blob(diff, topics.artifact_chunks(name, tag), chunk_size, delta_url)
-        delta = Delta(
-            base_version=base_card.version, base_sha256=hashlib.sha256(base_bytes).hexdigest(), blob=blob
+        delta, payload = _delta_payload(
+            delta_base, data, card.name, card.version, artifact.name, chunk_size, base_url, fleet
         )
-        payloads.append(Payload(blob, diff, delta_path))
+        payloads.append(payload)
     manifest = Manifest(
         schema_version=MANIFEST_SCHEMA,
         rollback_of=None,
         signature=None,
         fleet=fleet,
-        name=name,
-        version=version,
+        name=card.name,
+        version=card.version,
         backend=card.backend,
         file_name=artifact.name,
         card=card,
         min_agent_version=min_agent_version,
         profiles=profiles or [],
         escalation=escalation or [],
-        golden=golden_vectors(artifact, golden_count, tolerance),
+        golden=_golden(artifact, card.backend, golden, tolerance),
         route=route,
         artifact=full,
         delta=delta,

@@ -11,15 +11,16 @@ DEFAULT_KEY = Path("var/fleet/signing.key")
 DEFAULT_STATE = Path("var/fleet")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, *, signs: bool = True) -> None:
     p.add_argument("--fleet", default="demo", help="fleet name (MQTT topic prefix part)")
     p.add_argument("--broker", default="127.0.0.1:1883", help="MQTT broker HOST:PORT")
     p.add_argument("--username", help="fleet identity on the broker (only it may publish manifests)")
     p.add_argument("--password", help="broker password (prefer EDGECASCADE_FLEET_PASSWORD)")
     p.add_argument("--tls-ca", help="CA certificate: connect with TLS")
     p.add_argument("--protocol", type=int, choices=[4, 5], default=5, help="MQTT 5 (5) or 3.1.1 (4)")
-    p.add_argument("--key", type=Path, default=DEFAULT_KEY, help="Ed25519 signing key (PEM)")
-    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE, help="push history and manifests")
+    if signs:  # read-only commands never need the signing key
+        p.add_argument("--key", type=Path, default=DEFAULT_KEY, help="Ed25519 signing key (PEM)")
+        p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE, help="push history and manifests")
 
 
 def _examples(text: str) -> dict[str, Any]:
@@ -27,6 +28,11 @@ def _examples(text: str) -> dict[str, Any]:
 
 
 def add_parsers(sub: Any) -> None:
+    for add in (_add_keygen, _add_push, _add_status, _add_rollback, _add_promote):
+        add(sub)
+
+
+def _add_keygen(sub: Any) -> None:
     p = sub.add_parser(
         "keygen",
         help="make the fleet's Ed25519 signing key",
@@ -37,15 +43,18 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing key")
     p.set_defaults(func=keygen)
 
+
+def _add_push(sub: Any) -> None:
     p = sub.add_parser(
         "push",
         help="sign and publish a model to devices",
         description="Sign a model manifest, publish the artifact in chunks and the manifest (retained), "
-        "and follow each device until it is active, failed or rolled back.",
+        "and follow each device until it is active, failed or rolled back. The push supersedes "
+        "older manifests of the levels its target covers.",
         **_examples(
             "edgecascade fleet push model.onnx --name digits-edge --version 1.1.0 --target group:store-12 --canary 10 \\\n"
-            "    --health-max-escalation-rate-increase 0.1 --health-max-disagreement-increase 0.1\n"
-            "  edgecascade fleet push model.onnx --version 1.2.0 --target all --route http \\\n"
+            "    --golden golden/ --health-max-escalation-rate-increase 0.1 --health-max-disagreement-increase 0.1\n"
+            "  edgecascade fleet push model.onnx --version 1.2.0 --target all --route http --golden case.npz \\\n"
             "    --base-url https://cloud.example:8000 --artifacts-dir /srv/edgecascade/artifacts\n"
             "  edgecascade fleet push digits.ectable --kind table --version t2 --target all"
         ),
@@ -67,6 +76,33 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--delta-from", type=Path, metavar="BASE", help="base artifact: also send a bsdiff delta")
     p.add_argument("--profiles", default="", help="comma-separated compatible profiles (default: any)")
     p.add_argument("--min-agent", help="oldest agent version that may run it (default: this version)")
+    _golden_flags(p)
+    _delivery_flags(p)
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to follow devices")
+    _health_flags(p)
+    p.set_defaults(func=push)
+
+
+def _golden_flags(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("golden cases (checked on the device before the model may serve)")
+    group.add_argument(
+        "--golden",
+        type=Path,
+        metavar="FILE.npz|DIR",
+        help="inputs for the candidate: a .npz with one array per input name, or a folder of such "
+        "files (.npy for a one-input model), one case per file; the expected outputs are the "
+        "candidate's own, computed here. Without it devices only load-test the candidate",
+    )
+    group.add_argument(
+        "--golden-tolerance",
+        type=float,
+        default=0.02,
+        metavar="ABS",
+        help="largest absolute difference allowed per output element on the device (default 0.02)",
+    )
+
+
+def _delivery_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--route", choices=["mqtt", "http"], default="mqtt", help="delivery route")
     p.add_argument("--base-url", help="cloud URL devices download from on the http route (/artifacts/...)")
     p.add_argument(
@@ -75,20 +111,22 @@ def add_parsers(sub: Any) -> None:
         help="http route: the folder the cloud serves /artifacts from; the files are written there",
     )
     p.add_argument("--chunk-kb", type=int, default=256, help="chunk size in KiB")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds to follow devices")
-    _health_flags(p)
-    p.set_defaults(func=push)
 
+
+def _add_status(sub: Any) -> None:
     p = sub.add_parser(
         "status",
         help="table of devices: model, version, state, last seen",
-        description="Read the devices' retained status messages and print one row per device.",
+        description="Read the devices' retained status messages and print one row per device "
+        "(read-only: needs no signing key).",
         **_examples("edgecascade fleet status --broker 127.0.0.1:1883"),
     )
-    _common(p)
+    _common(p, signs=False)
     p.add_argument("--wait", type=float, default=1.0, help="seconds to collect retained statuses")
     p.set_defaults(func=status)
 
+
+def _add_rollback(sub: Any) -> None:
     p = sub.add_parser(
         "rollback",
         help="send a target back to the previous pushed version",
@@ -105,6 +143,8 @@ def add_parsers(sub: Any) -> None:
     )
     p.set_defaults(func=rollback)
 
+
+def _add_promote(sub: Any) -> None:
     p = sub.add_parser(
         "promote",
         help="widen the waiting canary to its whole target",
@@ -165,12 +205,9 @@ def keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _manager(args: argparse.Namespace) -> Any:
+def _connection(args: argparse.Namespace) -> Any:
     import os
 
-    from edgecascade.cloud.fleet.manager import FleetManager
-    from edgecascade.shared.errors import TransportError
-    from edgecascade.shared.manifest import load_private_key
     from edgecascade.shared.mqtt import MqttConnection, MqttSettings
 
     host, _, port = args.broker.rpartition(":")
@@ -183,7 +220,24 @@ def _manager(args: argparse.Namespace) -> Any:
         tls_ca=args.tls_ca,
         protocol=args.protocol,
     )
-    connection = MqttConnection(settings)
+    return MqttConnection(settings)
+
+
+def _start(connection: Any, args: argparse.Namespace) -> None:
+    from edgecascade.shared.errors import TransportError
+
+    if not connection.start(wait_s=5):
+        connection.stop()
+        raise TransportError(
+            f"cannot reach the broker at {args.broker} ({connection.refused_reason or 'no answer'})"
+        )
+
+
+def _manager(args: argparse.Namespace) -> Any:
+    from edgecascade.cloud.fleet.manager import FleetManager
+    from edgecascade.shared.manifest import load_private_key
+
+    connection = _connection(args)
     manager = FleetManager(
         connection,
         args.fleet,
@@ -191,11 +245,7 @@ def _manager(args: argparse.Namespace) -> Any:
         args.state_dir,
         artifacts_dir=getattr(args, "artifacts_dir", None),
     )
-    if not connection.start(wait_s=5):
-        connection.stop()
-        raise TransportError(
-            f"cannot reach the broker at {args.broker} ({connection.refused_reason or 'no answer'})"
-        )
+    _start(connection, args)
     manager.board.wait_settled(0.5)
     return manager
 
@@ -233,9 +283,13 @@ def push(args: argparse.Namespace) -> int:
         )
     if args.kind == "table":
         return _push_table(args)
+    if args.golden is None:
+        print("no --golden given: devices only load-test the candidate before it serves")
+    manifest, payloads = build_manifest(
+        args.model, name=args.name, golden=args.golden, tolerance=args.golden_tolerance, **_delivery(args)
+    )
     manager = _manager(args)
     try:
-        manifest, payloads = build_manifest(args.model, name=args.name, **_delivery(args))
         limits = _health_limits(args)
         if limits is not None:
             manifest = manifest.model_copy(update={"health": limits})
@@ -301,13 +355,21 @@ def rollback(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    manager = _manager(args)
+    """Read-only: a status board on its own connection, no signing key, no state folder."""
+    from edgecascade.cloud.fleet.status_board import StatusBoard
+    from edgecascade.shared.mqtt import Topics
+
+    connection = _connection(args)
+    board = StatusBoard(connection, Topics(args.fleet))
+    board.attach()
+    _start(connection, args)
     try:
+        board.wait_settled(0.5)
         time.sleep(args.wait)
-        print(format_table(manager.board.statuses(), manager.board.presence, manager.board.table_statuses()))
+        print(format_table(board.statuses(), board.presence, board.table_statuses()))
         return 0
     finally:
-        manager.connection.stop()
+        connection.stop()
 
 
 def format_table(statuses: dict[str, Any], presence: Any, tables: dict[str, Any] | None = None) -> str:

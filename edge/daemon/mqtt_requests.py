@@ -48,7 +48,7 @@ class MqttRequestServer:
         self.v2 = AgentV2(agent, executor)
         self.metrics = metrics
         self.max_inflight = max_inflight
-        self.topic = Topics(agent.profile.fleet).requests(agent.profile.device_id)
+        self.topic = Topics(agent.profile.fleet).request_filter(agent.profile.device_id)
         self._inflight = 0
         self._lock = threading.Lock()
         self.malformed = 0

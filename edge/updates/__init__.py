@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edgecascade.edge.updates.health import ErrorRateWatch, HealthMonitor, HealthWatch
+from edgecascade.edge.updates.health_watch import ErrorRateWatch, HealthMonitor, HealthWatch
 from edgecascade.edge.updates.store import active_model, active_model_path
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ __all__ = [
 def health_monitor(profile: DeviceProfile) -> HealthMonitor:
     """The post-swap health watches: error rate (profile limits), then escalation rate, confidence,
     latency and disagreement against the previous model (manifest limits)."""
-    from edgecascade.edge.updates.ml_health import ml_watches
+    from edgecascade.edge.updates.ml_health_watches import ml_watches
 
     cfg = profile.updates
     # ML-aware watches judge only when the manifest carries `health` limits.

@@ -55,6 +55,15 @@ def sha256_file(path: Path) -> str:
 
 
 @dataclass(frozen=True)
+class Instruction:
+    """The newest signed instruction this device finished (applied, failed or rolled back):
+    anything issued before it is a replay. Persisted by the store (VersionStore.instruction)."""
+
+    issued_at: float = 0.0
+    push_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Installed:
     """A model the device can serve: `version` and the artifact `path` (card beside it)."""
 
@@ -151,6 +160,28 @@ class VersionStore:
         data[push_id] = outcome
         atomic_write(self.root / "outcomes.json", json.dumps(data).encode())
 
+    # -- the newest instruction finished: what is issued before it is a replay ------------------
+    def instruction(self) -> Instruction:
+        try:
+            data = json.loads((self.root / "instruction.json").read_text())
+            return Instruction(float(data["issued_at"]), str(data["push_id"]))
+        except FileNotFoundError:
+            return Instruction()
+        except (ValueError, KeyError, TypeError) as exc:
+            # Fail closed would stop all updates; the version rule still refuses downgrades.
+            log.error("unreadable %s instruction.json (%s); replay check starts from zero", self.what, exc)
+            return Instruction()
+
+    def record_instruction(self, issued_at: float, push_id: str) -> Instruction:
+        """Raise the replay floor to this instruction (never lowers it). Returns the floor."""
+        last = self.instruction()
+        if issued_at < last.issued_at:
+            return last
+        atomic_write(
+            self.root / "instruction.json", json.dumps({"issued_at": issued_at, "push_id": push_id}).encode()
+        )
+        return Instruction(issued_at, push_id)
+
     # -- staging ------------------------------------------------------------------------------
     def staging_file(self, sha256: str) -> Path:
         return self.staging / f"{sha256}.part"
@@ -184,15 +215,6 @@ class UpdateStore(VersionStore):
         except (OSError, ValueError) as exc:
             log.error("manifest of %s is unreadable (%s)", installed.path, exc)
             return None
-
-    def find_by_version(self, version: str) -> Path | None:
-        folder = self.versions / version
-        try:
-            manifest = Manifest.model_validate_json((folder / "manifest.json").read_bytes())
-        except (FileNotFoundError, ValueError):
-            return None
-        path = folder / manifest.file_name
-        return path if path.is_file() else None
 
     def install(self, manifest: Manifest, artifact: Path) -> Installed:
         """Move a verified artifact into versions/<version>/ with its card and manifest (atomically)."""

@@ -1,8 +1,13 @@
 """What the model and table updaters share: a daemon Service on the agent's MqttConnection that
-subscribes to the device, group and fleet manifest topics of its kind (retained; the most
-specific wins), refuses manifests that fail their checks with a reason, applies the effective
-one through its pipeline in one worker thread, and keeps a retained status topic current:
-downloading (progress), verifying, testing, active, failed, rolled_back.
+subscribes to the device, group and fleet manifest topics of its kind (retained; the newest
+signed instruction wins), applies the effective one through its pipeline in one worker thread,
+and keeps a retained status topic current: downloading (progress), verifying, testing, active,
+failed, rolled_back.
+
+A manifest that is no instruction for this device (garbage, forged, replayed, signed for
+another target) is counted and logged and changes nothing else: the status keeps its last good
+state. A signed instruction the device cannot follow (another profile, an older version without
+a rollback, a candidate that fails its test) is reported as failed for its push.
 
 A subclass says what differs: how a manifest is parsed and checked, what its status message
 holds, and what happens once a manifest's artifact serves."""
@@ -21,9 +26,9 @@ from pydantic import BaseModel
 
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.updates.download import Report
-from edgecascade.edge.updates.selection import M, ManifestBook
+from edgecascade.edge.updates.selection import Audience, M, ManifestBook, admit, check_not_older
 from edgecascade.edge.updates.store import VersionStore
-from edgecascade.edge.updates.transports import ArtifactTransport, HttpRangeTransport, MqttChunkTransport
+from edgecascade.edge.updates.transports import TransportContext, TransportPool
 from edgecascade.shared.errors import UpdateError
 from edgecascade.shared.manifest import UpdateState, load_public_key
 from edgecascade.shared.mqtt import MqttConnection, Topics
@@ -79,7 +84,11 @@ class ManifestSubscriber(abc.ABC, Generic[M]):
         self._stopping = threading.Event()
         self._job: tuple[str, threading.Event] | None = None
         self._thread: threading.Thread | None = None
-        self._http: HttpRangeTransport | None = None
+        self.transports = TransportPool(TransportContext(connection, profile.updates))
+        self.audience = Audience.of(profile, self.public_key)
+        self.refused = 0  # manifests refused unapplied (admit), also in the status message
+        self._last_refusal: str | None = None
+        self._refusal_published = -1e9
 
     def _attach(
         self, book: ManifestBook[M], store: VersionStore, pipeline: Pipeline[M], status_topic: str
@@ -89,6 +98,7 @@ class ManifestSubscriber(abc.ABC, Generic[M]):
         self.pipeline = pipeline
         self.status_topic = status_topic
         self.outcomes = store.outcomes()
+        self.last = store.instruction()
 
     # -- what a kind defines ------------------------------------------------------------------
     @abc.abstractmethod
@@ -97,7 +107,11 @@ class ManifestSubscriber(abc.ABC, Generic[M]):
 
     @abc.abstractmethod
     def _check(self, manifest: M) -> None:
-        """UpdateError with the reason if this device must refuse the manifest."""
+        """UpdateError with the reason if this device cannot follow an admitted manifest."""
+
+    @abc.abstractmethod
+    def _serving_version(self) -> str | None:
+        """The version serving now (None: nothing serves), for the rollback-protection rule."""
 
     @abc.abstractmethod
     def _make_status(self, state: UpdateState, **fields: object) -> BaseModel:
@@ -130,26 +144,20 @@ class ManifestSubscriber(abc.ABC, Generic[M]):
         self._wake.set()
         if self._thread:
             self._thread.join(timeout_s)
-        if self._http:
-            self._http.close()
+        self.transports.close()
 
     # -- MQTT side ----------------------------------------------------------------------------
     def _on_manifest(self, msg: mqtt.MQTTMessage) -> None:
         if not msg.payload:
             self.book.put(msg.topic, None)  # the fleet manager cleared this level
         else:
-            manifest = None
             try:
                 manifest = self._parse(bytes(msg.payload))
-                self._check(manifest)
+                admit(manifest, self.audience, self.last)
             except UpdateError as exc:
-                log.warning("refused %s manifest on %s: %s", self.kind, msg.topic, exc.reason)
-                self._report(
-                    "failed",
-                    reason=exc.reason,
-                    push_id=manifest.push_id if manifest else None,  # for the fleet's report only
-                    target_version=manifest.version if manifest else None,
-                )
+                self._refuse(msg.topic, exc.reason)
+                return
+            if not self._compatible(manifest):
                 return
             self.book.put(msg.topic, manifest)
         effective = self.book.effective()
@@ -158,29 +166,47 @@ class ManifestSubscriber(abc.ABC, Generic[M]):
             job[1].set()  # a newer manifest supersedes the download in progress
         self._wake.set()
 
+    def _refuse(self, topic: str, reason: str) -> None:
+        """Count and log a manifest that is no instruction for this device. The state stays;
+        the status goes out again with the new count, at most once a second (a flood of
+        garbage makes no flood of statuses; the count rides along with the next one)."""
+        self.refused += 1
+        self._last_refusal = reason[:300]
+        log.warning("refused %s manifest on %s (%d so far): %s", self.kind, topic, self.refused, reason[:300])
+        now = time.monotonic()
+        if now - self._refusal_published >= 1.0:
+            self._refusal_published = now
+            self.status = self.status.model_copy(
+                update={"refused_manifests": self.refused, "last_refusal": self._last_refusal}
+            )
+            self._publish_status()
+
+    def _compatible(self, manifest: M) -> bool:
+        """Check a signed instruction for this device; report it failed (once per push) if the
+        device cannot follow it. Returns whether it may go into the book."""
+        try:
+            self._check(manifest)
+            check_not_older(manifest, self._serving_version(), self.pipeline.is_current(manifest))
+        except UpdateError as exc:
+            if manifest.push_id not in self.outcomes:
+                log.warning("cannot apply %s push %s: %s", self.kind, manifest.push_id, exc.reason)
+                self._finish(manifest, "failed", followed=False)
+                self._report(
+                    "failed", reason=exc.reason, push_id=manifest.push_id, target_version=manifest.version
+                )
+            return False
+        return True
+
     def _publish_status(self) -> None:
         self.connection.publish(self.status_topic, self.status.model_dump_json(), qos=1, retain=True)
 
     def _report(self, state: UpdateState, **fields: object) -> None:
         keep = {"target_version": self.status.target_version, "push_id": self.status.push_id}
         self.status = self._make_status(state, **{**keep, **fields})
+        self.status.refused_manifests = self.refused
+        self.status.last_refusal = self._last_refusal
         log.info("%s status %s %s", self.kind, state, fields.get("reason") or fields.get("progress") or "")
         self._publish_status()
-
-    def _transport(self, route: str) -> ArtifactTransport:
-        cfg = self.profile.updates
-        if route == "http":
-            if self._http is None:
-                self._http = HttpRangeTransport(
-                    request_timeout_s=cfg.http_timeout_s,
-                    timeout_s=cfg.download_timeout_s,
-                    range_bytes=cfg.http_range_kb * 1024,
-                    verify=str(cfg.http_ca) if cfg.http_ca else True,
-                )
-            return self._http
-        return MqttChunkTransport(
-            self.connection, stall_timeout_s=cfg.stall_timeout_s, timeout_s=cfg.download_timeout_s
-        )
 
     # -- worker ---------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -192,12 +218,22 @@ class ManifestSubscriber(abc.ABC, Generic[M]):
                 continue
             self._handle(manifest)
 
-    def _finish(self, manifest: M, outcome: str) -> None:
+    def _finish(self, manifest: M, outcome: str, *, followed: bool = True) -> None:
+        """Record a push's outcome. `followed`: the device acted on it (applied, rolled back, or
+        failed in the pipeline), so whatever was issued before it is a replay from now on."""
         self.outcomes[manifest.push_id] = outcome
         self.store.record_outcome(manifest.push_id, outcome)
+        if followed:
+            self.last = self.store.record_instruction(manifest.issued_at, manifest.push_id)
 
     def _handle(self, manifest: M) -> None:
         ids = {"push_id": manifest.push_id, "target_version": manifest.version}
+        try:  # again: what serves and the last instruction may have moved since it arrived
+            admit(manifest, self.audience, self.last)
+            check_not_older(manifest, self._serving_version(), self.pipeline.is_current(manifest))
+        except UpdateError as exc:
+            log.warning("skipping %s push %s: %s", self.kind, manifest.push_id, exc.reason)
+            return
         if self.pipeline.is_current(manifest):  # e.g. restarted after the swap
             self._finish(manifest, "active")
             self._report("active", **ids)

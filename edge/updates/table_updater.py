@@ -26,6 +26,7 @@ class TableUpdater(ManifestSubscriber[TableManifest]):
 
     name = "table-updater"
     kind = "table"
+    pipeline: TablePipeline
 
     def __init__(
         self,
@@ -45,7 +46,7 @@ class TableUpdater(ManifestSubscriber[TableManifest]):
                 self.topics.table_manifest_all(),
             ),
             store,
-            TablePipeline(lookup, store, self._transport, max_bytes=self.max_bytes),
+            TablePipeline(lookup, store, self.transports, max_bytes=self.max_bytes),
             self.topics.table_status(profile.device_id),
         )
         self.status = self._make_status("active" if lookup.table is not None else "idle")
@@ -55,8 +56,12 @@ class TableUpdater(ManifestSubscriber[TableManifest]):
 
     def _check(self, manifest: TableManifest) -> None:
         check_table_manifest(
-            manifest, self.profile, self.public_key, __version__, self.max_bytes, self.lookup.encoding_version
+            manifest, self.profile, __version__, self.max_bytes, self.lookup.encoding_version
         )
+
+    def _serving_version(self) -> str | None:
+        current = self.pipeline.current
+        return current.version if current is not None else None
 
     def _make_status(self, state: UpdateState, **fields: object) -> BaseModel:
         table = self.lookup.table

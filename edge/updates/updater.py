@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from edgecascade import __version__
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.model_slot import ModelSlot
-from edgecascade.edge.updates.health import HealthMonitor
+from edgecascade.edge.updates.health_watch import HealthMonitor
 from edgecascade.edge.updates.pipeline import UpdatePipeline
 from edgecascade.edge.updates.selection import ManifestBook, check_manifest
 from edgecascade.edge.updates.store import Installed, UpdateStore, active_model, models_root
@@ -58,7 +58,7 @@ class ModelUpdater(ManifestSubscriber[Manifest]):
                 self.topics.manifest_all(),
             ),
             store,
-            UpdatePipeline(profile, slot, store, current or active_model(profile), self._transport),
+            UpdatePipeline(profile, slot, store, current or active_model(profile), self.transports),
             self.topics.update_status(device),
         )
         #: Called with the manifest of each model that starts serving (None: the factory model),
@@ -74,7 +74,10 @@ class ModelUpdater(ManifestSubscriber[Manifest]):
         return Manifest.parse(payload)
 
     def _check(self, manifest: Manifest) -> None:
-        check_manifest(manifest, self.profile, self.public_key, __version__, self.max_bytes)
+        check_manifest(manifest, self.profile, __version__, self.max_bytes)
+
+    def _serving_version(self) -> str | None:
+        return self.pipeline.current.version
 
     def _make_status(self, state: UpdateState, **fields: object) -> BaseModel:
         return UpdateStatus(

@@ -38,10 +38,26 @@ class Topics:
         """Retained lookup-table update state of the device."""
         return f"{ROOT}/{self.fleet}/{device}/table-status"
 
-    # --- per device, read by the device ---
+    # --- inference requests: an application asks a device, the device answers ---
+    # The shipped ACL (firmware-configs/mosquitto/acl) lets an application identity write
+    # requests/<its name> of the devices granted to it and read replies/<its name>/...; a device
+    # reads its own requests and writes only under its own replies.
     def requests(self, device: str) -> str:
-        """Inference requests for the device; replies go to the topic named in the request."""
+        """The device's bare request topic (the fleet identity may write it)."""
         return f"{ROOT}/{self.fleet}/{device}/requests"
+
+    def request_filter(self, device: str) -> str:
+        """What the device subscribes to: its bare request topic and every application's."""
+        return f"{ROOT}/{self.fleet}/{device}/requests/#"
+
+    def request_from(self, device: str, app: str) -> str:
+        """Where application identity `app` publishes its requests to `device`."""
+        return f"{ROOT}/{self.fleet}/{device}/requests/{app}"
+
+    def reply_to(self, device: str, app: str) -> str:
+        """The reply topic `app` names in its requests (MQTT 5 Response Topic or
+        parameters.reply_to); `app` may also use sub-topics of it."""
+        return f"{ROOT}/{self.fleet}/{device}/replies/{app}"
 
     def telemetry_ack(self, device: str) -> str:
         """What the ingester has stored of the device's telemetry (written by the ingester only):

@@ -62,7 +62,13 @@ def test_fleet_cli_push_canary_promote_status_rollback(
         assert "active: 2: d0, d1" in capsys.readouterr().out
         assert [d.version for d in devices] == ["1.2.0", "1.2.0"]
 
-        assert main(["fleet", "status", "--wait", "0.2", *common]) == 0
+        # Read-only: no signing key, no state folder.
+        assert (
+            main(
+                ["fleet", "status", "--wait", "0.2", "--fleet", FLEET, "--broker", f"127.0.0.1:{broker.port}"]
+            )
+            == 0
+        )
         table = capsys.readouterr().out.splitlines()
         assert table[0].split()[:4] == ["DEVICE", "MODEL", "VERSION", "STATE"]
         assert [line.split()[:4] for line in table[1:]] == [

@@ -113,7 +113,7 @@ def test_device_resumes_http_download_with_a_range_after_a_cut(
             proxy.stop()
             cut_at = len(server.served.entries(rel))
             assert device.version == "1.0.0"  # mid-download
-            wait_until(lambda: device.updater._http is not None and device.updater._http.retries >= 1, 5)
+            wait_until(lambda: getattr(device.updater.transports.made("http"), "retries", 0) >= 1, 5)
             proxy.start()
 
             st = fleet.board.wait_for(signed.push_id, ["d1"], 30)["d1"]

@@ -19,8 +19,8 @@ from edgecascade.edge.cloud_client.in_process import InProcessCloudClient
 from edgecascade.edge.local_model import LocalModel
 from edgecascade.edge.model_slot import ModelSlot
 from edgecascade.edge.policies import AnyOf, MaxProbabilityPolicy, RandomSamplePolicy
-from edgecascade.edge.updates.health import HealthMonitor
-from edgecascade.edge.updates.ml_health import ml_watches
+from edgecascade.edge.updates.health_watch import HealthMonitor
+from edgecascade.edge.updates.ml_health_watches import ml_watches
 from edgecascade.shared.backends import BackendOptions
 from edgecascade.shared.errors import ConfigError
 from edgecascade.shared.manifest import HealthLimits

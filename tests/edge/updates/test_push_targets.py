@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -42,12 +43,11 @@ def test_push_to_one_then_group_then_all(
         manifest, payloads = build_manifest(model_v3, fleet=FLEET, target="all", chunk_size=2048)
         signed, sent = fleet.push(manifest, payloads)
         assert sent == ["d1", "d2", "d3"]
-        # d1 has a device-level manifest (most specific wins) and d2 a newer group one.
-        fleet.board.wait_for(signed.push_id, ["d3"], 30)
-        assert versions() == ["1.1.0", "1.1.0", "1.2.0"]
-        status = fleet.board.statuses()
-        assert status["d3"].active_version == "1.2.0" and status["d3"].state == "active"
-        # The pointer survives: a restart would load the updated model.
+        # The newest signed instruction wins over d1's device-level and d2's group-level ones.
+        done = fleet.board.wait_for(signed.push_id, sent, 30)
+        assert {d: (st.state if st else None) for d, st in done.items()} == dict.fromkeys(sent, "active")
+        assert versions() == ["1.2.0", "1.2.0", "1.2.0"]
+        # The pointer survives: a restart loads the updated model.
         assert active_model_path(devices[2].profile).parent.name == "1.2.0"
     finally:
         for d in devices:
@@ -62,12 +62,13 @@ def test_tampered_chunk_and_wrong_signature_are_refused(
     fleet = start_fleet(broker.port, signing_key, tmp_path / "fleet")
     try:
         wait_until(lambda: "d1" in fleet.board.statuses(), what="device status")
-        # Signed by another key: refused before any download.
+        # Signed by another key: refused before any download, counted, the state kept.
         rogue = start_fleet(broker.port, Ed25519PrivateKey.generate(), tmp_path / "rogue")
         manifest, payloads = build_manifest(model_v2, fleet=FLEET, target="device:d1", chunk_size=2048)
-        signed, _ = rogue.push(manifest, payloads)
-        st = fleet.board.wait_for(signed.push_id, ["d1"], 20)["d1"]
-        assert st is not None and st.state == "failed" and "bad signature" in (st.reason or "")
+        rogue.push(manifest, payloads)
+        wait_until(lambda: fleet.board.statuses()["d1"].refused_manifests == 1, what="refusal counted")
+        st = fleet.board.statuses()["d1"]
+        assert (st.state, st.push_id) == ("active", None) and "bad signature" in (st.last_refusal or "")
         assert device.version == "1.0.0"
         rogue.connection.stop()
 
@@ -85,15 +86,17 @@ def test_tampered_chunk_and_wrong_signature_are_refused(
         assert "tampered" in (st.reason or "")
         assert device.version == "1.0.0"
 
-        # Unsigned manifests are refused too.
+        # Unsigned manifests are refused too, and do not touch the state (the tampered push's).
         manifest, payloads = build_manifest(model_v2, fleet=FLEET, target="device:d1", chunk_size=2048)
         fleet.publish_payloads(payloads)
+        time.sleep(1.0)  # refusal statuses go out at most once a second
         assert fleet.connection.publish_and_wait(
             fleet.topics.manifest_device("d1"), manifest.model_dump_json(), 5, retain=True
         )
-        wait_until(lambda: fleet.board.statuses()["d1"].push_id == manifest.push_id, what="unsigned refusal")
+        wait_until(lambda: fleet.board.statuses()["d1"].refused_manifests == 2, what="unsigned refusal")
         st = fleet.board.statuses()["d1"]
-        assert st.state == "failed" and st.reason == "unsigned manifest"
+        assert (st.state, st.push_id) == ("failed", signed.push_id) and "tampered" in (st.reason or "")
+        assert st.last_refusal == "unsigned manifest"
         assert device.version == "1.0.0"
     finally:
         device.stop()

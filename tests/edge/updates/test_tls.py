@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from edgecascade.cloud.fleet.manifest_builder import build_manifest
 from edgecascade.edge.updates.staging import StagedBlob
-from edgecascade.edge.updates.transports import HttpRangeTransport
+from edgecascade.edge.updates.transports.http_range import HttpRangeTransport
 from edgecascade.shared.errors import UpdateError
 from edgecascade.shared.mqtt import MqttConnection, MqttSettings
 from edgecascade.tools.mqtt_broker import BrokerProcess
