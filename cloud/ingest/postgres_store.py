@@ -19,12 +19,10 @@ from edgecascade.cloud.ingest.store import (
     SUMMARY_SQL,
     DeadLetter,
     DeviceSummary,
-    Row,
     StoreResult,
     dead_letters_from,
-    dead_row,
     dead_row_of_record,
-    row_of,
+    shape,
     summaries_from,
 )
 from edgecascade.shared.errors import StorageError
@@ -94,18 +92,16 @@ class PostgresStore:
                 raise StorageError(f"PostgreSQL telemetry store: {exc}") from exc
 
     def _store(self, db: psycopg.Connection[Any], batch: TelemetryBatch, received: float) -> StoreResult:
-        rows = [row_of(batch.device, r, received) for r in batch.records]
-        reasons = [r.reason for r in batch.rejected]
-        dead_rows: list[Row] = [dead_row(batch.device, r, received) for r in batch.rejected]
+        pairs, dead_rows, reasons = shape(batch, received)
         with db.transaction():
             stored = 0
             try:
                 with db.transaction():  # a savepoint
-                    if rows:
-                        columns = [list(c) for c in zip(*rows, strict=True)]
+                    if pairs:
+                        columns = [list(c) for c in zip(*(row for _, row in pairs), strict=True)]
                         stored = max(db.execute(_INSERT_MANY, columns).rowcount, 0)
             except _ROW_ERRORS:
-                for record, row in zip(batch.records, rows, strict=True):
+                for record, row in pairs:
                     try:
                         with db.transaction():
                             stored += max(db.execute(_INSERT_ONE, row).rowcount, 0)

@@ -20,9 +20,8 @@ from edgecascade.cloud.ingest.store import (
     DeviceSummary,
     StoreResult,
     dead_letters_from,
-    dead_row,
     dead_row_of_record,
-    row_of,
+    shape,
     summaries_from,
 )
 from edgecascade.shared.errors import StorageError
@@ -72,15 +71,13 @@ class SqliteStore:
 
     def _store(self, batch: TelemetryBatch, received: float) -> StoreResult:
         db = self._db
-        rows = [row_of(batch.device, r, received) for r in batch.records]
-        reasons = [r.reason for r in batch.rejected]
-        dead_rows = [dead_row(batch.device, r, received) for r in batch.rejected]
+        pairs, dead_rows, reasons = shape(batch, received)
         db.execute("BEGIN IMMEDIATE")
         # total_changes is not undone by ROLLBACK TO: count only what was kept.
         before = db.total_changes
         db.execute("SAVEPOINT batch")
         try:
-            db.executemany(_INSERT, rows)
+            db.executemany(_INSERT, [row for _, row in pairs])
             stored = db.total_changes - before
             db.execute("RELEASE batch")
         except _ROW_ERRORS:
@@ -88,7 +85,7 @@ class SqliteStore:
             db.execute("ROLLBACK TO batch")
             db.execute("RELEASE batch")
             stored = 0
-            for record, row in zip(batch.records, rows, strict=True):
+            for record, row in pairs:
                 try:
                     before = db.total_changes
                     db.execute(_INSERT, row)  # one statement: atomic on its own

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from edgecascade.shared.telemetry import RecordKind, RejectedRecord, TelemetryBatch, TelemetryRecord
+from edgecascade.shared.telemetry import MAX_SEQ, RecordKind, RejectedRecord, TelemetryBatch, TelemetryRecord
 
 #: Columns in storage order.
 COLUMNS = (
@@ -127,14 +127,32 @@ def rows_of(batch: TelemetryBatch, received: float) -> list[Row]:
     return [row_of(batch.device, r, received) for r in batch.records]
 
 
+def shape(
+    batch: TelemetryBatch, received: float
+) -> tuple[list[tuple[TelemetryRecord, Row]], list[Row], list[str]]:
+    """(record, row) pairs to insert, dead-letter rows and their reasons: the batch's rejected
+    records and any record whose body cannot be written as strict JSON."""
+    rows: list[tuple[TelemetryRecord, Row]] = []
+    dead = [dead_row(batch.device, r, received) for r in batch.rejected]
+    reasons = [r.reason for r in batch.rejected]
+    for record in batch.records:
+        try:
+            rows.append((record, row_of(batch.device, record, received)))
+        except ValueError as exc:  # NaN or Infinity: no store's JSON holds them
+            reasons.append(f"body cannot be written as JSON: {exc}")
+            dead.append(dead_row_of_record(batch.device, record, reasons[-1], received))
+    return rows, dead, reasons
+
+
 def dead_row(device: str, r: RejectedRecord, received: float) -> Row:
     return (device, r.seq, r.kind, r.reason, r.record, received)
 
 
 def dead_row_of_record(device: str, r: TelemetryRecord, reason: str, received: float) -> Row:
     """A valid record the database refused, as a dead letter."""
-    record = json.dumps({"seq": r.seq, "ts": r.ts, "kind": r.kind.value, "body": r.body})
-    return (device, r.seq, r.kind.value, reason[:500], record[:2000], received)
+    record = json.dumps({"seq": r.seq, "ts": r.ts, "kind": r.kind.value, "body": r.body})  # NaN kept as text
+    seq = r.seq if 1 <= r.seq <= MAX_SEQ else None  # the dead-letter column is a BIGINT too
+    return (device, seq, r.kind.value, reason[:500], record[:2000], received)
 
 
 #: One query per store dialect; %s-free so both run it as is.

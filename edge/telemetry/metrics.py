@@ -32,6 +32,8 @@ class MetricsWindow:
         self.by_source[source] = self.by_source.get(source, 0) + 1
         self.escalated += escalated
         self.degraded += degraded
+        if not math.isfinite(latency_ms):
+            return  # counted as a request; a NaN latency would make the whole record unsendable
         self.latencies.append(latency_ms)
         self.buckets[bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1
 

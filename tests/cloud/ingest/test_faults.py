@@ -16,14 +16,17 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgecascade.cloud.ingest.sqlite_store import SqliteStore
-from edgecascade.edge import telemetry as edge_telemetry
-from edgecascade.edge.agent import Agent
-from edgecascade.edge.config import load_profile
-from edgecascade.edge.telemetry.uplink import TelemetryUplink
-from edgecascade.shared.mqtt import MqttConnection, Topics
+from edgecascade.shared.mqtt import Topics
 from edgecascade.shared.telemetry import RecordKind, encode_batch
 from edgecascade.tools.mqtt_broker import BrokerProcess
-from tests.cloud.ingest.support import FLEET, persistent_broker, start_ingester, wait_for, write_profile
+from tests.cloud.ingest.support import (
+    FLEET,
+    Device,
+    persistent_broker,
+    start_ingester,
+    wait_for,
+    write_profile,
+)
 from tests.conftest import REPO
 
 
@@ -34,34 +37,6 @@ def pbroker(tmp_path: Path) -> Iterator[BrokerProcess]:
         yield broker
     finally:
         broker.stop()
-
-
-class Device:
-    """An in-process agent with telemetry wired as the daemon will wire it."""
-
-    def __init__(self, profile_path: Path) -> None:
-        self.profile = load_profile(profile_path)
-        self.agent = Agent.from_profile(self.profile)
-        presence = Topics(FLEET).presence(self.profile.device_id)
-        self.connection = MqttConnection(self.profile.mqtt.settings(self.profile.device_id, presence))
-        self.parts = edge_telemetry.build(self.profile, self.connection)
-        assert self.parts.recorder is not None and self.parts.buffer is not None
-        self.recorder = self.parts.recorder
-        self.buffer = self.parts.buffer
-        self.agent.cascade.observers.append(self.parts.observer)
-        for service in self.parts.services:
-            service.start()
-
-    def predict(self, features, n: int, start: int = 0) -> None:  # type: ignore[no-untyped-def]
-        for i in range(start, start + n):
-            self.agent.predict(features[i % len(features)], request_id=f"r{i}")
-
-    def close(self) -> None:
-        for service in reversed(self.parts.services):
-            service.stop(2.0)
-        self.connection.stop()
-        self.agent.close()
-        self.buffer.close()
 
 
 @pytest.mark.parametrize("protocol", [5, 4], ids=["mqtt5", "mqtt311"])
@@ -178,8 +153,8 @@ def test_ingester_killed_and_restarted_nothing_lost_nothing_duplicated(
         ingest.wait(10)
         device.predict(features, 100, start=400)  # published while no ingester runs
         device.recorder.flush()
-        uplink = device.parts.sink
-        assert isinstance(uplink, TelemetryUplink)
+        uplink = device.uplink
+        assert uplink is not None
         wait_for(lambda: uplink.ack_timeouts >= 1, what="an unacknowledged window")
         stored = SqliteStore(store_path).count()
         assert stored < 500

@@ -3,50 +3,14 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from edgecascade.cli import main
-from edgecascade.cloud.ingest.postgres_store import PostgresStore
 from edgecascade.cloud.ingest.sqlite_store import SqliteStore
 from edgecascade.cloud.ingest.store import StoreResult, TelemetryStore
 from edgecascade.shared.telemetry import RecordKind, decode_batch, encode_batch
-
-PG_URLS = ["postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test"]
-
-
-def pg_url() -> str | None:
-    for url in PG_URLS:
-        try:
-            psycopg.connect(url, connect_timeout=2).close()
-            return url
-        except psycopg.OperationalError:
-            continue
-    return None
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request, tmp_path: Path) -> Iterator[TelemetryStore]:  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        s: TelemetryStore = SqliteStore(tmp_path / "t.sqlite3")
-        yield s
-        s.close()
-        return
-    url = pg_url()
-    if url is None:
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (database test)")
-    schema = f"ec_test_{uuid.uuid4().hex[:10]}"
-    s = PostgresStore(url, table_schema=schema)
-    try:
-        yield s
-    finally:
-        s.close()
-        with psycopg.connect(url, autocommit=True) as db:
-            db.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def _inference(escalated: bool) -> str:

@@ -79,3 +79,30 @@ def test_peek_pages_in_priority_then_sequence_order(tmp_path: Path) -> None:
     rest = buf.peek(10, after=(3, 5))
     assert [r.seq for r in rest] == [4, 1, 3]
     assert buf.delete([2, 5, 99]) == 2 and buf.depth == 3 and buf.size_bytes == 6
+
+
+def test_a_corrupt_buffer_is_rebuilt_and_its_sequence_never_repeats(tmp_path: Path) -> None:
+    """The shared opener moves a damaged file aside; the new one's sequence starts at the
+    current time in microseconds, past any number the lost file used, so the cloud does not
+    take new records for duplicates of lost ones."""
+    clock = Clock(1_700_000_000.0)
+    path = tmp_path / "b.sqlite3"
+    buf = TelemetryBuffer(path, max_bytes=10**6, max_age_s=3600, clock=clock)
+    buf.append([(1.0, "inference", _body(i)) for i in range(50)])
+    buf.close()
+    path.write_bytes(b"this is not a database" + bytes(4096))
+    for side in ("-wal", "-shm"):
+        (tmp_path / f"b.sqlite3{side}").unlink(missing_ok=True)
+    again = TelemetryBuffer(path, max_bytes=10**6, max_age_s=3600, clock=clock)
+    assert again.depth == 0 and again.last_seq == 1_700_000_000_000_000
+    assert again.append([(1.0, "event", _body(0))]) == 1_700_000_000_000_001
+    assert len([p for p in tmp_path.iterdir() if ".corrupt-" in p.name]) == 1
+
+
+def test_delete_ranges_removes_exactly_the_acknowledged_records(tmp_path: Path) -> None:
+    buf = TelemetryBuffer(tmp_path / "b.sqlite3", max_bytes=10**6, max_age_s=3600)
+    buf.append([(1.0, "inference", _body(i)) for i in range(20)])
+    assert buf.delete_ranges([(1, 5), (8, 8), (15, 99)]) == 12
+    assert buf.seqs() == [6, 7, 9, 10, 11, 12, 13, 14]
+    assert buf.delete_ranges([(1, 5)]) == 0  # an acknowledgement repeated is harmless
+    assert buf.depth == 8 and buf.size_bytes == 800

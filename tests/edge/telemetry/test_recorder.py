@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edgecascade.edge import telemetry as edge_telemetry
 from edgecascade.edge.agent import Agent
@@ -119,3 +120,44 @@ def test_kill_9_loses_no_acknowledged_record(tmp_path) -> None:  # type: ignore[
     seqs = buffer.seqs()
     assert seqs[:acked] == list(range(1, acked + 1))  # every acknowledged record is there
     assert seqs == list(range(1, buffer.last_seq + 1))  # and nothing half-written
+
+
+def test_nan_never_enters_telemetry_and_the_refusal_is_counted(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A non-finite value (a NaN confidence, a NaN verdict score) is refused on the device by
+    the same rules the ingester applies; the record is counted as an "invalid" drop, which the
+    drops record carries to the cloud, and the agent goes on."""
+    from edgecascade.shared.answer import Answer, ModelRef
+
+    agent, parts = _agent(tmp_path)
+    assert parts.recorder is not None and parts.buffer is not None
+    ok = Answer("3", 3, 0.9, "edge", ModelRef("m", "1"), latency_ms=0.1, request_id="ok")
+    nan = Answer("3", 3, float("nan"), "edge", ModelRef("m", "1"), latency_ms=0.1, request_id="nan")
+    inf_latency = Answer("3", 3, 0.9, "edge", ModelRef("m", "1"), latency_ms=float("inf"), request_id="inf")
+    for answer in (ok, nan, inf_latency):
+        parts.observer(None, answer, None)  # type: ignore[arg-type]
+    parts.recorder.record(RecordKind.EVENT, {"camera": "c1", "score": float("nan")})
+    parts.recorder.record(RecordKind.EVENT, {"camera": "c1", "score": 0.5})
+    parts.recorder.flush()
+    assert [b["request_id"] for b in _bodies(parts.buffer, "inference")] == ["ok"]
+    assert _bodies(parts.buffer, "event") == [{"camera": "c1", "score": 0.5}]
+    assert parts.recorder.invalid == 3
+    assert parts.buffer.dropped() == {"inference": 2, "event": 1}
+    (drops,) = _bodies(parts.buffer, "drops")
+    assert drops == {"total": 3, "by_kind": {"inference": 2, "event": 1}, "by_reason": {"invalid": 3}}
+    parts.recorder.emit_metrics()  # the metrics record still counts every request, finite figures only
+    (metrics,) = _bodies(parts.buffer, "metrics")
+    assert metrics["requests"] == 3 and sum(metrics["latency_buckets"]) == 2
+    for record in parts.buffer.peek(100):  # every record in the buffer is strict JSON
+        json.loads(record.body, parse_constant=lambda name: pytest.fail(f"{name} in telemetry"))
+    agent.close()
+
+
+def test_an_unknown_sink_is_a_profile_error_naming_the_known_ones(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from edgecascade.edge.telemetry import SINKS
+    from edgecascade.shared.errors import ConfigError
+
+    assert "mqtt" in SINKS
+    path = write_profile(tmp_path / "dev.toml", device="dev-s", port=1, sink="carrier-pigeon")
+    with pytest.raises(ConfigError) as err:
+        load_profile(path)
+    assert "telemetry.sink" in str(err.value) and "['mqtt']" in str(err.value)

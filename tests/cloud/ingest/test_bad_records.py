@@ -1,0 +1,149 @@
+"""One bad record never stops ingestion, on SQLite and the real PostgreSQL: NaN in a body,
+a sequence number of 2**63, `ts: NaN`. Each goes to the dead-letter table with its reason,
+the rest of its batch is stored, the batch is acknowledged, and the counts are reported (a
+log line, the ingester's counters, `fleet telemetry`); another device is not delayed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edgecascade.cli import main
+from edgecascade.cloud.ingest.store import TelemetryStore
+from edgecascade.shared.mqtt import Topics
+from edgecascade.shared.telemetry import (
+    RecordKind,
+    TelemetryBatch,
+    TelemetryRecord,
+    decode_ack,
+    decode_batch,
+)
+from edgecascade.tools.mqtt_broker import BrokerProcess
+from tests.cloud.ingest.support import FLEET, Device, start_ingester, wait_for, write_profile
+
+EVENT = {"camera": "c1", "score": 0.5}
+
+
+def _batch(device: str, *records: dict[str, object]) -> bytes:
+    # json.dumps writes NaN and Infinity as bare tokens, as a buggy or hostile sender would.
+    return json.dumps({"v": 1, "device": device, "records": list(records)}).encode()
+
+
+def _rec(seq: object, ts: object = 1.0, kind: str = "event", body: object = None) -> dict[str, object]:
+    return {"seq": seq, "ts": ts, "kind": kind, "body": EVENT if body is None else body}
+
+
+def test_bad_records_are_dead_lettered_and_the_rest_of_the_batch_is_stored(store: TelemetryStore) -> None:
+    payload = _batch(
+        "dev-x",
+        _rec(1),
+        _rec(2, body={"score": float("nan")}),
+        _rec(2**63),
+        _rec(4, ts=float("nan")),
+        _rec(5),
+        _rec(6, kind="metrics", body={"requests": 2**63}),
+        _rec(7, body={"note": "a\u0000b"}),
+        _rec(8),
+    )
+    batch = decode_batch(payload, "dev-x")
+    result = store.store(batch, 10.0)
+    assert (result.stored, result.duplicates, result.dead_lettered) == (3, 0, 5)
+    assert store.seqs("dev-x") == [1, 5, 8]
+    letters = {(d.seq, d.reason.split(":")[0]) for d in store.dead_letters("dev-x")}
+    assert letters == {
+        (2, "records.1.body.score"),
+        (None, "records.2.seq"),
+        (4, "records.3.ts"),
+        (6, "records.5.body.requests"),
+        (7, "records.6.body.note"),
+    }
+    assert batch.settled_seqs() == [1, 5, 8, 2, 4, 6, 7]  # what the ingester acknowledges
+    # Redelivered: nothing new; only the record without a usable sequence number repeats.
+    again = store.store(decode_batch(payload, "dev-x"), 11.0)
+    assert (again.stored, again.duplicates, again.dead_lettered) == (0, 7, 1)
+    (summary,) = store.summaries()
+    assert (summary.device, summary.records, summary.dead_letters) == ("dev-x", 3, 6)
+
+
+def test_a_record_the_database_itself_refuses_becomes_a_dead_letter(store: TelemetryStore) -> None:
+    """Past validation (a batch built in code): the database's own refusal is caught per row."""
+    records = [
+        TelemetryRecord(seq=1, ts=1.0, kind=RecordKind.EVENT, body=EVENT),
+        TelemetryRecord.model_construct(seq=2**63, ts=1.0, kind=RecordKind.EVENT, body=EVENT),
+        TelemetryRecord.model_construct(seq=3, ts=1.0, kind=RecordKind.EVENT, body={"x": float("inf")}),
+        TelemetryRecord(seq=4, ts=1.0, kind=RecordKind.EVENT, body=EVENT),
+    ]
+    result = store.store(TelemetryBatch(1, "dev-y", records), 10.0)
+    assert (result.stored, result.duplicates, result.dead_lettered) == (2, 0, 2)
+    assert store.seqs("dev-y") == [1, 4]
+    letters = sorted(store.dead_letters("dev-y"), key=lambda d: d.seq or 0)
+    assert [d.seq for d in letters] == [None, 3]
+    assert "refused by" in letters[0].reason and "cannot be written as JSON" in letters[1].reason
+
+
+def test_one_devices_bad_data_never_delays_another(
+    store: TelemetryStore, broker: BrokerProcess, tmp_path, digits_split, caplog, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    """25 batches from dev-bad each carry a 2**63 sequence number and a NaN body (20 of them
+    stalled the SQLite ingester before), then `ts: NaN`; meanwhile dev-good answers 200 requests."""
+    ingester, ing_conn = start_ingester(broker.port, store)
+    topics = Topics(FLEET)
+    acks: list[list[tuple[int, int]]] = []
+    rogue = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="dev-bad")
+    rogue.on_message = lambda c, u, m: acks.append(decode_ack(bytes(m.payload), "dev-bad"))
+    rogue.connect("127.0.0.1", broker.port)
+    rogue.subscribe(topics.telemetry_ack("dev-bad"), qos=1)
+    rogue.loop_start()
+    good = Device(write_profile(tmp_path / "good.toml", device="dev-good", port=broker.port))
+    good.connection.start(wait_s=5.0)
+    features = digits_split[1].features
+    producing = threading.Thread(
+        target=lambda: [good.predict(features, 20, start=i) for i in range(0, 200, 20)]
+    )
+    try:
+        time.sleep(0.3)
+        producing.start()
+        for i in range(25):
+            seq = 3 * i + 1
+            bad = _batch("dev-bad", _rec(seq), _rec(2**63), _rec(seq + 1, body={"score": float("nan")}))
+            rogue.publish(topics.telemetry("dev-bad"), bad, qos=1).wait_for_publish(5)
+        rogue.publish(topics.telemetry("dev-bad"), _batch("dev-bad", _rec(100, ts=float("nan"))), qos=1)
+        producing.join(30)
+        good.recorder.flush()
+        wait_for(lambda: store.count("dev-good") == 200, what="every record of the good device")
+        wait_for(lambda: len(acks) == 26, what="an acknowledgement for every bad batch")
+        assert store.seqs("dev-bad") == [3 * i + 1 for i in range(25)]
+        assert ingester.dead_lettered == 25 + 25 + 1 and ingester.refused == 0
+        acked = sorted(s for ack in acks for lo, hi in ack for s in range(lo, hi + 1))
+        assert acked == sorted([3 * i + 1 for i in range(25)] + [3 * i + 2 for i in range(25)] + [100])
+        wait_for(lambda: good.buffer.depth == 0, what="the good device's buffer to drain")
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert sum("went to the dead-letter table" in w for w in warnings) == 26
+        assert not [r for r in caplog.records if r.exc_info]  # no traceback anywhere
+    finally:
+        rogue.loop_stop()
+        rogue.disconnect()
+        good.close()
+        ingester.stop()
+        ing_conn.stop()
+    capsys.readouterr()
+    url = store.cli_url  # type: ignore[attr-defined]
+    assert main(["fleet", "telemetry", "--store", url, "--json"]) == 0
+    rows = {r["device"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows["dev-bad"]["dead_letters"] == 51 and rows["dev-good"]["dead_letters"] == 0
+    assert rows["dev-good"]["records"] == 200
+    assert (
+        main(
+            ["fleet", "telemetry", "--store", url, "--dead-letters", "--device", "dev-bad", "--limit", "100"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.count("records.1.seq: Input should be less than or equal to") == 25
+    assert out.count("records.2.body.score: nan is not a finite number") == 25
+    assert out.count("records.0.ts: Input should be a finite number") == 1
