@@ -95,6 +95,15 @@ def test_a_fresh_push_of_an_older_version_fails_unless_it_is_a_rollback(
         back, _ = fleet.push(manifest.model_copy(update={"rollback_of": "1.2.0"}), payloads)
         st = fleet.board.wait_for(back.push_id, ["d"], 20)["d"]
         assert st is not None and st.state == "rolled_back" and d.version == "1.1.0"
+
+        # Up again, then the old signed rollback replayed: a rollback attack, refused unread.
+        up = _push(fleet, model_v3, "device:d", ["d"])
+        assert fleet.connection.publish_and_wait(
+            fleet.topics.manifest_all(), back.model_dump_json(), 5, retain=True
+        )
+        st = _refusals(fleet, "d", 1)
+        assert f"push {back.push_id} was issued before push {up.push_id}" in (st.last_refusal or "")
+        assert (st.state, st.push_id, d.version) == ("active", up.push_id, "1.2.0")
     finally:
         d.stop()
         fleet.connection.stop()
