@@ -144,3 +144,49 @@ class StatusBoard:
                 if remaining <= 0:
                     return dict(now)
                 self.changed.wait(min(remaining, 0.5))
+
+
+def format_table(statuses: dict[str, Any], presence: Any, tables: dict[str, Any] | None = None) -> str:
+    tables = tables or {}
+    rows = [
+        (
+            "DEVICE",
+            "MODEL",
+            "VERSION",
+            "STATE",
+            "LAST SEEN",
+            "PRESENCE",
+            "TABLE",
+            "HEALTH (before->after)",
+            "REASON",
+        )
+    ]
+    for device, st in sorted(statuses.items()):
+        seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.updated_at))
+        state = st.state + (f" {st.progress:.0%}" if st.state == "downloading" and st.progress else "")
+        health = format_health(st.health)
+        rows.append(
+            (
+                device,
+                st.model,
+                st.active_version,
+                state,
+                seen,
+                presence(device),
+                _table_cell(tables.get(device)),
+                health,
+                st.reason or "",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _table_cell(st: Any) -> str:
+    """`digits t2`, or with a table update not (yet) active: `digits t1 (failed t3)`; '-' = none."""
+    if st is None:
+        return "-"
+    cell = f"{st.table} {st.active_version}" if st.active_version else "none"
+    if st.state not in ("active", "idle") and st.target_version:
+        cell += f" ({st.state} {st.target_version})"
+    return cell

@@ -205,76 +205,9 @@ def keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _connection(args: argparse.Namespace) -> Any:
-    import os
-
-    from edgecascade.shared.mqtt import MqttConnection, MqttSettings
-
-    host, _, port = args.broker.rpartition(":")
-    settings = MqttSettings(
-        host=host or "127.0.0.1",
-        port=int(port),
-        client_id=f"fleet-manager-{os.getpid()}",
-        username=args.username,
-        password=args.password or os.environ.get("EDGECASCADE_FLEET_PASSWORD"),
-        tls_ca=args.tls_ca,
-        protocol=args.protocol,
-    )
-    return MqttConnection(settings)
-
-
-def _start(connection: Any, args: argparse.Namespace) -> None:
-    from edgecascade.shared.errors import TransportError
-
-    if not connection.start(wait_s=5):
-        connection.stop()
-        raise TransportError(
-            f"cannot reach the broker at {args.broker} ({connection.refused_reason or 'no answer'})"
-        )
-
-
-def _manager(args: argparse.Namespace) -> Any:
-    from edgecascade.cloud.fleet.manager import FleetManager
-    from edgecascade.shared.manifest import load_private_key
-
-    connection = _connection(args)
-    manager = FleetManager(
-        connection,
-        args.fleet,
-        load_private_key(args.key),
-        args.state_dir,
-        artifacts_dir=getattr(args, "artifacts_dir", None),
-    )
-    _start(connection, args)
-    manager.board.wait_settled(0.5)
-    return manager
-
-
-def _follow(manager: Any, push_id: str, devices: list[str], timeout: float, kind: str = "model") -> int:
-    print(f"sent to {len(devices)} device(s): {', '.join(devices) or '(none known yet)'}")
-
-    def show(device: str, st: Any) -> None:
-        if st is None:
-            print(f"  {device:20s} waiting")
-        else:
-            extra = f" {st.progress:.0%}" if st.state == "downloading" and st.progress is not None else ""
-            print(f"  {device:20s} {st.state}{extra}" + (f": {st.reason}" if st.reason else ""))
-
-    final = manager.board.wait_for(push_id, devices, timeout, on_change=show, kind=kind)
-    groups: dict[str, list[str]] = {}
-    for device, st in final.items():
-        state = st.state if st is not None and st.push_id == push_id else "no answer"
-        groups.setdefault(state, []).append(device if not (st and st.reason) else f"{device} ({st.reason})")
-    for state, names in sorted(groups.items()):
-        print(f"{state}: {len(names)}: {', '.join(names)}")
-    ok = {"active", "rolled_back"}
-    return (
-        0 if all(st is not None and st.push_id == push_id and st.state in ok for st in final.values()) else 1
-    )
-
-
 def push(args: argparse.Namespace) -> int:
     from edgecascade.cloud.fleet.manifest_builder import build_manifest
+    from edgecascade.cloud.fleet.session import connect_manager, follow
     from edgecascade.shared.errors import UpdateError
 
     if args.route == "http" and not (args.base_url and args.artifacts_dir):
@@ -288,7 +221,7 @@ def push(args: argparse.Namespace) -> int:
     manifest, payloads = build_manifest(
         args.model, name=args.name, golden=args.golden, tolerance=args.golden_tolerance, **_delivery(args)
     )
-    manager = _manager(args)
+    manager = connect_manager(args)
     try:
         limits = _health_limits(args)
         if limits is not None:
@@ -299,7 +232,7 @@ def push(args: argparse.Namespace) -> int:
             print(
                 f"canary: {len(devices)} device(s); widen with `edgecascade fleet promote --push-id {signed.push_id}`"
             )
-        return _follow(manager, signed.push_id, devices, args.timeout)
+        return follow(manager, signed.push_id, devices, args.timeout)
     finally:
         manager.connection.stop()
 
@@ -320,49 +253,55 @@ def _delivery(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _push_table(args: argparse.Namespace) -> int:
+    from edgecascade.cloud.fleet.session import connect_manager, follow
     from edgecascade.cloud.fleet.table_manifest_builder import build_table_manifest
 
-    manager = _manager(args)
+    manager = connect_manager(args)
     try:
         manifest, payloads = build_table_manifest(args.model, **_delivery(args))
         signed, devices = manager.push(manifest, payloads, canary_percent=args.canary)
         print(f"pushed table {signed.name} {signed.version} (push {signed.push_id}) to {signed.target}")
-        return _follow(manager, signed.push_id, devices, args.timeout, kind="table")
+        return follow(manager, signed.push_id, devices, args.timeout, kind="table")
     finally:
         manager.connection.stop()
 
 
 def promote(args: argparse.Namespace) -> int:
-    manager = _manager(args)
+    from edgecascade.cloud.fleet.session import connect_manager, follow
+
+    manager = connect_manager(args)
     try:
         record, devices = manager.promote(args.push_id)
         print(f"promoted {record.name} {record.version} to {record.target}")
-        return _follow(manager, record.push_id, devices, args.timeout)
+        return follow(manager, record.push_id, devices, args.timeout)
     finally:
         manager.connection.stop()
 
 
 def rollback(args: argparse.Namespace) -> int:
-    manager = _manager(args)
+    from edgecascade.cloud.fleet.session import connect_manager, follow
+
+    manager = connect_manager(args)
     try:
         signed, devices = manager.rollback(args.name, args.target, args.kind)
         print(
             f"rolling {args.target} back from {signed.rollback_of} to {signed.version} (push {signed.push_id})"
         )
-        return _follow(manager, signed.push_id, devices, args.timeout, kind=args.kind)
+        return follow(manager, signed.push_id, devices, args.timeout, kind=args.kind)
     finally:
         manager.connection.stop()
 
 
 def status(args: argparse.Namespace) -> int:
     """Read-only: a status board on its own connection, no signing key, no state folder."""
-    from edgecascade.cloud.fleet.status_board import StatusBoard
+    from edgecascade.cloud.fleet.session import fleet_connection, start_or_raise
+    from edgecascade.cloud.fleet.status_board import StatusBoard, format_table
     from edgecascade.shared.mqtt import Topics
 
-    connection = _connection(args)
+    connection = fleet_connection(args)
     board = StatusBoard(connection, Topics(args.fleet))
     board.attach()
-    _start(connection, args)
+    start_or_raise(connection, args)
     try:
         board.wait_settled(0.5)
         time.sleep(args.wait)
@@ -370,51 +309,3 @@ def status(args: argparse.Namespace) -> int:
         return 0
     finally:
         connection.stop()
-
-
-def format_table(statuses: dict[str, Any], presence: Any, tables: dict[str, Any] | None = None) -> str:
-    from edgecascade.cloud.fleet.status_board import format_health
-
-    tables = tables or {}
-    rows = [
-        (
-            "DEVICE",
-            "MODEL",
-            "VERSION",
-            "STATE",
-            "LAST SEEN",
-            "PRESENCE",
-            "TABLE",
-            "HEALTH (before->after)",
-            "REASON",
-        )
-    ]
-    for device, st in sorted(statuses.items()):
-        seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.updated_at))
-        state = st.state + (f" {st.progress:.0%}" if st.state == "downloading" and st.progress else "")
-        health = format_health(st.health)
-        rows.append(
-            (
-                device,
-                st.model,
-                st.active_version,
-                state,
-                seen,
-                presence(device),
-                _table_cell(tables.get(device)),
-                health,
-                st.reason or "",
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-
-
-def _table_cell(st: Any) -> str:
-    """`digits t2`, or with a table update not (yet) active: `digits t1 (failed t3)`; '-' = none."""
-    if st is None:
-        return "-"
-    cell = f"{st.table} {st.active_version}" if st.active_version else "none"
-    if st.state not in ("active", "idle") and st.target_version:
-        cell += f" ({st.state} {st.target_version})"
-    return cell

@@ -3,6 +3,8 @@
     staging/<sha256>.part       a blob being downloaded (resumable: chunks are re-checked by hash)
     versions/<version>/         a complete, verified model: artifact, card, manifest.json
     active                      JSON pointer {"current": {...}, "previous": {...}}
+    outcomes.json               pushes already applied, refused or rolled back (not retried)
+    instruction.json            the newest instruction finished: older manifests are replays
 
 A version directory appears only by an atomic rename of a fully written and fsynced temporary
 directory, and `active` only by write-temp + fsync + os.replace + fsync-dir, so after a crash the

@@ -89,6 +89,8 @@ class ManifestSubscriber(abc.ABC, Generic[M]):
         self.refused = 0  # manifests refused unapplied (admit), also in the status message
         self._last_refusal: str | None = None
         self._refusal_published = -1e9
+        self._refusal_timer: threading.Timer | None = None
+        self._refusal_lock = threading.Lock()
 
     def _attach(
         self, book: ManifestBook[M], store: VersionStore, pipeline: Pipeline[M], status_topic: str
@@ -139,6 +141,9 @@ class ManifestSubscriber(abc.ABC, Generic[M]):
 
     def stop(self, timeout_s: float) -> None:
         self._stopping.set()
+        with self._refusal_lock:
+            if self._refusal_timer is not None:
+                self._refusal_timer.cancel()
         if self._job:
             self._job[1].set()
         self._wake.set()
@@ -169,17 +174,29 @@ class ManifestSubscriber(abc.ABC, Generic[M]):
     def _refuse(self, topic: str, reason: str) -> None:
         """Count and log a manifest that is no instruction for this device. The state stays;
         the status goes out again with the new count, at most once a second (a flood of
-        garbage makes no flood of statuses; the count rides along with the next one)."""
-        self.refused += 1
-        self._last_refusal = reason[:300]
+        garbage makes no flood of statuses; the last count follows within the second)."""
+        with self._refusal_lock:
+            self.refused += 1
+            self._last_refusal = reason[:300]
+            wait = self._refusal_published + 1.0 - time.monotonic()
+            if self._refusal_timer is not None:
+                wait = -1.0  # a publish is already due; it will carry this count
+            elif wait > 0:
+                self._refusal_timer = threading.Timer(wait, self._publish_refusals)
+                self._refusal_timer.daemon = True
+                self._refusal_timer.start()
         log.warning("refused %s manifest on %s (%d so far): %s", self.kind, topic, self.refused, reason[:300])
-        now = time.monotonic()
-        if now - self._refusal_published >= 1.0:
-            self._refusal_published = now
+        if wait <= 0 and self._refusal_timer is None:
+            self._publish_refusals()
+
+    def _publish_refusals(self) -> None:
+        with self._refusal_lock:
+            self._refusal_timer = None
+            self._refusal_published = time.monotonic()
             self.status = self.status.model_copy(
                 update={"refused_manifests": self.refused, "last_refusal": self._last_refusal}
             )
-            self._publish_status()
+        self._publish_status()
 
     def _compatible(self, manifest: M) -> bool:
         """Check a signed instruction for this device; report it failed (once per push) if the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,46 @@ def test_fleet_cli_push_over_http_places_the_artifact_for_the_route(
             assert {e.path for e in server.served.entries()} == {"digits-edge/1.1.0/" + model_v2.name}
         finally:
             device.stop()
+
+
+def test_fleet_wide_push_after_a_device_push_reaches_every_device_also_after_a_restart(
+    broker: BrokerProcess, tmp_path: Path, model_v2: Path, model_v3: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: the retained device manifest always won, `--target all` reported `no answer`."""
+    from edgecascade.shared.mqtt import MqttConnection, MqttSettings, Topics
+
+    key_path = tmp_path / "fleet" / "signing.key"
+    assert main(["fleet", "keygen", "--key", str(key_path)]) == 0
+    public = load_private_key(key_path).public_key()
+    devices = [Device.start(make_profile(tmp_path, f"d{i}", broker.port, public)) for i in range(2)]
+    common = ["--fleet", FLEET, "--broker", f"127.0.0.1:{broker.port}", "--key", str(key_path)]
+    common += ["--state-dir", str(tmp_path / "fleet"), "--timeout", "30"]
+    try:
+        wait_until(lambda: all(d.connection.connected.is_set() for d in devices), what="devices online")
+        capsys.readouterr()
+        assert main(["fleet", "push", str(model_v2), "--target", "device:d0", *common]) == 0
+        assert "active: 1: d0" in capsys.readouterr().out
+        rc = main(["fleet", "push", str(model_v3), "--target", "all", *common])
+        out = capsys.readouterr().out
+        assert rc == 0 and "active: 2: d0, d1" in out and "no answer" not in out, out
+        assert [d.version for d in devices] == ["1.2.0", "1.2.0"]
+
+        # The push cleared the older device-level manifest: nothing retained there any more.
+        probe = MqttConnection(MqttSettings(port=broker.port, client_id="probe"))
+        retained: list[bytes] = []
+        probe.subscribe(Topics(FLEET).manifest_device("d0"), lambda m: retained.append(bytes(m.payload)))
+        assert probe.start(wait_s=5)
+        time.sleep(0.5)
+        probe.stop()
+        assert retained == []
+
+        for i, device in enumerate(devices):
+            device.stop()
+            devices[i] = Device.start(device.profile)
+        wait_until(lambda: all(d.connection.connected.is_set() for d in devices), what="devices back")
+        time.sleep(0.5)  # retained manifests are in
+        assert [d.version for d in devices] == ["1.2.0", "1.2.0"]
+        assert [(d.updater.status.state, d.updater.refused) for d in devices] == [("active", 0)] * 2
+    finally:
+        for d in devices:
+            d.stop()

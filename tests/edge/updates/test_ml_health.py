@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgecascade.cloud.fleet.manifest_builder import build_manifest
-from edgecascade.cloud.fleet.updates_cli import format_table
+from edgecascade.cloud.fleet.status_board import format_table
 from edgecascade.edge.cascade import Cascade, CascadeRequest
 from edgecascade.edge.cloud_client.in_process import InProcessCloudClient
 from edgecascade.edge.local_model import LocalModel

@@ -1,0 +1,78 @@
+"""A fleet command's session with the broker: the connection from the common flags, the signing
+FleetManager for commands that publish, and following a push until each device answers."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def fleet_connection(args: argparse.Namespace) -> Any:
+    import os
+
+    from edgecascade.shared.mqtt import MqttConnection, MqttSettings
+
+    host, _, port = args.broker.rpartition(":")
+    settings = MqttSettings(
+        host=host or "127.0.0.1",
+        port=int(port),
+        client_id=f"fleet-manager-{os.getpid()}",
+        username=args.username,
+        password=args.password or os.environ.get("EDGECASCADE_FLEET_PASSWORD"),
+        tls_ca=args.tls_ca,
+        protocol=args.protocol,
+    )
+    return MqttConnection(settings)
+
+
+def start_or_raise(connection: Any, args: argparse.Namespace) -> None:
+    from edgecascade.shared.errors import TransportError
+
+    if not connection.start(wait_s=5):
+        connection.stop()
+        raise TransportError(
+            f"cannot reach the broker at {args.broker} ({connection.refused_reason or 'no answer'})"
+        )
+
+
+def connect_manager(args: argparse.Namespace) -> Any:
+    from edgecascade.cloud.fleet.manager import FleetManager
+    from edgecascade.shared.manifest import load_private_key
+
+    connection = fleet_connection(args)
+    manager = FleetManager(
+        connection,
+        args.fleet,
+        load_private_key(args.key),
+        args.state_dir,
+        artifacts_dir=getattr(args, "artifacts_dir", None),
+    )
+    start_or_raise(connection, args)
+    manager.board.wait_settled(0.5)
+    return manager
+
+
+def follow(manager: Any, push_id: str, devices: list[str], timeout: float, kind: str = "model") -> int:
+    print(f"sent to {len(devices)} device(s): {', '.join(devices) or '(none known yet)'}")
+
+    def show(device: str, st: Any) -> None:
+        if st is None:
+            print(f"  {device:20s} waiting")
+        else:
+            extra = f" {st.progress:.0%}" if st.state == "downloading" and st.progress is not None else ""
+            print(f"  {device:20s} {st.state}{extra}" + (f": {st.reason}" if st.reason else ""))
+
+    final = manager.board.wait_for(push_id, devices, timeout, on_change=show, kind=kind)
+    groups: dict[str, list[str]] = {}
+    for device, st in final.items():
+        if st is not None and st.push_id == push_id:
+            state, why = st.state, st.reason
+        else:  # a device that refused the manifest unread says why in its last refusal
+            state, why = "no answer", st and st.last_refusal and f"last refused manifest: {st.last_refusal}"
+        groups.setdefault(state, []).append(f"{device} ({why})" if why else device)
+    for state, names in sorted(groups.items()):
+        print(f"{state}: {len(names)}: {', '.join(names)}")
+    ok = {"active", "rolled_back"}
+    return (
+        0 if all(st is not None and st.push_id == push_id and st.state in ok for st in final.values()) else 1
+    )
