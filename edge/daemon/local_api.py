@@ -145,18 +145,24 @@ class LocalApi:
     async def _serve_infer(
         self, name: str, version: str | None, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        body = bytearray()
-        too_big = False
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client left; nobody to answer
-            if not too_big:
-                body += message.get("body", b"")
-                # Read (and drop) the rest of an oversized body so the connection stays usable.
-                too_big = len(body) > self.max_body_bytes
-            if not message.get("more_body", False):
-                break
+        # The common case is one message holding the whole body: no copy.
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return  # the client left; nobody to answer
+        body: bytes | bytearray = message.get("body", b"")
+        too_big = len(body) > self.max_body_bytes
+        if message.get("more_body", False):
+            body = bytearray(body)
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                if not too_big:
+                    body += message.get("body", b"")
+                    # Read (and drop) the rest of an oversized body so the connection stays usable.
+                    too_big = len(body) > self.max_body_bytes
+                if not message.get("more_body", False):
+                    break
         if too_big:
             self.metrics.bad_requests.labels("http").inc()
             limit_mb = self.max_body_bytes / (1 << 20)
@@ -165,7 +171,9 @@ class LocalApi:
             )
         else:
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            reply = await self.infer(name, version, bytes(body), headers)
+            reply = await self.infer(
+                name, version, bytes(body) if isinstance(body, bytearray) else body, headers
+            )
         raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
         raw_headers.append((b"content-length", str(len(reply.body)).encode()))
         await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})

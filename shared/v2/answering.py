@@ -70,13 +70,6 @@ def reply_for_error(exc: BaseException, *, extra: Mapping[str, Any] | None = Non
     return error_reply(status, str(exc), headers, field_name=getattr(exc, "field", None), extra=extra)
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None and not hasattr(headers, "getlist"):  # a plain dict may not be lower-case
-        value = next((v for k, v in headers.items() if k.lower() == name), None)
-    return value
-
-
 async def answer_v2(
     body: bytes,
     headers: Mapping[str, str],
@@ -87,13 +80,13 @@ async def answer_v2(
     compression: bool = True,
     parameters: Mapping[str, Any] | None = None,
 ) -> Reply:
-    """Answer one infer request. `headers` are the request's (lower-case names, or a
-    case-insensitive mapping); `binary_allowed=False` answers in JSON whatever was asked (MQTT);
+    """Answer one infer request. `headers` are the request's, with lower-case names (as ASGI
+    gives them) or in a case-insensitive mapping (Starlette's); `binary_allowed=False` answers in JSON whatever was asked (MQTT);
     `parameters` are added to the response's (MQTT's correlation id). Never raises."""
     request: InferRequest | None = None
     try:
         limits.check_body(len(body))
-        encoding = _header(headers, "content-encoding")
+        encoding = headers.get("content-encoding")
         if encoding:
             body = decompress_body(body, encoding, limits.max_body_bytes)
         request = decode_infer_request(body, headers, limits)
@@ -118,7 +111,7 @@ async def answer_v2(
         reply.request = request
         return reply
     if compression:
-        accepted = _header(headers, "accept-encoding")
+        accepted = headers.get("accept-encoding")
         if accepted:
             chosen = choose_encoding(accepted)
             if chosen is not None:

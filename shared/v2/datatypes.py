@@ -82,7 +82,10 @@ def to_raw(arr: np.ndarray, datatype: str, field: str) -> bytes:
             parts.append(_LENGTH.pack(len(data)))
             parts.append(data)
         return b"".join(parts)
-    return np.ascontiguousarray(arr, dtype=_WIRE[datatype]).tobytes()
+    wire = _WIRE[datatype]
+    if arr.dtype == wire:  # already little-endian (x86, ARM): tobytes() is C order whatever the layout
+        return arr.tobytes()
+    return np.ascontiguousarray(arr, dtype=wire).tobytes()
 
 
 def from_raw(raw: bytes | memoryview, datatype: str, shape: list[int], field: str) -> np.ndarray:
