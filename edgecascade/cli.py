@@ -16,6 +16,7 @@ from edgecascade.shared.errors import EdgecascadeError
 
 # group name -> (module with register(subparsers), one-line help)
 GROUPS: dict[str, tuple[str, str]] = {
+    "init": ("edgecascade.init", "write a ready device folder: profile, demo model, service files"),
     "agent": ("edgecascade.edge.cli", "run the device agent, or predict once with a device profile"),
     "cloud": (
         "edgecascade.cloud.cli",
@@ -27,6 +28,7 @@ GROUPS: dict[str, tuple[str, str]] = {
 }
 
 EXAMPLES = """examples:
+  edgecascade init --profile raspberry-pi-4 --dir ~/edgecascade
   edgecascade models build-demo --out var/models
   edgecascade agent predict --config firmware-configs/x86-store-pc.toml digit.png
   edgecascade cloud serve --repository var/cloud-models

@@ -22,6 +22,7 @@ from edgecascade.edge.daemon.http_server import HttpServer
 from edgecascade.edge.daemon.local_api import LocalApi
 from edgecascade.edge.daemon.metrics import AgentMetrics
 from edgecascade.edge.daemon.mqtt_requests import MqttRequestServer
+from edgecascade.edge.daemon.sd_notify import SystemdNotifier
 from edgecascade.edge.service import Service
 from edgecascade.shared.mqtt import MqttConnection, Topics
 
@@ -39,6 +40,7 @@ class Daemon:
         self.metrics = AgentMetrics()
         self.connection: MqttConnection | None = None
         self.api: LocalApi | None = None
+        self.systemd = SystemdNotifier()
 
     # -- assembly -----------------------------------------------------------------------------
     def build(self) -> None:
@@ -154,8 +156,10 @@ class Daemon:
             self.agent.model.card.version,
             len(self.services),
         )
+        self.systemd.ready()
         last_memory_check = 0.0
         while not self.stop_requested.wait(1.0):
+            self.systemd.watchdog()
             if time.monotonic() - last_memory_check > 30:
                 last_memory_check = time.monotonic()
                 rss = _rss_mib()
@@ -176,6 +180,7 @@ class Daemon:
         watchdog.daemon = True
         watchdog.start()
         log.info("stopping: finishing in-flight requests (up to %.0fs)", timeout)
+        self.systemd.stopping()
         if self.api is not None:
             self.api.accepting = False
             while self.api.inflight and time.monotonic() < deadline:
