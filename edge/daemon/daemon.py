@@ -15,16 +15,19 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from edgecascade.edge.agent import Agent
 from edgecascade.edge.config.profile import DeviceProfile
-from edgecascade.edge.daemon.http_server import HttpServer
-from edgecascade.edge.daemon.local_api import LocalApi
 from edgecascade.edge.daemon.metrics import AgentMetrics
-from edgecascade.edge.daemon.mqtt_requests import MqttRequestServer
 from edgecascade.edge.daemon.sd_notify import SystemdNotifier
 from edgecascade.edge.service import Service
-from edgecascade.shared.mqtt import MqttConnection, Topics
+from edgecascade.shared.mqtt import Topics
+
+if TYPE_CHECKING:
+    # The HTTP stack and paho-mqtt are imported in build() only when the profile enables them.
+    from edgecascade.edge.daemon.local_api import LocalApi
+    from edgecascade.shared.mqtt import MqttConnection
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,8 @@ class Daemon:
         p = self.profile
         topics = Topics(p.fleet)
         if p.mqtt.enabled:
+            from edgecascade.shared.mqtt import MqttConnection
+
             self.connection = MqttConnection(
                 p.mqtt.settings(
                     client_id=f"edgecascade-{p.device_id}", presence_topic=topics.presence(p.device_id)
@@ -94,6 +99,8 @@ class Daemon:
             if tables is not None:
                 self.services.append(tables)
         if self.connection is not None and p.daemon.mqtt_requests:
+            from edgecascade.edge.daemon.mqtt_requests import MqttRequestServer
+
             self.services.append(
                 MqttRequestServer(
                     self.agent, self.connection, self.executor, self.metrics, p.api.max_inflight
@@ -103,6 +110,9 @@ class Daemon:
         if camera is not None:
             self.services.append(camera)
         if p.api.enabled:
+            from edgecascade.edge.daemon.http_server import HttpServer
+            from edgecascade.edge.daemon.local_api import LocalApi
+
             self.api = LocalApi(
                 self.agent,
                 self.executor,

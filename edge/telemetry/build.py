@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from edgecascade.edge.cascade import AnswerObserver, CascadeRequest
 from edgecascade.edge.config.profile import DeviceProfile
@@ -15,7 +16,10 @@ from edgecascade.edge.telemetry.buffer import TelemetryBuffer
 from edgecascade.edge.telemetry.recorder import TelemetryRecorder
 from edgecascade.edge.telemetry.uplink import TelemetryUplink
 from edgecascade.shared.answer import Answer
-from edgecascade.shared.mqtt import MqttConnection, Topics
+from edgecascade.shared.mqtt import Topics
+
+if TYPE_CHECKING:
+    from edgecascade.shared.mqtt import MqttConnection
 
 log = logging.getLogger(__name__)
 

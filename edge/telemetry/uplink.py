@@ -16,14 +16,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from paho.mqtt.client import MQTTMessageInfo
+from typing import TYPE_CHECKING
 
 from edgecascade.edge.config.telemetry import TelemetrySection
 from edgecascade.edge.telemetry.buffer import TelemetryBuffer
 from edgecascade.shared.errors import StorageError, TransportError
-from edgecascade.shared.mqtt import MqttConnection
 from edgecascade.shared.telemetry import PRIORITY, RecordKind, encode_batch
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import MQTTMessageInfo
+
+    from edgecascade.shared.mqtt import MqttConnection
 
 log = logging.getLogger(__name__)
 
