@@ -69,7 +69,7 @@ class Daemon:
         self.agent = Agent.from_profile(p, observers=observers)
         if self.telemetry.recorder is not None:
             self.telemetry.recorder.counters_source = self.counters
-        self.metrics.model_info.labels(self.agent.model.card.name, self.agent.model.card.version).set(1)
+        self.metrics.track_model(lambda: self.agent.model)
         # Deferred escalation: hard cases the cloud could not answer get late verdicts.
         self.deferred = deferred.build(
             p,
