@@ -4,18 +4,19 @@ cloud server or TensorFlow."""
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import logging
 import sys
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from edgecascade import __version__
-from edgecascade.logs import configure_logging
-from edgecascade.shared.errors import EdgecascadeError
+
+if TYPE_CHECKING:
+    # `edgecascade --version` answers before these (and any group) are imported.
+    import argparse
+    from collections.abc import Sequence
 
 # group name -> (module with register(subparsers), one-line help)
 GROUPS: dict[str, tuple[str, str]] = {
+    "init": ("edgecascade.init", "write a ready device folder: profile, demo model, service files"),
     "agent": ("edgecascade.edge.cli", "run the device agent, or predict once with a device profile"),
     "cloud": (
         "edgecascade.cloud.cli",
@@ -27,6 +28,7 @@ GROUPS: dict[str, tuple[str, str]] = {
 }
 
 EXAMPLES = """examples:
+  edgecascade init --profile raspberry-pi-4 --dir ~/edgecascade
   edgecascade models build-demo --out var/models
   edgecascade agent predict --config firmware-configs/x86-store-pc.toml digit.png
   edgecascade cloud serve --repository var/cloud-models
@@ -35,6 +37,9 @@ EXAMPLES = """examples:
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    import argparse
+    import importlib
+
     parser = argparse.ArgumentParser(
         prog="edgecascade",
         description="An edge-ML runtime with cloud fallback: quantized models on the device, "
@@ -67,6 +72,15 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if "--version" in args_list and not any(a in GROUPS for a in args_list):
+        # Answered before any command group (and numpy, pydantic, ...) is imported.
+        print(f"edgecascade {__version__}")
+        return 0
+    import logging
+
+    from edgecascade.logs import configure_logging
+    from edgecascade.shared.errors import EdgecascadeError
+
     parser = build_parser(args_list)
     args = parser.parse_args(args_list)
     configure_logging(args.log_level, json_lines=args.log_json)

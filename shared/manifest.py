@@ -11,16 +11,21 @@ import base64
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgecascade.shared.errors import ConfigError, UpdateError
+from edgecascade.shared.lazy_module import lazy_module
 from edgecascade.shared.model_card import ModelCard
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+else:
+    # cryptography only when a signature is checked or made, not to read a manifest.
+    serialization = lazy_module("cryptography.hazmat.primitives.serialization", needed_for="model updates")
 
 MANIFEST_SCHEMA = 1
 #: A manifest message larger than this is refused unread (goldens included it stays far below).
@@ -179,6 +184,8 @@ class _Signed(_Strict):
         """Raise UpdateError("unsigned manifest" / "bad signature ...") unless signed by `public`."""
         if not self.signature:
             raise UpdateError("unsigned manifest")
+        from cryptography.exceptions import InvalidSignature
+
         try:
             public.verify(base64.b64decode(self.signature), self.canonical_bytes())
         except (InvalidSignature, ValueError):
@@ -308,6 +315,8 @@ def public_key_b64(public: Ed25519PublicKey) -> str:
 
 def load_public_key(text: str) -> Ed25519PublicKey:
     """A public key from base64 of the 32 raw bytes, or PEM text. Raises ConfigError."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     text = text.strip()
     try:
         if text.startswith("-----BEGIN"):
@@ -332,6 +341,8 @@ def save_private_key(key: Ed25519PrivateKey, path: Path) -> None:
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except FileNotFoundError:

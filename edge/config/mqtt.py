@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
 from edgecascade.edge.config.base import ProfilePath, Section
-from edgecascade.shared.mqtt import MqttSettings
+
+if TYPE_CHECKING:
+    from edgecascade.shared.mqtt import MqttSettings
 
 
 class MqttSection(Section):
@@ -36,6 +38,8 @@ class MqttSection(Section):
         return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
     def settings(self, client_id: str, presence_topic: str | None) -> MqttSettings:
+        from edgecascade.shared.mqtt import MqttSettings
+
         return MqttSettings(
             host=self.host,
             port=self.port,

@@ -15,15 +15,19 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from edgecascade.edge.agent import Agent
 from edgecascade.edge.config.profile import DeviceProfile
-from edgecascade.edge.daemon.http_server import HttpServer
-from edgecascade.edge.daemon.local_api import LocalApi
 from edgecascade.edge.daemon.metrics import AgentMetrics
-from edgecascade.edge.daemon.mqtt_requests import MqttRequestServer
+from edgecascade.edge.daemon.sd_notify import SystemdNotifier
 from edgecascade.edge.service import Service
-from edgecascade.shared.mqtt import MqttConnection, Topics
+from edgecascade.shared.mqtt import Topics
+
+if TYPE_CHECKING:
+    # The HTTP stack and paho-mqtt are imported in build() only when the profile enables them.
+    from edgecascade.edge.daemon.local_api import LocalApi
+    from edgecascade.shared.mqtt import MqttConnection
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ class Daemon:
         self.metrics = AgentMetrics()
         self.connection: MqttConnection | None = None
         self.api: LocalApi | None = None
+        self.systemd = SystemdNotifier()
 
     # -- assembly -----------------------------------------------------------------------------
     def build(self) -> None:
@@ -49,6 +54,8 @@ class Daemon:
         p = self.profile
         topics = Topics(p.fleet)
         if p.mqtt.enabled:
+            from edgecascade.shared.mqtt import MqttConnection
+
             self.connection = MqttConnection(
                 p.mqtt.settings(
                     client_id=f"edgecascade-{p.device_id}", presence_topic=topics.presence(p.device_id)
@@ -62,7 +69,7 @@ class Daemon:
         self.agent = Agent.from_profile(p, observers=observers)
         if self.telemetry.recorder is not None:
             self.telemetry.recorder.counters_source = self.counters
-        self.metrics.model_info.labels(self.agent.model.card.name, self.agent.model.card.version).set(1)
+        self.metrics.track_model(lambda: self.agent.model)
         # Deferred escalation: hard cases the cloud could not answer get late verdicts.
         self.deferred = deferred.build(
             p,
@@ -92,6 +99,8 @@ class Daemon:
             if tables is not None:
                 self.services.append(tables)
         if self.connection is not None and p.daemon.mqtt_requests:
+            from edgecascade.edge.daemon.mqtt_requests import MqttRequestServer
+
             self.services.append(
                 MqttRequestServer(
                     self.agent, self.connection, self.executor, self.metrics, p.api.max_inflight
@@ -101,6 +110,9 @@ class Daemon:
         if camera is not None:
             self.services.append(camera)
         if p.api.enabled:
+            from edgecascade.edge.daemon.http_server import HttpServer
+            from edgecascade.edge.daemon.local_api import LocalApi
+
             self.api = LocalApi(
                 self.agent,
                 self.executor,
@@ -154,8 +166,10 @@ class Daemon:
             self.agent.model.card.version,
             len(self.services),
         )
+        self.systemd.ready()
         last_memory_check = 0.0
         while not self.stop_requested.wait(1.0):
+            self.systemd.watchdog()
             if time.monotonic() - last_memory_check > 30:
                 last_memory_check = time.monotonic()
                 rss = _rss_mib()
@@ -176,6 +190,7 @@ class Daemon:
         watchdog.daemon = True
         watchdog.start()
         log.info("stopping: finishing in-flight requests (up to %.0fs)", timeout)
+        self.systemd.stopping()
         if self.api is not None:
             self.api.accepting = False
             while self.api.inflight and time.monotonic() < deadline:

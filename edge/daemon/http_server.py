@@ -25,6 +25,7 @@ class HttpServer:
             port=port,
             uds=str(unix_socket) if unix_socket else None,
             lifespan="off",
+            ws="none",  # V2 is plain HTTP: no websockets library loaded
             access_log=False,
             # Applications on the device call it directly: no proxy to trust X-Forwarded-* from
             # (and no middleware on every request), no Server header to advertise.

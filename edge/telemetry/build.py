@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from edgecascade.edge.cascade import AnswerObserver, CascadeRequest
 from edgecascade.edge.config.profile import DeviceProfile
@@ -16,7 +17,9 @@ from edgecascade.edge.telemetry.buffer import TelemetryBuffer
 from edgecascade.edge.telemetry.recorder import TelemetryRecorder
 from edgecascade.edge.telemetry.sinks import SinkContext, TelemetrySink, make_sink
 from edgecascade.shared.answer import Answer
-from edgecascade.shared.mqtt import MqttConnection
+
+if TYPE_CHECKING:
+    from edgecascade.shared.mqtt import MqttConnection
 
 log = logging.getLogger(__name__)
 

@@ -23,16 +23,21 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.client import MQTTMessageInfo
 
 from edgecascade.edge.config.telemetry import TelemetrySection
 from edgecascade.edge.telemetry.buffer import BufferedRecord, TelemetryBuffer
 from edgecascade.edge.telemetry.sinks import SinkContext
 from edgecascade.shared.errors import ProtocolError, StorageError, TransportError
-from edgecascade.shared.mqtt import MqttConnection, Topics
+from edgecascade.shared.mqtt import Topics
 from edgecascade.shared.telemetry import PRIORITY, RecordKind, decode_ack, encode_batch
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import MQTTMessageInfo
+
+    from edgecascade.shared.mqtt import MqttConnection
 
 log = logging.getLogger(__name__)
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import cv2
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from edgecascade.shared.errors import InputError
 from edgecascade.shared.features.image_header import FORMATS, image_size
 from edgecascade.shared.features.spec import ImageEncoding
+from edgecascade.shared.lazy_module import lazy_module
 
-_INTERPOLATION = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
+if TYPE_CHECKING:
+    import cv2
+else:
+    # OpenCV only when an image is decoded or resized, not for feature vectors.
+    cv2 = lazy_module("cv2", needed_for="image input", install="pip install opencv-python-headless")
+
+_INTERPOLATION = {"area": "INTER_AREA", "linear": "INTER_LINEAR", "nearest": "INTER_NEAREST"}
 
 
 #: Bound on an image's pixels where the caller gives none (the agent passes api.max_image_pixels).
@@ -66,7 +74,9 @@ def encode_image(image: np.ndarray, enc: ImageEncoding) -> np.ndarray:
         raise InputError(f"expected a uint8 HxW or HxWx3 image, got {image.dtype} {list(image.shape)}")
     pixels = _to_color(image, enc.color)
     if pixels.shape[:2] != (enc.height, enc.width):
-        pixels = cv2.resize(pixels, (enc.width, enc.height), interpolation=_INTERPOLATION[enc.interpolation])
+        pixels = cv2.resize(
+            pixels, (enc.width, enc.height), interpolation=getattr(cv2, _INTERPOLATION[enc.interpolation])
+        )
     if enc.invert:
         pixels = 255 - pixels
     tensor = (pixels.astype(np.float32) * np.float32(enc.scale) - np.float32(enc.mean)) / np.float32(enc.std)

@@ -68,8 +68,11 @@ def test_http_api_answers_with_provenance(
         assert np.mean(np.array(labels) == held.labels[:200]) >= 0.97
         assert "cloud" in sources and sources.count("edge") > 150
         metrics = requests.get(daemon.url + "/metrics", timeout=5).text
-        assert 'edgecascade_answers_total{degraded="false",escalated="true",source="cloud"}' in metrics
-        assert "\nedgecascade_inflight 0.0\n" in metrics  # no infer call in progress while scraping
+        assert (
+            'edgecascade_answers_total{degraded="false",escalated="true",model="digits-edge",'
+            'model_version="1.0.0",source="cloud"}' in metrics
+        )
+        assert "\nedgecascade_inflight_requests 0.0\n" in metrics  # no infer call in progress while scraping
         bad = requests.post(
             daemon.url + "/v2/models/digits-edge/infer",
             data=b'{"inputs": [{"name": "input"}]}',
@@ -291,7 +294,7 @@ def test_video_file_source_publishes_events(tmp_path: Path, broker: BrokerProces
         )
         assert accuracy >= 0.9 and {e["device"] for e in events} == {"dev-1"}
         metrics = requests.get(daemon.url + "/metrics", timeout=5).text
-        assert 'edgecascade_counter{name="camera_frames_processed"} 60.0' in metrics
+        assert "\nedgecascade_camera_frames_processed_total 60.0\n" in metrics
     finally:
         app.loop_stop()
         daemon.stop()

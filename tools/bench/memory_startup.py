@@ -1,0 +1,210 @@
+"""Peak memory and start-up of the device agent, against the floor measured in the same run.
+
+    python -m edgecascade.tools.bench.memory_startup [--runs 5] [--idle-s 3]
+
+Every figure is a whole process, started fresh `--runs` times; the median is printed with the
+min and max. Peak RSS is the kernel's own accounting of the finished child (wait4's
+ru_maxrss); the daemon's idle figure is its VmHWM after `--idle-s` seconds of idling. A
+child's ru_maxrss cannot read below this process's own peak at the fork, so this script
+imports neither numpy nor the agent (its own peak is printed).
+
+- floor: python + numpy + LiteRT with the demo model loaded and run once, + pydantic,
+  orjson and sqlite3 (what any agent needs);
+- `agent predict` on a .npy digit with the LiteRT demo model, offline profile (no cloud);
+  the same on a PNG (OpenCV decodes it) and with the ONNX model, for reference;
+- `agent run` (LiteRT, local API on, MQTT off): start to READY=1 on $NOTIFY_SOCKET (the
+  moment systemd would consider it started; the local API is listening then) and idle RSS;
+- `edgecascade --version`: wall time.
+
+Targets (issue 13): predict <= 64 MiB, daemon idle <= 80 MiB, --version <= 100 ms, start to
+ready <= 300 ms."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+from edgecascade import bundled
+
+MiB = 1024.0
+TARGETS = {"predict_litert_mib": 64.0, "daemon_idle_mib": 80.0, "version_ms": 100.0, "ready_ms": 300.0}
+KEY_PACKAGES = [
+    "numpy",
+    "ai-edge-litert",
+    "onnxruntime",
+    "opencv-python-headless",
+    "pydantic",
+    "orjson",
+    "paho-mqtt",
+    "starlette",
+    "uvicorn",
+    "prometheus-client",
+    "cryptography",
+]
+
+FLOOR = """
+import sqlite3, orjson, pydantic, numpy as np
+from ai_edge_litert.interpreter import Interpreter
+i = Interpreter(model_path={model!r}, num_threads=1)
+i.allocate_tensors()
+d = i.get_input_details()[0]
+i.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+i.invoke()
+"""
+
+
+def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
+    """(peak RSS MiB, wall ms, exit code) of one child process."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall_ms = (time.perf_counter() - started) * 1000
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss / MiB, wall_ms, proc.returncode
+
+
+def _vm(pid: int, key: str) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / MiB
+    raise RuntimeError(f"no {key} for pid {pid}")
+
+
+def daemon_once(cli: list[str], profile: Path, env: dict[str, str], idle_s: float) -> tuple[float, float]:
+    """(start to READY=1 in ms, VmHWM after idling in MiB) of one `agent run`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        address = str(Path(tmp) / "notify")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(address)
+        sock.settimeout(30)
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [*cli, "agent", "run", "--config", str(profile)],
+            env={**env, "NOTIFY_SOCKET": address},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            while b"READY=1" not in sock.recv(4096):
+                pass
+            ready_ms = (time.perf_counter() - started) * 1000
+            time.sleep(idle_s)
+            hwm = _vm(proc.pid, "VmHWM")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+            sock.close()
+    return ready_ms, hwm
+
+
+def _fmt(values: list[float], unit: str) -> str:
+    return f"{statistics.median(values):7.1f} {unit}  (min {min(values):.1f}, max {max(values):.1f})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--idle-s", type=float, default=3.0)
+    ns = parser.parse_args()
+
+    cli = [sys.executable, "-m", "edgecascade"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECASCADE_")}
+    results: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        subprocess.run(
+            [*cli, "init", "--dir", str(root / "dev"), "--cloud-url", ""],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        litert = root / "dev" / "raspberry-pi-4.toml"
+        onnx = root / "dev" / "x86-store-pc.toml"
+        subprocess.run(
+            [
+                *cli,
+                "init",
+                "--profile",
+                "x86-store-pc",
+                "--dir",
+                str(root / "dev"),
+                "--cloud-url",
+                "",
+                "--force",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        png = root / "dev" / "samples" / "digit_3.png"
+        npy = root / "digit.npy"
+        to_npy = (
+            "import sys, numpy, cv2; numpy.save(sys.argv[2], cv2.imread(sys.argv[1], cv2.IMREAD_GRAYSCALE))"
+        )
+        subprocess.run([sys.executable, "-c", to_npy, str(png), str(npy)], check=True)
+        model = str(bundled.models_dir() / f"{bundled.DEMO_MODEL}.tflite")
+        cases = {
+            "floor_mib": [sys.executable, "-c", FLOOR.format(model=model)],
+            "predict_litert_mib": [*cli, "agent", "predict", "--config", str(litert), str(npy)],
+            "predict_litert_png_mib": [*cli, "agent", "predict", "--config", str(litert), str(png)],
+            "predict_onnx_mib": [*cli, "agent", "predict", "--config", str(onnx), str(npy)],
+        }
+        for _ in range(ns.runs):
+            for name, cmd in cases.items():
+                peak, _, rc = run_child(cmd, env)
+                if rc != 0:
+                    raise SystemExit(f"{name}: exit {rc}: {' '.join(cmd)}")
+                results.setdefault(name, []).append(peak)
+            _, wall, _ = run_child([*cli, "--version"], env)
+            results.setdefault("version_ms", []).append(wall)
+            ready_ms, hwm = daemon_once(cli, litert, env, ns.idle_s)
+            results.setdefault("ready_ms", []).append(ready_ms)
+            results.setdefault("daemon_idle_mib", []).append(hwm)
+
+    labels = {
+        "floor_mib": "floor: python+numpy+LiteRT(model)+pydantic+orjson+sqlite3",
+        "predict_litert_mib": "agent predict, LiteRT, .npy (peak RSS)",
+        "predict_litert_png_mib": "agent predict, LiteRT, .png (OpenCV)",
+        "predict_onnx_mib": "agent predict, ONNX Runtime, .npy",
+        "daemon_idle_mib": "agent run idle, LiteRT, API on (VmHWM)",
+        "ready_ms": "agent run: start to READY=1",
+        "version_ms": "edgecascade --version",
+    }
+    print(f"{ns.runs} runs each; median (min, max)")
+    for name, label in labels.items():
+        unit = "ms" if name.endswith("_ms") else "MiB"
+        target = TARGETS.get(name)
+        verdict = ""
+        if target is not None:
+            met = statistics.median(results[name]) <= target
+            verdict = f"  target <= {target:g} {unit}: {'met' if met else 'NOT met'}"
+        print(f"  {label:62s} {_fmt(results[name], unit)}{verdict}")
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / MiB
+    print(f"  (this script's own peak, below which no figure can read: {own:.1f} MiB)")
+    versions = ", ".join(f"{p} {_version(p)}" for p in KEY_PACKAGES)
+    print(f"python {sys.version.split()[0]}; {versions}")
+    return 0
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
