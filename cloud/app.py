@@ -16,7 +16,9 @@ from starlette.routing import Route
 
 from edgecascade.cloud.artifacts import artifact_routes
 from edgecascade.cloud.auth import NoAuth, TokenAuthenticator, load_grants
+from edgecascade.cloud.client_certs import certificate_identity
 from edgecascade.cloud.dataplane import DataPlane, binary_outputs_for
+from edgecascade.cloud.grpc_api.server import start_grpc, stop_grpc
 from edgecascade.cloud.http_errors import status_for
 from edgecascade.cloud.idempotency import IdempotencyCache
 from edgecascade.cloud.metrics import CloudMetrics
@@ -39,6 +41,8 @@ def make_authenticator(settings: ServerSettings) -> TokenAuthenticator | NoAuth:
         return NoAuth()
     env = settings.tokens.get_secret_value() if settings.tokens else None
     grants = load_grants(settings.tokens_file, env)
+    if not grants and settings.tls_client_ca is not None:
+        return TokenAuthenticator([])  # client certificates only
     if not grants:
         raise ConfigError(
             "no device tokens: give --tokens-file or EDGECASCADE_CLOUD_TOKENS, or --no-auth for a local demo",
@@ -62,10 +66,12 @@ def create_app(settings: ServerSettings) -> Starlette:
             settings.idempotency_max_entries, settings.idempotency_ttl_s
         )
         state["plane"] = DataPlane(registry, metrics, cache)
+        grpc_server = await start_grpc(settings, lambda: state["plane"], auth, metrics)
         log.info("cloud API ready (pid %d): models %s", os.getpid(), sorted(registry.entries))
         try:
             yield
         finally:
+            await stop_grpc(grpc_server, settings.graceful_timeout_s)
             await state["plane"].close()
             log.info("cloud API stopped (pid %d)", os.getpid())
 
@@ -82,6 +88,14 @@ def create_app(settings: ServerSettings) -> Starlette:
 
         return handle
 
+    def caller_of(request: Request, model: str) -> str:
+        """A verified client certificate's device, else the bearer token's."""
+        if settings.tls_client_ca is not None:
+            device = certificate_identity(request.scope)
+            if device is not None:
+                return device
+        return auth.authenticate(request.headers.get("authorization"), model)
+
     def version_of(request: Request) -> str | None:
         return request.path_params.get("version")
 
@@ -96,7 +110,7 @@ def create_app(settings: ServerSettings) -> Starlette:
 
     async def model_metadata(request: Request, plane: DataPlane) -> Response:
         name = request.path_params["name"]
-        auth.authenticate(request.headers.get("authorization"), name)
+        caller_of(request, name)
         return JSONResponse(plane.model_metadata(name, version_of(request)).model_dump(exclude_none=True))
 
     async def model_ready(request: Request, plane: DataPlane) -> Response:
@@ -104,7 +118,7 @@ def create_app(settings: ServerSettings) -> Starlette:
 
     async def infer(request: Request, plane: DataPlane) -> Response:
         name = request.path_params["name"]
-        caller = auth.authenticate(request.headers.get("authorization"), name)
+        caller = caller_of(request, name)
         plane.check_model(name, version_of(request))
         decoded = decode_infer_request(await request.body(), request.headers)
         answer = await plane.infer(name, version_of(request), decoded, caller=caller)

@@ -19,6 +19,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel
 
+from edgecascade.edge.cloud_client.tls import artifact_tls
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.updates.download import Report
 from edgecascade.edge.updates.selection import M, ManifestBook
@@ -175,7 +176,7 @@ class ManifestSubscriber(abc.ABC, Generic[M]):
                     request_timeout_s=cfg.http_timeout_s,
                     timeout_s=cfg.download_timeout_s,
                     range_bytes=cfg.http_range_kb * 1024,
-                    verify=str(cfg.http_ca) if cfg.http_ca else True,
+                    verify=artifact_tls(self.profile).verify,
                 )
             return self._http
         return MqttChunkTransport(
