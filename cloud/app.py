@@ -93,7 +93,7 @@ def create_app(settings: ServerSettings) -> Starlette:
         if settings.tls_client_ca is not None:
             device = certificate_identity(request.scope)
             if device is not None:
-                return device
+                return auth.authorize(device, model)
         return auth.authenticate(request.headers.get("authorization"), model)
 
     def version_of(request: Request) -> str | None:

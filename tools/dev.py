@@ -76,7 +76,16 @@ def setup(with_tflite_runtime: bool) -> Path:
     py = ensure_venv(MAIN_VENV, ["-e", f".[{MAIN_EXTRAS}]"], pyproject + MAIN_EXTRAS)
     if with_tflite_runtime:
         ensure_venv(TFLITE_VENV, TFLITE_PACKAGES, "\n".join(TFLITE_PACKAGES))
+        ensure_mlserver(py)
     return py
+
+
+def ensure_mlserver(py: Path) -> None:
+    """.venv-mlserver: a real MLServer for the interoperability test (tools/bench/mlserver.py;
+    a no-op once installed). Without it that test installs it itself, or skips saying why."""
+    cmd = [str(py), "-m", "edgecascade.tools.bench.mlserver", "install"]
+    if subprocess.run(cmd, cwd=REPO).returncode != 0:
+        say("MLServer not installed; see the message above")
 
 
 def test(extra: list[str]) -> int:

@@ -33,6 +33,8 @@ _R = TypeVar("_R")
 class Authenticator(Protocol):
     def authenticate(self, authorization: str | None, model: str | None = None) -> str: ...
 
+    def authorize(self, device_id: str, model: str | None = None) -> str: ...
+
 
 class Identify(Protocol):
     """The caller's device id from a verified client certificate, or None (then a token is needed)."""
@@ -82,7 +84,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         if self._identify is not None:
             device = self._identify(context)
             if device is not None:
-                return device
+                return self._auth.authorize(device, model)
         metadata: Any = context.invocation_metadata() or ()
         authorization = next((v for k, v in metadata if k == "authorization"), None)
         if isinstance(authorization, bytes):

@@ -52,7 +52,15 @@ class V2GrpcCloudClient(RetryingCloudClient):
         if not parts.hostname or parts.port is None or parts.path not in ("", "/"):
             raise ConfigError(f"expected {parts.scheme}://host:port, got {self.url!r}", key="cloud.url")
         target = f"{parts.hostname}:{parts.port}"
-        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+        options = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            # Our retries, deadline and breaker decide; the channel only reconnects, and soon
+            # (gRPC's default backoff keeps a restarted cloud unreached for up to 2 minutes).
+            ("grpc.enable_retries", 0),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", int(config.breaker_reset_s * 1000)),
+        ]
         if parts.scheme == "grpcs":
             self.channel = grpc.secure_channel(target, cloud_tls(config).grpc_credentials(), options=options)
         else:

@@ -68,16 +68,19 @@ class V2HttpCloudClient(RetryingCloudClient):
         facts = self.facts
         resp = self._post(features, key, raw_input, facts, facts.binary, timeout)
         if facts.binary and resp.status_code in BINARY_REFUSED:
-            retry = self._post(features, key, raw_input, facts, False, timeout)
-            if retry.status_code == 200:
-                log.warning(
-                    "cloud %s refused a binary-tensor request (%d %s); sending JSON from now on",
-                    facts.server,
-                    resp.status_code,
-                    _error_text(resp)[:80],
-                )
-                self.facts = facts.without_binary()
-            resp = retry
+            log.warning(
+                "cloud %s refused a binary-tensor request (%d %s); sending JSON from now on",
+                facts.server,
+                resp.status_code,
+                _error_text(resp)[:80],
+            )
+            # Switched before the JSON try: should that try be cut (some servers drop the
+            # connection after such an error), the next attempt goes straight to JSON.
+            self.facts = facts.without_binary()
+            resp = self._post(features, key, raw_input, self.facts, False, timeout)
+            if resp.status_code in BINARY_REFUSED:
+                log.info("JSON refused alike (%d): the error was not about binary tensors", resp.status_code)
+                self.facts = facts
         return self._answer(resp)
 
     def _negotiate(self, timeout: Timeout) -> ServerFacts:
@@ -91,6 +94,9 @@ class V2HttpCloudClient(RetryingCloudClient):
             raise CloudAuthError(f"{resp.status_code} {_error_text(resp)}")
         if resp.status_code in RETRYABLE_STATUS:
             raise Retryable(f"{resp.status_code} from {url}")
+        if resp.status_code >= 500 and resp.status_code != 501:
+            # A broken server, not an answer: negotiate again on the next escalation.
+            raise CloudBadResponseError(f"{resp.status_code} from GET {url}: {_error_text(resp)}")
         if resp.status_code != 200:
             log.info("cloud answered %d to GET %s; assuming JSON tensors", resp.status_code, url)
             return None

@@ -120,7 +120,8 @@ def _read_tensors(
         if t.name in arrays:
             raise ProtocolError(f"tensor {t.name!r} appears twice", field=f"{at}.name")
         if raws:
-            if t.HasField("contents"):
+            # An empty contents message next to raw data is fine (MLServer sends one).
+            if t.contents.ListFields():
                 raise ProtocolError("give raw contents or typed contents, not both", field=f"{at}.contents")
             arrays[t.name] = from_raw(raws[i], t.datatype, shape, f"{raw_field}[{i}]")
         else:
