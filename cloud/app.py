@@ -16,7 +16,9 @@ from starlette.routing import Route
 
 from edgecascade.cloud.artifacts import artifact_routes
 from edgecascade.cloud.auth import NoAuth, TokenAuthenticator, load_grants
+from edgecascade.cloud.client_certs import certificate_identity
 from edgecascade.cloud.dataplane import DataPlane
+from edgecascade.cloud.grpc_api.server import start_grpc, stop_grpc
 from edgecascade.cloud.http_errors import status_for
 from edgecascade.cloud.idempotency import IdempotencyCache
 from edgecascade.cloud.metrics import CloudMetrics
@@ -39,6 +41,8 @@ def make_authenticator(settings: ServerSettings) -> TokenAuthenticator | NoAuth:
         return NoAuth()
     env = settings.tokens.get_secret_value() if settings.tokens else None
     grants = load_grants(settings.tokens_file, env)
+    if not grants and settings.tls_client_ca is not None:
+        return TokenAuthenticator([])  # client certificates only
     if not grants:
         raise ConfigError(
             "no device tokens: give --tokens-file or EDGECASCADE_CLOUD_TOKENS, or --no-auth for a local demo",
@@ -65,10 +69,12 @@ def create_app(settings: ServerSettings) -> Starlette:
         state["plane"] = DataPlane(
             registry, metrics, cache, convert_datatypes=settings.allow_datatype_conversion
         )
+        grpc_server = await start_grpc(settings, lambda: state["plane"], auth, metrics)
         log.info("cloud API ready (pid %d): models %s", os.getpid(), sorted(registry.entries))
         try:
             yield
         finally:
+            await stop_grpc(grpc_server, settings.graceful_timeout_s)
             await state["plane"].close()
             log.info("cloud API stopped (pid %d)", os.getpid())
 
@@ -85,6 +91,14 @@ def create_app(settings: ServerSettings) -> Starlette:
 
         return handle
 
+    def caller_of(request: Request, model: str) -> str:
+        """A verified client certificate's device, else the bearer token's."""
+        if settings.tls_client_ca is not None:
+            device = certificate_identity(request.scope)
+            if device is not None:
+                return auth.authorize(device, model)
+        return auth.authenticate(request.headers.get("authorization"), model)
+
     def version_of(request: Request) -> str | None:
         return request.path_params.get("version")
 
@@ -99,7 +113,7 @@ def create_app(settings: ServerSettings) -> Starlette:
 
     async def model_metadata(request: Request, plane: DataPlane) -> Response:
         name = request.path_params["name"]
-        auth.authenticate(request.headers.get("authorization"), name)
+        caller_of(request, name)
         return JSONResponse(plane.model_metadata(name, version_of(request)).model_dump(exclude_none=True))
 
     async def model_ready(request: Request, plane: DataPlane) -> Response:
@@ -108,7 +122,7 @@ def create_app(settings: ServerSettings) -> Starlette:
     async def infer(request: Request, plane: DataPlane) -> Response:
         name = request.path_params["name"]
         version = version_of(request)
-        caller = auth.authenticate(request.headers.get("authorization"), name)
+        caller = caller_of(request, name)
         plane.check_model(name, version)
         body = await read_body(request, limits)
 

@@ -54,12 +54,24 @@ class TokenAuthenticator:
             raise AuthError(f"device {found.device_id!r} may not call model {model!r}", forbidden=True)
         return found.device_id
 
+    def authorize(self, device_id: str, model: str | None = None) -> str:
+        """A caller identified by a client certificate: its grant, where it has one, limits
+        its models as for a token (AuthError 403). Returns the device id."""
+        for grant in self._grants:
+            if grant.device_id == device_id and model is not None and grant.models is not None:
+                if model not in grant.models:
+                    raise AuthError(f"device {device_id!r} may not call model {model!r}", forbidden=True)
+        return device_id
+
 
 class NoAuth:
     """`--no-auth`: every caller is 'anonymous' (local demo only)."""
 
     def authenticate(self, authorization: str | None, model: str | None = None) -> str:
         return "anonymous"
+
+    def authorize(self, device_id: str, model: str | None = None) -> str:
+        return device_id
 
 
 def load_grants(tokens_file: Path | None, env_value: str | None) -> list[DeviceGrant]:

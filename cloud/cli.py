@@ -9,6 +9,7 @@ import importlib
 SUBCOMMANDS = {
     "serve": "edgecascade.cloud.server_cli",
     "ingest": "edgecascade.cloud.ingest.cli",
+    "export": "edgecascade.cloud.export_cli",
 }
 
 

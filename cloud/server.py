@@ -9,13 +9,16 @@ import logging
 import os
 import shutil
 import signal
+import ssl
 import tempfile
+from typing import Any
 
 import uvicorn
 
 from edgecascade.cloud.app import SETTINGS_ENV, create_app, make_authenticator
 from edgecascade.cloud.repository import scan_repository
 from edgecascade.cloud.settings import ServerSettings
+from edgecascade.shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -24,17 +27,19 @@ def serve(settings: ServerSettings) -> None:
     """Serve until SIGTERM/SIGINT. Bad repositories and token files fail here, before binding."""
     scan_repository(settings.repository)
     make_authenticator(settings)
-    common = dict(
+    common: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=settings.graceful_timeout_s,
         lifespan="on",
+        **tls_options(settings),
     )
     log.info(
-        "serving %s on http://%s:%d with %d worker(s)%s",
+        "serving %s on %s://%s:%d with %d worker(s)%s",
         settings.repository,
+        settings.scheme,
         settings.host,
         settings.port,
         settings.workers,
@@ -45,7 +50,7 @@ def serve(settings: ServerSettings) -> None:
         # handler in place that ends in a clean exit 0 (what systemd expects), not death by signal.
         previous = signal.signal(signal.SIGTERM, _graceful_exit_done)
         try:
-            uvicorn.Server(uvicorn.Config(create_app(settings), **common)).run()  # type: ignore[arg-type]
+            uvicorn.Server(uvicorn.Config(create_app(settings), **common)).run()
         finally:
             signal.signal(signal.SIGTERM, previous)
         return
@@ -54,9 +59,33 @@ def serve(settings: ServerSettings) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ[SETTINGS_ENV] = settings.public_json()
     try:
-        uvicorn.run("edgecascade.cloud.app:app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+        uvicorn.run("edgecascade.cloud.app:app_from_env", factory=True, workers=settings.workers, **common)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def tls_options(settings: ServerSettings) -> dict[str, Any]:
+    """uvicorn's TLS options: HTTPS with the server certificate; with a client CA, certificates
+    are asked for and verified (optional: a device may still use a token instead)."""
+    if settings.tls_certfile is None:
+        return {}
+    for key in ("tls_certfile", "tls_keyfile", "tls_client_ca"):
+        path = getattr(settings, key)
+        if path is not None and not path.is_file():
+            raise ConfigError("file not found", file=str(path), key=key)
+    options: dict[str, Any] = {
+        "ssl_certfile": str(settings.tls_certfile),
+        "ssl_keyfile": str(settings.tls_keyfile),
+    }
+    if settings.tls_client_ca is not None:
+        options.update(
+            ssl_ca_certs=str(settings.tls_client_ca),
+            ssl_cert_reqs=ssl.CERT_OPTIONAL,
+            # The identity is looked up by the TCP peer; a forwarded-for header must not move it.
+            proxy_headers=False,
+            http="edgecascade.cloud.client_certs:CertificateHttpProtocol",
+        )
+    return options
 
 
 def _graceful_exit_done(signum: int, frame: object) -> None:

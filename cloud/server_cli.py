@@ -63,7 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
         settings = ServerSettings(**given)
     except ValidationError as exc:
         err = exc.errors()[0]
-        key = "--" + "_".join(str(p) for p in err["loc"]).replace("_", "-")
+        key = "--" + ("_".join(str(p) for p in err["loc"]) or "tls").replace("_", "-")
         raise ConfigError(f"{err['msg']}", key=key) from None
     serve(settings)
     return 0

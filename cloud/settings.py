@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edgecascade.shared.v2.limits import RequestLimits
@@ -76,6 +76,40 @@ class ServerSettings(BaseSettings):
             max_tensor_bytes=int(self.max_tensor_mb * (1 << 20)),
             max_elements=self.max_tensor_elements,
         )
+
+    grpc_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Also serve the V2 gRPC service (GRPCInferenceService) on this port; unset = REST only.",
+    )
+    grpc_max_message_bytes: int = Field(
+        default=4 << 20, ge=1024, description="Largest gRPC request or response message, in bytes."
+    )
+    tls_certfile: Path | None = Field(
+        default=None, description="PEM certificate (chain) of this server: serve HTTPS (and gRPC over TLS)."
+    )
+    tls_keyfile: Path | None = Field(default=None, description="PEM private key of tls_certfile.")
+    tls_client_ca: Path | None = Field(
+        default=None,
+        description="CA of device client certificates: a device with a certificate it signed is "
+        "authenticated by the certificate's common name, no token needed (over gRPC the "
+        "certificate is then required).",
+    )
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> ServerSettings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("give tls_certfile and tls_keyfile together")
+        if self.tls_client_ca is not None and self.tls_certfile is None:
+            raise ValueError(
+                "tls_client_ca needs tls_certfile and tls_keyfile (client certificates need TLS)"
+            )
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_certfile is not None else "http"
 
     def public_json(self) -> str:
         """These settings for worker processes, without secrets (workers read tokens themselves)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecascade.edge.cascade import AnswerObserver, Cascade, CascadeRequest
-from edgecascade.edge.cloud_client import CloudClient, NullCloudClient
+from edgecascade.edge.cloud_client import CloudClient
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.escalation_budget import EscalationBudget
 from edgecascade.edge.inputs import read_input_file
@@ -29,11 +29,10 @@ log = logging.getLogger(__name__)
 
 
 def build_cloud_client(profile: DeviceProfile) -> CloudClient:
-    if profile.cloud.url is None:
-        return NullCloudClient()
-    from edgecascade.edge.cloud_client.v2_http import V2HttpCloudClient
+    """The client the profile's cloud URL scheme names (edge/cloud_client/registry.py)."""
+    from edgecascade.edge.cloud_client.registry import build_cloud_client as from_registry
 
-    return V2HttpCloudClient.from_profile(profile)
+    return from_registry(profile)
 
 
 @dataclass

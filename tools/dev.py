@@ -95,7 +95,16 @@ def setup(with_tflite_runtime: bool) -> Path:
             ["-c", str(TFLITE_CONSTRAINTS), *TFLITE_PACKAGES],
             "\n".join(TFLITE_PACKAGES) + tflite_pins,
         )
+        ensure_mlserver(py)
     return py
+
+
+def ensure_mlserver(py: Path) -> None:
+    """.venv-mlserver: a real MLServer for the interoperability test (tools/bench/mlserver.py;
+    a no-op once installed). Without it that test installs it itself, or skips saying why."""
+    cmd = [str(py), "-m", "edgecascade.tools.bench.mlserver", "install"]
+    if subprocess.run(cmd, cwd=REPO).returncode != 0:
+        say("MLServer not installed; see the message above")
 
 
 def _resolve(requirements: list[str]) -> list[str]:

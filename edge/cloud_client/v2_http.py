@@ -1,138 +1,152 @@
-"""The device's client for a cloud speaking the Open Inference Protocol (ours, Triton, KServe,
-MLServer): pooled connections, connect/read timeouts, a deadline per escalation, retries with
-jittered exponential backoff on retryable errors only, and a circuit breaker."""
+"""The device's client for a cloud speaking the Open Inference Protocol over HTTP(S) (ours,
+Triton, KServe, MLServer): pooled connections, TLS verified against the profile's CA, and,
+once per server, negotiation: binary tensors only where `GET /v2` advertises them, the input's
+name and datatype from the model's metadata, and JSON from then on if a server refuses a binary
+request anyway (one log line). Retries, deadline and breaker: edge/cloud_client/retrying.py."""
 
 from __future__ import annotations
 
 import base64
 import logging
-import random
-import time
-import uuid
-from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import requests
+from pydantic import ValidationError
 from requests.adapters import HTTPAdapter
 
-from edgecascade.edge.cloud_client.base import CloudAnswer, CloudClient
-from edgecascade.edge.cloud_client.breaker import CircuitBreaker
-from edgecascade.edge.config.cascade import CloudSection
-from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.edge.cloud_client.base import CloudAnswer
+from edgecascade.edge.cloud_client.negotiation import ServerFacts, negotiate
+from edgecascade.edge.cloud_client.retrying import Retryable, RetryingCloudClient, Timeout
+from edgecascade.edge.cloud_client.tls import cloud_tls
 from edgecascade.shared.answer import ModelRef
 from edgecascade.shared.errors import (
     CloudAuthError,
     CloudBadResponseError,
-    CloudError,
     CloudUnreachableError,
-    ConfigError,
     ProtocolError,
 )
-from edgecascade.shared.v2 import decode_infer_response, encode_infer_request
+from edgecascade.shared.v2 import (
+    DATATYPES,
+    ModelMetadata,
+    ServerMetadata,
+    decode_infer_response,
+    encode_infer_request,
+)
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {429, 502, 503, 504}
+#: Statuses with which servers without (working) binary support answer a binary request:
+#: MLServer 1.7 answers 500 (it decodes the body as UTF-8), others 400, 415 or 422.
+BINARY_REFUSED = {400, 415, 422, 500, 501}
 
 
-class V2HttpCloudClient(CloudClient):
-    def __init__(
-        self,
-        config: CloudSection,
-        *,
-        input_name: str = "input",
-        probabilities_output: str = "probabilities",
-        device_id: str = "",
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if config.url is None:
-            raise ConfigError("cloud.url is not set", key="cloud.url")
-        self.config = config
-        self.input_name = input_name
-        self.output = probabilities_output
+class V2HttpCloudClient(RetryingCloudClient):
+    def __init__(self, config: Any, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
         version = f"/versions/{config.model_version}" if config.model_version else ""
-        self.infer_url = f"{config.url}/v2/models/{config.model}{version}/infer"
-        self._sleep, self._clock = sleep, clock
-        self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset_s, clock)
+        self.model_url = f"{self.url}/v2/models/{config.model}{version}"
+        self.infer_url = self.model_url + "/infer"
+        self.tls = cloud_tls(config)
         self.session = requests.Session()
-        self.session.mount("http://", HTTPAdapter(pool_connections=1, pool_maxsize=8, max_retries=0))
-        self.session.mount("https://", HTTPAdapter(pool_connections=1, pool_maxsize=8, max_retries=0))
-        token = _read_token(config)
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
-        if device_id:
-            self.session.headers["X-Edgecascade-Device"] = device_id
-        self.attempts = 0
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=8, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        if self.token:
+            self.session.headers["Authorization"] = f"Bearer {self.token}"
+        if self.device_id:
+            self.session.headers["X-Edgecascade-Device"] = self.device_id
+        self.facts: ServerFacts | None = None
 
-    @classmethod
-    def from_profile(cls, profile: DeviceProfile) -> V2HttpCloudClient:
-        return cls(profile.cloud, device_id=profile.device_id)
+    def _attempt(
+        self, features: np.ndarray, key: str, raw_input: bytes | None, timeout: Timeout
+    ) -> CloudAnswer:
+        self.attempts += 1
+        if self.facts is None:
+            self.facts = self._negotiate(timeout)
+        facts = self.facts
+        resp = self._post(features, key, raw_input, facts, facts.binary, timeout)
+        if facts.binary and resp.status_code in BINARY_REFUSED:
+            log.warning(
+                "cloud %s refused a binary-tensor request (%d %s); sending JSON from now on",
+                facts.server,
+                resp.status_code,
+                _error_text(resp)[:80],
+            )
+            # Switched before the JSON try: should that try be cut (some servers drop the
+            # connection after such an error), the next attempt goes straight to JSON.
+            self.facts = facts.without_binary()
+            resp = self._post(features, key, raw_input, self.facts, False, timeout)
+            if resp.status_code in BINARY_REFUSED:
+                log.info("JSON refused alike (%d): the error was not about binary tensors", resp.status_code)
+                self.facts = facts
+        return self._answer(resp)
 
-    def infer(self, features: np.ndarray, *, request_id: str, raw_input: bytes | None = None) -> CloudAnswer:
-        self.breaker.before_call()
-        # One idempotency key for every retry of this escalation: the server computes and
-        # counts it once even if a response is lost and we try again.
-        key = request_id or uuid.uuid4().hex
-        params: dict[str, object] = {"idempotency_key": key}
-        if raw_input is not None:
-            params["raw_input_b64"] = base64.b64encode(raw_input).decode()
-        body, headers = encode_infer_request(
-            {self.input_name: features[None, ...].astype(np.float32, copy=False)},
-            request_id=key,
-            parameters=params,
-            outputs=[self.output],
-            binary=self.config.binary_tensors,
-            binary_outputs=self.config.binary_tensors,
-        )
-        try:
-            answer = self._with_retries(body, headers)
-        except CloudError:
-            self.breaker.record_failure()
-            raise
-        self.breaker.record_success()
-        return answer
+    def _negotiate(self, timeout: Timeout) -> ServerFacts:
+        server = self._get_metadata(self.url + "/v2", ServerMetadata, timeout)
+        model = self._get_metadata(self.model_url, ModelMetadata, timeout)
+        return negotiate(server, model, input_name=self.input_name, allow_binary=self.config.binary_tensors)
 
-    def _with_retries(self, body: bytes, headers: dict[str, str]) -> CloudAnswer:
-        cfg = self.config
-        deadline = self._clock() + cfg.deadline_s
-        attempt = 0
-        while True:
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                raise CloudUnreachableError(
-                    f"deadline of {cfg.deadline_s}s passed after {attempt} attempt(s)"
-                )
-            attempt += 1
-            self.attempts += 1
-            try:
-                return self._attempt(
-                    body,
-                    headers,
-                    timeout=(min(cfg.connect_timeout_s, remaining), min(cfg.read_timeout_s, remaining)),
-                )
-            except (CloudUnreachableError, _Retryable) as exc:
-                if attempt > cfg.retries:
-                    raise CloudUnreachableError(str(exc)) from None
-                # Full jitter: a fleet that lost the cloud at once does not retry in lockstep.
-                delay = random.uniform(0, cfg.backoff_base_s * 2 ** (attempt - 1))
-                if self._clock() + delay >= deadline:
-                    raise CloudUnreachableError(f"{exc}; no time left for a retry") from None
-                self._sleep(delay)
-
-    def _attempt(self, body: bytes, headers: dict[str, str], timeout: tuple[float, float]) -> CloudAnswer:
-        try:
-            resp = self.session.post(self.infer_url, data=body, headers=headers, timeout=timeout)
-        except requests.Timeout as exc:
-            raise CloudUnreachableError(f"timed out ({type(exc).__name__})") from None
-        except requests.ConnectionError as exc:
-            raise CloudUnreachableError(
-                f"cannot connect to {self.config.url}: {type(exc).__name__}"
-            ) from None
+    def _get_metadata(self, url: str, model: type[Any], timeout: Timeout) -> Any:
+        resp = self._request("GET", url, timeout=timeout)
         if resp.status_code in (401, 403):
             raise CloudAuthError(f"{resp.status_code} {_error_text(resp)}")
         if resp.status_code in RETRYABLE_STATUS:
-            raise _Retryable(f"{resp.status_code} {_error_text(resp)}")
+            raise Retryable(f"{resp.status_code} from {url}")
+        if resp.status_code >= 500 and resp.status_code != 501:
+            # A broken server, not an answer: negotiate again on the next escalation.
+            raise CloudBadResponseError(f"{resp.status_code} from GET {url}: {_error_text(resp)}")
+        if resp.status_code != 200:
+            log.info("cloud answered %d to GET %s; assuming JSON tensors", resp.status_code, url)
+            return None
+        try:
+            return model.model_validate_json(resp.content)
+        except ValidationError:
+            log.info("cloud's answer to GET %s is not V2 metadata; assuming JSON tensors", url)
+            return None
+
+    def _post(
+        self,
+        features: np.ndarray,
+        key: str,
+        raw_input: bytes | None,
+        facts: ServerFacts,
+        binary: bool,
+        timeout: Timeout,
+    ) -> requests.Response:
+        params: dict[str, object] = {"idempotency_key": key}
+        if raw_input is not None:
+            params["raw_input_b64"] = base64.b64encode(raw_input).decode()
+        row = features[None, ...].astype(DATATYPES[facts.datatype], copy=False)
+        body, headers = encode_infer_request(
+            {facts.input_name: row},
+            request_id=key,
+            parameters=params,
+            outputs=[self.output],
+            binary=binary,
+            binary_outputs=binary,
+        )
+        return self._request("POST", self.infer_url, data=body, headers=headers, timeout=timeout)
+
+    def _request(self, method: str, url: str, *, timeout: Timeout, **kwargs: Any) -> requests.Response:
+        try:
+            return self.session.request(
+                method, url, timeout=timeout, verify=self.tls.verify, cert=self.tls.cert, **kwargs
+            )
+        except requests.exceptions.SSLError as exc:
+            # Not a cut: another try meets the same certificate.
+            raise CloudBadResponseError(f"TLS to {self.url} failed: {_reason(exc)}") from None
+        except requests.Timeout as exc:
+            raise CloudUnreachableError(f"timed out ({type(exc).__name__})") from None
+        except requests.ConnectionError as exc:
+            raise CloudUnreachableError(f"cannot connect to {self.url}: {type(exc).__name__}") from None
+
+    def _answer(self, resp: requests.Response) -> CloudAnswer:
+        if resp.status_code in (401, 403):
+            raise CloudAuthError(f"{resp.status_code} {_error_text(resp)}")
+        if resp.status_code in RETRYABLE_STATUS:
+            raise Retryable(f"{resp.status_code} {_error_text(resp)}")
         if resp.status_code != 200:
             raise CloudBadResponseError(f"{resp.status_code} {_error_text(resp)}")
         try:
@@ -148,23 +162,25 @@ class V2HttpCloudClient(CloudClient):
         self.session.close()
 
 
-class _Retryable(CloudError):
-    """A 429/502/503/504: the cloud is there but busy; worth another try."""
-
-
 def _error_text(resp: requests.Response) -> str:
     try:
-        return str(resp.json().get("error", ""))[:200]
+        body = resp.json()
     except ValueError:
         return resp.text[:200]
+    if isinstance(body, dict):
+        # Ours, Triton and KServe: {"error": ...}; MLServer and FastAPI: {"detail": ...}.
+        return str(body.get("error", body.get("detail", "")))[:200]
+    return str(body)[:200]
 
 
-def _read_token(config: CloudSection) -> str | None:
-    if config.token is not None:
-        return config.token.get_secret_value()
-    if config.token_file is not None:
-        try:
-            return config.token_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read token file: {exc.strerror}", key="cloud.token_file") from None
-    return None
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in (
+        "CERTIFICATE_VERIFY_FAILED",
+        "certificate verify failed",
+        "WRONG_VERSION_NUMBER",
+        "hostname",
+    ):
+        if marker in text:
+            return marker
+    return text[:160]

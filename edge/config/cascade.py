@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from edgecascade.edge.cloud_client.registry import SCHEMES
 from edgecascade.edge.config.base import ProfilePath, Section
 
 
@@ -112,7 +113,25 @@ class CloudSection(Section):
         False,
         description="Privacy: by default only encoded features leave the device; true also sends raw input.",
     )
-    binary_tensors: bool = Field(True, description="Use the V2 binary tensor extension for request bodies.")
+    binary_tensors: bool = Field(
+        True,
+        description="Use the V2 binary tensor extension where the server advertises it (GET /v2); "
+        "false = always JSON.",
+    )
+    ca_file: ProfilePath | None = Field(
+        None,
+        description="CA certificate(s) that sign the cloud's https:// or grpcs:// server; default: the system's CAs.",
+    )
+    client_cert: ProfilePath | None = Field(
+        None,
+        description="This device's client certificate (PEM), for a cloud that authenticates by certificate.",
+    )
+    client_key: ProfilePath | None = Field(None, description="Private key (PEM) of client_cert.")
+    allow_token_over_plain_text: bool = Field(
+        False,
+        description="Send the bearer token over plain http:// or grpc:// to a non-loopback host. "
+        "Anyone on the path can read it: only on a network you trust.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -120,6 +139,14 @@ class CloudSection(Section):
         # EDGECASCADE_CLOUD__URL= (empty) switches the cloud off.
         if url is None or not url.strip():
             return None
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
+        if not url.startswith(tuple(f"{scheme}://" for scheme in SCHEMES)):
+            raise ValueError(
+                f"expected a URL starting {' or '.join(f'{s}://' for s in SCHEMES)}, got {url!r}"
+            )
         return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _client_cert_pair(self) -> CloudSection:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("give client_cert and client_key together")
+        return self

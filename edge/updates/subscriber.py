@@ -24,6 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel
 
+from edgecascade.edge.cloud_client.tls import artifact_tls
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.updates.download import Report
 from edgecascade.edge.updates.selection import Audience, M, ManifestBook, admit, check_not_older
@@ -84,7 +85,9 @@ class ManifestSubscriber(abc.ABC, Generic[M]):
         self._stopping = threading.Event()
         self._job: tuple[str, threading.Event] | None = None
         self._thread: threading.Thread | None = None
-        self.transports = TransportPool(TransportContext(connection, profile.updates))
+        self.transports = TransportPool(
+            TransportContext(connection, profile.updates, verify=artifact_tls(profile).verify)
+        )
         self.audience = Audience.of(profile, self.public_key)
         self.refused = 0  # manifests refused unapplied (admit), also in the status message
         self._last_refusal: str | None = None

@@ -36,7 +36,14 @@ class CloudServer:
         graceful_timeout_s: float = 10.0,
         extra_args: tuple[str, ...] = (),
         log_path: Path | None = None,
+        grpc: bool = False,
+        tls: tuple[Path, Path] | None = None,
+        tls_client_ca: Path | None = None,
+        ca_file: Path | None = None,
     ) -> None:
+        """`grpc`: also serve V2 gRPC on a free port (`grpc_target`). `tls`: (certificate, key)
+        to serve HTTPS; `ca_file` verifies it while waiting for readiness; `tls_client_ca`
+        enables client-certificate authentication."""
         self.repository = repository
         self.port = port or free_port()
         self.workers = workers
@@ -46,11 +53,22 @@ class CloudServer:
         self.graceful_timeout_s = graceful_timeout_s
         self.extra_args = extra_args
         self.log_path = log_path or Path(repository).parent / f"cloud-server-{self.port}.log"
+        self.grpc_port = free_port() if grpc else None
+        self.tls = tls
+        self.tls_client_ca = tls_client_ca
+        self.ca_file = ca_file
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def grpc_target(self) -> str:
+        """host:port of the gRPC service (raises if it was not asked for)."""
+        if self.grpc_port is None:
+            raise RuntimeError("CloudServer(grpc=True) serves gRPC")
+        return f"127.0.0.1:{self.grpc_port}"
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "edgecascade", "--log-level", "INFO", "cloud", "serve"]
@@ -62,6 +80,12 @@ class CloudServer:
             cmd.append("--no-auth")
         if self.debug_delay_ms:
             cmd += ["--debug-delay-ms", str(self.debug_delay_ms)]
+        if self.grpc_port is not None:
+            cmd += ["--grpc-port", str(self.grpc_port)]
+        if self.tls is not None:
+            cmd += ["--tls-certfile", str(self.tls[0]), "--tls-keyfile", str(self.tls[1])]
+        if self.tls_client_ca is not None:
+            cmd += ["--tls-client-ca", str(self.tls_client_ca)]
         return cmd + list(self.extra_args)
 
     def start(self, timeout_s: float = 30.0) -> CloudServer:
@@ -77,7 +101,8 @@ class CloudServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"cloud server exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                if requests.get(self.url + "/v2/health/ready", timeout=0.5).status_code == 200:
+                verify: bool | str = str(self.ca_file) if self.ca_file else True
+                if requests.get(self.url + "/v2/health/ready", timeout=0.5, verify=verify).status_code == 200:
                     return self
             except requests.ConnectionError:
                 pass

@@ -19,10 +19,12 @@ Progress = Callable[[StagedBlob], None]
 
 @dataclass(frozen=True)
 class TransportContext:
-    """What a transport may use: the agent's MQTT connection and the profile's [updates]."""
+    """What a transport may use: the agent's MQTT connection, the profile's [updates], and how
+    to verify an HTTPS server (requests' `verify=`: a CA file, or True for the system's CAs)."""
 
     connection: MqttConnection
     config: UpdatesSection
+    verify: bool | str = True
 
 
 class ArtifactTransport(Protocol):

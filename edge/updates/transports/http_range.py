@@ -136,5 +136,5 @@ class HttpRangeTransport:
             request_timeout_s=cfg.http_timeout_s,
             timeout_s=cfg.download_timeout_s,
             range_bytes=cfg.http_range_kb * 1024,
-            verify=str(cfg.http_ca) if cfg.http_ca else True,
+            verify=context.verify,
         )

@@ -1,0 +1,144 @@
+"""What every remote cloud client shares, whatever its transport: one idempotency key per
+escalation, a deadline over all attempts, retries with jittered exponential backoff on
+retryable errors only, a circuit breaker, and the token rules of the profile."""
+
+from __future__ import annotations
+
+import abc
+import ipaddress
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from edgecascade.edge.cloud_client.base import CloudAnswer, CloudClient
+from edgecascade.edge.cloud_client.breaker import CircuitBreaker
+from edgecascade.edge.config.cascade import CloudSection
+from edgecascade.shared.errors import CloudError, CloudUnreachableError, ConfigError
+
+if TYPE_CHECKING:
+    from edgecascade.edge.config.profile import DeviceProfile
+
+log = logging.getLogger(__name__)
+
+#: Seconds (connect, read) one attempt may take.
+Timeout = tuple[float, float]
+
+
+class Retryable(CloudError):
+    """The cloud is there but busy (429/502/503/504, gRPC UNAVAILABLE): worth another try."""
+
+
+class RetryingCloudClient(CloudClient):
+    """Subclasses implement `_attempt`: one try, raising CloudUnreachableError or Retryable for
+    what another try may fix and any other CloudError for what it cannot."""
+
+    def __init__(
+        self,
+        config: CloudSection,
+        *,
+        input_name: str = "input",
+        probabilities_output: str = "probabilities",
+        device_id: str = "",
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if config.url is None:
+            raise ConfigError("cloud.url is not set", key="cloud.url")
+        self.config = config
+        self.url: str = config.url
+        self.input_name = input_name
+        self.output = probabilities_output
+        self.device_id = device_id
+        self._sleep, self._clock = sleep, clock
+        self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset_s, clock)
+        self.token = read_token(config)
+        check_token_transport(config, self.token)
+        self.attempts = 0
+
+    @classmethod
+    def from_profile(cls, profile: DeviceProfile) -> RetryingCloudClient:
+        return cls(profile.cloud, device_id=profile.device_id)
+
+    def infer(self, features: np.ndarray, *, request_id: str, raw_input: bytes | None = None) -> CloudAnswer:
+        self.breaker.before_call()
+        # One idempotency key for every retry of this escalation: the server computes and
+        # counts it once even if a response is lost and we try again.
+        key = request_id or uuid.uuid4().hex
+        try:
+            answer = self._with_retries(features, key, raw_input)
+        except CloudError:
+            self.breaker.record_failure()
+            raise
+        self.breaker.record_success()
+        return answer
+
+    def _with_retries(self, features: np.ndarray, key: str, raw_input: bytes | None) -> CloudAnswer:
+        cfg = self.config
+        deadline = self._clock() + cfg.deadline_s
+        attempt = 0
+        while True:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise CloudUnreachableError(
+                    f"deadline of {cfg.deadline_s}s passed after {attempt} attempt(s)"
+                )
+            attempt += 1
+            timeout = (min(cfg.connect_timeout_s, remaining), min(cfg.read_timeout_s, remaining))
+            try:
+                return self._attempt(features, key, raw_input, timeout)
+            except (CloudUnreachableError, Retryable) as exc:
+                if attempt > cfg.retries:
+                    raise CloudUnreachableError(str(exc)) from None
+                # Full jitter: a fleet that lost the cloud at once does not retry in lockstep.
+                delay = random.uniform(0, cfg.backoff_base_s * 2 ** (attempt - 1))
+                if self._clock() + delay >= deadline:
+                    raise CloudUnreachableError(f"{exc}; no time left for a retry") from None
+                self._sleep(delay)
+
+    @abc.abstractmethod
+    def _attempt(
+        self, features: np.ndarray, key: str, raw_input: bytes | None, timeout: Timeout
+    ) -> CloudAnswer:
+        """One request for one encoded row; counts itself in `self.attempts`."""
+
+
+def read_token(config: CloudSection) -> str | None:
+    if config.token is not None:
+        return config.token.get_secret_value()
+    if config.token_file is not None:
+        try:
+            return config.token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read token file: {exc.strerror}", key="cloud.token_file") from None
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses; names are not resolved (no I/O at start-up)."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_token_transport(config: CloudSection, token: str | None) -> None:
+    """A bearer token goes over plain HTTP/gRPC only to this machine, or where the profile says
+    so explicitly: anyone on the path could read it and call the cloud as this device."""
+    if token is None or config.url is None or config.allow_token_over_plain_text:
+        return
+    parts = urlsplit(config.url)
+    if parts.scheme in ("http", "grpc") and not is_loopback(parts.hostname or ""):
+        raise ConfigError(
+            f"refusing to send the bearer token over plain {parts.scheme}:// to {parts.hostname}; "
+            f"use {parts.scheme}s:// (with cloud.ca_file for a private CA), or set "
+            "cloud.allow_token_over_plain_text = true on a network you trust",
+            key="cloud.allow_token_over_plain_text",
+        )
