@@ -10,12 +10,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from edgecascade import __version__
 from edgecascade.cloud.idempotency import IdempotencyCache
 from edgecascade.cloud.metrics import CloudMetrics
 from edgecascade.cloud.models import ModelRegistry
 from edgecascade.shared.errors import ProtocolError, UnavailableError
 from edgecascade.shared.v2 import EXTENSIONS, InferRequest, InferResponse, ModelMetadata, ServerMetadata
+from edgecascade.shared.version import __version__
 
 log = logging.getLogger(__name__)
 

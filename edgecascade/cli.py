@@ -10,9 +10,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from edgecascade import __version__
 from edgecascade.logs import configure_logging
 from edgecascade.shared.errors import EdgecascadeError
+from edgecascade.shared.version import __version__
 
 # group name -> (module with register(subparsers), one-line help)
 GROUPS: dict[str, tuple[str, str]] = {

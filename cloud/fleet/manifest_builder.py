@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecascade import __version__
 from edgecascade.cloud.artifacts import artifact_relpath, delta_file_name
 from edgecascade.shared.errors import ModelError, UpdateError
 from edgecascade.shared.manifest import (
@@ -25,6 +24,7 @@ from edgecascade.shared.manifest import (
 )
 from edgecascade.shared.model_card import ModelCard
 from edgecascade.shared.mqtt import Topics
+from edgecascade.shared.version import __version__
 
 DEFAULT_CHUNK = 256 * 1024
 

@@ -17,7 +17,7 @@ from requests.adapters import HTTPAdapter
 
 from edgecascade.edge.cloud_client.base import CloudAnswer, CloudClient
 from edgecascade.edge.cloud_client.breaker import CircuitBreaker
-from edgecascade.edge.config.cascade import CloudSection
+from edgecascade.edge.config.cloud import CloudSection
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.shared.answer import ModelRef
 from edgecascade.shared.errors import (

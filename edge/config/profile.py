@@ -6,7 +6,8 @@ from pydantic import Field
 
 from edgecascade.edge.config.base import ProfilePath, Section
 from edgecascade.edge.config.camera import CameraSection
-from edgecascade.edge.config.cascade import CascadeSection, CloudSection
+from edgecascade.edge.config.cascade import CascadeSection
+from edgecascade.edge.config.cloud import CloudSection
 from edgecascade.edge.config.daemon import ApiSection, DaemonSection
 from edgecascade.edge.config.deferred import DeferredSection
 from edgecascade.edge.config.lookup import LookupSection
