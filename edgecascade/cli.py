@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from edgecascade.logs import configure_logging
+from edgecascade.logs import configure_logging, json_lines_enabled, print_error
 from edgecascade.shared.errors import EdgecascadeError
 from edgecascade.shared.version import __version__
 
@@ -69,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(args_list)
     args = parser.parse_args(args_list)
-    configure_logging(args.log_level, json_lines=args.log_json)
+    # --log-json, or EDGECASCADE_LOG_JSON=1 (set for child processes by a parent with --log-json).
+    json_lines = args.log_json or json_lines_enabled()
+    configure_logging(args.log_level, json_lines=json_lines, capture_native=json_lines)
     func = getattr(args, "func", None)
     if func is None:
         # A group without a subcommand: show what it can do.
@@ -80,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(func(args) or 0)
     except EdgecascadeError as exc:
         logging.getLogger("edgecascade").debug("command failed", exc_info=True)
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(str(exc))
         return 1
     except KeyboardInterrupt:
         return 130

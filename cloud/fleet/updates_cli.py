@@ -8,18 +8,30 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_KEY = Path("var/fleet/signing.key")
-DEFAULT_STATE = Path("var/fleet")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fleet", default="demo", help="fleet name (MQTT topic prefix part)")
-    p.add_argument("--broker", default="127.0.0.1:1883", help="MQTT broker HOST:PORT")
-    p.add_argument("--username", help="fleet identity on the broker (only it may publish manifests)")
-    p.add_argument("--password", help="broker password (prefer EDGECASCADE_FLEET_PASSWORD)")
-    p.add_argument("--tls-ca", help="CA certificate: connect with TLS")
-    p.add_argument("--protocol", type=int, choices=[4, 5], default=5, help="MQTT 5 (5) or 3.1.1 (4)")
-    p.add_argument("--key", type=Path, default=DEFAULT_KEY, help="Ed25519 signing key (PEM)")
-    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE, help="push history and manifests")
+    from edgecascade.cloud.cli_settings import add_flags
+    from edgecascade.cloud.fleet.access import ENV_SECTION, FleetAccess
+
+    add_flags(p, FleetAccess, section=ENV_SECTION)
+
+
+def _access(args: argparse.Namespace) -> Any:
+    """The common settings (flags over EDGECASCADE_FLEET__*), also written back into `args`."""
+    from edgecascade.cloud.cli_settings import given_flags, load_settings
+    from edgecascade.cloud.fleet.access import ENV_SECTION, FleetAccess
+
+    access = load_settings(
+        FleetAccess,
+        given_flags(args, FleetAccess),
+        section=ENV_SECTION,
+        command="edgecascade fleet",
+        renamed={"EDGECASCADE_FLEET_PASSWORD": "EDGECASCADE_FLEET__PASSWORD"},
+    )
+    for name in FleetAccess.model_fields:
+        setattr(args, name, getattr(access, name))
+    return access
 
 
 def _examples(text: str) -> dict[str, Any]:
@@ -165,25 +177,31 @@ def keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _manager(args: argparse.Namespace) -> Any:
+def _connect(args: argparse.Namespace) -> Any:
+    """The fleet manager's MQTT connection, not started yet (no signing key needed)."""
     import os
 
-    from edgecascade.cloud.fleet.manager import FleetManager
-    from edgecascade.shared.errors import TransportError
-    from edgecascade.shared.manifest import load_private_key
     from edgecascade.shared.mqtt import MqttConnection, MqttSettings
 
-    host, _, port = args.broker.rpartition(":")
+    access = _access(args)
+    host, port = access.host_port
     settings = MqttSettings(
-        host=host or "127.0.0.1",
-        port=int(port),
+        host=host,
+        port=port,
         client_id=f"fleet-manager-{os.getpid()}",
-        username=args.username,
-        password=args.password or os.environ.get("EDGECASCADE_FLEET_PASSWORD"),
-        tls_ca=args.tls_ca,
-        protocol=args.protocol,
+        username=access.username,
+        password=access.password.get_secret_value() if access.password else None,
+        tls_ca=str(access.tls_ca) if access.tls_ca else None,
+        protocol=access.protocol,
     )
-    connection = MqttConnection(settings)
+    return MqttConnection(settings)
+
+
+def _manager(args: argparse.Namespace) -> Any:
+    from edgecascade.cloud.fleet.manager import FleetManager
+    from edgecascade.shared.manifest import load_private_key
+
+    connection = _connect(args)
     manager = FleetManager(
         connection,
         args.fleet,
@@ -191,13 +209,19 @@ def _manager(args: argparse.Namespace) -> Any:
         args.state_dir,
         artifacts_dir=getattr(args, "artifacts_dir", None),
     )
+    _start(connection, args.broker)
+    manager.board.wait_settled(0.5)
+    return manager
+
+
+def _start(connection: Any, broker: str) -> None:
+    from edgecascade.shared.errors import TransportError
+
     if not connection.start(wait_s=5):
         connection.stop()
         raise TransportError(
-            f"cannot reach the broker at {args.broker} ({connection.refused_reason or 'no answer'})"
+            f"cannot reach the broker at {broker} ({connection.refused_reason or 'no answer'})"
         )
-    manager.board.wait_settled(0.5)
-    return manager
 
 
 def _follow(manager: Any, push_id: str, devices: list[str], timeout: float, kind: str = "model") -> int:
@@ -301,13 +325,21 @@ def rollback(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    manager = _manager(args)
+    """Read-only: the retained statuses, without the signing key or the state folder."""
+    from edgecascade.cloud.fleet.status_board import StatusBoard
+    from edgecascade.shared.mqtt import Topics
+
+    connection = _connect(args)
+    board = StatusBoard(connection, Topics(args.fleet))
+    board.attach()
+    _start(connection, args.broker)
     try:
+        board.wait_settled(0.5)
         time.sleep(args.wait)
-        print(format_table(manager.board.statuses(), manager.board.presence, manager.board.table_statuses()))
+        print(format_table(board.statuses(), board.presence, board.table_statuses()))
         return 0
     finally:
-        manager.connection.stop()
+        connection.stop()
 
 
 def format_table(statuses: dict[str, Any], presence: Any, tables: dict[str, Any] | None = None) -> str:
