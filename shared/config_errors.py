@@ -141,7 +141,6 @@ def explain_validation_error(
         suggestion = _suggestion(error, loc, model, rename) if in_file else ""
         lines.append(f"{where}: {_message(error, loc)}{_shown_input(error, loc)}{suggestion}")
     count = f" ({len(lines)} problems)" if len(lines) > 1 else ""
-    explained = ConfigError(f"{what}{count}:\n  " + "\n  ".join(lines), file=file)
-    # The first problem's key (or variable): the message names every one on its own line.
-    explained.key = first_name
+    # Headed by the file and the first problem's key (or variable); each line names its own.
+    explained = ConfigError(f"{what}{count}:\n  " + "\n  ".join(lines), file=file, key=first_name)
     return explained
