@@ -4,11 +4,13 @@ profile, `cloud serve`, `cloud ingest`, `fleet`).
 Each line names where the bad value came from (the file's key, the environment variable or the
 flag), says what was expected, suggests the closest known key for a typo, and never prints a value
 that may be a secret: nothing under a key that looks like a token, password, secret or key, and
-nothing under an unknown key (a mistyped `tokn` holds the token all the same)."""
+nothing under an unknown key (a mistyped `tokn` holds the token all the same), and no
+user:password part of a URL."""
 
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +28,13 @@ SECRET_WORDS = ("token", "password", "passwd", "secret", "key", "credential", "a
 MAX_SHOWN = 80
 
 Loc = tuple[str | int, ...]
+
+# user:password@ in a URL (rtsp://user:pass@camera/stream): shown as ***@ wherever it appears.
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def mask_url_credentials(text: str) -> str:
+    return _URL_CREDENTIALS.sub("***@", text)
 
 
 def looks_secret(name: str) -> bool:
@@ -78,7 +87,7 @@ def _shown_input(error: ErrorDetails, loc: Loc) -> str:
         return ""
     if isinstance(value, SecretStr | SecretBytes) or any(looks_secret(str(p)) for p in loc):
         return ""
-    text = repr(value)
+    text = mask_url_credentials(repr(value))
     return f" (got {text[:MAX_SHOWN]}...)" if len(text) > MAX_SHOWN else f" (got {text})"
 
 
@@ -91,7 +100,7 @@ def _message(error: ErrorDetails, loc: Loc) -> str:
         value = error.get("input")
         if isinstance(value, str) and value and value in msg:
             return f"invalid value ({error['type']})"
-    return msg
+    return mask_url_credentials(msg)
 
 
 def _suggestion(

@@ -127,3 +127,13 @@ def test_fleet_hides_passwords(tmp_path: Path) -> None:
         "(did you mean EDGECASCADE_FLEET__PASSWORD?)",
         "EDGECASCADE_FLEET__BROKER: Value error, expected HOST:PORT (got 'no-port')",
     )
+
+
+def test_url_credentials_are_masked(tmp_path: Path) -> None:
+    # A camera URL's password is no key of its own, but it is a secret all the same.
+    profile = write_profile(tmp_path, f'[cloud]\nurl = "ftp://admin:{SECRET}@10.0.0.9/v2"\n')
+    result = cli("agent", "config", "--config", str(profile))
+    assert result.returncode == 1
+    _assert_hidden(
+        result, "cloud.url: Value error, expected an http:// or https:// URL, got 'ftp://***@10.0.0.9/v2'"
+    )
