@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from edgecascade.logs import configure_logging, json_lines_enabled, print_error
+from edgecascade.logs import configure_logging, json_lines_enabled, parse_args, print_error
 from edgecascade.shared.errors import EdgecascadeError
 from edgecascade.shared.version import __version__
 
@@ -68,7 +68,7 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(args_list)
-    args = parser.parse_args(args_list)
+    args = parse_args(parser, args_list)
     # --log-json, or EDGECASCADE_LOG_JSON=1 (set for child processes by a parent with --log-json).
     json_lines = args.log_json or json_lines_enabled()
     configure_logging(args.log_level, json_lines=json_lines, capture_native=json_lines)

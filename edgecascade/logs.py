@@ -8,7 +8,9 @@ EDGECASCADE_LOG_JSON."""
 
 from __future__ import annotations
 
+import argparse
 import atexit
+import contextlib
 import io
 import json
 import logging
@@ -17,6 +19,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from types import TracebackType
 
 #: Set to 1 by --log-json for child processes (uvicorn workers, the update check); also a switch.
@@ -93,6 +96,23 @@ def print_error(message: str) -> None:
         logging.getLogger("edgecascade").error("error: %s", message)
     else:
         print(f"error: {message}", file=sys.stderr)
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """parser.parse_args(argv); under --log-json (or EDGECASCADE_LOG_JSON=1) a usage error is
+    one JSON line instead of argparse's plain `usage: ... error: ...` lines."""
+    if "--log-json" not in argv and not json_lines_enabled():
+        return parser.parse_args(argv)
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return parser.parse_args(argv)
+    except SystemExit:
+        text = " ".join(line.strip() for line in captured.getvalue().splitlines() if line.strip())
+        if text:
+            record = logging.LogRecord("edgecascade", logging.ERROR, __file__, 0, "%s", (text,), None)
+            sys.stderr.write(JsonLineFormatter().format(record) + "\n")
+        raise
 
 
 def _log_uncaught(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:

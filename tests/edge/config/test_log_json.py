@@ -64,3 +64,11 @@ def test_a_bad_profile_under_log_json_is_one_json_line(tmp_path: Path) -> None:
     records = _records(result.stderr)
     assert len(records) == 1 and "cloud.tokn: unknown key" in str(records[0]["msg"])
     assert "S3CRET" not in result.stderr
+
+
+def test_a_usage_error_is_one_json_line() -> None:
+    result = cli("--log-json", "agent", "predict")
+    assert result.returncode == 2
+    records = _records(result.stderr)
+    assert len(records) == 1 and records[0]["level"] == "error"
+    assert "the following arguments are required: INPUT" in str(records[0]["msg"])
