@@ -11,6 +11,7 @@ from collections.abc import Collection, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticUndefined
 
 from edgecascade.shared.config_env import read_environment, variable_name, warn_unknown
 from edgecascade.shared.config_errors import Loc, explain_validation_error
@@ -41,7 +42,8 @@ def add_flags(
                 flag_name(name), action="store_true", default=None, help=f"{help_text} ({env})"
             )
             continue
-        default = "" if field.is_required() or field.default is None else f"; default: {field.default}"
+        shown = field.default not in (None, "", PydanticUndefined) and not field.is_required()
+        default = f"; default: {field.default}" if shown else ""
         parser.add_argument(
             flag_name(name), default=None, metavar=name.upper(), help=f"{help_text} ({env}{default})"
         )
