@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Collection, Mapping
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 
 from edgecascade.shared.config_env import read_environment, variable_name, warn_unknown
@@ -18,6 +18,22 @@ from edgecascade.shared.config_errors import Loc, explain_validation_error
 from edgecascade.shared.config_files import check_files
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def _host_port(value: str) -> str:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected HOST:PORT")
+    return value
+
+
+#: A broker address, HOST:PORT (split it with split_host_port).
+HostPort = Annotated[str, AfterValidator(_host_port)]
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host, int(port)
 
 
 def flag_name(field: str) -> str:

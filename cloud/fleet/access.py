@@ -10,17 +10,11 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic.functional_validators import AfterValidator
 
+from edgecascade.cloud.cli_settings import HostPort, split_host_port
 from edgecascade.shared.topic_segments import check_segment
 
 #: The section of `fleet ...` in the environment scheme: EDGECASCADE_FLEET__BROKER, ...
 ENV_SECTION = "FLEET"
-
-
-def _host_port(value: str) -> str:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("expected HOST:PORT")
-    return value
 
 
 class FleetAccess(BaseModel):
@@ -29,9 +23,7 @@ class FleetAccess(BaseModel):
     fleet: Annotated[str, AfterValidator(check_segment)] = Field(
         "demo", description="Fleet name (MQTT topic prefix part)."
     )
-    broker: Annotated[str, AfterValidator(_host_port)] = Field(
-        "127.0.0.1:1883", description="MQTT broker HOST:PORT."
-    )
+    broker: HostPort = Field("127.0.0.1:1883", description="MQTT broker HOST:PORT.")
     username: str | None = Field(
         None, description="Fleet identity on the broker (only it may publish manifests)."
     )
@@ -48,5 +40,4 @@ class FleetAccess(BaseModel):
 
     @property
     def host_port(self) -> tuple[str, int]:
-        host, _, port = self.broker.rpartition(":")
-        return host, int(port)
+        return split_host_port(self.broker)

@@ -9,26 +9,18 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic.functional_validators import AfterValidator
 
+from edgecascade.cloud.cli_settings import HostPort, split_host_port
 from edgecascade.shared.topic_segments import check_segment
 
 #: The section of `cloud ingest` in the environment scheme: EDGECASCADE_INGEST__STORE, ...
 ENV_SECTION = "INGEST"
 
 
-def _host_port(value: str) -> str:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("expected HOST:PORT")
-    return value
-
-
 class IngestSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     store: str = Field(description="SQLite file (or sqlite:///path), or a postgresql:// URL.")
-    broker: Annotated[str, AfterValidator(_host_port)] = Field(
-        "127.0.0.1:1883", description="MQTT broker HOST:PORT."
-    )
+    broker: HostPort = Field("127.0.0.1:1883", description="MQTT broker HOST:PORT.")
     fleet: Annotated[str, AfterValidator(check_segment)] = Field(
         "demo", description="Fleet name in the topics."
     )
@@ -51,5 +43,4 @@ class IngestSettings(BaseModel):
 
     @property
     def host_port(self) -> tuple[str, int]:
-        host, _, port = self.broker.rpartition(":")
-        return host, int(port)
+        return split_host_port(self.broker)
