@@ -6,6 +6,10 @@ A device id of `a/b` adds a topic level, `x+#` is a wildcard that cannot be publ
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic.functional_validators import AfterValidator
+
 #: Topic levels shared/mqtt/topics.py uses beside or below a device id; a device may not be named so
 #: (tests/edge/config/test_device_ids.py checks this list against Topics).
 RESERVED_SEGMENTS = frozenset(
@@ -55,3 +59,14 @@ def check_segment(value: str, *, reserved: bool = False) -> str:
     if reserved and value.lower() in RESERVED_SEGMENTS:
         raise ValueError(f"{value!r} is a topic word edgecascade uses; choose another name")
     return value
+
+
+def _device_id(value: str) -> str:
+    return check_segment(value, reserved=True)
+
+
+#: A device id in a typed config: one topic level, not a topic word of RESERVED_SEGMENTS.
+DeviceId = Annotated[str, AfterValidator(_device_id)]
+
+#: A fleet or group name in a typed config: one topic level.
+TopicName = Annotated[str, AfterValidator(check_segment)]

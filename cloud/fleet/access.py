@@ -5,13 +5,11 @@ Read-only commands (`fleet status`) never open the signing key."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from pydantic.functional_validators import AfterValidator
 
 from edgecascade.cloud.cli_settings import HostPort, split_host_port
-from edgecascade.shared.topic_segments import check_segment
+from edgecascade.shared.topic_segments import TopicName
 
 #: The section of `fleet ...` in the environment scheme: EDGECASCADE_FLEET__BROKER, ...
 ENV_SECTION = "FLEET"
@@ -20,9 +18,7 @@ ENV_SECTION = "FLEET"
 class FleetAccess(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    fleet: Annotated[str, AfterValidator(check_segment)] = Field(
-        "demo", description="Fleet name (MQTT topic prefix part)."
-    )
+    fleet: TopicName = Field("demo", description="Fleet name (MQTT topic prefix part).")
     broker: HostPort = Field("127.0.0.1:1883", description="MQTT broker HOST:PORT.")
     username: str | None = Field(
         None, description="Fleet identity on the broker (only it may publish manifests)."

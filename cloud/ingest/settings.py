@@ -4,13 +4,11 @@ flags are derived from these fields (cloud/cli_settings.py), never declared twic
 from __future__ import annotations
 
 import socket
-from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from pydantic.functional_validators import AfterValidator
 
 from edgecascade.cloud.cli_settings import HostPort, split_host_port
-from edgecascade.shared.topic_segments import check_segment
+from edgecascade.shared.topic_segments import TopicName
 
 #: The section of `cloud ingest` in the environment scheme: EDGECASCADE_INGEST__STORE, ...
 ENV_SECTION = "INGEST"
@@ -21,9 +19,7 @@ class IngestSettings(BaseModel):
 
     store: str = Field(description="SQLite file (or sqlite:///path), or a postgresql:// URL.")
     broker: HostPort = Field("127.0.0.1:1883", description="MQTT broker HOST:PORT.")
-    fleet: Annotated[str, AfterValidator(check_segment)] = Field(
-        "demo", description="Fleet name in the topics."
-    )
+    fleet: TopicName = Field("demo", description="Fleet name in the topics.")
     group: str = Field(
         "",
         description="MQTT 5 shared-subscription group, to share the load among several ingesters. Default: "

@@ -8,7 +8,9 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, ValidationInfo
 from pydantic.functional_validators import AfterValidator
 
-from edgecascade.shared.topic_segments import check_segment
+from edgecascade.shared.topic_segments import DeviceId, TopicName
+
+__all__ = ["DeviceId", "ProfilePath", "Section", "TopicName"]
 
 
 class Section(BaseModel):
@@ -29,14 +31,3 @@ def _resolve(path: Path, info: ValidationInfo) -> Path:
 
 #: A filesystem path; relative ones are resolved against the profile file's folder.
 ProfilePath = Annotated[Path, AfterValidator(_resolve)]
-
-
-def _device_id(value: str) -> str:
-    return check_segment(value, reserved=True)
-
-
-#: A device id: one MQTT topic level, not a topic word of shared/mqtt (see shared/topic_segments.py).
-DeviceId = Annotated[str, AfterValidator(_device_id)]
-
-#: A fleet or group name: one MQTT topic level.
-TopicName = Annotated[str, AfterValidator(check_segment)]
