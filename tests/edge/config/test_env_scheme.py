@@ -129,3 +129,37 @@ def test_ingest_and_fleet_read_their_sections(tmp_path: Path) -> None:
     env = {"EDGECASCADE_FLEET__BROKER": "mqtt.example:8883", "EDGECASCADE_FLEET__FLEET": "north"}
     access = load_settings(FleetAccess, {"fleet": "south"}, section="FLEET", command="fleet", environ=env)
     assert access.host_port == ("mqtt.example", 8883) and access.fleet == "south"
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("EDGECASCADE_MQT__HOST", "(did you mean EDGECASCADE_MQTT__HOST?)"),
+        ("EDGECASCADE_DEVICEID", "(did you mean EDGECASCADE_DEVICE_ID?)"),
+        ("EDGECASCADE_FLEET__PASSWORD", "(read by `edgecascade fleet`)"),
+        (
+            "EDGECASCADE_CLOUD_TOKENS",
+            "(renamed EDGECASCADE_SERVE__TOKENS, read by `edgecascade cloud serve`)",
+        ),
+        ("EDGECASCADE_ZZZ", "ignored"),
+    ],
+)
+def test_unknown_variable_hints(name: str, hint: str) -> None:
+    from edgecascade.edge.config import DeviceProfile
+    from edgecascade.shared.config_env import unknown_hint
+
+    known = read_environment(DeviceProfile, {}).known
+    text = unknown_hint(name, known, "edgecascade agent")
+    assert text == f"{name} is not a setting of `edgecascade agent`; ignored" + (
+        f" {hint}" if hint != "ignored" else ""
+    )
+
+
+def test_a_mistyped_section_suggests_the_section(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_profile(write_profile(tmp_path, "[mqt]\nhost = 'broker'\n"), environ={})
+    assert info.value.key == "mqt"
+    assert "mqt: unknown key (not a setting here); did you mean mqtt?" in str(info.value)
+    with pytest.raises(ConfigError, match=r"telemetry\.hard_examples\.enabeld: unknown key .*did you mean "
+                       r"telemetry\.hard_examples\.enabled\?"):  # fmt: skip
+        load_profile(write_profile(tmp_path, "[telemetry.hard_examples]\nenabeld = true\n"), environ={})
