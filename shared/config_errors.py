@@ -27,6 +27,9 @@ SECRET_WORDS = ("token", "password", "passwd", "secret", "key", "credential", "a
 #: Longest value quoted back in an error; longer ones are cut (no unbounded output).
 MAX_SHOWN = 80
 
+#: Problems listed one per line; the rest are counted.
+MAX_LINES = 20
+
 Loc = tuple[str | int, ...]
 
 # user:password@ in a URL (rtsp://user:pass@camera/stream): shown as ***@ wherever it appears.
@@ -150,6 +153,8 @@ def explain_validation_error(
         suggestion = _suggestion(error, loc, model, rename) if in_file else ""
         lines.append(f"{where}: {_message(error, loc)}{_shown_input(error, loc)}{suggestion}")
     count = f" ({len(lines)} problems)" if len(lines) > 1 else ""
+    if len(lines) > MAX_LINES:
+        lines[MAX_LINES:] = [f"... and {len(lines) - MAX_LINES} more"]
     # Headed by the file and the first problem's key (or variable); each line names its own.
     explained = ConfigError(f"{what}{count}:\n  " + "\n  ".join(lines), file=file, key=first_name)
     return explained

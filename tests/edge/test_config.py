@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,12 @@ def test_environment_overrides(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"EDGECASCADE_RUNTIME__THREADS: Input should be greater") as info:
         load_profile(_write(tmp_path, ""), environ={"EDGECASCADE_RUNTIME__THREADS": "0"})
     assert info.value.key == "EDGECASCADE_RUNTIME__THREADS"
+
+
+def test_many_problems_are_listed_up_to_a_bound(tmp_path: Path) -> None:
+    groups = json.dumps(["a/b"] * 500)
+    with pytest.raises(ConfigError) as info:
+        load_profile(_write(tmp_path, ""), environ={"EDGECASCADE_GROUPS": groups})
+    lines = str(info.value).splitlines()
+    assert "invalid profile (500 problems):" in lines[0]
+    assert len(lines) == 22 and lines[-1] == "  ... and 480 more"
