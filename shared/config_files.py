@@ -17,8 +17,9 @@ from edgecascade.shared.config_errors import Loc
 from edgecascade.shared.errors import ConfigError
 
 #: Path keys that name a file read at start-up, by name: TLS certificates and keys, CA files,
-#: token and key files (tls_ca, http_ca, token_file, public_key_file, ...).
-INPUT_FILE_KEY = re.compile(r"^tls_|(^|_)ca$|_file$")
+#: token and key files (tls_ca, http_ca, ca_cert, client_key, token_file, public_key_file, ...).
+#: A bare `key` is not here: the fleet's signing key is read only by the commands that sign.
+INPUT_FILE_KEY = re.compile(r"^tls_|^client_(cert|key)|(^|_)ca(_|$)|(^|_)cert(file)?$|_file$")
 
 
 def _section_in_use(section: BaseModel) -> bool:
