@@ -45,7 +45,7 @@ def make_authenticator(settings: ServerSettings) -> TokenAuthenticator | NoAuth:
         return TokenAuthenticator([])  # client certificates only
     if not grants:
         raise ConfigError(
-            "no device tokens: give --tokens-file or EDGECASCADE_CLOUD_TOKENS, or --no-auth for a local demo",
+            "no device tokens: give --tokens-file or EDGECASCADE_SERVE__TOKENS, or --no-auth for a local demo",
             key="tokens",
         )
     return TokenAuthenticator(grants)

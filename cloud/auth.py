@@ -7,7 +7,7 @@ Tokens file (TOML)::
     token = "an0ther"
     models = ["digits-cloud"]           # may call only these (403 for others)
 
-Environment: `EDGECASCADE_CLOUD_TOKENS="store-12=s3cret,kiosk-3=an0ther"` (all models)."""
+Environment: `EDGECASCADE_SERVE__TOKENS="store-12=s3cret,kiosk-3=an0ther"` (all models)."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def load_grants(tokens_file: Path | None, env_value: str | None) -> list[DeviceG
             device, sep, token = pair.partition("=")
             if not sep or not device.strip() or not token.strip():
                 raise ConfigError(
-                    "expected device=token pairs separated by commas", key=f"EDGECASCADE_CLOUD_TOKENS[{i}]"
+                    "expected device=token pairs separated by commas", key=f"EDGECASCADE_SERVE__TOKENS[{i}]"
                 )
             grants.append(DeviceGrant(device.strip(), token.strip().encode("utf-8"), None))
     seen: set[str] = set()

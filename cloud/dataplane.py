@@ -12,7 +12,6 @@ from dataclasses import replace
 
 import numpy as np
 
-from edgecascade import __version__
 from edgecascade.cloud.idempotency import IdempotencyCache
 from edgecascade.cloud.metrics import CloudMetrics
 from edgecascade.cloud.models import ModelRegistry
@@ -29,6 +28,7 @@ from edgecascade.shared.v2 import (
 )
 from edgecascade.shared.v2.answering import check_output_names
 from edgecascade.shared.v2.checks import check_datatypes, check_finite
+from edgecascade.shared.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 EPILOG = """examples:
   edgecascade cloud serve --repository var/cloud-models --no-auth
-  EDGECASCADE_CLOUD_TOKENS="store-12=s3cret" edgecascade cloud serve --repository var/cloud-models --port 8080
+  EDGECASCADE_SERVE__TOKENS="store-12=s3cret" edgecascade cloud serve --repository var/cloud-models --port 8080
   edgecascade cloud serve --repository var/cloud-models --tokens-file tokens.toml --workers 4 --host 0.0.0.0
 
 model repository layout:
@@ -29,7 +29,7 @@ def add_parser(subparsers: Any) -> None:
         description="Serve every model of a model repository over the Open Inference Protocol "
         "(KServe V2 REST, JSON and binary tensors) with dynamic batching, per-device bearer "
         "tokens and Prometheus metrics at /metrics. Every flag can also be set as "
-        "EDGECASCADE_CLOUD_<FLAG> (e.g. EDGECASCADE_CLOUD_PORT=8080).",
+        "EDGECASCADE_SERVE__<FLAG> (e.g. EDGECASCADE_SERVE__PORT=8080).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -47,11 +47,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
     from edgecascade.cloud.server import serve
-    from edgecascade.cloud.settings import ServerSettings
-    from edgecascade.shared.errors import ConfigError
+    from edgecascade.cloud.settings import ServerSettings, load_server_settings
 
     given = {
         name: getattr(args, name)
@@ -59,11 +56,5 @@ def _serve(args: argparse.Namespace) -> int:
         if getattr(args, name, None) is not None
     }
     given["log_level"] = args.log_level
-    try:
-        settings = ServerSettings(**given)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = "--" + ("_".join(str(p) for p in err["loc"]) or "tls").replace("_", "-")
-        raise ConfigError(f"{err['msg']}", key=key) from None
-    serve(settings)
+    serve(load_server_settings(given))
     return 0

@@ -1,18 +1,26 @@
-"""Settings of `edgecascade cloud serve`, from flags and EDGECASCADE_CLOUD_* variables.
-The CLI flags are derived from these fields (cloud/server_cli.py), never declared twice."""
+"""Settings of `edgecascade cloud serve`, from flags and EDGECASCADE_SERVE__* variables (the
+one scheme of shared/config_env.py). The CLI flags are derived from these fields
+(cloud/server_cli.py), never declared twice."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from edgecascade.shared.config_env import variable_name
 from edgecascade.shared.v2.limits import RequestLimits
+
+#: The section of `cloud serve` in the environment scheme: EDGECASCADE_SERVE__PORT, ...
+ENV_SECTION = "SERVE"
 
 
 class ServerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="EDGECASCADE_CLOUD_", extra="forbid")
+    # Worker processes build these from the parent's JSON plus this prefix (for the tokens).
+    model_config = SettingsConfigDict(env_prefix=f"EDGECASCADE_{ENV_SECTION}__", extra="forbid")
 
     repository: Path = Field(description="Model repository folder (<repo>/<model>/<version>/model.onnx).")
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
@@ -23,7 +31,7 @@ class ServerSettings(BaseSettings):
     )
     tokens: SecretStr | None = Field(
         default=None,
-        description="device=token pairs, comma separated (environment only: EDGECASCADE_CLOUD_TOKENS).",
+        description="device=token pairs, comma separated (environment only: EDGECASCADE_SERVE__TOKENS).",
     )
     artifacts_dir: Path | None = Field(
         default=None,
@@ -114,3 +122,25 @@ class ServerSettings(BaseSettings):
     def public_json(self) -> str:
         """These settings for worker processes, without secrets (workers read tokens themselves)."""
         return self.model_dump_json(exclude={"tokens"})
+
+
+def load_server_settings(
+    flags: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> ServerSettings:
+    """Settings from the flags given (they win) over EDGECASCADE_SERVE__* variables; a bad value is
+    a ConfigError naming its flag or variable, never showing a token."""
+    from edgecascade.cloud.cli_settings import load_settings
+
+    # The names before the one scheme: EDGECASCADE_CLOUD_PORT -> EDGECASCADE_SERVE__PORT.
+    renamed = {
+        f"EDGECASCADE_CLOUD_{n.upper()}": variable_name((n,), ENV_SECTION)
+        for n in ServerSettings.model_fields
+    }
+    return load_settings(
+        ServerSettings,
+        flags,
+        section=ENV_SECTION,
+        command="edgecascade cloud serve",
+        environ=environ,
+        renamed=renamed,
+    )

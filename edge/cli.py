@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -20,9 +21,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--config firmware-configs/x86-store-pc.toml digit.png --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--config", "-c", required=True, type=Path, metavar="PROFILE", help="device profile (TOML)"
-    )
+    _add_profile_flag(p)
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="input files")
     p.add_argument("--json", action="store_true", help="print one JSON object per input (for machines)")
     p.set_defaults(func=_predict)
@@ -36,21 +35,70 @@ def register(parser: argparse.ArgumentParser) -> None:
         "stops it gracefully (in-flight requests finish, telemetry is flushed); a second signal forces it.",
         epilog="examples:\n  edgecascade agent run --config firmware-configs/raspberry-pi-4.toml\n"
         "  EDGECASCADE_API__PORT=9000 edgecascade --log-json agent run -c firmware-configs/x86-store-pc.toml\n\n"
-        "Every profile key can be overridden from the environment: EDGECASCADE_<SECTION>__<KEY>.",
+        "Every profile key can be overridden from the environment: EDGECASCADE_<SECTION>__<KEY> "
+        "(see `edgecascade agent config --markdown`). EDGECASCADE_CONFIG names the profile when "
+        "--config is absent.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    r.add_argument(
-        "--config", "-c", required=True, type=Path, metavar="PROFILE", help="device profile (TOML)"
-    )
+    _add_profile_flag(r)
     r.set_defaults(func=_run)
+    _register_config_command(sub)
+
+
+def _add_profile_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        metavar="PROFILE",
+        help="device profile (TOML); default: the file named by EDGECASCADE_CONFIG",
+    )
+
+
+def _profile(args: argparse.Namespace) -> Any:
+    """The profile of --config, or of EDGECASCADE_CONFIG when the flag is absent."""
+    from edgecascade.edge.config import load_profile
+    from edgecascade.edge.config.loader import profile_path
+
+    return load_profile(profile_path(args.config))
+
+
+def _register_config_command(sub: Any) -> None:
+    c = sub.add_parser(
+        "config",
+        help="check a profile and print it, or print the reference of every profile key",
+        description="With a profile (--config or EDGECASCADE_CONFIG): validate it with the environment "
+        "overrides applied, check the files it names, and print the result as JSON (secrets masked). "
+        "--schema prints the profile's JSON schema, --markdown the reference of every key.",
+        epilog="examples:\n  edgecascade agent config -c firmware-configs/raspberry-pi-4.toml\n"
+        "  edgecascade agent config --schema > profile.schema.json\n"
+        "  edgecascade agent config --markdown > docs/profile-reference.md",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_profile_flag(c)
+    shown = c.add_mutually_exclusive_group()
+    shown.add_argument("--schema", action="store_true", help="print the JSON schema of a profile")
+    shown.add_argument("--markdown", action="store_true", help="print the reference of every key (Markdown)")
+    c.set_defaults(func=_config)
+
+
+def _config(args: argparse.Namespace) -> int:
+    if args.schema or args.markdown:
+        from edgecascade.edge.config.reference import json_schema, markdown
+
+        sys.stdout.write(json_schema() if args.schema else markdown())
+        return 0
+    profile = _profile(args)
+    print(profile.model_dump_json(indent=2))
+    return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
     from edgecascade.edge.agent import Agent
-    from edgecascade.edge.config import load_profile
+    from edgecascade.logs import print_error
     from edgecascade.shared.errors import InputError
 
-    agent = Agent.from_profile(load_profile(args.config))
+    agent = Agent.from_profile(_profile(args))
     failures = 0
     try:
         for path in args.inputs:
@@ -58,7 +106,7 @@ def _predict(args: argparse.Namespace) -> int:
                 answer = agent.predict_file(path)
             except InputError as exc:
                 failures += 1
-                print(f"error: {exc}", file=sys.stderr)
+                print_error(str(exc))
                 continue
             if args.json:
                 row = answer.to_dict()
@@ -78,11 +126,10 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edgecascade.edge.config import load_profile
     from edgecascade.edge.daemon.daemon import Daemon
     from edgecascade.logs import configure_logging
 
-    profile = load_profile(args.config)
+    profile = _profile(args)
     if profile.daemon.log_json and not args.log_json:
-        configure_logging(args.log_level, json_lines=True)
+        configure_logging(args.log_level, json_lines=True, capture_native=True)
     return Daemon(profile).run()

@@ -1,3 +1,5 @@
 """edgecascade: an edge-ML runtime with a cloud fallback."""
 
-__version__ = "0.1.0"
+from edgecascade.shared.version import __version__
+
+__all__ = ["__version__"]

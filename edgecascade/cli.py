@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from edgecascade import __version__
+from edgecascade.shared.version import __version__
 
 if TYPE_CHECKING:
     # `edgecascade --version` answers before these (and any group) are imported.
@@ -78,12 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     import logging
 
-    from edgecascade.logs import configure_logging
+    from edgecascade.logs import configure_logging, json_lines_enabled, parse_args, print_error
     from edgecascade.shared.errors import EdgecascadeError
 
     parser = build_parser(args_list)
-    args = parser.parse_args(args_list)
-    configure_logging(args.log_level, json_lines=args.log_json)
+    args = parse_args(parser, args_list)
+    # --log-json, or EDGECASCADE_LOG_JSON=1 (set for child processes by a parent with --log-json).
+    json_lines = args.log_json or json_lines_enabled()
+    configure_logging(args.log_level, json_lines=json_lines, capture_native=json_lines)
     func = getattr(args, "func", None)
     if func is None:
         # A group without a subcommand: show what it can do.
@@ -94,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(func(args) or 0)
     except EdgecascadeError as exc:
         logging.getLogger("edgecascade").debug("command failed", exc_info=True)
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(str(exc))
         return 1
     except KeyboardInterrupt:
         return 130

@@ -10,7 +10,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgecascade import __version__
 from edgecascade.cloud.artifacts import artifact_relpath, delta_file_name
 from edgecascade.cloud.fleet.golden_builder import Case, golden_for, load_golden_inputs
 from edgecascade.shared.errors import ModelError, UpdateError
@@ -24,6 +23,7 @@ from edgecascade.shared.manifest import (
 )
 from edgecascade.shared.model_card import ModelCard
 from edgecascade.shared.mqtt import Topics
+from edgecascade.shared.version import __version__
 
 DEFAULT_CHUNK = 256 * 1024
 

@@ -7,20 +7,39 @@ import argparse
 from typing import Any
 
 
+def fleet_access(args: argparse.Namespace) -> Any:
+    """The common settings (flags over EDGECASCADE_FLEET__*), also written back into `args`."""
+    from edgecascade.cloud.cli_settings import given_flags, load_settings
+    from edgecascade.cloud.fleet.access import ENV_SECTION, FleetAccess
+
+    access = load_settings(
+        FleetAccess,
+        given_flags(args, FleetAccess),
+        section=ENV_SECTION,
+        command="edgecascade fleet",
+        renamed={"EDGECASCADE_FLEET_PASSWORD": "EDGECASCADE_FLEET__PASSWORD"},
+    )
+    for name in FleetAccess.model_fields:
+        setattr(args, name, getattr(access, name))
+    return access
+
+
 def fleet_connection(args: argparse.Namespace) -> Any:
+    """The fleet's MQTT connection, not started yet (no signing key needed)."""
     import os
 
     from edgecascade.shared.mqtt import MqttConnection, MqttSettings
 
-    host, _, port = args.broker.rpartition(":")
+    access = fleet_access(args)
+    host, port = access.host_port
     settings = MqttSettings(
-        host=host or "127.0.0.1",
-        port=int(port),
+        host=host,
+        port=port,
         client_id=f"fleet-manager-{os.getpid()}",
-        username=args.username,
-        password=args.password or os.environ.get("EDGECASCADE_FLEET_PASSWORD"),
-        tls_ca=args.tls_ca,
-        protocol=args.protocol,
+        username=access.username,
+        password=access.password.get_secret_value() if access.password else None,
+        tls_ca=str(access.tls_ca) if access.tls_ca else None,
+        protocol=access.protocol,
     )
     return MqttConnection(settings)
 

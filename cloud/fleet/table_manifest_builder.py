@@ -8,7 +8,6 @@ import time
 import uuid
 from pathlib import Path
 
-from edgecascade import __version__
 from edgecascade.cloud.artifacts import artifact_relpath, delta_file_name
 from edgecascade.cloud.fleet.manifest_builder import DEFAULT_CHUNK, Payload, make_blob
 from edgecascade.shared.errors import StorageError, UpdateError
@@ -16,6 +15,7 @@ from edgecascade.shared.lookup import TableFile, TableMeta
 from edgecascade.shared.manifest import MANIFEST_SCHEMA, Delta
 from edgecascade.shared.mqtt import Topics
 from edgecascade.shared.table_manifest import TableManifest
+from edgecascade.shared.version import __version__
 
 
 def table_http_name(name: str) -> str:

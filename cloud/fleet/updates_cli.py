@@ -8,19 +8,14 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_KEY = Path("var/fleet/signing.key")
-DEFAULT_STATE = Path("var/fleet")
 
 
-def _common(p: argparse.ArgumentParser, *, signs: bool = True) -> None:
-    p.add_argument("--fleet", default="demo", help="fleet name (MQTT topic prefix part)")
-    p.add_argument("--broker", default="127.0.0.1:1883", help="MQTT broker HOST:PORT")
-    p.add_argument("--username", help="fleet identity on the broker (only it may publish manifests)")
-    p.add_argument("--password", help="broker password (prefer EDGECASCADE_FLEET_PASSWORD)")
-    p.add_argument("--tls-ca", help="CA certificate: connect with TLS")
-    p.add_argument("--protocol", type=int, choices=[4, 5], default=5, help="MQTT 5 (5) or 3.1.1 (4)")
-    if signs:  # read-only commands never need the signing key
-        p.add_argument("--key", type=Path, default=DEFAULT_KEY, help="Ed25519 signing key (PEM)")
-        p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE, help="push history and manifests")
+def _common(p: argparse.ArgumentParser) -> None:
+    """The flags every fleet command takes, derived from FleetAccess (cloud/fleet/access.py)."""
+    from edgecascade.cloud.cli_settings import add_flags
+    from edgecascade.cloud.fleet.access import ENV_SECTION, FleetAccess
+
+    add_flags(p, FleetAccess, section=ENV_SECTION)
 
 
 def _examples(text: str) -> dict[str, Any]:
@@ -121,7 +116,7 @@ def _add_status(sub: Any) -> None:
         "(read-only: needs no signing key).",
         **_examples("edgecascade fleet status --broker 127.0.0.1:1883"),
     )
-    _common(p, signs=False)
+    _common(p)
     p.add_argument("--wait", type=float, default=1.0, help="seconds to collect retained statuses")
     p.set_defaults(func=status)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from edgecascade.edge.cloud_client.base import CloudAnswer, CloudClient
 from edgecascade.edge.cloud_client.breaker import CircuitBreaker
-from edgecascade.edge.config.cascade import CloudSection
+from edgecascade.edge.config.cloud import CloudSection
 from edgecascade.shared.errors import CloudError, CloudUnreachableError, ConfigError
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from edgecascade.shared.errors import ConfigError
 if TYPE_CHECKING:
     import grpc
 
-    from edgecascade.edge.config.cascade import CloudSection
+    from edgecascade.edge.config.cloud import CloudSection
     from edgecascade.edge.config.profile import DeviceProfile
 
 

@@ -8,6 +8,10 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, ValidationInfo
 from pydantic.functional_validators import AfterValidator
 
+from edgecascade.shared.topic_segments import DeviceId, TopicName
+
+__all__ = ["DeviceId", "ProfilePath", "Section", "TopicName"]
+
 
 class Section(BaseModel):
     """Base for every profile section: unknown keys are errors, so typos never pass silently."""

@@ -1,32 +1,40 @@
-"""Read a TOML profile, apply EDGECASCADE_* environment overrides, validate, explain errors."""
+"""Read a TOML profile, apply EDGECASCADE_* environment overrides, validate, explain errors.
+
+The environment scheme is shared/config_env.py's; errors are explained by
+shared/config_errors.py, the same as every other command's."""
 
 from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from edgecascade.edge.config.profile import DeviceProfile
+from edgecascade.shared.config_env import read_environment, warn_unknown
+from edgecascade.shared.config_errors import explain_validation_error
+from edgecascade.shared.config_files import check_files
 from edgecascade.shared.errors import ConfigError
 
-ENV_PREFIX = "EDGECASCADE_"
+#: Names the profile `agent run` and `agent predict` use when --config is not given.
+CONFIG_ENV = "EDGECASCADE_CONFIG"
+
+COMMAND = "edgecascade agent"
 
 
-def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
-    """EDGECASCADE_DEVICE_ID=x -> {"device_id": "x"}; EDGECASCADE_CLOUD__TOKEN=y -> {"cloud": {"token": "y"}}."""
-    tree: dict[str, Any] = {}
-    for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
-            continue
-        parts = key[len(ENV_PREFIX) :].lower().split("__")
-        node = tree
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return tree
+def profile_path(given: Path | None, environ: Mapping[str, str] | None = None) -> Path:
+    """--config if given, else the file EDGECASCADE_CONFIG names; ConfigError if neither."""
+    if given is not None:
+        return given
+    named = (os.environ if environ is None else environ).get(CONFIG_ENV, "").strip()
+    if not named:
+        raise ConfigError(f"no profile: give --config PROFILE or set {CONFIG_ENV}")
+    if not Path(named).is_file():
+        raise ConfigError(f"profile file not found: {named}", key=CONFIG_ENV)
+    return Path(named)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -38,28 +46,32 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def format_validation_error(file: str, exc: ValidationError) -> ConfigError:
-    first = exc.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    lines = [
-        f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
-        + (f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else "")
-        for e in exc.errors()
-    ]
-    return ConfigError("invalid profile:\n  " + "\n  ".join(lines), file=file, key=key)
+def load_profile(
+    path: str | Path, environ: Mapping[str, str] | None = None, *, check_files_exist: bool = True
+) -> DeviceProfile:
+    """Load and validate a profile, then check the files it names (certificates, keys).
 
-
-def load_profile(path: str | Path, environ: dict[str, str] | None = None) -> DeviceProfile:
-    """Load and validate a profile. Raises ConfigError naming the file, the key and what was expected."""
+    Raises ConfigError naming the file and key (or the environment variable) and what was
+    expected. Unknown EDGECASCADE_* variables are warned about once and ignored."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError("profile file not found", file=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError("expected a profile file, got a folder", file=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from exc
-    data = _merge(raw, _env_overrides(dict(os.environ) if environ is None else environ))
+    env = read_environment(DeviceProfile, os.environ if environ is None else environ)
+    warn_unknown(env, COMMAND)
     try:
-        return DeviceProfile.model_validate(data, context={"base_dir": path.parent.resolve()})
+        profile = DeviceProfile.model_validate(
+            _merge(raw, env.values), context={"base_dir": path.parent.resolve()}
+        )
     except ValidationError as exc:
-        raise format_validation_error(str(path), exc) from None
+        raise explain_validation_error(
+            exc, what="invalid profile", model=DeviceProfile, file=str(path), sources=env.sources
+        ) from None
+    if check_files_exist:
+        check_files(profile, file=str(path), sources=env.sources)
+    return profile

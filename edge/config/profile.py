@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from edgecascade.edge.config.base import ProfilePath, Section
+from edgecascade.edge.config.base import DeviceId, ProfilePath, Section, TopicName
 from edgecascade.edge.config.camera import CameraSection
-from edgecascade.edge.config.cascade import CascadeSection, CloudSection
+from edgecascade.edge.config.cascade import CascadeSection
+from edgecascade.edge.config.cloud import CloudSection
 from edgecascade.edge.config.daemon import ApiSection, DaemonSection
 from edgecascade.edge.config.deferred import DeferredSection
 from edgecascade.edge.config.lookup import LookupSection
@@ -20,11 +21,15 @@ class DeviceProfile(Section):
     """One device's configuration. Files live in firmware-configs/; see load_profile()."""
 
     profile: str = Field(description="Profile name, e.g. raspberry-pi-4; manifests list compatible profiles.")
-    device_id: str = Field(
-        "dev-0001", min_length=1, description="Unique device id (override: EDGECASCADE_DEVICE_ID)."
+    device_id: DeviceId = Field(
+        "dev-0001",
+        description="Unique device id, one MQTT topic level: no / + #, no leading $, not a topic "
+        "word such as models or all (override: EDGECASCADE_DEVICE_ID).",
     )
-    fleet: str = Field("demo", min_length=1, description="Fleet name, used in MQTT topics.")
-    groups: list[str] = Field(default_factory=list, description="Fleet groups this device belongs to.")
+    fleet: TopicName = Field("demo", description="Fleet name, one MQTT topic level.")
+    groups: list[TopicName] = Field(
+        default_factory=list, description="Fleet groups this device belongs to (each one MQTT topic level)."
+    )
     data_dir: ProfilePath = Field(description="Writable folder for buffers, caches and updated models.")
     memory_budget_mb: int = Field(gt=0, description="Peak RSS the agent must stay under, in MiB.")
     runtime: RuntimeSection = Field(default_factory=RuntimeSection)

@@ -26,6 +26,8 @@ class HttpServer:
             uds=str(unix_socket) if unix_socket else None,
             lifespan="off",
             ws="none",  # V2 is plain HTTP: no websockets library loaded
+            # uvicorn's loggers propagate to the root handler: JSON lines under --log-json.
+            log_config=None,
             access_log=False,
             # Applications on the device call it directly: no proxy to trust X-Forwarded-* from
             # (and no middleware on every request), no Server header to advertise.

@@ -101,7 +101,7 @@ class LocalApi:
         return Response(status_code=200 if self.accepting and not self.agent.model.closed else 503)
 
     async def server_metadata(self, request: Request) -> Response:
-        from edgecascade import __version__
+        from edgecascade.shared.version import __version__
 
         return JSONResponse(
             {"name": "edgecascade-agent", "version": __version__, "extensions": list(EXTENSIONS)}

@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from edgecascade import __version__
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.lookup.table_lookup import TableLookup
 from edgecascade.edge.updates.selection import ManifestBook, check_table_manifest
@@ -19,6 +18,7 @@ from edgecascade.edge.updates.table_store import TableStore, tables_root
 from edgecascade.shared.manifest import UpdateState
 from edgecascade.shared.mqtt import MqttConnection
 from edgecascade.shared.table_manifest import TableManifest, TableStatus
+from edgecascade.shared.version import __version__
 
 
 class TableUpdater(ManifestSubscriber[TableManifest]):

@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from edgecascade import __version__
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.model_slot import ModelSlot
 from edgecascade.edge.updates.health_watch import HealthMonitor
@@ -22,6 +21,7 @@ from edgecascade.edge.updates.subscriber import ManifestSubscriber, profile_publ
 from edgecascade.shared.errors import EdgecascadeError, UpdateError
 from edgecascade.shared.manifest import Manifest, UpdateState, UpdateStatus
 from edgecascade.shared.mqtt import MqttConnection
+from edgecascade.shared.version import __version__
 
 log = logging.getLogger(__name__)
 

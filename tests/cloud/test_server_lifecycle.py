@@ -118,7 +118,7 @@ def test_workers_share_metrics_and_sigterm_finishes_in_flight_requests(cloud_rep
 def test_serve_refuses_bad_setups_before_binding(
     tmp_path: Path, cloud_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("EDGECASCADE_CLOUD_TOKENS", raising=False)
+    monkeypatch.delenv("EDGECASCADE_SERVE__TOKENS", raising=False)
     assert main(["cloud", "serve", "--repository", str(tmp_path / "none"), "--no-auth"]) == 1
     assert "model repository folder not found" in capsys.readouterr().err
     assert main(["cloud", "serve", "--repository", str(cloud_repo)]) == 1

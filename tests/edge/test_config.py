@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,9 @@ def test_unknown_key_names_file_and_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_profile(path, environ={})
     assert info.value.file == str(path) and info.value.key == "runtime.threadz"
-    assert "Extra inputs are not permitted" in str(info.value)
+    assert "runtime.threadz: unknown key (not a setting here); did you mean runtime.threads?" in str(
+        info.value
+    )
 
 
 def test_wrong_type_says_what_was_expected(tmp_path: Path) -> None:
@@ -74,5 +77,15 @@ def test_environment_overrides(tmp_path: Path) -> None:
     profile = load_profile(_write(tmp_path, ""), environ=env)
     assert profile.device_id == "pi-42" and profile.cloud.url == "http://10.0.0.1:8000"
     assert load_profile(_write(tmp_path, ""), environ={"EDGECASCADE_CLOUD__URL": ""}).cloud.url is None
-    with pytest.raises(ConfigError, match=r"runtime\.threads"):
+    with pytest.raises(ConfigError, match=r"EDGECASCADE_RUNTIME__THREADS: Input should be greater") as info:
         load_profile(_write(tmp_path, ""), environ={"EDGECASCADE_RUNTIME__THREADS": "0"})
+    assert info.value.key == "EDGECASCADE_RUNTIME__THREADS"
+
+
+def test_many_problems_are_listed_up_to_a_bound(tmp_path: Path) -> None:
+    groups = json.dumps(["a/b"] * 500)
+    with pytest.raises(ConfigError) as info:
+        load_profile(_write(tmp_path, ""), environ={"EDGECASCADE_GROUPS": groups})
+    lines = str(info.value).splitlines()
+    assert "invalid profile (500 problems):" in lines[0]
+    assert len(lines) == 22 and lines[-1] == "  ... and 480 more"

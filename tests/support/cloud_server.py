@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class CloudServer:
-    """`tokens` maps device id -> token (passed via EDGECASCADE_CLOUD_TOKENS); with neither
+    """`tokens` maps device id -> token (passed via EDGECASCADE_SERVE__TOKENS); with neither
     tokens nor tokens_file the server runs with --no-auth. `debug_delay_ms` slows every inference."""
 
     def __init__(
@@ -91,9 +91,9 @@ class CloudServer:
     def start(self, timeout_s: float = 30.0) -> CloudServer:
         """Start and wait until /v2/health/ready answers 200; raises with the log tail if it dies."""
         env = dict(os.environ)
-        env.pop("EDGECASCADE_CLOUD_TOKENS", None)
+        env.pop("EDGECASCADE_SERVE__TOKENS", None)
         if self.tokens:
-            env["EDGECASCADE_CLOUD_TOKENS"] = ",".join(f"{d}={t}" for d, t in self.tokens.items())
+            env["EDGECASCADE_SERVE__TOKENS"] = ",".join(f"{d}={t}" for d, t in self.tokens.items())
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command(), cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout_s

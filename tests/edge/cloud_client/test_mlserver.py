@@ -16,7 +16,7 @@ from edgecascade.edge.cascade import Cascade, CascadeRequest
 from edgecascade.edge.cloud_client.negotiation import ServerFacts
 from edgecascade.edge.cloud_client.registry import client_class
 from edgecascade.edge.cloud_client.retrying import RetryingCloudClient
-from edgecascade.edge.config.cascade import CloudSection
+from edgecascade.edge.config.cloud import CloudSection
 from edgecascade.edge.local_model import LocalModel
 from edgecascade.edge.model_slot import ModelSlot
 from edgecascade.edge.policies import MaxProbabilityPolicy

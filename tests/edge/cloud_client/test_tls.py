@@ -16,7 +16,7 @@ from edgecascade.cloud.repository import seed_demo_repository
 from edgecascade.edge.cloud_client.registry import build_cloud_client, client_class
 from edgecascade.edge.cloud_client.retrying import RetryingCloudClient
 from edgecascade.edge.cloud_client.tls import artifact_tls
-from edgecascade.edge.config.cascade import CloudSection
+from edgecascade.edge.config.cloud import CloudSection
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.shared.errors import (
     CloudAuthError,

@@ -14,7 +14,7 @@ from edgecascade.cloud.repository import seed_demo_repository
 from edgecascade.edge.cascade import Cascade, CascadeRequest
 from edgecascade.edge.cloud_client.registry import client_class
 from edgecascade.edge.cloud_client.v2_grpc import V2GrpcCloudClient
-from edgecascade.edge.config.cascade import CloudSection
+from edgecascade.edge.config.cloud import CloudSection
 from edgecascade.edge.local_model import LocalModel
 from edgecascade.edge.model_slot import ModelSlot
 from edgecascade.edge.policies import MaxProbabilityPolicy

@@ -13,7 +13,7 @@ import pytest
 from edgecascade.cloud.repository import seed_demo_repository
 from edgecascade.edge.cascade import Cascade, CascadeRequest
 from edgecascade.edge.cloud_client.v2_http import V2HttpCloudClient
-from edgecascade.edge.config.cascade import CloudSection
+from edgecascade.edge.config.cloud import CloudSection
 from edgecascade.edge.local_model import LocalModel
 from edgecascade.edge.model_slot import ModelSlot
 from edgecascade.edge.policies import MaxProbabilityPolicy

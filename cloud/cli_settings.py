@@ -1,0 +1,95 @@
+"""Command-line settings of the cloud-side commands (`cloud serve`, `cloud ingest`, `fleet`):
+flags derived from one typed model, each also read from EDGECASCADE_<SECTION>__<KEY>
+(shared/config_env.py); a flag given wins over its variable. Errors name the flag or the
+variable and never print a secret (shared/config_errors.py)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Collection, Mapping
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ValidationError
+from pydantic_core import PydanticUndefined
+
+from edgecascade.shared.config_env import read_environment, variable_name, warn_unknown
+from edgecascade.shared.config_errors import Loc, explain_validation_error
+from edgecascade.shared.config_files import check_files
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _host_port(value: str) -> str:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected HOST:PORT")
+    return value
+
+
+#: A broker address, HOST:PORT (split it with split_host_port).
+HostPort = Annotated[str, AfterValidator(_host_port)]
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host, int(port)
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _flag_of(loc: Loc) -> str:
+    return flag_name(str(loc[0])) if loc else "(settings)"
+
+
+def add_flags(
+    parser: argparse.ArgumentParser, model: type[BaseModel], *, section: str, skip: Collection[str] = ()
+) -> None:
+    """One flag per field of `model` (booleans as switches); help ends with the variable's name."""
+    for name, field in model.model_fields.items():
+        if name in skip:
+            continue
+        help_text = (field.description or "").rstrip(".")
+        env = variable_name((name,), section)
+        if field.annotation is bool:
+            parser.add_argument(
+                flag_name(name), action="store_true", default=None, help=f"{help_text} ({env})"
+            )
+            continue
+        shown = field.default not in (None, "", PydanticUndefined) and not field.is_required()
+        default = f"; default: {field.default}" if shown else ""
+        parser.add_argument(
+            flag_name(name), default=None, metavar=name.upper(), help=f"{help_text} ({env}{default})"
+        )
+
+
+def given_flags(args: argparse.Namespace, model: type[BaseModel]) -> dict[str, Any]:
+    """The fields of `model` given on the command line (None = not given)."""
+    return {name: getattr(args, name) for name in model.model_fields if getattr(args, name, None) is not None}
+
+
+def load_settings(
+    model: type[M],
+    flags: Mapping[str, Any],
+    *,
+    section: str,
+    command: str,
+    environ: Mapping[str, str] | None = None,
+    renamed: Mapping[str, str] | None = None,
+) -> M:
+    """`model` from the flags given over EDGECASCADE_<SECTION>__* variables. Unknown EDGECASCADE_*
+    variables are warned about once; a bad value is a ConfigError naming its flag or variable."""
+    env = read_environment(model, os.environ if environ is None else environ, section=section)
+    warn_unknown(env, command, renamed)
+    values = {**env.values, **flags}
+    sources = {loc: name for loc, name in env.sources.items() if loc[0] not in flags}
+    try:
+        settings = model.model_validate(values)
+    except ValidationError as exc:
+        raise explain_validation_error(
+            exc, what=f"invalid settings of `{command}`", model=model, sources=sources, name=_flag_of
+        ) from None
+    check_files(settings, sources=sources, name=_flag_of)
+    return settings

@@ -1,0 +1,144 @@
+"""The one environment scheme of every edgecascade command: `EDGECASCADE_<SECTION>__<KEY>`.
+
+    agent (the device profile)   EDGECASCADE_DEVICE_ID, EDGECASCADE_CLOUD__URL,
+                                 EDGECASCADE_TELEMETRY__HARD_EXAMPLES__ENABLED, ...
+                                 (a top-level key has no section; nested sections add a `__` each)
+    cloud serve                  EDGECASCADE_SERVE__PORT, EDGECASCADE_SERVE__TOKENS, ...
+    cloud ingest                 EDGECASCADE_INGEST__STORE, EDGECASCADE_INGEST__PASSWORD, ...
+    fleet                        EDGECASCADE_FLEET__BROKER, EDGECASCADE_FLEET__PASSWORD, ...
+
+A flag given on the command line wins over its variable. List and table values are JSON
+(`EDGECASCADE_GROUPS='["store-12"]'`). A variable with the prefix that no setting of the running
+command takes is logged once as a warning, with the closest known name, and ignored: one
+environment file can serve several commands. Nothing here reads the environment at import."""
+
+from __future__ import annotations
+
+import json
+import logging
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from edgecascade.shared.config_errors import Loc, closest, sub_model
+
+log = logging.getLogger(__name__)
+
+PREFIX = "EDGECASCADE_"
+
+#: Sections of the commands other than the agent, for the hint in an unknown-variable warning.
+COMMAND_SECTIONS = {
+    "SERVE": "edgecascade cloud serve",
+    "INGEST": "edgecascade cloud ingest",
+    "FLEET": "edgecascade fleet",
+}
+
+#: Names read by no setting but by edgecascade itself (never warned about).
+#: EDGECASCADE_CONFIG: the agent's default profile; EDGECASCADE_SERVE_SETTINGS: `cloud serve`
+#: hands its settings to its worker processes in it; EDGECASCADE_LOG_JSON: JSON log lines
+#: (set by --log-json for child processes).
+RESERVED = frozenset({"EDGECASCADE_CONFIG", "EDGECASCADE_SERVE_SETTINGS", "EDGECASCADE_LOG_JSON"})
+
+#: Names of earlier releases, each with the name that replaced it.
+RENAMED = {
+    "EDGECASCADE_CLOUD_TOKENS": "EDGECASCADE_SERVE__TOKENS",
+    "EDGECASCADE_MQTT_PASSWORD": "EDGECASCADE_INGEST__PASSWORD",
+    "EDGECASCADE_FLEET_PASSWORD": "EDGECASCADE_FLEET__PASSWORD",
+}
+
+_warned: set[str] = set()
+
+
+def variable_name(path: Iterable[str | int], section: str | None = None) -> str:
+    """The variable of a setting: ("cloud", "url") -> EDGECASCADE_CLOUD__URL."""
+    parts = ([section] if section else []) + [str(p).upper() for p in path]
+    return PREFIX + "__".join(parts)
+
+
+def setting_paths(model: type[BaseModel], base: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Every settable key of `model` (sections walked into) -> its annotation."""
+    out: dict[tuple[str, ...], Any] = {}
+    for name, info in model.model_fields.items():
+        sub = sub_model(info.annotation)
+        if sub is not None and typing.get_origin(info.annotation) not in (list, tuple, set, dict):
+            out.update(setting_paths(sub, (*base, name)))
+        else:
+            out[(*base, name)] = info.annotation
+    return out
+
+
+def _wants_json(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple, set, frozenset, dict):
+        return True
+    return any(_wants_json(arg) for arg in typing.get_args(annotation) if arg is not type(None))
+
+
+@dataclass
+class EnvOverrides:
+    """What the environment sets for one command."""
+
+    values: dict[str, Any] = field(default_factory=dict)  # nested, ready to merge over a file
+    sources: dict[Loc, str] = field(default_factory=dict)  # setting location -> variable name
+    unknown: list[str] = field(default_factory=list)  # variables no setting here takes
+    known: list[str] = field(default_factory=list)  # every variable this command reads
+
+
+def read_environment(
+    model: type[BaseModel], environ: Mapping[str, str], *, section: str | None = None
+) -> EnvOverrides:
+    """The settings of `model` found in `environ`, and the EDGECASCADE_* names it does not take."""
+    paths = setting_paths(model)
+    by_name = {variable_name(path, section): path for path in paths}
+    found = EnvOverrides(known=sorted(by_name))
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(PREFIX) or name in RESERVED:
+            continue
+        path = by_name.get(name.upper())
+        if path is None:
+            found.unknown.append(name)
+            continue
+        value: Any = raw
+        if _wants_json(paths[path]):
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw  # validation then says what was expected, naming the variable
+        node = found.values
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+        found.sources[path] = name
+    return found
+
+
+def unknown_hint(name: str, known: list[str], command: str, renamed: Mapping[str, str] | None = None) -> str:
+    """Why `name` is ignored by `command`, and what it probably meant."""
+    text = f"{name} is not a setting of `{command}`; ignored"
+    new_name = {**RENAMED, **(renamed or {})}.get(name.upper())
+    if new_name in known:
+        return text + f" (renamed: did you mean {new_name}?)"
+    section = name[len(PREFIX) :].split("__", 1)[0].upper()
+    owner = COMMAND_SECTIONS.get(section)
+    if owner and owner != command:
+        return text + f" (read by `{owner}`)"
+    if new_name:
+        owner = COMMAND_SECTIONS.get(new_name[len(PREFIX) :].split("__", 1)[0])
+        return text + f" (renamed {new_name}" + (f", read by `{owner}`)" if owner else ")")
+    # Compare without the common prefix, which would make every name look alike.
+    suffixes = {k[len(PREFIX) :]: k for k in known}
+    guess = closest(name[len(PREFIX) :].upper(), list(suffixes))
+    return text + (f" (did you mean {suffixes[guess]}?)" if guess else "")
+
+
+def warn_unknown(found: EnvOverrides, command: str, renamed: Mapping[str, str] | None = None) -> None:
+    """Log each unknown variable once per process; never fatal (one env file serves many commands).
+    `renamed` adds a command's own earlier names (old name -> new name) to RENAMED."""
+    for name in found.unknown:
+        if name in _warned:
+            continue
+        _warned.add(name)
+        log.warning("%s", unknown_hint(name, found.known, command, renamed))
