@@ -59,7 +59,8 @@ class AdaptiveBatcher:
         Raises UnavailableError when the queue is full, or what the model raised."""
         queue = self._start()
         future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
-        rows = len(next(iter(inputs.values()))) if inputs else 0
+        first = next(iter(inputs.values()), None)
+        rows = len(first) if first is not None and first.ndim else 1
         try:
             queue.put_nowait(_Pending(inputs, rows, future))
         except asyncio.QueueFull:
@@ -120,7 +121,8 @@ class AdaptiveBatcher:
                 else {k: np.concatenate([p.inputs[k] for p in batch]) for k in batch[0].inputs}
             )
             outputs = await loop.run_in_executor(self._executor, predict, merged)
-            results = _split(outputs, [p.rows for p in batch])
+            # a lone request gets the outputs whole (a model's outputs need not be batch-first)
+            results = [outputs] if len(batch) == 1 else _split(outputs, [p.rows for p in batch])
         except asyncio.CancelledError:
             for p in batch:  # close() during a batch: nobody may be left waiting forever
                 if not p.future.done():

@@ -11,7 +11,14 @@ import numpy as np
 
 from edgecascade.cloud.batching import AdaptiveBatcher
 from edgecascade.cloud.repository import ModelEntry, ModelSettings, VersionEntry, scan_repository, version_key
-from edgecascade.shared.backends.base import BackendOptions, ModelBackend, TensorSpec
+from edgecascade.shared.backends.base import (
+    STRING_DTYPE,
+    BackendOptions,
+    ModelBackend,
+    OnnxProvider,
+    Signature,
+    TensorSpec,
+)
 from edgecascade.shared.backends.registry import load_backend
 from edgecascade.shared.errors import NotFoundError
 from edgecascade.shared.model_card import ModelCard
@@ -20,6 +27,23 @@ from edgecascade.shared.v2 import DATATYPES, PLATFORMS, MetadataTensor, ModelMet
 log = logging.getLogger(__name__)
 
 _DATATYPE_OF = {str(dtype): name for name, dtype in DATATYPES.items()}
+
+
+def backend_options(settings: ModelSettings) -> BackendOptions:
+    """Threads and execution providers (in order of preference) from a model's model.toml."""
+    providers = tuple(
+        OnnxProvider(p, settings.provider_options.get(p, {})) for p in settings.execution_providers
+    )
+    return BackendOptions(threads=settings.threads, onnx_providers=providers)
+
+
+def batchable(sig: Signature) -> bool:
+    """Requests can be merged along axis 0: every input and output has a variable leading
+    (batch) axis and no other variable size, and inputs are not strings."""
+    tensors = (*sig.inputs, *sig.outputs)
+    return all(
+        len(t.shape) >= 1 and t.shape[0] < 0 and all(d >= 0 for d in t.shape[1:]) for t in tensors
+    ) and all(t.dtype != STRING_DTYPE for t in sig.inputs)
 
 
 class ServedModel:
@@ -37,17 +61,28 @@ class ServedModel:
         self.debug_delay_s = debug_delay_s
         self.version = entry.version
         self.card: ModelCard | None = entry.card
-        options = BackendOptions(threads=settings.threads)
+        options = backend_options(settings)
         self.backends: list[ModelBackend] = [
             load_backend(entry.artifact, options) for _ in range(settings.instances)
         ]
         self.signature = self.backends[0].signature
+        self.accelerator = self.signature.accelerator
         self.platform = PLATFORMS.get(self.backends[0].name, self.backends[0].name)
         self.output_names = [t.name for t in self.signature.outputs]
+        max_batch = settings.max_batch_size
+        if max_batch > 1 and not batchable(self.signature):
+            log.info(
+                "model %s %s: requests are not merged (its tensors have no variable leading batch axis, "
+                "or other variable sizes): %s",
+                name,
+                entry.version,
+                self.signature.describe(),
+            )
+            max_batch = 1
         self.batcher = AdaptiveBatcher(
             f"{name}:{entry.version}",
             [self._predictor(b) for b in self.backends],
-            max_batch_size=settings.max_batch_size,
+            max_batch_size=max_batch,
             max_queue_delay_s=settings.max_queue_delay_ms / 1000.0,
             max_queue_size=settings.max_queue_size,
             on_batch=(lambda n: on_batch(name, n)) if on_batch else None,
@@ -117,7 +152,10 @@ class ModelRegistry:
     def metadata(self, name: str, version: str | None = None) -> ModelMetadata:
         model = self.get(name, version)
         entry = self.entries[name]
-        params: dict[str, object] = {"default_version": entry.default_version}
+        params: dict[str, object] = {
+            "default_version": entry.default_version,
+            "accelerator": model.accelerator,
+        }
         if model.card is not None:
             params.update(labels=model.card.labels, heldout_accuracy=model.card.heldout_accuracy)
         return ModelMetadata(

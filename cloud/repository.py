@@ -1,10 +1,12 @@
 """The cloud model repository on disk, and the demo repository built from the demo models.
 
-Layout::
+Layout (Triton's)::
 
     <repo>/<model>/model.toml                      default_version, batching, instances (optional)
     <repo>/<model>/<version>/model.onnx            the artifact (any extension load_backend knows)
     <repo>/<model>/<version>/model.onnx.card.json  its model card (optional)
+
+Inputs, outputs, datatypes and shapes are read from the model itself; neither file is needed.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import shutil
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from edgecascade.shared.backends.registry import EXTENSIONS
 from edgecascade.shared.errors import ConfigError
@@ -49,6 +52,18 @@ class ModelSettings(BaseModel):
         default=1, ge=1, le=64, description="Model copies run in parallel threads per worker."
     )
     threads: int = Field(default=1, ge=1, le=64, description="Intra-op threads of each model instance.")
+    execution_providers: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z]+ExecutionProvider$")]] = (
+        Field(
+            default_factory=list,
+            description="ONNX Runtime execution providers in order of preference (TensorrtExecutionProvider, "
+            "CUDAExecutionProvider, OpenVINOExecutionProvider, ...); the first that loads is used, the CPU "
+            "provider is the last resort. Empty: the CPU provider.",
+        )
+    )
+    provider_options: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description='Options per provider name, e.g. { CUDAExecutionProvider = { device_id = "0" } }.',
+    )
 
 
 @dataclass(frozen=True)
@@ -156,6 +171,10 @@ def write_settings(model_folder: Path, settings: ModelSettings) -> Path:
 def _toml_value(value: object) -> str:
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_value(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 

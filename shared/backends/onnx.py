@@ -1,4 +1,4 @@
-"""ONNX Runtime backend, with threads and graph optimization level from the device profile."""
+"""ONNX Runtime backend: threads, graph optimization and execution providers from the profile."""
 
 from __future__ import annotations
 
@@ -8,11 +8,20 @@ from typing import Any
 
 import numpy as np
 
-from edgecascade.shared.backends.base import BackendOptions, ModelBackend, Signature, TensorSpec
+from edgecascade.shared.backends.base import (
+    STRING_DTYPE,
+    BackendOptions,
+    ModelBackend,
+    OnnxProvider,
+    Signature,
+    TensorSpec,
+)
 from edgecascade.shared.backends.quantization import Dequantizer, Quantizer
 from edgecascade.shared.errors import ModelLoadError, UnsupportedModelError
 
 log = logging.getLogger(__name__)
+
+CPU_PROVIDER = "CPUExecutionProvider"
 
 _ORT_TYPES = {
     "tensor(float)": "float32",
@@ -21,10 +30,13 @@ _ORT_TYPES = {
     "tensor(int8)": "int8",
     "tensor(uint8)": "uint8",
     "tensor(int16)": "int16",
+    "tensor(uint16)": "uint16",
     "tensor(int32)": "int32",
+    "tensor(uint32)": "uint32",
     "tensor(int64)": "int64",
+    "tensor(uint64)": "uint64",
     "tensor(bool)": "bool",
-    "tensor(string)": "object",
+    "tensor(string)": STRING_DTYPE,
 }
 
 
@@ -36,11 +48,28 @@ def _quant_params(meta: dict[str, str], name: str) -> tuple[float, int] | None:
     return float(meta[f"{name}.scale"]), int(meta.get(f"{name}.zero_point", "0"))
 
 
-def _spec(node: Any, meta: dict[str, str]) -> TensorSpec:
+def _spec(node: Any, meta: dict[str, str], dequantize: bool) -> TensorSpec:
     dtype = _ORT_TYPES.get(node.type, node.type)
-    shape = tuple(d if isinstance(d, int) else -1 for d in node.shape)
+    # Symbolic ("batch") and unknown (None) dimensions are both variable.
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (node.shape or ()))
     quant = _quant_params(meta, node.name) if dtype in ("int8", "uint8") else None
-    return TensorSpec(node.name, shape, "float32" if quant else dtype, quant)
+    return TensorSpec(node.name, shape, "float32" if quant and dequantize else dtype, quant)
+
+
+def choose_providers(wanted: tuple[OnnxProvider, ...], available: list[str]) -> list[OnnxProvider]:
+    """The wanted providers this onnxruntime build has, in order, always ending with the CPU
+    provider. Missing ones are dropped with one log line."""
+    missing = [p.name for p in wanted if p.name not in available]
+    if missing:
+        log.warning(
+            "execution providers %s are not in this onnxruntime build (it has %s); falling back",
+            missing,
+            available,
+        )
+    chosen = [p for p in wanted if p.name in available]
+    if not any(p.name == CPU_PROVIDER for p in chosen):
+        chosen.append(OnnxProvider(CPU_PROVIDER))
+    return chosen
 
 
 class OnnxBackend(ModelBackend):
@@ -63,30 +92,55 @@ class OnnxBackend(ModelBackend):
         so.inter_op_num_threads = 1
         so.graph_optimization_level = levels[options.graph_optimization]
         so.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(
-                str(path), sess_options=so, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # ORT raises its own untyped exceptions for bad files
-            raise ModelLoadError(str(path), f"not a valid ONNX model ({exc})") from exc
+        self._session = self._open(
+            ort, so, choose_providers(options.onnx_providers, ort.get_available_providers())
+        )
         meta = dict(self._session.get_modelmeta().custom_metadata_map)
         ins, outs = self._session.get_inputs(), self._session.get_outputs()
+        deq = options.dequantize
         self._signature = Signature(
-            inputs=tuple(_spec(n, meta) for n in ins), outputs=tuple(_spec(n, meta) for n in outs)
+            inputs=tuple(_spec(n, meta, deq) for n in ins),
+            outputs=tuple(_spec(n, meta, deq) for n in outs),
+            accelerator=self._session.get_providers()[0],
         )
         self._quantizers = [
             (
                 spec.name,
-                Quantizer(*spec.quantization, np.dtype(_ORT_TYPES[n.type])) if spec.quantization else None,
+                Quantizer(*spec.quantization, np.dtype(_ORT_TYPES[n.type]))
+                if spec.quantization and deq
+                else None,
             )
             for spec, n in zip(self._signature.inputs, ins, strict=True)
         ]
         self._dequantizers = [
-            (spec.name, Dequantizer(*spec.quantization) if spec.quantization else None)
+            (spec.name, Dequantizer(*spec.quantization) if spec.quantization and deq else None)
             for spec in self._signature.outputs
         ]
         self._output_names = [n.name for n in outs]
+        log.debug("loaded %s", self.describe())
         self.warm_up()
+
+    def _open(self, ort: Any, so: Any, providers: list[OnnxProvider]) -> Any:
+        """The first session that opens, trying each provider (then the rest after it) in turn:
+        a provider that is built in but cannot start (no GPU, no driver) falls back, not fails."""
+        last: Exception | None = None
+        for i, provider in enumerate(providers):
+            rest = providers[i:]
+            try:
+                return ort.InferenceSession(
+                    str(self.path),
+                    sess_options=so,
+                    providers=[p.name for p in rest],
+                    provider_options=[dict(p.options) for p in rest],
+                )
+            except Exception as exc:  # ORT raises its own untyped exceptions
+                last = exc
+                if provider.name == CPU_PROVIDER or _is_model_error(exc):
+                    break
+                log.warning(
+                    "%s: %s failed to start (%s); trying the next provider", self.path, provider.name, exc
+                )
+        raise ModelLoadError(str(self.path), f"not a valid ONNX model ({last})")
 
     @property
     def signature(self) -> Signature:
@@ -103,3 +157,11 @@ class OnnxBackend(ModelBackend):
 
     def close(self) -> None:
         self._session = None
+
+
+def _is_model_error(exc: Exception) -> bool:
+    """ORT's errors about the file itself, which no other provider would fix."""
+    text = str(exc)
+    return any(
+        s in text for s in ("INVALID_PROTOBUF", "NO_SUCHFILE", "INVALID_GRAPH", "Protobuf parsing failed")
+    )

@@ -7,7 +7,7 @@ import importlib
 from pathlib import Path
 
 from edgecascade.shared.backends.base import BackendOptions, ModelBackend
-from edgecascade.shared.errors import ModelLoadError, UnsupportedModelError
+from edgecascade.shared.errors import EdgecascadeError, ModelLoadError, UnsupportedModelError
 
 BACKENDS: dict[str, str] = {
     "tflite": "edgecascade.shared.backends.tflite:TFLiteBackend",
@@ -46,4 +46,9 @@ def load_backend(
         raise ModelLoadError(str(path), "file is empty")
     module_name, cls_name = BACKENDS[name].split(":")
     cls: type[ModelBackend] = getattr(importlib.import_module(module_name), cls_name)
-    return cls(path, options or BackendOptions())
+    try:
+        return cls(path, options or BackendOptions())
+    except EdgecascadeError:
+        raise
+    except Exception as exc:  # a runtime's own error type: never let it escape raw
+        raise ModelLoadError(str(path), f"{name} runtime refused it ({type(exc).__name__}: {exc})") from exc

@@ -1,0 +1,84 @@
+"""Detections as callers see them, from either kind of detector output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgecascade.shared.detection.anchors import decode_deltas
+from edgecascade.shared.detection.boxes import to_xyxy
+from edgecascade.shared.detection.nms import non_max_suppression
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One object: class index, score 0..1, box as normalized xyxy."""
+
+    class_id: int
+    score: float
+    box: tuple[float, float, float, float]
+
+    def label(self, labels: list[str] | None) -> str:
+        if labels and 0 <= self.class_id < len(labels):
+            return labels[self.class_id]
+        return str(self.class_id)
+
+
+def from_ssd_outputs(
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    scores: np.ndarray,
+    count: np.ndarray | None = None,
+    *,
+    box_format: str = "yxyx",
+    score_threshold: float = 0.0,
+) -> list[Detection]:
+    """Detections of one image from post-processed outputs (TFLite SSD style): boxes [1, N, 4],
+    classes [1, N], scores [1, N] and optionally count [1] (only the first `count` are valid)."""
+    b = to_xyxy(np.asarray(boxes).reshape(-1, 4), box_format)
+    c = np.asarray(classes).reshape(-1)
+    s = np.asarray(scores, dtype=np.float32).reshape(-1)
+    n = min(len(b), len(c), len(s))
+    if count is not None:
+        n = min(n, max(0, int(np.asarray(count).reshape(-1)[0])))
+    return [
+        Detection(int(c[i]), float(s[i]), tuple(float(v) for v in b[i]))  # type: ignore[arg-type]
+        for i in range(n)
+        if s[i] >= score_threshold
+    ]
+
+
+def from_raw_outputs(
+    class_scores: np.ndarray,
+    deltas: np.ndarray,
+    anchors_cxcywh: np.ndarray,
+    *,
+    background: int | None = 0,
+    score_threshold: float = 0.3,
+    iou_threshold: float = 0.5,
+    max_detections: int = 20,
+    class_aware: bool = False,
+) -> list[Detection]:
+    """Detections of one image from raw anchor outputs: per-anchor class scores [1, A, C]
+    (probabilities; column `background` is "no object") and box offsets [1, A, 4], decoded
+    against `anchors_cxcywh` and reduced by NMS (across classes unless `class_aware`, since two
+    classes on one object are one wrong answer). Class ids skip the background."""
+    s = np.asarray(class_scores, dtype=np.float32).reshape(len(anchors_cxcywh), -1)
+    if background is not None:
+        s = np.delete(s, background, axis=1)
+    best = s.argmax(axis=1)
+    best_score = s[np.arange(len(s)), best]
+    boxes = decode_deltas(deltas, anchors_cxcywh)
+    keep = non_max_suppression(
+        boxes,
+        best_score,
+        iou_threshold=iou_threshold,
+        score_threshold=score_threshold,
+        max_detections=max_detections,
+        classes=best if class_aware else None,
+    )
+    return [
+        Detection(int(best[i]), float(best_score[i]), tuple(float(v) for v in boxes[i]))  # type: ignore[arg-type]
+        for i in keep
+    ]
