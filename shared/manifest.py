@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgecascade.shared.errors import ConfigError, UpdateError
 from edgecascade.shared.model_card import ModelCard
+from edgecascade.shared.policy_kinds import PolicyKind
 
 MANIFEST_SCHEMA = 1
 UpdateState = Literal["idle", "downloading", "verifying", "testing", "active", "failed", "rolled_back"]
@@ -64,7 +65,7 @@ class Golden(_Strict):
 
 
 class EscalationThreshold(_Strict):
-    kind: Literal["max_prob", "margin", "entropy"] = Field(description="Policy kind, as in [cascade].")
+    kind: PolicyKind = Field(description="Policy kind, as in [cascade] (shared/policy_kinds.py).")
     threshold: float = Field(ge=0.0, le=1.0, description="Threshold tuned for this model version.")
 
 

@@ -10,6 +10,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import requests
@@ -28,7 +29,9 @@ from edgecascade.shared.errors import (
     ConfigError,
     ProtocolError,
 )
-from edgecascade.shared.v2 import decode_infer_response, encode_infer_request
+from edgecascade.shared.v2 import InferResponse, decode_infer_response, encode_infer_request
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,6 @@ class V2HttpCloudClient(CloudClient):
         return cls(profile.cloud, device_id=profile.device_id)
 
     def infer(self, features: np.ndarray, *, request_id: str, raw_input: bytes | None = None) -> CloudAnswer:
-        self.breaker.before_call()
         # One idempotency key for every retry of this escalation: the server computes and
         # counts it once even if a response is lost and we try again.
         key = request_id or uuid.uuid4().hex
@@ -85,15 +87,39 @@ class V2HttpCloudClient(CloudClient):
             binary=self.config.binary_tensors,
             binary_outputs=self.config.binary_tensors,
         )
+        return self._call(body, headers, self._probabilities)
+
+    def infer_tensors(
+        self, inputs: dict[str, np.ndarray], *, request_id: str
+    ) -> tuple[dict[str, np.ndarray], ModelRef]:
+        """Any model's tensors in, every output of the cloud model out (detectors, tensor models)."""
+        key = request_id or uuid.uuid4().hex
+        body, headers = encode_infer_request(
+            inputs,
+            request_id=key,
+            parameters={"idempotency_key": key},
+            binary=self.config.binary_tensors,
+            binary_outputs=self.config.binary_tensors,
+        )
+        return self._call(body, headers, _all_outputs)
+
+    def _call(self, body: bytes, headers: dict[str, str], read: Callable[[InferResponse], _T]) -> _T:
+        self.breaker.before_call()
         try:
-            answer = self._with_retries(body, headers)
+            answer = self._with_retries(body, headers, read)
         except CloudError:
             self.breaker.record_failure()
             raise
         self.breaker.record_success()
         return answer
 
-    def _with_retries(self, body: bytes, headers: dict[str, str]) -> CloudAnswer:
+    def _probabilities(self, decoded: InferResponse) -> CloudAnswer:
+        probs = np.asarray(decoded.outputs[self.output], dtype=np.float32).reshape(-1)
+        if probs.size == 0 or not np.all(np.isfinite(probs)):
+            raise CloudBadResponseError("invalid V2 response: empty or non-finite probabilities")
+        return CloudAnswer(probs, _ref(decoded))
+
+    def _with_retries(self, body: bytes, headers: dict[str, str], read: Callable[[InferResponse], _T]) -> _T:
         cfg = self.config
         deadline = self._clock() + cfg.deadline_s
         attempt = 0
@@ -109,6 +135,7 @@ class V2HttpCloudClient(CloudClient):
                 return self._attempt(
                     body,
                     headers,
+                    read,
                     timeout=(min(cfg.connect_timeout_s, remaining), min(cfg.read_timeout_s, remaining)),
                 )
             except (CloudUnreachableError, _Retryable) as exc:
@@ -120,7 +147,13 @@ class V2HttpCloudClient(CloudClient):
                     raise CloudUnreachableError(f"{exc}; no time left for a retry") from None
                 self._sleep(delay)
 
-    def _attempt(self, body: bytes, headers: dict[str, str], timeout: tuple[float, float]) -> CloudAnswer:
+    def _attempt(
+        self,
+        body: bytes,
+        headers: dict[str, str],
+        read: Callable[[InferResponse], _T],
+        timeout: tuple[float, float],
+    ) -> _T:
         try:
             resp = self.session.post(self.infer_url, data=body, headers=headers, timeout=timeout)
         except requests.Timeout as exc:
@@ -136,16 +169,20 @@ class V2HttpCloudClient(CloudClient):
         if resp.status_code != 200:
             raise CloudBadResponseError(f"{resp.status_code} {_error_text(resp)}")
         try:
-            decoded = decode_infer_response(resp.content, resp.headers)
-            probs = np.asarray(decoded.outputs[self.output], dtype=np.float32).reshape(-1)
+            return read(decode_infer_response(resp.content, resp.headers))
         except (ProtocolError, KeyError, ValueError) as exc:
             raise CloudBadResponseError(f"invalid V2 response: {exc}") from None
-        if probs.size == 0 or not np.all(np.isfinite(probs)):
-            raise CloudBadResponseError("invalid V2 response: empty or non-finite probabilities")
-        return CloudAnswer(probs, ModelRef(decoded.model_name, decoded.model_version or "unknown"))
 
     def close(self) -> None:
         self.session.close()
+
+
+def _ref(decoded: InferResponse) -> ModelRef:
+    return ModelRef(decoded.model_name, decoded.model_version or "unknown")
+
+
+def _all_outputs(decoded: InferResponse) -> tuple[dict[str, np.ndarray], ModelRef]:
+    return decoded.outputs, _ref(decoded)
 
 
 class _Retryable(CloudError):

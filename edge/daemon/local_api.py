@@ -10,7 +10,6 @@ instead of queueing without bound."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Callable
@@ -24,10 +23,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from edgecascade.edge import serving
 from edgecascade.edge.agent import Agent
 from edgecascade.edge.daemon.metrics import AgentMetrics
-from edgecascade.edge.daemon.translate import provenance, to_cascade_requests, to_outputs
-from edgecascade.shared.answer import Answer
 from edgecascade.shared.errors import (
     EdgecascadeError,
     InputError,
@@ -124,33 +122,16 @@ class LocalApi:
         )
 
     def _check_model(self, name: str, version: str | None) -> None:
-        card = self.agent.model.card
-        if name != card.name:
-            raise NotFoundError(f"unknown model {name!r}; this agent serves {card.name!r}")
-        if version is not None and version != card.version:
-            raise NotFoundError(f"model {name!r} has no version {version!r}; serving {card.version!r}")
+        serving.find_model(self.agent, name, version)  # NotFoundError names the served models
 
     async def model_metadata(self, request: Request) -> Response:
         try:
-            self._check_model(request.path_params["name"], request.path_params.get("version"))
+            body = serving.model_metadata(
+                self.agent, request.path_params["name"], request.path_params.get("version")
+            )
         except NotFoundError as exc:
             return _error(404, str(exc))
-        card = self.agent.model.card
-        return JSONResponse(
-            {
-                "name": card.name,
-                "versions": [card.version],
-                "platform": "tflite" if card.backend == "tflite" else "onnx_onnxv1",
-                "inputs": [{"name": t.name, "datatype": "FP32", "shape": t.shape} for t in card.inputs],
-                "outputs": [
-                    {"name": "label", "datatype": "BYTES", "shape": [-1]},
-                    {"name": "class_index", "datatype": "INT64", "shape": [-1]},
-                    {"name": "confidence", "datatype": "FP32", "shape": [-1]},
-                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(card.labels)]},
-                    {"name": "source", "datatype": "BYTES", "shape": [-1]},
-                ],
-            }
-        )
+        return JSONResponse(body)
 
     async def model_ready(self, request: Request) -> Response:
         try:
@@ -221,17 +202,15 @@ class LocalApi:
             return _error_reply(503, "agent is busy; retry later", {"Retry-After": str(self.retry_after_s)})
         self.inflight += 1
         try:
-            self._check_model(name, version)
             decoded = decode_infer_request(body, headers)
-            wanted = [o.name for o in decoded.outputs] if decoded.outputs else None
-            answers = await self._answer(decoded)
+            served, reply = await serving.infer_async(self.agent, name, version, decoded, self.executor)
             payload, reply_headers = encode_infer_response(
-                self.agent.model.card.name,
-                self.agent.model.card.version,
+                served.name,
+                reply.model_version,
                 decoded.id,
-                to_outputs(answers, wanted),
+                reply.outputs,
                 binary_outputs=_binary_outputs(decoded),
-                parameters={"provenance": [provenance(a) for a in answers]},
+                parameters={"provenance": reply.provenance},
             )
             return 200, payload, reply_headers
         except NotFoundError as exc:
@@ -246,20 +225,6 @@ class LocalApi:
             return _error_reply(500, str(exc))
         finally:
             self.inflight -= 1
-
-    async def _answer(self, decoded: Any) -> list[Answer]:
-        """Local phase inline (microseconds); only escalations go to a thread, so the common
-        case pays no thread hop and a slow cloud never blocks the event loop."""
-        cascade = self.agent.cascade
-        answers: list[Answer] = []
-        for request in to_cascade_requests(decoded, self.agent.model.card):
-            result = cascade.local_phase(request)
-            if not isinstance(result, Answer):
-                result = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, cascade.cloud_phase, result
-                )
-            answers.append(result)
-        return answers
 
 
 def _binary_outputs(decoded: Any) -> set[str] | bool:

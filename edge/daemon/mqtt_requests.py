@@ -16,9 +16,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edgecascade.edge import serving
 from edgecascade.edge.agent import Agent
 from edgecascade.edge.daemon.metrics import AgentMetrics
-from edgecascade.edge.daemon.translate import provenance, to_cascade_requests, to_outputs
 from edgecascade.shared.errors import EdgecascadeError
 from edgecascade.shared.mqtt import MqttConnection, Topics
 from edgecascade.shared.v2 import decode_infer_request, encode_infer_response
@@ -76,19 +76,13 @@ class MqttRequestServer:
                 raise EdgecascadeError(
                     "request names no reply topic (MQTT 5 Response Topic or parameters.reply_to)"
                 )
-            answers = [
-                self.agent.cascade.answer(r) for r in to_cascade_requests(decoded, self.agent.model.card)
-            ]
-            wanted = [o.name for o in decoded.outputs] if decoded.outputs else None
-            params: dict[str, Any] = {"provenance": [provenance(a) for a in answers]}
+            model = _param(decoded.parameters, "model")
+            served, reply = serving.infer_sync(self.agent, model or self.agent.default_name, None, decoded)
+            params: dict[str, Any] = {"provenance": reply.provenance}
             if correlation:
                 params["correlation_id"] = correlation
             body, _ = encode_infer_response(
-                self.agent.model.card.name,
-                self.agent.model.card.version,
-                request_id,
-                to_outputs(answers, wanted),
-                parameters=params,
+                served.name, reply.model_version, request_id, reply.outputs, parameters=params
             )
             self._publish(reply_to, body, correlation)
             self.answered += 1

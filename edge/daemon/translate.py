@@ -27,7 +27,7 @@ def to_cascade_requests(request: InferRequest, card: ModelCard) -> list[CascadeR
     data = {name: arr for name, arr in request.inputs.items() if name != KEY_INPUT}
     if len(data) != 1:
         raise ProtocolError(
-            f"expected one input: {card.features.input_name!r} (encoded features) or a BYTES image input; "
+            f"expected one input: {card.feature_spec().input_name!r} (encoded features) or a BYTES image input; "
             f"got {sorted(data)}",
             field="inputs",
         )
@@ -36,16 +36,16 @@ def to_cascade_requests(request: InferRequest, card: ModelCard) -> list[CascadeR
     raws: list[bytes | None]
     if arr.dtype == object:
         images = [bytes(v) if not isinstance(v, str) else v.encode() for v in arr.reshape(-1)]
-        rows = [encode_raw(decode_image(raw), card.features) for raw in images]
+        rows = [encode_raw(decode_image(raw), card.feature_spec()) for raw in images]
         raws = list(images)
-    elif name == card.features.input_name:
+    elif name == card.feature_spec().input_name:
         if arr.ndim == len(card.inputs[0].shape) - 1:
             arr = arr[None, ...]  # one example without the batch axis
-        rows = [encode_raw(row, card.features) for row in arr]
+        rows = [encode_raw(row, card.feature_spec()) for row in arr]
         raws = [None] * len(rows)
     else:
         raise ProtocolError(
-            f"unknown input {name!r}; this model takes {card.features.input_name!r} or a BYTES image",
+            f"unknown input {name!r}; this model takes {card.feature_spec().input_name!r} or a BYTES image",
             field="inputs[0].name",
         )
     if keys is not None and keys.size != len(rows):
