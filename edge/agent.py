@@ -43,6 +43,19 @@ def build_cloud_client(profile: DeviceProfile, model: str | None = None) -> Clou
     return V2HttpCloudClient(config, device_id=profile.device_id)
 
 
+def model_files(profile: DeviceProfile) -> list[tuple[Path, str | None]]:
+    """(artifact, backend override) of every model the profile serves, as the agent resolves them."""
+    files: list[tuple[Path, str | None]] = []
+    for i, entry in enumerate(profile.model_entries()):
+        path = (
+            active_model_path(profile)
+            if i == 0
+            else resolve_artifact(entry.path, list(profile.runtime.backend_preference))
+        )
+        files.append((path, entry.backend))
+    return files
+
+
 @dataclass
 class ServedModel:
     """One model of the repository: its profile entry and the task serving it."""
@@ -83,12 +96,9 @@ class Agent:
         models: dict[str, ServedModel] = {}
         lookups: LookupParts | None = None
         try:
-            for i, entry in enumerate(profile.model_entries()):
-                path = (
-                    active_model_path(profile)
-                    if i == 0
-                    else resolve_artifact(entry.path, list(profile.runtime.backend_preference))
-                )
+            for i, (entry, (path, _)) in enumerate(
+                zip(profile.model_entries(), model_files(profile), strict=True)
+            ):
                 model = LocalModel.load(path, backend_options(profile), entry.backend)
                 section = entry.cascade or profile.cascade
                 if i == 0 and cloud is not None:

@@ -15,7 +15,7 @@ from edgecascade.shared.answer import ModelRef
 from edgecascade.shared.backends import BackendOptions, ModelBackend, load_backend
 from edgecascade.shared.backends.registry import EXTENSIONS
 from edgecascade.shared.card_check import check_card
-from edgecascade.shared.errors import ModelLoadError
+from edgecascade.shared.errors import EdgecascadeError, InputError, ModelLoadError
 from edgecascade.shared.model_card import ModelCard
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class LocalModel:
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """(N, ...) encoded features -> (N, classes) float32 probabilities (softmax applied
         when the card says the model gives logits)."""
-        scores = self.backend.predict({self.input_name: features})[self._output]
+        scores = self._predict({self.input_name: features})[self._output]
         if self._flatten:
             scores = scores.reshape(scores.shape[0], -1)
         if self._softmax:
@@ -93,7 +93,17 @@ class LocalModel:
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every output of the model, by name, for inputs already checked by the pipeline."""
-        return self.backend.predict(inputs)
+        return self._predict(inputs)
+
+    def _predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            return self.backend.predict(inputs)
+        except EdgecascadeError:
+            raise
+        except Exception as exc:  # the runtimes raise their own untyped errors
+            # Inputs that fit the signature can still be refused inside the graph (a dynamic
+            # size the model cannot take): the caller's input, so a 400 with the runtime's words.
+            raise InputError(f"model {self.card.name!r} could not run on these inputs: {exc}") from None
 
     def close(self) -> None:
         """Free the runtime. Callers sharing the model hold `lock` around use and close."""

@@ -16,13 +16,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 
-from edgecascade.edge.agent import Agent
+from edgecascade.edge.agent import Agent, model_files
 from edgecascade.edge.cloud_client import NullCloudClient
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.daemon.http_server import HttpServer
 from edgecascade.edge.daemon.local_api import LocalApi
 from edgecascade.edge.daemon.metrics import AgentMetrics
 from edgecascade.edge.daemon.mqtt_requests import MqttRequestServer
+from edgecascade.edge.model_check import check_in_child
 from edgecascade.edge.service import Service
 from edgecascade.shared.mqtt import MqttConnection, Topics
 
@@ -60,6 +61,8 @@ class Daemon:
         observers = [self.metrics.observe, self.telemetry.observer]
         if self.health is not None:
             observers.append(self.health.observe)
+        # Every model loads first in a child process: one that crashes its interpreter never serves.
+        check_in_child(model_files(p))
         self.agent = Agent.from_profile(p, observers=observers)
         if self.telemetry.recorder is not None:
             self.telemetry.recorder.counters_source = self.counters

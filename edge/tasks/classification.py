@@ -44,10 +44,16 @@ class ClassificationTask(Task):
             OutputInfo("probabilities", "FP32", [-1, classes]),
             OutputInfo("source", "BYTES", [-1]),
         ]
-        own = self.card.probabilities_output
-        if own and own not in ANSWER_OUTPUTS:
+        own = self._own_output()
+        if own is not None:
             info.append(OutputInfo(own, "FP32", [-1, classes]))
         return info
+
+    def _own_output(self) -> str | None:
+        """The model's scores output, served under its own name when it holds probabilities
+        (logits are not kept: `probabilities` is their softmax)."""
+        own = self.card.probabilities_output
+        return None if own is None or own in ANSWER_OUTPUTS or self.card.logits else own
 
     def cascade_requests(self, request: TaskRequest) -> list[CascadeRequest]:
         """One CascadeRequest per example, its features prepared by the input's pipeline."""
@@ -84,11 +90,11 @@ class ClassificationTask(Task):
     def reply(self, answers: list[Answer], wanted: list[str] | None) -> TaskReply:
         from edgecascade.edge.daemon.translate import provenance, to_outputs
 
-        own = self.card.probabilities_output
+        own = self._own_output()
         names = wanted or [o.name for o in self.output_info()]
-        standard = [n for n in names if n != own or n in ANSWER_OUTPUTS]
+        standard = [n for n in names if n != own]
         outputs = to_outputs(answers, standard) if standard else {}
-        if own in names and own not in ANSWER_OUTPUTS:
+        if own is not None and own in names:
             outputs[own] = np.array([a.probabilities for a in answers], dtype=np.float32)
         ordered = {n: outputs[n] for n in names}
         return TaskReply(ordered, [provenance(a) for a in answers], self.card.version)

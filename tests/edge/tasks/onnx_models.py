@@ -156,3 +156,16 @@ def nchw_classifier(path: Path, classes: int = 3, side: int = 8) -> Path:
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes])],
         weights,
     )
+
+
+def pairs(path: Path) -> Path:
+    """values [N, T] (T dynamic) + offsets [4] -> shifted [N, 4]: T must broadcast (1 or 4);
+    any other T passes the signature check and fails inside the graph."""
+    nodes = [helper.make_node("Add", ["values", "offsets"], ["shifted"])]
+    return _save(
+        path,
+        nodes,
+        [helper.make_tensor_value_info("values", TensorProto.FLOAT, ["N", "T"])],
+        [helper.make_tensor_value_info("shifted", TensorProto.FLOAT, ["N", 4])],
+        {"offsets": np.arange(4, dtype=np.float32)},
+    )

@@ -45,6 +45,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "energy": onnx_models.dynamic(root / "energy.onnx"),
         "pets": onnx_models.nchw_classifier(root / "pets.onnx"),
         "digits": root / "digits.tflite",
+        "pairs": onnx_models.pairs(root / "pairs.onnx"),
     }
     shutil.copyfile(FIXTURES / "digits_edge_int8.tflite", paths["digits"])
     flags = {
@@ -55,6 +56,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "energy": ["--escalate", "energy>100"],
         "pets": ["--input", "image:scale=1/255", "--logits", "--labels", str(root / "labels.txt")],
         "digits": [],
+        "pairs": [],
     }
     for name, path in paths.items():
         done = cli("models", "import", str(path), *flags[name])
@@ -140,6 +142,7 @@ def test_metadata_is_the_models_own(agent_url: str) -> None:
         ("multi", {"x": RNG.random((3, 4), dtype=np.float32), "k": np.array(7, dtype=np.int64)}),
         ("energy", {"audio": RNG.random((2, 11), dtype=np.float32)}),
         ("energy", {"audio": RNG.random((1, 400), dtype=np.float32)}),
+        ("pairs", {"values": RNG.random((2, 4), dtype=np.float32)}),
         ("detector", {"image": RNG.random((1, 8, 8, 3), dtype=np.float32)}),
     ],
 )
@@ -217,6 +220,7 @@ def test_classifiers_of_any_shape(agent_url: str, models: dict[str, Path]) -> No
         ("pets", {"image": np.zeros((1, 8, 8, 3), np.float32)}, ["'image'", "[1, 3, 8, 8]"]),
         ("energy", {"audio": np.zeros((2, 3, 4), np.float32)}, ["'audio'", "[-1, -1]"]),
         ("digits", {"input": np.zeros((1, 63), np.float32)}, ["'input'", "64"]),
+        ("pairs", {"values": np.zeros((1, 3), np.float32)}, ["'pairs' could not run on these inputs"]),
     ],
 )
 def test_bad_input_is_a_400_naming_the_input(
