@@ -257,3 +257,20 @@ def test_a_card_that_does_not_fit_is_refused(models: dict[str, Path], tmp_path: 
     run = cli("agent", "predict", "--model", str(copy), str(tmp_path / "x.npy"))
     assert run.returncode != 0 and "Traceback" not in run.stderr
     assert f"{copy}.card.json" in run.stderr and "outputs[0].shape: expected [1, 6, 5, 2]" in run.stderr
+
+
+def test_predict_cli_takes_an_image_for_an_image_input(models: dict[str, Path], tmp_path: Path) -> None:
+    import cv2
+
+    image = RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "frame.png"), image)
+    done = cli("agent", "predict", "--model", str(models["segmenter"]), str(tmp_path / "frame.png"), "--json")
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout)
+    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.float32)
+    tensor = ((rgb * np.float32(1 / 255) - np.float32(0.0)) / np.float32(1.0))[None]
+    want = bare(models["segmenter"], {"image": tensor})["mask"]
+    assert np.array_equal(np.array(row["outputs"]["mask"], dtype=np.float32), want)
+    assert row["provenance"][0]["source"] == "edge"
+    human = cli("agent", "predict", "--model", str(models["segmenter"]), str(tmp_path / "frame.png"))
+    assert human.returncode == 0 and "mask float32 [1, 6, 5, 2]" in human.stdout
