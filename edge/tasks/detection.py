@@ -4,10 +4,10 @@ with the detections (label, score, box) and their provenance."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
+import orjson
 
 from edgecascade.edge.config.models import DetectionPolicySection
 from edgecascade.edge.tasks.base import (
@@ -121,17 +121,15 @@ def _decoded(answers: list[list[Detection]], records: list[dict[str, object]]) -
     scores = np.zeros((n, width), dtype=np.float32)
     labels = np.full((n, width), b"", dtype=object)
     for i, found in enumerate(answers):
-        for j, d in enumerate(found):
-            boxes[i, j] = d.box
-            scores[i, j] = d.score
-            labels[i, j] = d.label.encode()
+        if found:
+            boxes[i, : len(found)] = [d.box for d in found]
+            scores[i, : len(found)] = [d.score for d in found]
+            labels[i, : len(found)] = [d.label.encode() for d in found]
     return {
         "detection_boxes": boxes,
         "detection_scores": scores,
         "detection_labels": labels,
         "detection_count": np.array([len(a) for a in answers], dtype=np.int64),
-        "detections": np.array(
-            [json.dumps([d.to_dict() for d in a]).encode() for a in answers], dtype=object
-        ),
+        "detections": np.array([orjson.dumps(r["detections"]) for r in records], dtype=object),
         "source": np.array([str(r["source"]).encode() for r in records], dtype=object),
     }

@@ -25,8 +25,8 @@ class Detection:
         return {
             "label": self.label,
             "class_index": self.class_index,
-            "score": round(self.score, 6),
-            "box": [round(v, 6) for v in self.box],
+            "score": self.score,
+            "box": list(self.box),
         }
 
 
@@ -64,15 +64,17 @@ def decode_postprocessed(
     )
     xyxy = to_xyxy(boxes, card.box_format)
     result = []
+    # Vectorised per frame: keep valid, finite scores above the floor, best first; one
+    # .tolist() per array instead of a numpy scalar per value (this runs on every frame).
     for i in range(scores.shape[0]):
         n = int(min(max(counts[i], 0), scores.shape[1]))
-        found = []
-        for j in np.argsort(-scores[i, :n], kind="stable"):
-            score = float(scores[i, j])
-            if score < card.min_score or not np.isfinite(score):
-                continue
-            index = int(classes[i, j]) + card.label_offset
-            label = labels[index] if 0 <= index < len(labels) else str(index)
-            found.append(Detection(label, index, score, tuple(float(v) for v in xyxy[i, j])))  # type: ignore[arg-type]
+        row = scores[i, :n]
+        keep = np.flatnonzero(np.isfinite(row) & (row >= card.min_score))
+        order = keep[np.argsort(-row[keep], kind="stable")]
+        indices = (classes[i, order].astype(np.int64) + card.label_offset).tolist()
+        found = [
+            Detection(labels[c] if 0 <= c < len(labels) else str(c), c, score, (b[0], b[1], b[2], b[3]))
+            for c, score, b in zip(indices, row[order].tolist(), xyxy[i, order].tolist(), strict=True)
+        ]
         result.append(found)
     return result
