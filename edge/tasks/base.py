@@ -17,7 +17,8 @@ from edgecascade.edge.model_slot import ModelSlot
 from edgecascade.shared.answer import ModelRef
 from edgecascade.shared.errors import CloudUnreachableError, InputError
 from edgecascade.shared.input_pipeline import prepare_input
-from edgecascade.shared.model_card import ModelCard
+from edgecascade.shared.backends.base import TensorSpec
+from edgecascade.shared.model_card import ModelCard, TensorCard
 
 
 class TensorCloud(Protocol):
@@ -95,6 +96,9 @@ class Task(abc.ABC):
     def __init__(self, parts: TaskParts) -> None:
         self.parts = parts
         self.slot = parts.slot
+        self._inputs_of: object = None
+        self._inputs: list[tuple[TensorSpec, TensorCard | None]] = []
+        self._names: frozenset[str] = frozenset()
 
     @property
     def card(self) -> ModelCard:
@@ -122,22 +126,30 @@ class Task(abc.ABC):
     ) -> dict[str, np.ndarray]:
         """Every model input prepared by its pipeline; `optional` inputs may be absent."""
         model = self.slot.current
-        specs = {s.name: s for s in model.backend.signature.inputs}
-        unknown = sorted(set(request.inputs) - set(specs))
-        if unknown:
+        if model is not self._inputs_of:
+            # Per model (swaps change it), not per request: its input specs and their cards.
+            self._inputs_of = model
+            self._inputs = [
+                (s, next((t for t in model.card.inputs if t.name == s.name), None))
+                for s in model.backend.signature.inputs
+            ]
+            self._names = frozenset(s.name for s, _ in self._inputs)
+        given = request.inputs
+        if not self._names.issuperset(given):
+            unknown = sorted(set(given) - self._names)
             raise InputError(
                 f"unknown input(s) {unknown}; model {self.card.name!r} takes {_expected(model.card)}"
             )
         out: dict[str, np.ndarray] = {}
-        for name, spec in specs.items():
-            if name not in request.inputs:
-                if name in optional:
+        for spec, card_input in self._inputs:
+            value = given.get(spec.name)
+            if value is None:
+                if spec.name in optional:
                     continue
                 raise InputError(
-                    f"missing input {name!r}; model {self.card.name!r} takes {_expected(model.card)}"
+                    f"missing input {spec.name!r}; model {self.card.name!r} takes {_expected(model.card)}"
                 )
-            card_input = next((t for t in model.card.inputs if t.name == name), None)
-            out[name] = prepare_input(request.inputs[name], card_input, spec)
+            out[spec.name] = prepare_input(value, card_input, spec)
         batches = {a.shape[0] for a in out.values() if a.ndim}
         if len(batches) > 1:
             raise InputError(f"inputs have different batch sizes {sorted(batches)}")
