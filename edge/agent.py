@@ -1,45 +1,81 @@
-"""The in-process agent: a profile turned into a ready cascade. The daemon, `agent predict`
-and the benchmarks all build one of these; front ends only translate to and from it."""
+"""The in-process agent: a profile turned into a repository of ready models, each with its
+task (classification cascade, detection, tensor). The daemon, `agent predict` and the
+benchmarks all build one of these; front ends only translate to and from it."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edgecascade.edge.cascade import AnswerObserver, Cascade, CascadeRequest
-from edgecascade.edge.cloud_client import CloudClient
+from edgecascade.edge.cloud_client import CloudClient, NullCloudClient
+from edgecascade.edge.config.models import ModelEntry
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.escalation_budget import EscalationBudget
 from edgecascade.edge.inputs import read_input_file
-from edgecascade.edge.local_model import LocalModel, backend_options
+from edgecascade.edge.local_model import LocalModel, backend_options, resolve_artifact
 from edgecascade.edge.lookup import LookupParts
 from edgecascade.edge.lookup import build as build_lookups
 from edgecascade.edge.model_slot import ModelSlot
 from edgecascade.edge.policies.adaptive import find_adaptive
-from edgecascade.edge.policies.from_config import build_policy
+from edgecascade.edge.tasks import Task, TaskParts, TaskReply, TaskRequest, build_task
+from edgecascade.edge.tasks.classification import ClassificationTask
 from edgecascade.edge.updates.store import active_model_path
 from edgecascade.shared.answer import Answer
+from edgecascade.shared.errors import ModelError, NotFoundError
+from edgecascade.shared.features import FeatureSpec
 
 log = logging.getLogger(__name__)
 
 
-def build_cloud_client(profile: DeviceProfile) -> CloudClient:
-    """The client the profile's cloud URL scheme names (edge/cloud_client/registry.py)."""
+def build_cloud_client(profile: DeviceProfile, model: str | None = None) -> CloudClient:
+    """The client the profile's cloud URL scheme names (edge/cloud_client/registry.py) for
+    `model` (default: cloud.model), or the do-nothing client offline."""
     from edgecascade.edge.cloud_client.registry import build_cloud_client as from_registry
 
-    return from_registry(profile)
+    return from_registry(profile, model)
+
+
+def model_files(profile: DeviceProfile) -> list[tuple[Path, str | None]]:
+    """(artifact, backend override) of every model the profile serves, as the agent resolves them."""
+    files: list[tuple[Path, str | None]] = []
+    for i, entry in enumerate(profile.model_entries()):
+        path = (
+            active_model_path(profile)
+            if i == 0
+            else resolve_artifact(entry.path, list(profile.runtime.backend_preference))
+        )
+        files.append((path, entry.backend))
+    return files
+
+
+@dataclass
+class ServedModel:
+    """One model of the repository: its profile entry and the task serving it."""
+
+    entry: ModelEntry
+    task: Task
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def slot(self) -> ModelSlot:
+        return self.task.slot
 
 
 @dataclass
 class Agent:
     profile: DeviceProfile
-    cascade: Cascade
+    models: dict[str, ServedModel]
     lookups: LookupParts | None = None
+    default_name: str = field(default="")
 
     @classmethod
     def from_profile(
@@ -50,62 +86,139 @@ class Agent:
         observers: Sequence[AnswerObserver] = (),
         use_lookups: bool = True,
     ) -> Agent:
-        """Load the active model (an installed update, else the factory model), the lookup
-        table and answer cache, the escalation policy, budget and cloud client."""
+        """Load every model (the first from an installed update if there is one), its card
+        checked against it, and its task with policy, budget and cloud client; the first
+        classifier also gets the lookup table and answer cache. `cloud` replaces the first
+        model's cloud client (tests, in-process clouds)."""
         started = time.perf_counter()
-        path = active_model_path(profile)
-        model = LocalModel.load(path, backend_options(profile), profile.model.backend)
-        lookups = build_lookups(profile) if use_lookups else None
-        cascade = Cascade(
-            ModelSlot(model),
-            build_policy(profile.cascade, model.card.labels),
-            cloud=cloud or build_cloud_client(profile),
-            budget=EscalationBudget(
-                profile.cascade.max_escalation_fraction, profile.cascade.max_escalations_per_minute
-            ),
-            lookups=[lookups.table] if lookups else (),
-            hard_lookups=[lookups.cache] if lookups and lookups.cache else (),
-            cloud_sinks=lookups.sinks if lookups else (),
-            observers=observers,
-            send_raw_input=profile.cloud.send_raw_input,
-        )
+        models: dict[str, ServedModel] = {}
+        lookups: LookupParts | None = None
+        try:
+            for i, (entry, (path, _)) in enumerate(
+                zip(profile.model_entries(), model_files(profile), strict=True)
+            ):
+                model = LocalModel.load(path, backend_options(profile), entry.backend)
+                section = entry.cascade or profile.cascade
+                if i == 0 and cloud is not None:
+                    client = cloud
+                elif i == 0 or entry.cloud_model:
+                    client = build_cloud_client(profile, entry.cloud_model or profile.cloud.model)
+                else:
+                    client = NullCloudClient()
+                parts = TaskParts(
+                    ModelSlot(model),
+                    entry,
+                    client,
+                    EscalationBudget(section.max_escalation_fraction, section.max_escalations_per_minute),
+                    send_raw_input=profile.cloud.send_raw_input,
+                    observers=list(observers),
+                )
+                if model.card.task == "classification" and lookups is None and use_lookups and entry.lookups:
+                    lookups = build_lookups(profile)
+                    parts.lookups = [lookups.table]
+                    parts.hard_lookups = [lookups.cache] if lookups.cache else []
+                    parts.cloud_sinks = lookups.sinks
+                models[entry.name] = ServedModel(entry, build_task(model.card.task, parts, section))
+                log.info("serving %s (%s, %s)", entry.name, model.card.task, path)
+        except BaseException:
+            for served in models.values():
+                served.task.close()
+            if lookups is not None:
+                lookups.close()
+            raise
         log.info("agent %s ready in %.0f ms", profile.device_id, (time.perf_counter() - started) * 1000)
-        return cls(profile, cascade, lookups)
+        return cls(profile, models, lookups, next(iter(models)))
+
+    # -- the repository -----------------------------------------------------------------------
+    def get(self, name: str | None = None) -> ServedModel:
+        """The named model (default: the first); NotFoundError naming the served ones."""
+        found = self.models.get(name or self.default_name)
+        if found is None:
+            raise NotFoundError(f"unknown model {name!r}; this agent serves {sorted(self.models)}")
+        return found
+
+    @property
+    def classifier(self) -> ClassificationTask | None:
+        """The first classification model's task (the one lookups, deferral and updates use)."""
+        for served in self.models.values():
+            if isinstance(served.task, ClassificationTask):
+                return served.task
+        return None
+
+    @property
+    def cascade(self) -> Cascade:
+        task = self.classifier
+        if task is None:
+            raise ModelError("this agent serves no classification model")
+        return task.cascade
 
     @property
     def model(self) -> LocalModel:
-        return self.cascade.slot.current
+        """The default model as loaded now."""
+        return self.get().slot.current
 
+    # -- answering ----------------------------------------------------------------------------
     def predict(
         self, features: np.ndarray, *, request_id: str | None = None, key: str | None = None
     ) -> Answer:
-        """One encoded feature row -> an answer with provenance."""
+        """One encoded feature row -> an answer with provenance (the first classifier)."""
         return self.cascade.answer(CascadeRequest(features, request_id=request_id, key=key))
 
     def predict_file(self, path: Path) -> Answer:
-        features = read_input_file(path, self.model.card.features)
+        features = read_input_file(path, _features(self.cascade.slot.current))
         raw = path.read_bytes() if self.cascade.send_raw_input else None
         return self.cascade.answer(CascadeRequest(features, request_id=path.name, raw=raw))
 
+    def infer(self, name: str | None, request: TaskRequest, wanted: list[str] | None = None) -> TaskReply:
+        """Any model, any task: inputs by name in, outputs by name and provenance out."""
+        task = self.get(name).task
+        if isinstance(task, ClassificationTask):
+            return task.infer(request, wanted)
+        reply = task.infer(request)
+        return reply if wanted is None else _select(reply, wanted, task)
+
     def counters(self) -> dict[str, float]:
         """Counters of the agent's parts, for metrics and telemetry."""
-        cascade = self.cascade
-        out: dict[str, float] = {
-            "escalations_denied_by_budget": cascade.budget.denied,
-            "agreement_samples": cascade.agreement_samples,
-            "agreement_hits": cascade.agreement_hits,
-        }
-        if cascade.agreement_samples:
-            out["online_accuracy_estimate"] = cascade.agreement_hits / cascade.agreement_samples
-        adaptive = find_adaptive(self.cascade.policy)
-        if adaptive is not None:
-            out.update(adaptive.stats())
+        out: dict[str, float] = {}
+        task = self.classifier
+        if task is not None:
+            cascade = task.cascade
+            out.update(
+                {
+                    "escalations_denied_by_budget": cascade.budget.denied,
+                    "agreement_samples": cascade.agreement_samples,
+                    "agreement_hits": cascade.agreement_hits,
+                }
+            )
+            if cascade.agreement_samples:
+                out["online_accuracy_estimate"] = cascade.agreement_hits / cascade.agreement_samples
+            adaptive = find_adaptive(cascade.policy)
+            if adaptive is not None:
+                out.update(adaptive.stats())
+        for served in self.models.values():
+            out.update({f"model_{served.name}_{k}": v for k, v in served.task.counters().items()})
         if self.lookups is not None:
             out.update(self.lookups.stats())
         return out
 
     def close(self) -> None:
-        self.cascade.cloud.close()
-        self.cascade.slot.close()
+        for served in self.models.values():
+            served.task.close()
         if self.lookups is not None:
             self.lookups.close()
+
+
+def _features(model: LocalModel) -> FeatureSpec:
+    if model.card.features is None:
+        raise ModelError(f"model {model.card.name!r} has no schema-1 feature encoding; use Agent.infer")
+    return model.card.features
+
+
+def _select(reply: TaskReply, wanted: list[str], task: Task) -> TaskReply:
+    from edgecascade.shared.errors import ProtocolError
+
+    unknown = [n for n in wanted if n not in reply.outputs]
+    if unknown:
+        available = [o.name for o in task.output_info()]
+        raise ProtocolError(f"unknown output(s) {unknown}; available: {available}", field="outputs")
+    return TaskReply({n: reply.outputs[n] for n in wanted}, reply.provenance, reply.model_version)

@@ -6,22 +6,37 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edgecascade.edge.agent import Agent
+    from edgecascade.edge.config.profile import DeviceProfile
+    from edgecascade.shared.answer import Answer
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
     p = sub.add_parser(
         "predict",
-        help="predict once for each input file with a device profile",
-        description="Load the profile's model (and cloud, if configured), predict each INPUT and print "
-        "the label, confidence, source, model name/version and latency.",
-        epilog="INPUT may be an image (.png, .jpg, ...), a .npy array (a raw uint8 image or encoded "
-        "features) or a .json list of numbers.\n\nexample:\n  edgecascade agent predict "
-        "--config firmware-configs/x86-store-pc.toml digit.png --json",
+        help="predict once for each input file, with a device profile or straight from model files",
+        description="Load the profile's model (and cloud, if configured), or the --model files with "
+        "their cards, predict each INPUT and print the answer with its provenance: for a classifier "
+        "the label, confidence, source, model name/version and latency; for any other model every "
+        "output by name.",
+        epilog="INPUT may be an image (.png, .jpg, ...) for a model with an image input, a .npy array "
+        "(for a model's only input; a raw uint8 image or encoded features) , a .npz with one array per "
+        "input name, or (with --config) a .json list of numbers.\n\nexamples:\n  edgecascade agent predict "
+        "--config firmware-configs/x86-store-pc.toml digit.png --json\n"
+        "  edgecascade models import segmenter.onnx --task tensor\n"
+        "  edgecascade agent predict --model segmenter.onnx frame.npz --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_profile_flag(p)
+    _model_source(p)
+    p.add_argument(
+        "--name", metavar="MODEL", help="model to ask, when several are served (default: the first)"
+    )
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="input files")
     p.add_argument("--json", action="store_true", help="print one JSON object per input (for machines)")
     p.set_defaults(func=_predict)
@@ -40,7 +55,16 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--config is absent.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_profile_flag(r)
+    _model_source(r)
+    r.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="with --model: local API port (default 8080; 0 = any free port)",
+    )
+    r.add_argument(
+        "--host", default="127.0.0.1", help="with --model: local API address (default: %(default)s)"
+    )
     r.set_defaults(func=_run)
     _register_config_command(sub)
 
@@ -53,14 +77,6 @@ def _add_profile_flag(p: argparse.ArgumentParser) -> None:
         metavar="PROFILE",
         help="device profile (TOML); default: the file named by EDGECASCADE_CONFIG",
     )
-
-
-def _profile(args: argparse.Namespace) -> Any:
-    """The profile of --config, or of EDGECASCADE_CONFIG when the flag is absent."""
-    from edgecascade.edge.config import load_profile
-    from edgecascade.edge.config.loader import profile_path
-
-    return load_profile(profile_path(args.config))
 
 
 def _register_config_command(sub: Any) -> None:
@@ -93,36 +109,113 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_source(p: argparse.ArgumentParser) -> None:
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        metavar="PROFILE",
+        help="device profile (TOML); default: the file named by EDGECASCADE_CONFIG",
+    )
+    source.add_argument(
+        "--model",
+        "-m",
+        type=Path,
+        action="append",
+        metavar="PATH",
+        help="model file with its card beside it (`edgecascade models import`); repeat for several; "
+        "no profile needed",
+    )
+
+
+def _profile(args: argparse.Namespace) -> DeviceProfile:
+    """The --model files on embedded defaults, else the profile of --config or EDGECASCADE_CONFIG."""
+    if getattr(args, "model", None):
+        from edgecascade.edge.config.embedded import embedded_profile
+
+        port = getattr(args, "port", None)
+        return embedded_profile(
+            args.model, port=8080 if port is None else port, host=getattr(args, "host", "127.0.0.1")
+        )
+    from edgecascade.edge.config import load_profile
+    from edgecascade.edge.config.loader import profile_path
+
+    return load_profile(profile_path(args.config))
+
+
 def _predict(args: argparse.Namespace) -> int:
     from edgecascade.edge.agent import Agent
     from edgecascade.logs import print_error
-    from edgecascade.shared.errors import InputError
+    from edgecascade.shared.errors import InputError, ProtocolError
 
     agent = Agent.from_profile(_profile(args))
     failures = 0
     try:
+        served = agent.get(args.name)
+        legacy = not args.model and served.slot.current.card.features is not None
         for path in args.inputs:
             try:
-                answer = agent.predict_file(path)
-            except InputError as exc:
+                if legacy:
+                    _print_answer(path, agent.predict_file(path), args.json)
+                else:
+                    _print_reply(agent, served.name, path, args.json)
+            except (InputError, ProtocolError) as exc:
                 failures += 1
                 print_error(str(exc))
-                continue
-            if args.json:
-                row = answer.to_dict()
-                row.pop("probabilities")
-                print(json.dumps({"input": str(path), **row}))
-            else:
-                m = answer.edge_model
-                print(
-                    f"{path}: {answer.label} (confidence {answer.confidence:.3f}, source {answer.source}, "
-                    f"model {m.name if m else '-'} {m.version if m else ''}, {answer.latency_ms:.2f} ms"
-                    + (f", degraded: {answer.reason}" if answer.degraded else "")
-                    + ")"
-                )
     finally:
         agent.close()
     return 1 if failures else 0
+
+
+def _print_answer(path: Path, answer: Answer, as_json: bool) -> None:
+    if as_json:
+        row = answer.to_dict()
+        row.pop("probabilities")
+        print(json.dumps({"input": str(path), **row}))
+        return
+    m = answer.edge_model
+    print(
+        f"{path}: {answer.label} (confidence {answer.confidence:.3f}, source {answer.source}, "
+        f"model {m.name if m else '-'} {m.version if m else ''}, {answer.latency_ms:.2f} ms"
+        + (f", degraded: {answer.reason}" if answer.degraded else "")
+        + ")"
+    )
+
+
+def _print_reply(agent: Agent, name: str, path: Path, as_json: bool) -> None:
+    from edgecascade.edge.predict_inputs import read_request_inputs
+    from edgecascade.edge.tasks import TaskRequest
+
+    served = agent.get(name)
+    inputs = read_request_inputs(path, served.slot.current.card)
+    reply = agent.infer(name, TaskRequest(inputs, request_id=path.name, session_id=path.name))
+    outputs = {n: _plain(a) for n, a in reply.outputs.items()}
+    if as_json:
+        print(
+            json.dumps(
+                {"input": str(path), "model": name, "outputs": outputs, "provenance": reply.provenance}
+            )
+        )
+        return
+    print(f"{path}: model {name} {reply.model_version}")
+    for n, a in reply.outputs.items():
+        print(f"  {n} {a.dtype} {list(a.shape)}: {_short(outputs[n])}")
+    for record in reply.provenance:
+        print(
+            f"  provenance: source {record['source']}, reason {record['reason']}, {record['latency_ms']} ms"
+        )
+
+
+def _plain(arr: np.ndarray) -> object:
+    if arr.dtype == object:
+        return [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in arr.reshape(-1)]
+    return arr.tolist()
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _run(args: argparse.Namespace) -> int:

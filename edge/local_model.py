@@ -1,4 +1,5 @@
-"""The device's local model: a backend plus its model card (labels, features, version)."""
+"""The device's local model: a backend plus its model card (task, pipeline, labels, version),
+the card checked against the model's own signature on every load."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.shared.answer import ModelRef
 from edgecascade.shared.backends import BackendOptions, ModelBackend, load_backend
 from edgecascade.shared.backends.registry import EXTENSIONS
-from edgecascade.shared.errors import ModelLoadError
+from edgecascade.shared.card_check import check_card
+from edgecascade.shared.errors import EdgecascadeError, InputError, ModelLoadError
 from edgecascade.shared.model_card import ModelCard
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,8 @@ def backend_options(profile: DeviceProfile) -> BackendOptions:
 
 @dataclass
 class LocalModel:
-    """A loaded model ready to answer: `probabilities(features)` for a batch of encoded rows."""
+    """A loaded model ready to answer: `run(inputs)` for any model, `probabilities(features)`
+    for a classifier's batch of encoded rows."""
 
     backend: ModelBackend
     card: ModelCard
@@ -48,31 +51,55 @@ class LocalModel:
 
     def __post_init__(self) -> None:
         self.ref = ModelRef(self.card.name, self.card.version)
-        self.input_name = self.card.features.input_name
-        self._output = self.card.probabilities_output
+        self.input_name = self.card.features.input_name if self.card.features else self.card.inputs[0].name
+        self._output = self.card.probabilities_output or self.card.outputs[0].name
+        self._softmax = self.card.logits
+        out = next((t for t in self.backend.signature.outputs if t.name == self._output), None)
+        # [N, 1, C]-style outputs are flattened to [N, C]; [N, C] is returned as it is.
+        self._flatten = out is not None and len(out.shape) != 2
 
     @classmethod
     def load(cls, path: Path, options: BackendOptions, backend: str | None = None) -> LocalModel:
+        """Load the artifact and its card; raises ModelLoadError naming the file (or the card
+        and the field) when either is unusable or they do not match."""
         loaded = load_backend(path, options, backend)  # file and format problems first
         try:
             card = ModelCard.load_for(path)
+            check_card(card, loaded.signature, ModelCard.path_for(path))
         except ModelLoadError:
             loaded.close()
             raise
-        names = [t.name for t in loaded.signature.outputs]
-        if card.probabilities_output not in names:
-            loaded.close()
-            raise ModelLoadError(
-                str(path), f"card names output {card.probabilities_output!r}, model has {names}"
-            )
         log.info(
             "loaded model %s %s from %s (%s)", card.name, card.version, path, loaded.signature.describe()
         )
         return cls(loaded, card, path)
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        """(N, ...) encoded features -> (N, classes) float32 probabilities."""
-        return self.backend.predict({self.input_name: features})[self._output]
+        """(N, ...) encoded features -> (N, classes) float32 probabilities (softmax applied
+        when the card says the model gives logits)."""
+        scores = self._predict({self.input_name: features})[self._output]
+        if self._flatten:
+            scores = scores.reshape(scores.shape[0], -1)
+        if self._softmax:
+            shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+            scores = shifted / shifted.sum(axis=1, keepdims=True)
+        if scores.dtype != np.float32:
+            scores = scores.astype(np.float32)
+        return scores
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output of the model, by name, for inputs already checked by the pipeline."""
+        return self._predict(inputs)
+
+    def _predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            return self.backend.predict(inputs)
+        except EdgecascadeError:
+            raise
+        except Exception as exc:  # the runtimes raise their own untyped errors
+            # Inputs that fit the signature can still be refused inside the graph (a dynamic
+            # size the model cannot take): the caller's input, so a 400 with the runtime's words.
+            raise InputError(f"model {self.card.name!r} could not run on these inputs: {exc}") from None
 
     def close(self) -> None:
         """Free the runtime. Callers sharing the model hold `lock` around use and close."""

@@ -37,6 +37,14 @@ class ModelSlot:
                 if not model.closed:
                     return model, model.probabilities(features)
 
+    def run(self, inputs: dict[str, np.ndarray]) -> tuple[LocalModel, dict[str, np.ndarray]]:
+        """Every output of the current model for one checked batch; same swap rules as above."""
+        while True:
+            model = self._model
+            with model.lock:
+                if not model.closed:
+                    return model, model.run(inputs)
+
     def swap(self, new: LocalModel) -> LocalModel:
         """Make `new` current; close the previous model once its in-flight call is done."""
         with self._swap_lock:

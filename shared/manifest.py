@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from edgecascade.shared.errors import ConfigError, UpdateError
 from edgecascade.shared.lazy_module import lazy_module
 from edgecascade.shared.model_card import ModelCard
+from edgecascade.shared.policy_kinds import PolicyKind
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives import serialization
@@ -134,7 +135,7 @@ class Golden(_Strict):
 
 
 class EscalationThreshold(_Strict):
-    kind: Literal["max_prob", "margin", "entropy"] = Field(description="Policy kind, as in [cascade].")
+    kind: PolicyKind = Field(description="Policy kind, as in [cascade] (shared/policy_kinds.py).")
     threshold: float = Field(ge=0.0, le=1.0, description="Threshold tuned for this model version.")
 
 

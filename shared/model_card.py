@@ -1,47 +1,197 @@
-"""The model card written beside every built artifact (`<artifact>.card.json`)."""
+"""The model card written beside every artifact (`<artifact>.card.json`): what the model is,
+how its inputs are prepared, what its outputs mean.
+
+Schema 2 adds the task (classification, detection, tensor), a pipeline per input, output
+meanings (logits, detection outputs and box format, an escalation score), and state pairs.
+Schema 1 cards (one encoded input, one probabilities output) are read and upgraded on load."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edgecascade.shared.errors import ModelLoadError
-from edgecascade.shared.features.spec import FeatureSpec
+from edgecascade.shared.errors import ModelError, ModelLoadError
+from edgecascade.shared.features.spec import FeatureSpec, ImageEncoding
 
 CARD_SUFFIX = ".card.json"
+SCHEMA_VERSION = 2
+
+#: The task kinds a card may name. The edge's task registry (edge/tasks/registry.py) has one
+#: implementation per kind; a test keeps the two in step.
+TASK_KINDS = ("classification", "detection", "tensor")
+
+BoxFormat = Literal["yxyx", "xyxy", "xywh", "cxcywh"]
 
 
-class TensorCard(BaseModel):
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class TensorCard(_Strict):
+    """One model input or output. `shape` uses -1 for a dynamic dimension."""
+
     name: str
     dtype: str
     shape: list[int]
+    pipeline: ImageEncoding | None = Field(
+        None,
+        description="Inputs only: how an image becomes this tensor (decode, colour, resize, scale, "
+        "mean/std, layout). Unset = a raw tensor, passed as given.",
+    )
+
+
+class DetectionCard(_Strict):
+    """Which outputs of an SSD-style post-processed detector hold what (TFLite
+    `TFLite_Detection_PostProcess` order: boxes, classes, scores, count)."""
+
+    boxes_output: str = Field(description="Output with boxes, [N, D, 4].")
+    scores_output: str = Field(description="Output with scores, [N, D].")
+    classes_output: str | None = Field(
+        None, description="Output with class indices, [N, D]; unset = class 0."
+    )
+    count_output: str | None = Field(None, description="Output with the valid-detection count, [N].")
+    box_format: BoxFormat = Field("yxyx", description="Order of the 4 box values.")
+    normalized: bool = Field(True, description="Box coordinates are 0..1 fractions of the image.")
+    min_score: float = Field(0.0, ge=0.0, le=1.0, description="Detections below this score are dropped.")
+    label_offset: int = Field(0, description="Added to a class index before looking up its label.")
+
+
+class ScoreEscalation(_Strict):
+    """A tensor model escalates when one value of `output` crosses `threshold`."""
+
+    output: str = Field(description="Output whose first value per example is the score.")
+    threshold: float = Field(description="The cut.")
+    hard_when: Literal["below", "above"] = Field("below", description="A case is hard below (or above) it.")
+
+
+class StatePair(_Strict):
+    """A stateful model's state: the value of `output` feeds `input` on the next call of a session."""
+
+    input: str
+    output: str
 
 
 class ModelCard(BaseModel):
-    """What a model is, how it was made and how well it did. Written by tools/, read by edge/ and cloud/."""
+    """What a model is, how it was made and how well it did. Written by tools/ and
+    `edgecascade models import`, read by edge/ and cloud/."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    schema_version: int = 1
+    schema_version: int = SCHEMA_VERSION
     name: str = Field(description="Model name, as used in profiles, manifests and V2 URLs.")
     version: str = Field(description="Model version (independent of the agent version).")
     backend: str = Field(description="Backend that runs the artifact: tflite or onnx.")
     file: str = Field(description="Artifact file name, relative to the card.")
     sha256: str
     size_bytes: int
-    dataset: str = Field(description="Data set and split the model was trained and evaluated on.")
-    heldout_accuracy: float = Field(description="Top-1 accuracy on the held-out split, 0..1.")
-    heldout_size: int
-    quantization: str = Field(description="none, int8 (full-integer), int8-qdq, ...")
+    task: str = Field("classification", description="classification, detection or tensor.")
+    dataset: str | None = Field(
+        None, description="Data set and split the model was trained and evaluated on."
+    )
+    heldout_accuracy: float | None = Field(None, description="Top-1 accuracy on the held-out split, 0..1.")
+    heldout_size: int | None = None
+    quantization: str = Field("none", description="none, int8 (full-integer), int8-qdq, ...")
     inputs: list[TensorCard]
     outputs: list[TensorCard]
-    probabilities_output: str = Field(description="Output holding per-class probabilities.")
-    labels: list[str] = Field(description="Class names, in output order.")
-    features: FeatureSpec
+    probabilities_output: str | None = Field(
+        None, description="Classification: the output holding per-class scores."
+    )
+    logits: bool = Field(False, description="Classification: scores are logits (softmax is applied).")
+    labels: list[str] = Field(default_factory=list, description="Class names, in output order.")
+    features: FeatureSpec | None = Field(
+        None, description="Schema 1: the encoding of the one input (schema 2 keeps it per input)."
+    )
+    detection: DetectionCard | None = Field(None, description="Detection: which output holds what.")
+    escalation: ScoreEscalation | None = Field(None, description="Tensor: when a case goes to the cloud.")
+    state: list[StatePair] = Field(default_factory=list, description="State inputs fed from outputs.")
     tool_versions: dict[str, str] = Field(default_factory=dict)
     float_source: str | None = Field(None, description="Artifact this one was quantized from, if any.")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str) -> str:
+        if task not in TASK_KINDS:
+            raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASK_KINDS)}")
+        return task
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade_v1(cls, data: Any) -> Any:
+        # A schema 1 card (and tools/ that still write `features`) keeps the encoding in
+        # `features`; schema 2 keeps it on the input, where the pipeline reads it.
+        if not isinstance(data, dict):
+            return data
+        features = data.get("features")
+        if features is None:
+            return data
+        spec = features if isinstance(features, FeatureSpec) else FeatureSpec.model_validate(features)
+        if isinstance(spec.encoding, ImageEncoding):
+            data = dict(data)
+            data["inputs"] = [
+                _with_pipeline(t, spec.encoding) if _name(t) == spec.input_name else t
+                for t in data.get("inputs", [])
+            ]
+        return data
+
+    @model_validator(mode="after")
+    def _task_fields(self) -> ModelCard:
+        names = {t.name for t in self.outputs}
+        if self.task == "classification" and self.probabilities_output is None:
+            raise ValueError("a classification card names its probabilities_output")
+        if self.task == "detection" and self.detection is None:
+            raise ValueError("a detection card has a `detection` section naming its outputs")
+        for field, out in self._named_outputs():
+            if out not in names:
+                raise ValueError(f"{field} names output {out!r}; the card's outputs are {sorted(names)}")
+        inputs = {t.name for t in self.inputs}
+        for i, pair in enumerate(self.state):
+            if pair.input not in inputs:
+                raise ValueError(f"state[{i}].input names {pair.input!r}; the inputs are {sorted(inputs)}")
+        return self
+
+    def _named_outputs(self) -> list[tuple[str, str]]:
+        named = [("probabilities_output", self.probabilities_output)]
+        if self.detection is not None:
+            d = self.detection
+            named += [
+                ("detection.boxes_output", d.boxes_output),
+                ("detection.scores_output", d.scores_output),
+                ("detection.classes_output", d.classes_output),
+                ("detection.count_output", d.count_output),
+            ]
+        if self.escalation is not None:
+            named.append(("escalation.output", self.escalation.output))
+        named += [(f"state[{i}].output", p.output) for i, p in enumerate(self.state)]
+        return [(f, n) for f, n in named if n is not None]
+
+    def feature_spec(self) -> FeatureSpec:
+        """The schema-1 encoding of a classifier's one input; ModelError for cards without one."""
+        if self.features is None:
+            raise ModelError(
+                f"model card of {self.name!r} has no `features` encoding (schema 1 classifiers only)"
+            )
+        return self.features
+
+    def scores_output(self) -> str:
+        """A classifier's probabilities output; ModelError for other tasks."""
+        if self.probabilities_output is None:
+            raise ModelError(f"model card of {self.name!r} names no probabilities_output ({self.task} model)")
+        return self.probabilities_output
+
+    def input(self, name: str) -> TensorCard:
+        for t in self.inputs:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def output(self, name: str) -> TensorCard:
+        for t in self.outputs:
+            if t.name == name:
+                return t
+        raise KeyError(name)
 
     @staticmethod
     def path_for(artifact: Path) -> Path:
@@ -54,11 +204,37 @@ class ModelCard(BaseModel):
         try:
             return cls.model_validate_json(card_path.read_text())
         except FileNotFoundError:
-            raise ModelLoadError(str(artifact), f"model card {card_path.name} not found beside it") from None
+            raise ModelLoadError(
+                str(artifact),
+                f"model card {card_path.name} not found beside it; write one with `edgecascade models import {artifact}`",
+            ) from None
         except ValueError as exc:
             raise ModelLoadError(str(card_path), f"invalid model card: {exc}") from exc
 
     def save_beside(self, artifact: Path) -> Path:
         path = self.path_for(artifact)
-        path.write_text(self.model_dump_json(indent=2) + "\n")
+        path.write_text(self.model_dump_json(indent=2, exclude_none=True) + "\n")
         return path
+
+
+def _name(tensor: Any) -> Any:
+    return tensor.name if isinstance(tensor, TensorCard) else tensor.get("name")
+
+
+def _with_pipeline(tensor: Any, encoding: ImageEncoding) -> Any:
+    if isinstance(tensor, TensorCard):
+        return tensor.model_copy(update={"pipeline": encoding})
+    return {**tensor, "pipeline": tensor.get("pipeline") or encoding}
+
+
+def shape_fits(actual: tuple[int, ...] | list[int], declared: list[int]) -> bool:
+    """A model's shape matches a card's, where -1 on either side is any size."""
+    if len(actual) != len(declared):
+        return False
+    return all(a < 0 or d < 0 or a == d for a, d in zip(actual, declared, strict=True))
+
+
+def element_count(shape: list[int]) -> int | None:
+    """Elements of a shape without its batch axis; None if a dimension is dynamic."""
+    dims = shape[1:]
+    return None if any(d < 0 for d in dims) else math.prod(dims)

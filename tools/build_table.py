@@ -45,8 +45,8 @@ class CloudModelRunner:
 
     def probabilities(self, features: np.ndarray, batch: int = 1024) -> np.ndarray:
         outs = [
-            self.backend.predict({self.card.features.input_name: features[i : i + batch]})[
-                self.card.probabilities_output
+            self.backend.predict({self.card.feature_spec().input_name: features[i : i + batch]})[
+                self.card.scores_output()
             ]
             for i in range(0, len(features), batch)
         ]
@@ -72,7 +72,7 @@ def folder_inputs(folder: Path, card: ModelCard) -> TableInputs:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _INPUT_SUFFIXES)
     if not files:
         raise InputError(f"{folder}: no input files ({', '.join(sorted(_INPUT_SUFFIXES))})")
-    features = np.stack([read_input_file(p, card.features) for p in files])
+    features = np.stack([read_input_file(p, card.feature_spec()) for p in files])
     return TableInputs(features, [p.stem for p in files], f"folder {folder.name} ({len(files)} files)")
 
 
@@ -98,7 +98,7 @@ def keyfile_inputs(path: Path, card: ModelCard) -> TableInputs:
         pairs = [(r[0].strip(), r[1].strip()) for r in rows]
     if not pairs:
         raise InputError(f"{path}: no keys")
-    features = np.stack([read_input_file(path.parent / str(file), card.features) for _, file in pairs])
+    features = np.stack([read_input_file(path.parent / str(file), card.feature_spec()) for _, file in pairs])
     return TableInputs(features, [str(k) for k, _ in pairs], f"key file {path.name} ({len(pairs)} keys)")
 
 
@@ -118,7 +118,7 @@ def build_table(
     try:
         card = runner.card
         probs = runner.probabilities(inputs.features)
-        encoding = card.features.version
+        encoding = card.feature_spec().version
         if scheme == "application":
             if inputs.keys is None:
                 raise InputError("application keys need named inputs (a folder or a key file)")

@@ -7,7 +7,12 @@ import importlib
 from pathlib import Path
 
 # further subcommands, each defined by add_parser(subparsers) in its own module
-MODULES = ["edgecascade.tools.tune_cli", "edgecascade.tools.table_cli", "edgecascade.tools.quantize_cli"]
+MODULES = [
+    "edgecascade.tools.tune_cli",
+    "edgecascade.tools.table_cli",
+    "edgecascade.tools.import_cli",
+    "edgecascade.tools.quantize_cli",
+]
 
 
 def register(parser: argparse.ArgumentParser) -> None:

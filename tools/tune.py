@@ -13,13 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecascade.edge.policies import EntropyPolicy, MarginPolicy, MaxProbabilityPolicy
+from edgecascade.edge.policies import EntropyPolicy
+from edgecascade.edge.policies.registry import POLICIES
 
-KINDS: dict[str, type[MaxProbabilityPolicy] | type[MarginPolicy] | type[EntropyPolicy]] = {
-    "max_prob": MaxProbabilityPolicy,
-    "margin": MarginPolicy,
-    "entropy": EntropyPolicy,
-}
+KINDS = POLICIES
 
 
 @dataclass(frozen=True)
@@ -32,7 +29,7 @@ class Point:
 
 def _hard(kind: str, threshold: float, edge_probs: np.ndarray) -> np.ndarray:
     scores = KINDS[kind](threshold).scores(edge_probs)  # higher = harder
-    if kind == "entropy":
+    if KINDS[kind] is EntropyPolicy:
         return scores > threshold
     return scores > 1.0 - threshold  # max_prob < t  <=>  1 - max_prob > 1 - t; same for margin
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgecascade.shared.policy_kinds import POLICY_KINDS
+
 DEFAULT_MODELS = Path("tests/fixtures/models")
 
 
@@ -13,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "tune",
         help="trade escalation rate against cascade accuracy and pick a threshold",
         description="Run the edge and cloud models on the digits validation split, sweep the threshold of "
-        "each escalation policy (max_prob, margin, entropy), print the trade-off, pick the threshold "
+        "each escalation policy (" + ", ".join(POLICY_KINDS) + "), print the trade-off, pick the threshold "
         "that meets the target with the fewest escalations, report its held-out figures, write it "
         "into a profile and save a PNG plot.",
         epilog="examples:\n  edgecascade models tune --max-escalation 0.10 --relative-accuracy 0.995\n"
@@ -33,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--policy",
-        choices=["max_prob", "margin", "entropy", "best"],
+        choices=[*POLICY_KINDS, "best"],
         default="best",
         help="policy to write into the profile (default: the one needing fewest escalations)",
     )

@@ -25,6 +25,13 @@ class CloudClient(abc.ABC):
     def infer(self, features: np.ndarray, *, request_id: str, raw_input: bytes | None = None) -> CloudAnswer:
         """`features`: one encoded row. `raw_input` is sent only if the profile allows it."""
 
+    def infer_tensors(
+        self, inputs: dict[str, np.ndarray], *, request_id: str
+    ) -> tuple[dict[str, np.ndarray], ModelRef]:
+        """Any model's named tensors in, every output of the cloud model out (detectors, tensor
+        models). A client that cannot send tensors raises CloudUnreachableError."""
+        raise CloudUnreachableError(f"{type(self).__name__} cannot ask the cloud with tensors")
+
     def close(self) -> None:  # noqa: B027 - optional hook, most clients hold nothing
         """Release pooled connections."""
 

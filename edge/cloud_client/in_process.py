@@ -25,8 +25,8 @@ class InProcessCloudClient(CloudClient):
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """A batch of encoded rows -> (N, classes) probabilities."""
         with self._lock:
-            return self.backend.predict({self.card.features.input_name: features})[
-                self.card.probabilities_output
+            return self.backend.predict({self.card.feature_spec().input_name: features})[
+                self.card.scores_output()
             ]
 
     def infer(self, features: np.ndarray, *, request_id: str, raw_input: bytes | None = None) -> CloudAnswer:

@@ -38,10 +38,12 @@ def client_class(url: str) -> type[CloudClient]:
     return cls
 
 
-def build_cloud_client(profile: DeviceProfile) -> CloudClient:
-    """The client for the profile's [cloud] url; the do-nothing client when it has none."""
+def build_cloud_client(profile: DeviceProfile, model: str | None = None) -> CloudClient:
+    """The client for the profile's [cloud] url asking `model` (default: cloud.model); the
+    do-nothing client when the profile has no url."""
     from edgecascade.edge.cloud_client.base import NullCloudClient
 
     if profile.cloud.url is None:
         return NullCloudClient()
-    return client_class(profile.cloud.url).from_profile(profile)  # type: ignore[attr-defined]
+    config = profile.cloud if model is None else profile.cloud.model_copy(update={"model": model})
+    return client_class(profile.cloud.url)(config, device_id=profile.device_id)  # type: ignore[call-arg]

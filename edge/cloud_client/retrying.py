@@ -5,21 +5,25 @@ retryable errors only, a circuit breaker, and the token rules of the profile."""
 from __future__ import annotations
 
 import abc
+import base64
 import ipaddress
 import logging
 import random
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from edgecascade.edge.cloud_client.base import CloudAnswer, CloudClient
 from edgecascade.edge.cloud_client.breaker import CircuitBreaker
+from edgecascade.edge.cloud_client.negotiation import ServerFacts
 from edgecascade.edge.config.cloud import CloudSection
-from edgecascade.shared.errors import CloudError, CloudUnreachableError, ConfigError
+from edgecascade.shared.answer import ModelRef
+from edgecascade.shared.errors import CloudBadResponseError, CloudError, CloudUnreachableError, ConfigError
+from edgecascade.shared.v2 import DATATYPES, IDEMPOTENCY_KEY, RAW_INPUT_KEY, InferResponse
 
 if TYPE_CHECKING:
     from edgecascade.edge.config.profile import DeviceProfile
@@ -28,6 +32,7 @@ log = logging.getLogger(__name__)
 
 #: Seconds (connect, read) one attempt may take.
 Timeout = tuple[float, float]
+_T = TypeVar("_T")
 
 
 class Retryable(CloudError):
@@ -66,46 +71,93 @@ class RetryingCloudClient(CloudClient):
         return cls(profile.cloud, device_id=profile.device_id)
 
     def infer(self, features: np.ndarray, *, request_id: str, raw_input: bytes | None = None) -> CloudAnswer:
-        self.breaker.before_call()
-        # One idempotency key for every retry of this escalation: the server computes and
-        # counts it once even if a response is lost and we try again.
         key = request_id or uuid.uuid4().hex
+
+        def row(facts: ServerFacts) -> dict[str, np.ndarray]:
+            return {facts.input_name: features[None, ...].astype(DATATYPES[facts.datatype], copy=False)}
+
+        def attempt(timeout: Timeout) -> CloudAnswer:
+            decoded = self._exchange(row, key, [self.output], raw_input, timeout)
+            try:
+                probs = np.asarray(decoded.outputs[self.output], dtype=np.float32).reshape(-1)
+            except (KeyError, ValueError) as exc:
+                raise CloudBadResponseError(f"invalid V2 response: {exc}") from None
+            if probs.size == 0 or not np.all(np.isfinite(probs)):
+                raise CloudBadResponseError("invalid V2 response: empty or non-finite probabilities")
+            return CloudAnswer(probs, _ref(decoded))
+
+        return self._call(attempt)
+
+    def infer_tensors(
+        self, inputs: dict[str, np.ndarray], *, request_id: str
+    ) -> tuple[dict[str, np.ndarray], ModelRef]:
+        key = request_id or uuid.uuid4().hex
+
+        def attempt(timeout: Timeout) -> tuple[dict[str, np.ndarray], ModelRef]:
+            decoded = self._exchange(lambda facts: inputs, key, None, None, timeout)
+            return decoded.outputs, _ref(decoded)
+
+        return self._call(attempt)
+
+    def _call(self, attempt: Callable[[Timeout], _T]) -> _T:
+        """`attempt` under the breaker, retried until the deadline. One idempotency key (made by
+        the caller) serves every retry: the server computes and counts an escalation once even if
+        a response is lost and we try again."""
+        self.breaker.before_call()
         try:
-            answer = self._with_retries(features, key, raw_input)
+            answer = self._with_retries(attempt)
         except CloudError:
             self.breaker.record_failure()
             raise
         self.breaker.record_success()
         return answer
 
-    def _with_retries(self, features: np.ndarray, key: str, raw_input: bytes | None) -> CloudAnswer:
+    def _with_retries(self, attempt: Callable[[Timeout], _T]) -> _T:
         cfg = self.config
         deadline = self._clock() + cfg.deadline_s
-        attempt = 0
+        tries = 0
         while True:
             remaining = deadline - self._clock()
             if remaining <= 0:
-                raise CloudUnreachableError(
-                    f"deadline of {cfg.deadline_s}s passed after {attempt} attempt(s)"
-                )
-            attempt += 1
-            timeout = (min(cfg.connect_timeout_s, remaining), min(cfg.read_timeout_s, remaining))
+                raise CloudUnreachableError(f"deadline of {cfg.deadline_s}s passed after {tries} attempt(s)")
+            tries += 1
+            self.attempts += 1
             try:
-                return self._attempt(features, key, raw_input, timeout)
+                return attempt((min(cfg.connect_timeout_s, remaining), min(cfg.read_timeout_s, remaining)))
             except (CloudUnreachableError, Retryable) as exc:
-                if attempt > cfg.retries:
+                if tries > cfg.retries:
                     raise CloudUnreachableError(str(exc)) from None
                 # Full jitter: a fleet that lost the cloud at once does not retry in lockstep.
-                delay = random.uniform(0, cfg.backoff_base_s * 2 ** (attempt - 1))
+                delay = random.uniform(0, cfg.backoff_base_s * 2 ** (tries - 1))
                 if self._clock() + delay >= deadline:
                     raise CloudUnreachableError(f"{exc}; no time left for a retry") from None
                 self._sleep(delay)
 
     @abc.abstractmethod
-    def _attempt(
-        self, features: np.ndarray, key: str, raw_input: bytes | None, timeout: Timeout
-    ) -> CloudAnswer:
-        """One request for one encoded row; counts itself in `self.attempts`."""
+    def _exchange(
+        self,
+        inputs: Callable[[ServerFacts], dict[str, np.ndarray]],
+        key: str,
+        outputs: list[str] | None,
+        raw_input: bytes | None,
+        timeout: Timeout,
+    ) -> InferResponse:
+        """One request: `inputs` made from the server's negotiated facts, asking for `outputs`
+        (None: all). Raises CloudUnreachableError or Retryable for what another try may fix and
+        any other CloudError for what it cannot."""
+
+
+def _ref(decoded: InferResponse) -> ModelRef:
+    return ModelRef(decoded.model_name, decoded.model_version or "unknown")
+
+
+def request_parameters(key: str, raw_input: bytes | None) -> dict[str, object]:
+    """The V2 request parameters of an escalation: its idempotency key, and the raw input where
+    the profile lets it leave the device."""
+    params: dict[str, object] = {IDEMPOTENCY_KEY: key}
+    if raw_input is not None:
+        params[RAW_INPUT_KEY] = base64.b64encode(raw_input).decode()
+    return params
 
 
 def read_token(config: CloudSection) -> str | None:

@@ -6,19 +6,17 @@ breaker: edge/cloud_client/retrying.py."""
 
 from __future__ import annotations
 
-import base64
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
 import numpy as np
 
-from edgecascade.edge.cloud_client.base import CloudAnswer
 from edgecascade.edge.cloud_client.negotiation import ServerFacts, negotiate
-from edgecascade.edge.cloud_client.retrying import Retryable, RetryingCloudClient, Timeout
+from edgecascade.edge.cloud_client.retrying import Retryable, RetryingCloudClient, Timeout, request_parameters
 from edgecascade.edge.cloud_client.tls import cloud_tls
-from edgecascade.shared.answer import ModelRef
 from edgecascade.shared.errors import (
     CloudAuthError,
     CloudBadResponseError,
@@ -27,7 +25,7 @@ from edgecascade.shared.errors import (
     ConfigError,
     ProtocolError,
 )
-from edgecascade.shared.v2 import DATATYPES
+from edgecascade.shared.v2 import InferResponse
 from edgecascade.shared.v2.grpc import grpc_predict_v2_pb2 as pb
 from edgecascade.shared.v2.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from edgecascade.shared.v2.grpc.convert import (
@@ -74,7 +72,7 @@ class V2GrpcCloudClient(RetryingCloudClient):
         self.metadata = tuple(metadata)
         self.facts: ServerFacts | None = None
 
-    def _call(self, method: Any, request: Any, timeout: Timeout) -> Any:
+    def _rpc(self, method: Any, request: Any, timeout: Timeout) -> Any:
         try:
             return method(request, timeout=sum(timeout), metadata=self.metadata)
         except grpc.RpcError as exc:
@@ -82,42 +80,37 @@ class V2GrpcCloudClient(RetryingCloudClient):
 
     def _negotiate(self, timeout: Timeout) -> ServerFacts:
         server = server_metadata_from_proto(
-            self._call(self.stub.ServerMetadata, pb.ServerMetadataRequest(), timeout)
+            self._rpc(self.stub.ServerMetadata, pb.ServerMetadataRequest(), timeout)
         )
         request = pb.ModelMetadataRequest(name=self.config.model, version=self.config.model_version or "")
-        model = model_metadata_from_proto(self._call(self.stub.ModelMetadata, request, timeout))
+        model = model_metadata_from_proto(self._rpc(self.stub.ModelMetadata, request, timeout))
         # Raw tensor contents are part of the gRPC protocol itself, not an extension.
         facts = negotiate(server, model, input_name=self.input_name, allow_binary=False)
         return ServerFacts(facts.server, True, facts.input_name, facts.datatype)
 
-    def _attempt(
-        self, features: np.ndarray, key: str, raw_input: bytes | None, timeout: Timeout
-    ) -> CloudAnswer:
-        self.attempts += 1
+    def _exchange(
+        self,
+        inputs: Callable[[ServerFacts], dict[str, np.ndarray]],
+        key: str,
+        outputs: list[str] | None,
+        raw_input: bytes | None,
+        timeout: Timeout,
+    ) -> InferResponse:
         if self.facts is None:
             self.facts = self._negotiate(timeout)
-        facts = self.facts
-        params: dict[str, object] = {"idempotency_key": key}
-        if raw_input is not None:
-            params["raw_input_b64"] = base64.b64encode(raw_input).decode()
-        row = features[None, ...].astype(DATATYPES[facts.datatype], copy=False)
         request = request_to_proto(
             self.config.model,
             self.config.model_version,
-            {facts.input_name: row},
+            inputs(self.facts),
             request_id=key,
-            parameters=params,
-            outputs=[self.output],
+            parameters=request_parameters(key, raw_input),
+            outputs=outputs,
         )
-        reply = self._call(self.stub.ModelInfer, request, timeout)
+        reply = self._rpc(self.stub.ModelInfer, request, timeout)
         try:
-            decoded = response_from_proto(reply)
-            probs = np.asarray(decoded.outputs[self.output], dtype=np.float32).reshape(-1)
-        except (ProtocolError, KeyError, ValueError) as exc:
+            return response_from_proto(reply)
+        except (ProtocolError, ValueError) as exc:
             raise CloudBadResponseError(f"invalid V2 response: {exc}") from None
-        if probs.size == 0 or not np.all(np.isfinite(probs)):
-            raise CloudBadResponseError("invalid V2 response: empty or non-finite probabilities")
-        return CloudAnswer(probs, ModelRef(decoded.model_name, decoded.model_version or "unknown"))
 
     def close(self) -> None:
         self.channel.close()

@@ -6,8 +6,8 @@ request anyway (one log line). Retries, deadline and breaker: edge/cloud_client/
 
 from __future__ import annotations
 
-import base64
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,11 +15,9 @@ import requests
 from pydantic import ValidationError
 from requests.adapters import HTTPAdapter
 
-from edgecascade.edge.cloud_client.base import CloudAnswer
 from edgecascade.edge.cloud_client.negotiation import ServerFacts, negotiate
-from edgecascade.edge.cloud_client.retrying import Retryable, RetryingCloudClient, Timeout
+from edgecascade.edge.cloud_client.retrying import Retryable, RetryingCloudClient, Timeout, request_parameters
 from edgecascade.edge.cloud_client.tls import cloud_tls
-from edgecascade.shared.answer import ModelRef
 from edgecascade.shared.errors import (
     CloudAuthError,
     CloudBadResponseError,
@@ -27,7 +25,7 @@ from edgecascade.shared.errors import (
     ProtocolError,
 )
 from edgecascade.shared.v2 import (
-    DATATYPES,
+    InferResponse,
     ModelMetadata,
     ServerMetadata,
     decode_infer_response,
@@ -59,14 +57,19 @@ class V2HttpCloudClient(RetryingCloudClient):
             self.session.headers["X-Edgecascade-Device"] = self.device_id
         self.facts: ServerFacts | None = None
 
-    def _attempt(
-        self, features: np.ndarray, key: str, raw_input: bytes | None, timeout: Timeout
-    ) -> CloudAnswer:
-        self.attempts += 1
+    def _exchange(
+        self,
+        inputs: Callable[[ServerFacts], dict[str, np.ndarray]],
+        key: str,
+        outputs: list[str] | None,
+        raw_input: bytes | None,
+        timeout: Timeout,
+    ) -> InferResponse:
         if self.facts is None:
             self.facts = self._negotiate(timeout)
         facts = self.facts
-        resp = self._post(features, key, raw_input, facts, facts.binary, timeout)
+        tensors = inputs(facts)
+        resp = self._post(tensors, key, raw_input, outputs, facts.binary, timeout)
         if facts.binary and resp.status_code in BINARY_REFUSED:
             log.warning(
                 "cloud %s refused a binary-tensor request (%d %s); sending JSON from now on",
@@ -77,11 +80,11 @@ class V2HttpCloudClient(RetryingCloudClient):
             # Switched before the JSON try: should that try be cut (some servers drop the
             # connection after such an error), the next attempt goes straight to JSON.
             self.facts = facts.without_binary()
-            resp = self._post(features, key, raw_input, self.facts, False, timeout)
+            resp = self._post(tensors, key, raw_input, outputs, False, timeout)
             if resp.status_code in BINARY_REFUSED:
                 log.info("JSON refused alike (%d): the error was not about binary tensors", resp.status_code)
                 self.facts = facts
-        return self._answer(resp)
+        return self._decoded(resp)
 
     def _negotiate(self, timeout: Timeout) -> ServerFacts:
         server = self._get_metadata(self.url + "/v2", ServerMetadata, timeout)
@@ -108,22 +111,18 @@ class V2HttpCloudClient(RetryingCloudClient):
 
     def _post(
         self,
-        features: np.ndarray,
+        inputs: dict[str, np.ndarray],
         key: str,
         raw_input: bytes | None,
-        facts: ServerFacts,
+        outputs: list[str] | None,
         binary: bool,
         timeout: Timeout,
     ) -> requests.Response:
-        params: dict[str, object] = {"idempotency_key": key}
-        if raw_input is not None:
-            params["raw_input_b64"] = base64.b64encode(raw_input).decode()
-        row = features[None, ...].astype(DATATYPES[facts.datatype], copy=False)
         body, headers = encode_infer_request(
-            {facts.input_name: row},
+            inputs,
             request_id=key,
-            parameters=params,
-            outputs=[self.output],
+            parameters=request_parameters(key, raw_input),
+            outputs=outputs,
             binary=binary,
             binary_outputs=binary,
         )
@@ -142,7 +141,7 @@ class V2HttpCloudClient(RetryingCloudClient):
         except requests.ConnectionError as exc:
             raise CloudUnreachableError(f"cannot connect to {self.url}: {type(exc).__name__}") from None
 
-    def _answer(self, resp: requests.Response) -> CloudAnswer:
+    def _decoded(self, resp: requests.Response) -> InferResponse:
         if resp.status_code in (401, 403):
             raise CloudAuthError(f"{resp.status_code} {_error_text(resp)}")
         if resp.status_code in RETRYABLE_STATUS:
@@ -150,13 +149,9 @@ class V2HttpCloudClient(RetryingCloudClient):
         if resp.status_code != 200:
             raise CloudBadResponseError(f"{resp.status_code} {_error_text(resp)}")
         try:
-            decoded = decode_infer_response(resp.content, resp.headers)
-            probs = np.asarray(decoded.outputs[self.output], dtype=np.float32).reshape(-1)
-        except (ProtocolError, KeyError, ValueError) as exc:
+            return decode_infer_response(resp.content, resp.headers)
+        except (ProtocolError, ValueError) as exc:
             raise CloudBadResponseError(f"invalid V2 response: {exc}") from None
-        if probs.size == 0 or not np.all(np.isfinite(probs)):
-            raise CloudBadResponseError("invalid V2 response: empty or non-finite probabilities")
-        return CloudAnswer(probs, ModelRef(decoded.model_name, decoded.model_version or "unknown"))
 
     def close(self) -> None:
         self.session.close()

@@ -7,12 +7,12 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from edgecascade.edge.config.base import Section
+from edgecascade.shared.policy_kinds import POLICY_KINDS, PolicyKind
 
 
 class PolicySpec(Section):
-    kind: Literal["max_prob", "margin", "entropy"] = Field(
-        description="max_prob: hard if top probability < threshold; margin: hard if top1-top2 < threshold; "
-        "entropy: hard if normalized entropy > threshold."
+    kind: PolicyKind = Field(
+        description="; ".join(f"{kind}: {meaning}" for kind, meaning in POLICY_KINDS.items()) + "."
     )
     threshold: float = Field(ge=0.0, le=1.0, description="The policy's threshold, 0..1.")
     per_class: dict[str, float] = Field(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
+
+from pydantic import Field, model_validator
 
 from edgecascade.edge.config.base import DeviceId, ProfilePath, Section, TopicName
 from edgecascade.edge.config.camera import CameraSection
@@ -11,6 +13,7 @@ from edgecascade.edge.config.cloud import CloudSection
 from edgecascade.edge.config.daemon import ApiSection, DaemonSection
 from edgecascade.edge.config.deferred import DeferredSection
 from edgecascade.edge.config.lookup import LookupSection
+from edgecascade.edge.config.models import ModelEntry
 from edgecascade.edge.config.mqtt import MqttSection
 from edgecascade.edge.config.runtime import ModelSection, RuntimeSection
 from edgecascade.edge.config.telemetry import TelemetrySection
@@ -33,7 +36,12 @@ class DeviceProfile(Section):
     data_dir: ProfilePath = Field(description="Writable folder for buffers, caches and updated models.")
     memory_budget_mb: int = Field(gt=0, description="Peak RSS the agent must stay under, in MiB.")
     runtime: RuntimeSection = Field(default_factory=RuntimeSection)
-    model: ModelSection
+    model: ModelSection = Field(
+        description="The single served model (or, with [[models]], the first one: filled in from it)."
+    )
+    models: list[ModelEntry] = Field(
+        default_factory=list, description="Several served models, each with its own settings; see ModelEntry."
+    )
     cascade: CascadeSection = Field(default_factory=CascadeSection)
     cloud: CloudSection = Field(default_factory=CloudSection)
     api: ApiSection = Field(default_factory=ApiSection)
@@ -44,3 +52,35 @@ class DeviceProfile(Section):
     updates: UpdatesSection = Field(default_factory=UpdatesSection)
     camera: CameraSection = Field(default_factory=CameraSection)
     deferred: DeferredSection = Field(default_factory=DeferredSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_from_models(cls, data: Any) -> Any:
+        # With [[models]] and no [model], the first entry is the model updates and tools address.
+        if isinstance(data, dict) and "model" not in data and data.get("models"):
+            first = data["models"][0]
+            if isinstance(first, dict):
+                data = {**data, "model": {k: first[k] for k in ("name", "path", "backend") if k in first}}
+        return data
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> DeviceProfile:
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"models: names must be unique, {dupes} appear more than once")
+        return self
+
+    def model_entries(self) -> list[ModelEntry]:
+        """The served models in order; the first is the default model of every front end."""
+        if self.models:
+            return list(self.models)
+        return [
+            ModelEntry(
+                name=self.model.name,
+                path=self.model.path,
+                backend=self.model.backend,
+                cascade=self.cascade,
+                cloud_model=self.cloud.model,
+            )
+        ]

@@ -17,10 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from edgecascade.edge.agent import Agent
+from edgecascade.edge.agent import Agent, model_files
+from edgecascade.edge.cloud_client import NullCloudClient
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.daemon.metrics import AgentMetrics
 from edgecascade.edge.daemon.sd_notify import SystemdNotifier
+from edgecascade.edge.model_check import check_in_child
 from edgecascade.edge.service import Service
 from edgecascade.shared.mqtt import Topics
 
@@ -66,32 +68,38 @@ class Daemon:
         observers = [self.metrics.observe, self.telemetry.observer]
         if self.health is not None:
             observers.append(self.health.observe)
+        # Every model loads first in a child process: one that crashes its interpreter never serves.
+        check_in_child(model_files(p))
         self.agent = Agent.from_profile(p, observers=observers)
         if self.telemetry.recorder is not None:
             self.telemetry.recorder.counters_source = self.counters
-        self.metrics.track_model(lambda: self.agent.model)
+        self.metrics.track_models(lambda: [served.slot.current for served in self.agent.models.values()])
+        # The first classifier carries the cascade that deferral, updates and the camera use;
+        # an agent serving only detection or tensor models runs without them.
+        classifier = self.agent.classifier
         # Deferred escalation: hard cases the cloud could not answer get late verdicts.
         self.deferred = deferred.build(
             p,
-            self.agent.cascade.cloud,
+            classifier.cascade.cloud if classifier is not None else NullCloudClient(),
             self.connection,
             self.telemetry.recorder,
             self.agent.lookups.cache if self.agent.lookups else None,
-            labels=lambda: self.agent.model.card.labels,
+            labels=lambda: classifier.card.labels if classifier is not None else [],
         )
-        self.agent.cascade.observers.append(self.deferred.observer)
+        if classifier is not None:
+            classifier.cascade.observers.append(self.deferred.observer)
         self.executor = ThreadPoolExecutor(max_workers=p.api.workers, thread_name_prefix="cascade")
 
         self.services.extend(self.telemetry.services)
         self.services.extend(self.deferred.services)
-        if self.connection is not None and p.updates.enabled:
+        if self.connection is not None and p.updates.enabled and classifier is not None:
             self.services.append(
                 updates.build(
                     p,
                     self.connection,
-                    self.agent.cascade.slot,
+                    classifier.slot,
                     health=self.health,
-                    cascade=self.agent.cascade,
+                    cascade=classifier.cascade,
                 )
             )
         if self.connection is not None and p.updates.enabled and self.agent.lookups is not None:
@@ -160,10 +168,9 @@ class Daemon:
                 self.connection.stop()
             raise
         log.info(
-            "agent %s running: model %s %s, %d services",
+            "agent %s running: models %s, %d services",
             self.profile.device_id,
-            self.agent.model.card.name,
-            self.agent.model.card.version,
+            ", ".join(f"{m.name} {m.slot.current.card.version}" for m in self.agent.models.values()),
             len(self.services),
         )
         self.systemd.ready()
@@ -237,8 +244,7 @@ def _force_exit(why: str) -> None:
 def _camera_service(
     profile: DeviceProfile, agent: Agent, connection: MqttConnection | None
 ) -> Service | None:
-    camera = getattr(profile, "camera", None)
-    if camera is None or not camera.enabled:
+    if not profile.camera.enabled:
         return None
     from edgecascade.edge import sources
 

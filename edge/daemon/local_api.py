@@ -109,10 +109,10 @@ class LocalApi:
 
     async def model_metadata(self, request: Request) -> Response:
         try:
-            self.v2.check_model(request.path_params["name"], request.path_params.get("version"))
+            meta = self.v2.metadata(request.path_params["name"], request.path_params.get("version"))
         except NotFoundError as exc:
             return _error(404, str(exc))
-        return JSONResponse(self.v2.metadata().model_dump(exclude_none=True))
+        return JSONResponse(meta.model_dump(exclude_none=True))
 
     async def model_ready(self, request: Request) -> Response:
         try:

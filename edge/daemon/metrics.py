@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -64,17 +64,16 @@ def part_metric_name(name: str) -> str:
 
 
 class _ModelInfo:
-    """`edgecascade_model_info{name,version,backend} 1` for the model serving at scrape time."""
+    """`edgecascade_model_info{name,version,backend} 1` for each model serving at scrape time."""
 
     def __init__(self) -> None:
-        self.current: Callable[[], LocalModel] | None = None
+        self.current: Callable[[], Iterable[LocalModel]] | None = None
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
             "edgecascade_model_info", "The model serving now", labels=["name", "version", "backend"]
         )
-        if self.current is not None:
-            model = self.current()
+        for model in self.current() if self.current is not None else ():
             family.add_metric([model.card.name, model.card.version, model.card.backend], 1.0)
         yield family
 
@@ -135,8 +134,8 @@ class AgentMetrics:
         self._render_lock = threading.Lock()
         self._children: dict[tuple[str, bool, bool, str, str], tuple[Any, Any]] = {}
 
-    def track_model(self, current: Callable[[], LocalModel]) -> None:
-        """Report `current()` (the slot's model) as edgecascade_model_info at every scrape."""
+    def track_models(self, current: Callable[[], Iterable[LocalModel]]) -> None:
+        """Report `current()` (the models in the slots now) as edgecascade_model_info at every scrape."""
         self._model_info.current = current
 
     def observe(self, request: CascadeRequest, answer: Answer, decision: Decision | None) -> None:

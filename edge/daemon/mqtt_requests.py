@@ -87,12 +87,11 @@ class MqttRequestServer:
 
     async def _handle(self, payload: bytes, reply_to: str | None, correlation: str | None) -> None:
         try:
-            card = self.agent.model.card
             # MQTT 3.1.1 carries the correlation id as a parameter; it is echoed either way.
             params = _parameters(payload)
             correlation = correlation or _text(params.get(CORRELATION_ID_KEY))
             reply = await self.v2.answer(
-                card.name,
+                None,  # the model parameters.model names, else the agent's first
                 None,
                 payload,
                 _JSON_HEADERS,

@@ -48,7 +48,7 @@ def to_cascade_requests(
     data = {name: arr for name, arr in request.inputs.items() if name != KEY_INPUT}
     if len(data) != 1:
         raise ProtocolError(
-            f"expected one input: {card.features.input_name!r} (encoded features) or a BYTES image input; "
+            f"expected one input: {card.feature_spec().input_name!r} (encoded features) or a BYTES image input; "
             f"got {sorted(data)}",
             field="inputs",
         )
@@ -59,7 +59,7 @@ def to_cascade_requests(
         images = [bytes(v) if not isinstance(v, str) else v.encode() for v in arr.reshape(-1)]
         rows = [_image_row(raw, i, name, card, rules) for i, raw in enumerate(images)]
         raws = list(images)
-    elif name == card.features.input_name:
+    elif name == card.feature_spec().input_name:
         arr = check_datatypes(
             data, {name: "FP32"}, convert=rules.convert_datatypes, setting=_CONVERT_SETTING
         )[name]
@@ -73,11 +73,11 @@ def to_cascade_requests(
                 f"inputs[0].shape: input {name!r} has shape {list(arr.shape)}; the model takes [{want}] "
                 "(or one example without the batch axis)"
             )
-        rows = [encode_raw(row, card.features) for row in arr]
+        rows = [encode_raw(row, card.feature_spec()) for row in arr]
         raws = [None] * len(rows)
     else:
         raise ProtocolError(
-            f"unknown input {name!r}; this model takes {card.features.input_name!r} or a BYTES image",
+            f"unknown input {name!r}; this model takes {card.feature_spec().input_name!r} or a BYTES image",
             field="inputs[0].name",
         )
     if keys is not None and keys.size != len(rows):
@@ -92,7 +92,7 @@ def to_cascade_requests(
 
 def _image_row(raw: bytes, index: int, name: str, card: ModelCard, rules: InputRules) -> np.ndarray:
     try:
-        return encode_raw(decode_image(raw, rules.max_image_pixels), card.features)
+        return encode_raw(decode_image(raw, rules.max_image_pixels), card.feature_spec())
     except InputError as exc:
         raise InputError(f"inputs[0].data: image {index} of input {name!r}: {exc}") from None
 

@@ -4,52 +4,31 @@ request topic both hand bytes to `AgentV2.answer` (shared.v2's answer_v2 with th
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from concurrent.futures import Executor
 from typing import Any
 
-from edgecascade.edge.agent import Agent
-from edgecascade.edge.daemon.translate import (
-    OUTPUTS,
-    InputRules,
-    has_images,
-    provenance,
-    to_cascade_requests,
-    to_outputs,
-)
-from edgecascade.shared.answer import Answer
-from edgecascade.shared.errors import NotFoundError
+from edgecascade.edge import serving
+from edgecascade.edge.agent import Agent, ServedModel
 from edgecascade.shared.v2 import (
+    MODEL_KEY,
     PROVENANCE_KEY,
     InferRequest,
     InferResponse,
-    MetadataTensor,
     ModelMetadata,
     Reply,
     RequestLimits,
     answer_v2,
-    model_metadata,
-    tensor_metadata,
 )
-from edgecascade.shared.v2.answering import check_output_names
+from edgecascade.shared.v2.checks import check_datatypes, check_finite
 
-
-def _output_metadata(labels: int) -> list[MetadataTensor]:
-    """The agent's outputs (what `translate.to_outputs` returns) as V2 metadata."""
-    types: dict[str, tuple[str, list[int]]] = {
-        "label": ("BYTES", [-1]),
-        "class_index": ("INT64", [-1]),
-        "confidence": ("FP32", [-1]),
-        "probabilities": ("FP32", [-1, labels]),
-        "source": ("BYTES", [-1]),
-    }
-    return [tensor_metadata(name, *types[name]) for name in OUTPUTS]
+_CONVERT_SETTING = "api.convert_datatypes"
 
 
 class AgentV2:
-    """Metadata and inference of the agent's model over V2 messages. The local phase runs inline
-    (microseconds); image decoding and escalations run on `executor`, never on the event loop."""
+    """Metadata and inference of the agent's models over V2 messages (edge/serving.py answers
+    them by each model's task). Classification runs its local phase inline (microseconds); image
+    decoding, other tasks and escalations run on `executor`, never on the event loop."""
 
     def __init__(self, agent: Agent, executor: Executor) -> None:
         self.agent = agent
@@ -61,31 +40,19 @@ class AgentV2:
             max_tensor_bytes=api.max_tensor_elements * 8,
             max_elements=api.max_tensor_elements,
         )
-        self.rules = InputRules(api.convert_datatypes, api.max_image_pixels)
+        self.convert_datatypes = api.convert_datatypes
+        self._datatypes: dict[int, dict[str, str]] = {}
 
     def check_model(self, name: str, version: str | None) -> None:
-        """NotFoundError unless `name` (and `version`, if given) is the model being served."""
-        card = self.agent.model.card
-        if name != card.name:
-            raise NotFoundError(f"unknown model {name!r}; this agent serves {card.name!r}")
-        if version is not None and version != card.version:
-            raise NotFoundError(f"model {name!r} has no version {version!r}; serving {card.version!r}")
+        """NotFoundError unless `name` (and `version`, if given) is a model being served."""
+        serving.find_model(self.agent, name, version)
 
-    def metadata(self) -> ModelMetadata:
-        card = self.agent.model.card
-        return model_metadata(
-            card.name,
-            versions=[card.version],
-            backend=card.backend,
-            # Callers send features in model space (FP32) whatever the artifact's own input type.
-            inputs=[tensor_metadata(t.name, "FP32", t.shape) for t in card.inputs],
-            outputs=_output_metadata(len(card.labels)),
-            parameters={"labels": card.labels, "heldout_accuracy": card.heldout_accuracy},
-        )
+    def metadata(self, name: str, version: str | None) -> ModelMetadata:
+        return serving.model_metadata(self.agent, name, version)
 
     async def answer(
         self,
-        name: str,
+        name: str | None,
         version: str | None,
         body: bytes,
         headers: Mapping[str, str],
@@ -94,10 +61,12 @@ class AgentV2:
         compression: bool = True,
         parameters: Mapping[str, Any] | None = None,
     ) -> Reply:
-        """One infer request, as bytes in and a Reply out; never raises."""
+        """One infer request, as bytes in and a Reply out; never raises. `name` None: the model
+        the request's parameters name, else the agent's first (MQTT requests)."""
 
         async def serve(request: InferRequest) -> InferResponse:
-            return await self.infer(name, version, request)
+            model = name or str(request.parameters.get(MODEL_KEY) or self.agent.default_name)
+            return await self.infer(model, version, request)
 
         return await answer_v2(
             body,
@@ -110,27 +79,29 @@ class AgentV2:
         )
 
     async def infer(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
-        self.check_model(name, version)
-        card = self.agent.model.card
-        wanted = check_output_names(request, list(OUTPUTS), card.name)  # before any work
-        loop = asyncio.get_running_loop()
-        if has_images(request):
-            requests = await loop.run_in_executor(
-                self.executor, to_cascade_requests, request, card, self.rules
-            )
-        else:
-            requests = to_cascade_requests(request, card, self.rules)
-        cascade = self.agent.cascade
-        answers: list[Answer] = []
-        for one in requests:
-            result = cascade.local_phase(one)
-            if not isinstance(result, Answer):
-                result = await loop.run_in_executor(self.executor, cascade.cloud_phase, result)
-            answers.append(result)
-        return InferResponse(
-            model_name=card.name,
-            model_version=card.version,
-            id=request.id,
-            outputs=to_outputs(answers, wanted),
-            parameters={PROVENANCE_KEY: [provenance(a) for a in answers]},
+        served = serving.find_model(self.agent, name, version)
+        # Strict by default: a tensor of another datatype than the model's input is a 400 naming
+        # both (as Triton answers), unless the profile allows conversion; NaN/inf never reach it.
+        request.inputs = check_datatypes(
+            request.inputs,
+            self._input_datatypes(served),
+            convert=self.convert_datatypes,
+            setting=_CONVERT_SETTING,
         )
+        check_finite(request.inputs)
+        served, reply = await serving.infer_async(self.agent, name, version, request, self.executor)
+        return InferResponse(
+            model_name=served.name,
+            model_version=reply.model_version,
+            id=request.id,
+            outputs=reply.outputs,
+            parameters={PROVENANCE_KEY: reply.provenance},
+        )
+
+    def _input_datatypes(self, served: ServedModel) -> dict[str, str]:
+        # Per loaded model (a swap makes a new one), not per request.
+        model = served.slot.current
+        found = self._datatypes.get(id(model))
+        if found is None:
+            found = self._datatypes[id(model)] = serving.input_datatypes(self.agent, served)
+        return found

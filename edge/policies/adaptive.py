@@ -22,6 +22,7 @@ import numpy as np
 from edgecascade.edge.policies.base import EASY, Decision, EscalationPolicy
 from edgecascade.edge.policies.combine import AllOf, AnyOf
 from edgecascade.edge.policies.confidence import EntropyPolicy, MarginPolicy, MaxProbabilityPolicy
+from edgecascade.edge.policies.registry import POLICIES
 
 ScorePolicy = MaxProbabilityPolicy | MarginPolicy | EntropyPolicy
 
@@ -159,9 +160,7 @@ class AdaptiveThresholdPolicy(EscalationPolicy):
 
 
 _KIND: dict[type, tuple[str, str]] = {
-    MaxProbabilityPolicy: ("max_prob", "<"),
-    MarginPolicy: ("margin", "<"),
-    EntropyPolicy: ("entropy", ">"),
+    cls: (kind, ">" if cls is EntropyPolicy else "<") for kind, cls in POLICIES.items()
 }
 
 

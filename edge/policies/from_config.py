@@ -8,12 +8,17 @@ from edgecascade.edge.config.cascade import CascadeSection, PolicySpec
 from edgecascade.edge.policies.base import EscalationPolicy
 from edgecascade.edge.policies.combine import AllOf, AnyOf
 from edgecascade.edge.policies.confidence import EntropyPolicy, MarginPolicy, MaxProbabilityPolicy
+from edgecascade.edge.policies.registry import policy_class
 from edgecascade.edge.policies.sampling import RandomSamplePolicy
 from edgecascade.shared.errors import ConfigError
 
 
 def _one(spec: PolicySpec, labels: Sequence[str]) -> EscalationPolicy:
-    if spec.kind == "max_prob":
+    try:
+        cls = policy_class(spec.kind)
+    except ValueError as exc:  # an unknown kind is an error, never a silent fallback
+        raise ConfigError(str(exc), key="cascade.policies.kind") from None
+    if cls is MaxProbabilityPolicy:
         per_class = {}
         for label, threshold in spec.per_class.items():
             if label not in labels:
@@ -23,9 +28,7 @@ def _one(spec: PolicySpec, labels: Sequence[str]) -> EscalationPolicy:
                 )
             per_class[list(labels).index(label)] = threshold
         return MaxProbabilityPolicy(spec.threshold, per_class)
-    if spec.kind == "margin":
-        return MarginPolicy(spec.threshold)
-    return EntropyPolicy(spec.threshold)
+    return cls(spec.threshold)
 
 
 def build_policy(section: CascadeSection, labels: Sequence[str], seed: int | None = None) -> EscalationPolicy:

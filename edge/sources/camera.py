@@ -280,7 +280,7 @@ class CameraSource:
     def _answer(self, frame: Frame) -> None:
         frame_no, ts, image = frame
         try:
-            features = encode_raw(image, self.cascade.slot.current.card.features)
+            features = encode_raw(image, self.cascade.slot.current.card.feature_spec())
             request = CascadeRequest(features, request_id=f"{self.spec.name}#{frame_no}")
             answer = self.cascade.answer(request)
             event = CameraEvent.from_answer(

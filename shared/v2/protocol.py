@@ -22,6 +22,10 @@ BINARY_DATA_OUTPUT = "binary_data_output"
 #: MQTT 3.1.1 has no Response Topic or Correlation Data properties: they travel as these.
 REPLY_TO_KEY = "reply_to"
 CORRELATION_ID_KEY = "correlation_id"
+#: The agent's MQTT requests name the model they ask (default: the agent's first model).
+MODEL_KEY = "model"
+#: Stateful models: whose state a request continues (the first of these present).
+SESSION_KEYS = ("session_id", "sequence_id")
 #: Response parameter of the agent: one provenance record per example.
 PROVENANCE_KEY = "provenance"
 

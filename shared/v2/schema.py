@@ -62,6 +62,9 @@ class MetadataTensor(BaseModel):
     name: str = Field(description="Tensor name.")
     datatype: str = Field(description="V2 datatype name.")
     shape: list[int] = Field(description="Dimensions; -1 is variable (e.g. the batch).")
+    parameters: dict[str, Any] | None = Field(
+        None, description="Optional extras (the agent: what an input accepts, state inputs)."
+    )
 
 
 class ServerMetadata(BaseModel):

@@ -109,5 +109,5 @@ def nudge_all(src: Path, dst_dir: Path, version: str, scale: float = 0.01, seed:
     dst = dst_dir / src.name
     onnx.save(model, str(dst))
     card = ModelCard.load_for(src)
-    write_card(dst, version, card.heldout_accuracy)
+    write_card(dst, version, card.heldout_accuracy or 0.0)
     return dst

@@ -1,0 +1,47 @@
+"""`agent predict` input files -> one request's inputs by name: an image (for the model's
+image input), a .npy array (for its only input), or a .npz with one array per input name."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from edgecascade.edge.inputs import IMAGE_SUFFIXES
+from edgecascade.shared.errors import InputError
+from edgecascade.shared.model_card import ModelCard
+
+
+def read_request_inputs(path: Path, card: ModelCard) -> dict[str, np.ndarray]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read input ({exc.strerror})") from None
+    suffix = path.suffix.lower()
+    state = {p.input for p in card.state}
+    feeds = [t for t in card.inputs if t.name not in state]
+    try:
+        if suffix in IMAGE_SUFFIXES:
+            images = [t for t in feeds if t.pipeline is not None]
+            if len(images) != 1:
+                raise InputError(
+                    f"{path}: an image needs a model with one image input (inputs[].pipeline in the card); "
+                    f"{card.name!r} has {len(images)}; pass a .npz with one array per input name"
+                )
+            return {images[0].name: np.array([data], dtype=object)}
+        if suffix == ".npy":
+            if len(feeds) != 1:
+                raise InputError(
+                    f"{path}: model {card.name!r} takes {[t.name for t in feeds]}; pass a .npz with one array per input name"
+                )
+            return {feeds[0].name: np.load(io.BytesIO(data), allow_pickle=False)}
+        if suffix == ".npz":
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                return {name: npz[name] for name in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: {exc}") from None
+    raise InputError(
+        f"{path}: unsupported input type {suffix!r}; use an image ({', '.join(sorted(IMAGE_SUFFIXES))}), .npy or .npz"
+    )

@@ -1,0 +1,202 @@
+"""The task interface: a served model's request in, its V2 outputs and provenance out."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgecascade.edge.cascade import AnswerLookup, AnswerObserver, CloudAnswerSink
+from edgecascade.edge.cloud_client import CloudClient
+from edgecascade.edge.config.models import ModelEntry
+from edgecascade.edge.escalation_budget import EscalationBudget
+from edgecascade.edge.model_slot import ModelSlot
+from edgecascade.shared.answer import ModelRef
+from edgecascade.shared.backends.base import TensorSpec
+from edgecascade.shared.errors import InputError
+from edgecascade.shared.input_pipeline import prepare_input
+from edgecascade.shared.model_card import ModelCard, TensorCard
+
+
+class TensorCloud(Protocol):
+    """A cloud model asked with tensors, answering with all of its outputs by name."""
+
+    def infer_tensors(
+        self, inputs: dict[str, np.ndarray], *, request_id: str
+    ) -> tuple[dict[str, np.ndarray], ModelRef]: ...
+
+
+@dataclass(slots=True)
+class TaskRequest:
+    """One V2 request (or one `agent predict` input) for one model: `inputs` by input name,
+    as decoded (BYTES images, raw tensors, with or without the batch axis)."""
+
+    inputs: dict[str, np.ndarray]
+    request_id: str | None = None
+    session_id: str | None = None
+    key: np.ndarray | None = None  # classification: application keys for lookup tables
+    raw: list[bytes | None] | None = None
+
+
+@dataclass(slots=True)
+class TaskReply:
+    """Outputs by V2 name (batch first) and one provenance record per example."""
+
+    outputs: dict[str, np.ndarray]
+    provenance: list[dict[str, Any]]
+    model_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OutputInfo:
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+@dataclass
+class TaskParts:
+    """What a task is built from: its model slot, profile entry, cloud and budget; the
+    classification task also uses the lookups and observers."""
+
+    slot: ModelSlot
+    entry: ModelEntry
+    cloud: CloudClient
+    budget: EscalationBudget
+    send_raw_input: bool = False
+    lookups: Sequence[AnswerLookup] = ()
+    hard_lookups: Sequence[AnswerLookup] = ()
+    cloud_sinks: Sequence[CloudAnswerSink] = ()
+    observers: Sequence[AnswerObserver] = field(default_factory=list)
+    seed: int | None = None
+
+    @property
+    def tensor_cloud(self) -> TensorCloud:
+        return self.cloud
+
+
+class Task(abc.ABC):
+    """One served model's behaviour. Built once per model; `card` follows model swaps."""
+
+    kind: str = ""
+
+    def __init__(self, parts: TaskParts) -> None:
+        self.parts = parts
+        self.slot = parts.slot
+        self._inputs_of: object = None
+        self._inputs: list[tuple[TensorSpec, TensorCard | None]] = []
+        self._names: frozenset[str] = frozenset()
+
+    @property
+    def card(self) -> ModelCard:
+        return self.slot.current.card
+
+    @abc.abstractmethod
+    def output_info(self) -> list[OutputInfo]:
+        """The V2 outputs this task serves, as model metadata lists them."""
+
+    @abc.abstractmethod
+    def infer(self, request: TaskRequest) -> TaskReply:
+        """Answer one request, escalating hard cases to the cloud where configured. Raises
+        InputError (a 400) for inputs that do not fit the model; never raises for cloud trouble."""
+
+    def counters(self) -> dict[str, float]:
+        return {}
+
+    def close(self) -> None:
+        self.parts.cloud.close()
+        self.slot.close()
+
+    # -- helpers for tasks --------------------------------------------------------------------
+    def model_inputs(
+        self, request: TaskRequest, optional: frozenset[str] | set[str] = frozenset()
+    ) -> dict[str, np.ndarray]:
+        """Every model input prepared by its pipeline; `optional` inputs may be absent."""
+        model = self.slot.current
+        if model is not self._inputs_of:
+            # Per model (swaps change it), not per request: its input specs and their cards.
+            self._inputs_of = model
+            self._inputs = [
+                (s, next((t for t in model.card.inputs if t.name == s.name), None))
+                for s in model.backend.signature.inputs
+            ]
+            self._names = frozenset(s.name for s, _ in self._inputs)
+        given = request.inputs
+        if not self._names.issuperset(given):
+            unknown = sorted(set(given) - self._names)
+            raise InputError(
+                f"unknown input(s) {unknown}; model {self.card.name!r} takes {_expected(model.card)}"
+            )
+        out: dict[str, np.ndarray] = {}
+        for spec, card_input in self._inputs:
+            value = given.get(spec.name)
+            if value is None:
+                if spec.name in optional:
+                    continue
+                raise InputError(
+                    f"missing input {spec.name!r}; model {self.card.name!r} takes {_expected(model.card)}"
+                )
+            out[spec.name] = prepare_input(value, card_input, spec)
+        batches = {a.shape[0] for a in out.values() if a.ndim}
+        if len(batches) > 1:
+            raise InputError(f"inputs have different batch sizes {sorted(batches)}")
+        return out
+
+
+def _expected(card: ModelCard) -> str:
+    parts = []
+    for t in card.inputs:
+        image = " (or BYTES images)" if t.pipeline is not None else ""
+        parts.append(f"{t.name}: {t.dtype} {t.shape}{image}")
+    return "; ".join(parts)
+
+
+def provenance_record(
+    request_id: str | None,
+    source: str,
+    edge_model: ModelRef,
+    *,
+    escalated: bool = False,
+    degraded: bool = False,
+    reason: str = "confident",
+    cloud_model: ModelRef | None = None,
+    latency_ms: float = 0.0,
+) -> dict[str, Any]:
+    """The same provenance keys classification answers carry (edge/daemon/translate.py)."""
+    return {
+        "request_id": request_id,
+        "source": source,
+        "escalated": escalated,
+        "degraded": degraded,
+        "reason": reason,
+        "edge_model": f"{edge_model.name}:{edge_model.version}",
+        "cloud_model": None if cloud_model is None else f"{cloud_model.name}:{cloud_model.version}",
+        "table_version": None,
+        "latency_ms": round(latency_ms, 3),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class CloudOutcome:
+    """The cloud's outputs for a hard case, or why there are none (`degraded_reason`)."""
+
+    outputs: dict[str, np.ndarray] | None
+    model: ModelRef | None
+    degraded_reason: str | None
+
+
+def ask_cloud(parts: TaskParts, inputs: dict[str, np.ndarray], reason: str, request_id: str) -> CloudOutcome:
+    """Spend the budget and ask the tensor cloud; cloud trouble becomes a degraded reason."""
+    from edgecascade.shared.errors import CloudError
+
+    over = parts.budget.try_spend()
+    if over is not None:
+        return CloudOutcome(None, None, f"{reason}; {over}")
+    try:
+        outputs, model = parts.tensor_cloud.infer_tensors(inputs, request_id=request_id)
+    except CloudError as exc:
+        return CloudOutcome(None, None, f"{reason}; cloud unavailable: {exc}")
+    return CloudOutcome(outputs, model, None)

@@ -1,0 +1,80 @@
+"""Decoded detections (label, score, box) from a detector's outputs. The SSD-style
+post-processed case (boxes, classes, scores, count) is decoded here; raw anchor outputs with
+non-maximum suppression come from shared/detection where it is installed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgecascade.shared.errors import InputError
+from edgecascade.shared.model_card import DetectionCard
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One object: `box` is (x_min, y_min, x_max, y_max), in the card's units (0..1 when normalized)."""
+
+    label: str
+    class_index: int
+    score: float
+    box: tuple[float, float, float, float]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "label": self.label,
+            "class_index": self.class_index,
+            "score": self.score,
+            "box": list(self.box),
+        }
+
+
+def to_xyxy(boxes: np.ndarray, fmt: str) -> np.ndarray:
+    """[..., 4] boxes in `fmt` -> [..., 4] as x_min, y_min, x_max, y_max."""
+    a, b, c, d = (boxes[..., i] for i in range(4))
+    if fmt == "yxyx":
+        return np.stack([b, a, d, c], axis=-1)
+    if fmt == "xywh":
+        return np.stack([a, b, a + c, b + d], axis=-1)
+    if fmt == "cxcywh":
+        return np.stack([a - c / 2, b - d / 2, a + c / 2, b + d / 2], axis=-1)
+    return boxes
+
+
+def decode_postprocessed(
+    outputs: dict[str, np.ndarray], card: DetectionCard, labels: list[str]
+) -> list[list[Detection]]:
+    """One list of detections per example, best first, from SSD-style post-processed outputs."""
+    try:
+        boxes = np.asarray(outputs[card.boxes_output], dtype=np.float32)
+        scores = np.asarray(outputs[card.scores_output], dtype=np.float32)
+        classes = np.asarray(outputs[card.classes_output]) if card.classes_output else np.zeros(scores.shape)
+    except KeyError as exc:
+        raise InputError(f"detector outputs lack {exc}; the card's detection section names it") from None
+    if boxes.ndim != 3 or boxes.shape[-1] != 4 or scores.shape != boxes.shape[:2]:
+        raise InputError(
+            f"detector outputs have boxes {list(boxes.shape)} and scores {list(scores.shape)}; "
+            "expected [N, D, 4] and [N, D]"
+        )
+    counts = (
+        np.asarray(outputs[card.count_output]).reshape(-1).astype(np.int64)
+        if card.count_output
+        else np.full(scores.shape[0], scores.shape[1])
+    )
+    xyxy = to_xyxy(boxes, card.box_format)
+    result = []
+    # Vectorised per frame: keep valid, finite scores above the floor, best first; one
+    # .tolist() per array instead of a numpy scalar per value (this runs on every frame).
+    for i in range(scores.shape[0]):
+        n = int(min(max(counts[i], 0), scores.shape[1]))
+        row = scores[i, :n]
+        keep = np.flatnonzero(np.isfinite(row) & (row >= card.min_score))
+        order = keep[np.argsort(-row[keep], kind="stable")]
+        indices = (classes[i, order].astype(np.int64) + card.label_offset).tolist()
+        found = [
+            Detection(labels[c] if 0 <= c < len(labels) else str(c), c, score, (b[0], b[1], b[2], b[3]))
+            for c, score, b in zip(indices, row[order].tolist(), xyxy[i, order].tolist(), strict=True)
+        ]
+        result.append(found)
+    return result

@@ -1,0 +1,86 @@
+"""Check a model card against the model it describes: run at `models import` and whenever a
+model is loaded, so a card that does not match its model is refused with the card file, the
+field and what was expected, instead of failing later on a request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgecascade.shared.backends.base import Signature, TensorSpec
+from edgecascade.shared.errors import ModelLoadError
+from edgecascade.shared.model_card import ModelCard, TensorCard, shape_fits
+
+
+def card_problems(card: ModelCard, signature: Signature) -> list[str]:
+    """Every mismatch, as 'field: expected ..., model has ...' lines; empty when the card fits."""
+    problems: list[str] = []
+    problems += _tensors("inputs", card.inputs, signature.inputs)
+    problems += _tensors("outputs", card.outputs, signature.outputs)
+    outputs = {t.name: t for t in signature.outputs}
+    inputs = {t.name: t for t in signature.inputs}
+    if card.task == "classification" and card.probabilities_output in outputs:
+        problems += _classes(card, outputs[card.probabilities_output])
+    if card.detection is not None:
+        d = card.detection
+        boxes = outputs.get(d.boxes_output)
+        if boxes is not None and (len(boxes.shape) != 3 or boxes.shape[-1] not in (4, -1)):
+            problems.append(
+                f"detection.boxes_output: expected a [N, detections, 4] output, "
+                f"{d.boxes_output!r} is {list(boxes.shape)}"
+            )
+        for field, name in (("scores_output", d.scores_output), ("classes_output", d.classes_output)):
+            spec = outputs.get(name) if name else None
+            if spec is not None and len(spec.shape) != 2:
+                problems.append(
+                    f"detection.{field}: expected a [N, detections] output, {name!r} is {list(spec.shape)}"
+                )
+    for i, pair in enumerate(card.state):
+        src, dst = outputs.get(pair.output), inputs.get(pair.input)
+        if src is not None and dst is not None and not shape_fits(src.shape, list(dst.shape)):
+            problems.append(
+                f"state[{i}]: output {pair.output!r} {list(src.shape)} cannot feed input "
+                f"{pair.input!r} {list(dst.shape)}"
+            )
+    return problems
+
+
+def check_card(card: ModelCard, signature: Signature, card_path: Path) -> None:
+    """Raise ModelLoadError naming the card file and every mismatching field."""
+    problems = card_problems(card, signature)
+    if problems:
+        raise ModelLoadError(str(card_path), "card does not match its model:\n  " + "\n  ".join(problems))
+
+
+def _tensors(field: str, declared: list[TensorCard], actual: tuple[TensorSpec, ...]) -> list[str]:
+    problems = []
+    by_name = {t.name: t for t in actual}
+    for i, t in enumerate(declared):
+        spec = by_name.get(t.name)
+        if spec is None:
+            problems.append(f"{field}[{i}].name: {t.name!r} is not in the model; it has {sorted(by_name)}")
+            continue
+        if not shape_fits(spec.shape, t.shape):
+            problems.append(
+                f"{field}[{i}].shape: expected {list(spec.shape)} (the model's), card says {t.shape}"
+            )
+        if spec.dtype != t.dtype:
+            problems.append(f"{field}[{i}].dtype: expected {spec.dtype} (the model's), card says {t.dtype}")
+    missing = sorted(set(by_name) - {t.name for t in declared})
+    if missing:
+        problems.append(f"{field}: the model's {missing} are missing from the card")
+    return problems
+
+
+def _classes(card: ModelCard, spec: TensorSpec) -> list[str]:
+    dims = [d for d in spec.shape[1:] if d != 1]
+    if len(dims) != 1:
+        return [
+            f"probabilities_output: expected a [N, classes] output, {spec.name!r} is {list(spec.shape)}; "
+            "use --task tensor (or detection) for this model"
+        ]
+    classes = dims[0]
+    if card.labels and classes > 0 and len(card.labels) != classes:
+        return [
+            f"labels: expected {classes} labels (the classes of {spec.name!r}), card has {len(card.labels)}"
+        ]
+    return []

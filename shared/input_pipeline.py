@@ -1,0 +1,110 @@
+"""Business input -> model input, per input of a model card: encoded images are decoded and
+prepared with the input's pipeline (shared/features, the code training uses), raw tensors are
+checked against the model's spec. One implementation for the agent, `agent predict` and tools/.
+
+Every refusal is an InputError naming the input and its expected spec."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgecascade.shared.backends.base import TensorSpec
+from edgecascade.shared.errors import InputError
+from edgecascade.shared.features import decode_image, encode_image
+from edgecascade.shared.features.spec import ImageEncoding
+from edgecascade.shared.model_card import TensorCard
+
+#: Cast without loss of meaning: JSON numbers arrive as int64/float64.
+_SAFE_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
+
+
+def describe(spec: TensorSpec, pipeline: ImageEncoding | None = None) -> str:
+    dims = ", ".join("-1" if d < 0 else str(d) for d in spec.shape)
+    image = " or encoded images (BYTES)" if pipeline is not None else ""
+    return f"{spec.name}: {spec.dtype} [{dims}]{image}"
+
+
+def prepare_input(value: object, card: TensorCard | None, spec: TensorSpec) -> np.ndarray:
+    """One input's value (a batch, one example without the batch axis, image bytes or a BYTES
+    array of images) -> the batch array the backend takes for `spec`."""
+    pipeline = card.pipeline if card is not None else None
+    arr = value if isinstance(value, np.ndarray) else _as_array(value)
+    if pipeline is not None and (arr.dtype == object or _is_image(arr, spec)):
+        return _images(arr, pipeline, spec)
+    if spec.dtype == "object":
+        if arr.dtype.kind not in "OSU":
+            raise InputError(f"input {spec.name!r} has dtype {arr.dtype}; expected {describe(spec)}")
+    elif arr.dtype == object:
+        raise InputError(f"input {spec.name!r} is BYTES; expected {describe(spec, pipeline)}")
+    if arr.ndim == len(spec.shape) - 1 and len(spec.shape) > 0 and spec.shape[0] in (-1, 1):
+        arr = arr[None, ...]  # one example without its batch axis
+    if not _fits(arr.shape, spec.shape):
+        raise InputError(
+            f"input {spec.name!r} has shape {list(arr.shape)}; expected {describe(spec, pipeline)}"
+        )
+    return _cast(arr, spec, pipeline)
+
+
+def _as_array(value: object) -> np.ndarray:
+    if isinstance(value, bytes | bytearray):
+        return np.array([bytes(value)], dtype=object)
+    try:
+        return np.asarray(value)
+    except ValueError as exc:
+        raise InputError(f"not an array: {exc}") from None
+
+
+def _is_image(arr: np.ndarray, spec: TensorSpec) -> bool:
+    """A uint8 HxW or HxWxC picture that is not already the model's tensor."""
+    return (
+        arr.dtype == np.uint8
+        and arr.ndim in (2, 3)
+        and not (spec.dtype == "uint8" and _fits((1, *arr.shape), spec.shape))
+    )
+
+
+def _images(arr: np.ndarray, pipeline: ImageEncoding, spec: TensorSpec) -> np.ndarray:
+    if arr.dtype == object:
+        rows = [encode_image(decode_image(_raw(v)), pipeline) for v in arr.reshape(-1)]
+    else:
+        rows = [encode_image(arr, pipeline)]
+    if not rows:
+        raise InputError(f"input {spec.name!r} holds no images; expected {describe(spec, pipeline)}")
+    batch = np.stack(rows)
+    if not _fits(batch.shape, spec.shape):
+        raise InputError(
+            f"input {spec.name!r}: the card's pipeline makes {list(batch.shape)}, the model expects "
+            f"{describe(spec)}; fix inputs[].pipeline in the card"
+        )
+    return _cast(batch, spec, pipeline)
+
+
+def _raw(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    raise InputError(f"expected encoded image bytes, got {type(value).__name__}")
+
+
+def _cast(arr: np.ndarray, spec: TensorSpec, pipeline: ImageEncoding | None) -> np.ndarray:
+    want = np.dtype(spec.dtype)
+    if arr.dtype == want:
+        return arr
+    if want.kind == "O":
+        return arr.astype(object)
+    if arr.dtype.kind in _SAFE_KINDS.get(want.kind, ""):
+        if want.kind in "iu" and arr.size:
+            info = np.iinfo(want)
+            if arr.min() < info.min or arr.max() > info.max:
+                raise InputError(f"input {spec.name!r} has values outside {want}; expected {describe(spec)}")
+        return arr.astype(want)
+    if pipeline is not None and arr.dtype.kind == "f" and want.kind in "iu":
+        # An image pipeline makes float pixels; a uint8/int8 model input takes them rounded.
+        info = np.iinfo(want)
+        return np.clip(np.rint(arr), info.min, info.max).astype(want)
+    raise InputError(f"input {spec.name!r} has dtype {arr.dtype}; expected {describe(spec, pipeline)}")
+
+
+def _fits(shape: tuple[int, ...], want: tuple[int, ...]) -> bool:
+    return len(shape) == len(want) and all(w < 0 or s == w for s, w in zip(shape, want, strict=True))

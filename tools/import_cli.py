@@ -1,0 +1,105 @@
+"""`edgecascade models import MODEL`: write the model card of a third-party model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edgecascade.shared.model_card import TASK_KINDS
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "import",
+        help="inspect a .tflite/.onnx model and write its card, so the agent can serve it",
+        description="Inspect MODEL (inputs, outputs, quantization, dynamic dimensions) through the serving "
+        "backends, guess what is safe (one [N, classes] output = a classifier), say what could not be "
+        "guessed, check the card against the model and write MODEL.card.json beside it. Every answer can "
+        "be given by flags, so it runs without questions.",
+        epilog="examples:\n"
+        "  edgecascade models import mobilenet.tflite --labels labels.txt --input image:scale=1/127.5,mean=1\n"
+        "  edgecascade models import ssd.tflite --task detection --labels coco.txt\n"
+        "  edgecascade models import selfie_seg.onnx --task tensor --input image\n"
+        "  edgecascade models import kws.onnx --task tensor --state state_in=state_out\n"
+        "then: edgecascade agent run --model MODEL",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", type=Path, metavar="MODEL", help="model file (.tflite or .onnx)")
+    p.add_argument("--name", help="model name (default: the file name without extension)")
+    p.add_argument("--version", default="1.0.0", help="model version (default: %(default)s)")
+    p.add_argument("--task", choices=TASK_KINDS, help="what the model does (default: guessed)")
+    p.add_argument("--labels", type=Path, metavar="FILE", help="class names, one per line, in output order")
+    p.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="[NAME=]image[:size=WxH,color=rgb|bgr|gray,layout=nhwc|nchw|flat,scale=1/255,mean=0,std=1] "
+        "to accept encoded images for an input, or [NAME=]raw; repeat per input",
+    )
+    p.add_argument(
+        "--logits", action="store_true", help="classification: the scores are logits (softmax them)"
+    )
+    p.add_argument(
+        "--detection", metavar="SPEC", help="boxes=NAME,scores=NAME,classes=NAME,count=NAME,format=yxyx"
+    )
+    p.add_argument(
+        "--state", action="append", default=[], metavar="IN=OUT", help="a state pair; repeat per pair"
+    )
+    p.add_argument(
+        "--escalate",
+        metavar="OUTPUT<T",
+        help="tensor models: escalate when OUTPUT is below (<) or above (>) T",
+    )
+    p.set_defaults(func=_import)
+
+
+def _import(args: argparse.Namespace) -> int:
+    from edgecascade.shared.errors import EdgecascadeError
+    from edgecascade.tools.model_import import ImportAnswers, import_model
+
+    try:
+        labels = _labels(args.labels) if args.labels else None
+        result = import_model(
+            args.model,
+            ImportAnswers(
+                name=args.name,
+                version=args.version,
+                task=args.task,
+                labels=labels,
+                inputs=args.input,
+                logits=args.logits,
+                detection=args.detection,
+                state=args.state,
+                escalate=args.escalate,
+            ),
+        )
+    except EdgecascadeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    path = result.card.save_beside(args.model)
+    card = result.card
+    print(
+        f"wrote {path}: {card.name} {card.version}, task {card.task}, {card.backend}, quantization {card.quantization}"
+    )
+    for t in card.inputs:
+        print(f"  input  {t.name}: {t.dtype} {t.shape}" + (" (images)" if t.pipeline else ""))
+    for t in card.outputs:
+        print(f"  output {t.name}: {t.dtype} {t.shape}")
+    for note in result.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def _labels(path: Path) -> list[str]:
+    from edgecascade.shared.errors import ConfigError
+
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read labels ({exc.strerror})", file=str(path)) from None
+    labels = [line.strip() for line in lines if line.strip()]
+    if not labels:
+        raise ConfigError("no labels in the file (one per line)", file=str(path))
+    return labels
