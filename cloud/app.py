@@ -158,7 +158,7 @@ def create_app(settings: ServerSettings) -> Starlette:
 
 def app_from_env() -> Starlette:
     """Factory for uvicorn worker processes (`--workers N`): settings come from SETTINGS_ENV."""
-    from edgecascade.logs import configure_logging
+    from edgecascade.shared.logs import configure_logging
 
     settings = ServerSettings(**json.loads(os.environ[SETTINGS_ENV]))
     configure_logging(settings.log_level)

@@ -146,8 +146,8 @@ def _profile(args: argparse.Namespace) -> DeviceProfile:
 
 def _predict(args: argparse.Namespace) -> int:
     from edgecascade.edge.agent import Agent
-    from edgecascade.logs import print_error
     from edgecascade.shared.errors import InputError, ProtocolError
+    from edgecascade.shared.logs import print_error
 
     agent = Agent.from_profile(_profile(args))
     failures = 0
@@ -220,7 +220,7 @@ def _short(value: object) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from edgecascade.edge.daemon.daemon import Daemon
-    from edgecascade.logs import configure_logging
+    from edgecascade.shared.logs import configure_logging
 
     profile = _profile(args)
     if profile.daemon.log_json and not args.log_json:

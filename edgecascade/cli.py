@@ -78,8 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     import logging
 
-    from edgecascade.logs import configure_logging, json_lines_enabled, parse_args, print_error
     from edgecascade.shared.errors import EdgecascadeError
+    from edgecascade.shared.logs import configure_logging, json_lines_enabled, parse_args, print_error
 
     parser = build_parser(args_list)
     args = parse_args(parser, args_list)
