@@ -121,17 +121,23 @@ def unknown_hint(name: str, known: list[str], command: str, renamed: Mapping[str
     new_name = {**RENAMED, **(renamed or {})}.get(name.upper())
     if new_name in known:
         return text + f" (renamed: did you mean {new_name}?)"
-    section = name[len(PREFIX) :].split("__", 1)[0].upper()
-    owner = COMMAND_SECTIONS.get(section)
+    owner = COMMAND_SECTIONS.get(_section_of(name))
     if owner and owner != command:
         return text + f" (read by `{owner}`)"
-    if new_name:
-        owner = COMMAND_SECTIONS.get(new_name[len(PREFIX) :].split("__", 1)[0])
-        return text + f" (renamed {new_name}" + (f", read by `{owner}`)" if owner else ")")
     # Compare without the common prefix, which would make every name look alike.
     suffixes = {k[len(PREFIX) :]: k for k in known}
     guess = closest(name[len(PREFIX) :].upper(), list(suffixes))
-    return text + (f" (did you mean {suffixes[guess]}?)" if guess else "")
+    moved = ""
+    if new_name:
+        new_owner = COMMAND_SECTIONS.get(_section_of(new_name))
+        moved = f"`{new_owner}` reads it as {new_name}" if new_owner else f"renamed {new_name}"
+    hints = [f"did you mean {suffixes[guess]}?" if guess else "", moved]
+    shown = " ".join(h for h in hints if h)
+    return text + (f" ({shown})" if shown else "")
+
+
+def _section_of(name: str) -> str:
+    return name[len(PREFIX) :].split("__", 1)[0].upper()
 
 
 def warn_unknown(found: EnvOverrides, command: str, renamed: Mapping[str, str] | None = None) -> None:

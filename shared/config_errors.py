@@ -9,7 +9,6 @@ user:password part of a URL."""
 
 from __future__ import annotations
 
-import difflib
 import re
 import types
 import typing
@@ -48,6 +47,8 @@ def looks_secret(name: str) -> bool:
 
 def closest(name: str, candidates: Sequence[str]) -> str | None:
     """The known name a typo most likely meant, or None when nothing is close."""
+    import difflib  # only when there is a typo to explain
+
     found = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return found[0] if found else None
 

@@ -138,8 +138,9 @@ def test_ingest_and_fleet_read_their_sections(tmp_path: Path) -> None:
         ("EDGECASCADE_DEVICEID", "(did you mean EDGECASCADE_DEVICE_ID?)"),
         ("EDGECASCADE_FLEET__PASSWORD", "(read by `edgecascade fleet`)"),
         (
-            "EDGECASCADE_CLOUD_TOKENS",
-            "(renamed EDGECASCADE_SERVE__TOKENS, read by `edgecascade cloud serve`)",
+            "EDGECASCADE_MQTT_PASSWORD",
+            "(did you mean EDGECASCADE_MQTT__PASSWORD? `edgecascade cloud ingest` reads it as "
+            "EDGECASCADE_INGEST__PASSWORD)",
         ),
         ("EDGECASCADE_ZZZ", "ignored"),
     ],
