@@ -33,7 +33,8 @@ from paho.mqtt.properties import Properties
 from edgecascade.cloud.ingest.store import StoreResult, TelemetryStore
 from edgecascade.shared.errors import ProtocolError, StorageError, TransportError
 from edgecascade.shared.mqtt import MqttConnection, MqttSettings, Topics
-from edgecascade.shared.telemetry import MAX_PAYLOAD_BYTES, TelemetryBatch, decode_batch, encode_ack
+from edgecascade.shared.telemetry import MAX_PAYLOAD_BYTES, TelemetryBatch, decode_batch
+from edgecascade.shared.telemetry_ack import encode_ack
 
 log = logging.getLogger(__name__)
 

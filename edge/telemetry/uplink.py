@@ -32,7 +32,8 @@ from edgecascade.edge.telemetry.buffer import BufferedRecord, TelemetryBuffer
 from edgecascade.edge.telemetry.sinks import SinkContext
 from edgecascade.shared.errors import ProtocolError, StorageError, TransportError
 from edgecascade.shared.mqtt import MqttConnection, Topics
-from edgecascade.shared.telemetry import PRIORITY, RecordKind, decode_ack, encode_batch
+from edgecascade.shared.telemetry import PRIORITY, RecordKind, encode_batch
+from edgecascade.shared.telemetry_ack import decode_ack
 
 log = logging.getLogger(__name__)
 
