@@ -12,7 +12,7 @@ increasing and never reused, so (device, seq) identifies a record and the cloud 
 one once however often it is delivered. A reader refuses a batch whose `v` it does not know.
 
 Delivery is confirmed end to end, never by the broker: once the ingester has committed a
-batch it publishes `{"v": 1, "device": ..., "stored": [[first, last], ...]}` (QoS 1) on
+batch it publishes the sequence numbers it holds (shared/telemetry_ack.py, QoS 1) on
 `Topics(fleet).telemetry_ack(device)`, and only then does the device delete those records.
 A broker's PUBACK only says the broker has the message in memory.
 
@@ -307,46 +307,3 @@ def _protocol_error(exc: ValidationError, where: str) -> ProtocolError:
     first = exc.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
     return ProtocolError(first["msg"], field=f"{where}.{loc}" if loc else where)
-
-
-# -- acknowledgements (ingester -> device) ----------------------------------------------------
-
-
-def encode_ack(device: str, seqs: list[int]) -> bytes:
-    """`{"v": 1, "device": ..., "stored": [[first, last], ...]}`: every record in these inclusive
-    ranges is stored in the cloud (or in its dead-letter table), so the device may delete it."""
-    ranges: list[list[int]] = []
-    for seq in sorted(set(seqs)):
-        if ranges and seq == ranges[-1][1] + 1:
-            ranges[-1][1] = seq
-        else:
-            ranges.append([seq, seq])
-    return json.dumps({"v": SCHEMA_VERSION, "device": device, "stored": ranges}).encode()
-
-
-def decode_ack(payload: bytes, device: str) -> list[tuple[int, int]]:
-    """The inclusive seq ranges of an acknowledgement for `device`. Raises ProtocolError."""
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise ProtocolError("acknowledgement too big", field="payload")
-    try:
-        raw = json.loads(payload)
-    except (RecursionError, ValueError):
-        raise ProtocolError("not JSON", field="payload") from None
-    if not isinstance(raw, dict) or type(raw.get("v")) is not int or raw.get("v") != SCHEMA_VERSION:
-        raise ProtocolError("not a version-1 acknowledgement", field="v")
-    if raw.get("device") != device:
-        raise ProtocolError("for another device", field="device")
-    ranges = raw.get("stored")
-    if not isinstance(ranges, list):
-        raise ProtocolError("expected a list of [first, last] ranges", field="stored")
-    out = []
-    for pair in ranges:
-        if (
-            not isinstance(pair, list)
-            or len(pair) != 2
-            or not all(type(x) is int and 1 <= x <= MAX_SEQ for x in pair)
-            or pair[0] > pair[1]
-        ):
-            raise ProtocolError("expected [first, last] with 1 <= first <= last < 2**63", field="stored")
-        out.append((pair[0], pair[1]))
-    return out

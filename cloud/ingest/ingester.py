@@ -33,7 +33,8 @@ from paho.mqtt.properties import Properties
 from edgecascade.cloud.ingest.store import StoreResult, TelemetryStore
 from edgecascade.shared.errors import ProtocolError, StorageError, TransportError
 from edgecascade.shared.mqtt import MqttConnection, MqttSettings, Topics
-from edgecascade.shared.telemetry import MAX_PAYLOAD_BYTES, TelemetryBatch, decode_batch, encode_ack
+from edgecascade.shared.telemetry import MAX_PAYLOAD_BYTES, TelemetryBatch, decode_batch
+from edgecascade.shared.telemetry_ack import encode_ack
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,32 @@ class PersistentMqttConnection(MqttConnection):
         )
         self.client.loop_start()
         return self.connected.wait(wait_s) if wait_s else self.connected.is_set()
+
+
+class _LogThrottle:
+    """At most `limit` log lines per `window_s`, so a flood of garbage cannot flood the log;
+    the next line let through says how many were held back (the counters count them all)."""
+
+    def __init__(self, limit: int = 100, window_s: float = 60.0) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._start = time.monotonic()
+        self._lines = 0
+        self.held_back = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if now - self._start >= self.window_s:
+            self._start, self._lines = now, 0
+        if self._lines < self.limit:
+            self._lines += 1
+            return True
+        self.held_back += 1
+        return False
+
+    def take_held_back(self) -> int:
+        n, self.held_back = self.held_back, 0
+        return n
 
 
 class Ingester:
@@ -102,6 +129,8 @@ class Ingester:
         self.refused = 0
         self.store_failures = 0
         self.acks_sent = 0
+        self._refused_log = _LogThrottle()
+        self._dead_log = _LogThrottle()
 
     def start(self) -> None:
         self.connection.subscribe(self.topic, self.handle, qos=1)
@@ -120,13 +149,17 @@ class Ingester:
             with self._lock:
                 self.refused += 1
                 refused = self.refused
-            log.warning(
-                "refused a telemetry message on %s (%d bytes; %d refused so far): %s",
-                msg.topic[:200],
-                len(payload),
-                refused,
-                exc,
-            )
+                logged = self._refused_log.allow()
+                held = self._refused_log.take_held_back() if logged else 0
+            if logged:
+                log.warning(
+                    "refused a telemetry message on %s (%d bytes; %d refused so far%s): %s",
+                    msg.topic[:200],
+                    len(payload),
+                    refused,
+                    f", {held} not logged" if held else "",
+                    exc,
+                )
             self.connection.ack(msg)  # garbage stays garbage: do not have it redelivered
             return
         result = self._store_with_retries(batch)
@@ -142,14 +175,17 @@ class Ingester:
             self.duplicates += result.duplicates
             self.dead_lettered += result.dead_lettered
             dead_total = self.dead_lettered
-        if result.dead_lettered:
+            logged = bool(result.dead_lettered) and self._dead_log.allow()
+            held = self._dead_log.take_held_back() if logged else 0
+        if logged:
             log.warning(
                 "%s: %d of %d records could not be stored and went to the dead-letter table "
-                "(%d so far); first reason: %s",
+                "(%d so far%s); first reason: %s",
                 batch.device,
                 result.dead_lettered,
                 len(batch.records) + len(batch.rejected),
                 dead_total,
+                f", {held} batches not logged" if held else "",
                 result.reasons[0] if result.reasons else "?",
             )
         if result.duplicates:

@@ -315,6 +315,13 @@ class TelemetryBuffer:
             rows = self._db.execute("SELECT kind, SUM(count) FROM drops GROUP BY kind").fetchall()
         return {k: int(n) for k, n in rows}
 
+    def dropped_by_reason(self) -> dict[str, int]:
+        """Cumulative dropped records per reason: "size" and "age" (evicted after they had a
+        sequence number) and "invalid" (refused before they got one)."""
+        with self._lock:
+            rows = self._db.execute("SELECT reason, SUM(count) FROM drops GROUP BY reason").fetchall()
+        return {r: int(n) for r, n in rows}
+
     def seqs(self) -> list[int]:
         """Every buffered sequence number, ascending (for tests and diagnostics)."""
         with self._lock:

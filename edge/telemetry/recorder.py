@@ -212,6 +212,16 @@ class TelemetryRecorder:
             except StorageError:
                 log.exception("telemetry: age expiry failed; retried in %.0f s", _EXPIRE_EVERY_S)
 
+    def counters(self) -> dict[str, int]:
+        """What did not become a record, by cause (the daemon adds these to its metrics)."""
+        return {
+            "invalid": self.invalid,
+            "sampled_out": self.sampled_out,
+            "hard_over_cap": self.hard_over_cap,
+            "write_failures": self.write_failures,
+            "lost_on_failure": self.lost_on_failure,
+        }
+
     # -- Service ----------------------------------------------------------------------------
     def start(self) -> None:
         self._loop.start()

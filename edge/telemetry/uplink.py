@@ -32,7 +32,8 @@ from edgecascade.edge.telemetry.buffer import BufferedRecord, TelemetryBuffer
 from edgecascade.edge.telemetry.sinks import SinkContext
 from edgecascade.shared.errors import ProtocolError, StorageError, TransportError
 from edgecascade.shared.mqtt import Topics
-from edgecascade.shared.telemetry import PRIORITY, RecordKind, decode_ack, encode_batch
+from edgecascade.shared.telemetry import PRIORITY, RecordKind, encode_batch
+from edgecascade.shared.telemetry_ack import decode_ack
 
 if TYPE_CHECKING:
     from paho.mqtt.client import MQTTMessageInfo
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 
 _IDLE_POLL_S = 0.05
 _RETRY_PAUSE_S = 0.5
+# At exit, wait at most this long for acknowledgements still owed: what is not acknowledged
+# stays in the buffer and is resent after the restart, so waiting longer only saves resends.
+_STOP_ACK_WAIT_S = 1.0
 
 
 @dataclass
@@ -55,7 +59,8 @@ class _InFlight:
 
 class TelemetryUplink:
     """A Service and TelemetrySink: `start()` subscribes to the acknowledgements and runs the
-    sender thread, `stop(timeout_s)` waits that long for acknowledgements still owed."""
+    sender thread, `stop(timeout_s)` waits up to that long (1 s at most) for acknowledgements
+    still owed."""
 
     name = "telemetry-uplink"
 
@@ -116,7 +121,7 @@ class TelemetryUplink:
         self._thread.start()
 
     def stop(self, timeout_s: float) -> None:
-        self._stop_deadline = self.clock() + timeout_s
+        self._stop_deadline = self.clock() + min(timeout_s, _STOP_ACK_WAIT_S)
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:

@@ -15,12 +15,11 @@ from edgecascade.shared.telemetry import (
     PRIORITY,
     SCHEMA_VERSION,
     RecordKind,
-    decode_ack,
     decode_batch,
-    encode_ack,
     encode_batch,
     encode_body,
 )
+from edgecascade.shared.telemetry_ack import decode_ack, encode_ack
 
 INFERENCE = json.dumps(
     {"model": "m", "model_version": "1", "source": "edge", "confidence": 0.9, "label": "3",

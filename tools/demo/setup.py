@@ -105,10 +105,14 @@ class Prepared:
                 if not path.exists():
                     continue
                 buf = TelemetryBuffer(path, max_bytes=1 << 40, max_age_s=1e12)
-                produced, buffered = buf.last_seq, buf.depth
-                dropped = sum(buf.dropped().values())
+                stored = set(store.seqs(device))
+                # A record stays buffered until the ingester's acknowledgement arrives, so one
+                # can be both stored and still on the device: count it once, as delivered.
+                produced, buffered = buf.last_seq, sum(s not in stored for s in buf.seqs())
+                by_reason = buf.dropped_by_reason()
+                dropped = sum(by_reason.values()) - by_reason.get("invalid", 0)  # invalid ones had no seq
                 buf.close()
-                delivered = store.count(device)
+                delivered = len(stored)
                 totals[device] = {
                     "produced": produced,
                     "delivered": delivered,

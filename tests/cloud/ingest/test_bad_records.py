@@ -20,9 +20,9 @@ from edgecascade.shared.telemetry import (
     RecordKind,
     TelemetryBatch,
     TelemetryRecord,
-    decode_ack,
     decode_batch,
 )
+from edgecascade.shared.telemetry_ack import decode_ack
 from edgecascade.tools.mqtt_broker import BrokerProcess
 from tests.cloud.ingest.support import FLEET, Device, start_ingester, wait_for, write_profile
 

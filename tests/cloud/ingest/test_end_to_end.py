@@ -14,7 +14,7 @@ import pytest
 
 from edgecascade.cloud.ingest.sqlite_store import SqliteStore
 from edgecascade.shared.mqtt import MqttConnection, MqttSettings, Topics
-from edgecascade.shared.telemetry import encode_ack
+from edgecascade.shared.telemetry_ack import encode_ack
 from edgecascade.tools.mqtt_broker import BrokerProcess
 from tests.cloud.ingest.support import (
     FLEET,

@@ -127,11 +127,11 @@ def test_kill_9_agent_mid_flush_then_restart_nothing_lost_nothing_duplicated(pbr
 
 
 def test_ingester_killed_and_restarted_nothing_lost_nothing_duplicated(
-    pbroker, tmp_path, digits_split
+    pbroker, tmp_path, digits_split, store
 ) -> None:  # type: ignore[no-untyped-def]
-    store_path = tmp_path / "cloud.sqlite3"
+    """`kill -9` of the ingester process while batches flow, on SQLite and PostgreSQL."""
     cmd = [sys.executable, "-m", "edgecascade", "cloud", "ingest", "--broker", f"127.0.0.1:{pbroker.port}",
-           "--fleet", FLEET, "--store", str(store_path), "--client-id", "ingest-k"]  # fmt: skip
+           "--fleet", FLEET, "--store", store.cli_url, "--client-id", "ingest-k"]  # fmt: skip
 
     def start() -> subprocess.Popen[str]:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -145,10 +145,10 @@ def test_ingester_killed_and_restarted_nothing_lost_nothing_duplicated(
     try:
         device.predict(features, 100)
         device.recorder.flush()
-        wait_for(lambda: SqliteStore(store_path).count() == 100, what="first 100 stored")
+        wait_for(lambda: store.count() == 100, what="first 100 stored")
         device.predict(features, 300, start=100)
         device.recorder.flush()
-        wait_for(lambda: SqliteStore(store_path).count() > 100, what="ingestion under way")
+        wait_for(lambda: store.count() > 100, what="ingestion under way")
         os.kill(ingest.pid, signal.SIGKILL)  # possibly in the middle of a batch
         ingest.wait(10)
         device.predict(features, 100, start=400)  # published while no ingester runs
@@ -156,14 +156,14 @@ def test_ingester_killed_and_restarted_nothing_lost_nothing_duplicated(
         uplink = device.uplink
         assert uplink is not None
         wait_for(lambda: uplink.ack_timeouts >= 1, what="an unacknowledged window")
-        stored = SqliteStore(store_path).count()
+        stored = store.count()
         assert stored < 500
         # Nothing the cloud has not stored left the device, whatever the broker has taken.
         assert device.buffer.depth >= 500 - stored
         ingest = start()
-        wait_for(lambda: SqliteStore(store_path).count() == 500, what="all 500 stored after restart")
+        wait_for(lambda: store.count() == 500, timeout_s=40, what="all 500 stored after restart")
         wait_for(lambda: device.buffer.depth == 0, what="the device to delete what was acknowledged")
-        assert SqliteStore(store_path).seqs("dev-i") == list(range(1, 501))
+        assert store.seqs("dev-i") == list(range(1, 501))
     finally:
         ingest.send_signal(signal.SIGTERM)
         ingest.wait(10)

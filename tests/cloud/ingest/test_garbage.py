@@ -159,3 +159,22 @@ def test_garbage_corpus_is_refused_or_dead_lettered_and_never_a_traceback(
     assert log.count("went to the dead-letter table") == len(DEAD)
     assert f"'refused': {len(REFUSED)}" in log and f"'dead_lettered': {len(DEAD)}" in log
     assert max(len(line) for line in log.splitlines()) < 2000  # no payload echoed into the log
+
+
+def test_a_flood_of_garbage_is_counted_in_full_but_logged_at_most_100_times_a_minute(
+    tmp_path: Path, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    from edgecascade.cloud.ingest.ingester import Ingester
+    from edgecascade.shared.mqtt import MqttConnection, MqttSettings
+
+    ingester = Ingester(
+        MqttConnection(MqttSettings(client_id="flood")), SqliteStore(tmp_path / "c.sqlite3"), fleet=FLEET
+    )
+    topic = Topics(FLEET).telemetry(DEVICE).encode()
+    with caplog.at_level("WARNING", logger="edgecascade.cloud.ingest.ingester"):
+        for i in range(250):
+            msg = mqtt.MQTTMessage(topic=topic)
+            msg.payload = b"garbage %d" % i
+            ingester.handle(msg)
+    assert ingester.refused == 250
+    assert sum("refused a telemetry message" in r.getMessage() for r in caplog.records) == 100

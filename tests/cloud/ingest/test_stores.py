@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from edgecascade.cli import main
@@ -72,3 +73,23 @@ def test_fleet_telemetry_command_shows_each_device(tmp_path: Path, capsys) -> No
     assert row["dropped"] == 2
     assert main(["fleet", "telemetry", "--store", str(db)]) == 0
     assert "dev-z" in capsys.readouterr().out
+
+
+def test_postgres_store_reconnects_after_losing_its_connection(store: TelemetryStore) -> None:
+    """A restarted PostgreSQL (here: our backend terminated) costs one failed attempt, which the
+    ingester retries; the next call opens a new connection."""
+    from edgecascade.cloud.ingest.postgres_store import PostgresStore
+    from edgecascade.shared.errors import StorageError
+
+    if not isinstance(store, PostgresStore):
+        pytest.skip("PostgreSQL only")
+    batch = decode_batch(encode_batch("dev-r", [(1, 1.0, "inference", _inference(False))]))
+    assert store.store(batch, 1.0).stored == 1
+    pid = store._db.info.backend_pid
+    with psycopg.connect(store.url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    again = decode_batch(encode_batch("dev-r", [(2, 1.0, "inference", _inference(False))]))
+    with pytest.raises(StorageError):
+        store.store(again, 2.0)
+    assert store.store(again, 2.0).stored == 1
+    assert store.seqs("dev-r") == [1, 2]
