@@ -131,6 +131,9 @@ def main() -> int:
     ns = parser.parse_args()
 
     cli = [sys.executable, "-m", "edgecascade"]
+    # --version as a user types it: the console script pip installed beside the interpreter.
+    console = Path(sys.executable).parent / "edgecascade"
+    script = [str(console)] if console.exists() else cli
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECASCADE_")}
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,7 +181,7 @@ def main() -> int:
                 if rc != 0:
                     raise SystemExit(f"{name}: exit {rc}: {' '.join(cmd)}")
                 results.setdefault(name, []).append(peak)
-            _, wall, _ = run_child([*cli, "--version"], env)
+            _, wall, _ = run_child([*script, "--version"], env)
             results.setdefault("version_ms", []).append(wall)
             _, wall, _ = run_child([sys.executable, "-c", "pass"], env)
             results.setdefault("python_ms", []).append(wall)
