@@ -15,7 +15,14 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 
@@ -58,8 +65,15 @@ PART_SKIPPED = {"rss_mib"}
 _NOT_NAME = re.compile(r"[^a-zA-Z0-9_]")
 
 
+#: Part prefixes spelled out in metric names, so that related series sort together.
+_PREFIXES = {"cache_": "answer_cache_"}
+
+
 def part_metric_name(name: str) -> str:
     """The Prometheus name of a part counter (without the `_total` its family adds)."""
+    for short, full in _PREFIXES.items():
+        if name.startswith(short):
+            name = full + name[len(short) :]
     return "edgecascade_" + _NOT_NAME.sub("_", name)
 
 
@@ -99,6 +113,8 @@ class _PartCounters:
 
 class AgentMetrics:
     def __init__(self) -> None:
+        # No `<counter>_created` series: scrapers see restarts through process_start_time_seconds.
+        disable_created_metrics()
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         self.answers = Counter(

@@ -14,7 +14,7 @@ imports neither numpy nor the agent (its own peak is printed).
   the same on a PNG (OpenCV decodes it) and with the ONNX model, for reference;
 - `agent run` (LiteRT, local API on, MQTT off): start to READY=1 on $NOTIFY_SOCKET (the
   moment systemd would consider it started; the local API is listening then) and idle RSS;
-- `edgecascade --version`: wall time.
+- `edgecascade --version`: wall time, next to `python -c pass` measured alike.
 
 Targets (issue 13): predict <= 64 MiB, daemon idle <= 80 MiB, --version <= 100 ms, start to
 ready <= 300 ms."""
@@ -81,8 +81,17 @@ def _vm(pid: int, key: str) -> float:
     raise RuntimeError(f"no {key} for pid {pid}")
 
 
-def daemon_once(cli: list[str], profile: Path, env: dict[str, str], idle_s: float) -> tuple[float, float]:
-    """(start to READY=1 in ms, VmHWM after idling in MiB) of one `agent run`."""
+def _cpu_ms(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")
+
+
+def daemon_once(
+    cli: list[str], profile: Path, env: dict[str, str], idle_s: float
+) -> tuple[float, float, float]:
+    """(start to READY=1 in ms, CPU used by then in ms, VmHWM after idling in MiB) of one
+    `agent run`. The CPU figure hardly moves with other load on the machine; wall time does."""
     with tempfile.TemporaryDirectory() as tmp:
         address = str(Path(tmp) / "notify")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -99,13 +108,14 @@ def daemon_once(cli: list[str], profile: Path, env: dict[str, str], idle_s: floa
             while b"READY=1" not in sock.recv(4096):
                 pass
             ready_ms = (time.perf_counter() - started) * 1000
+            cpu_ms = _cpu_ms(proc.pid)
             time.sleep(idle_s)
             hwm = _vm(proc.pid, "VmHWM")
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
             sock.close()
-    return ready_ms, hwm
+    return ready_ms, cpu_ms, hwm
 
 
 def _fmt(values: list[float], unit: str) -> str:
@@ -121,6 +131,9 @@ def main() -> int:
     ns = parser.parse_args()
 
     cli = [sys.executable, "-m", "edgecascade"]
+    # --version as a user types it: the console script pip installed beside the interpreter.
+    console = Path(sys.executable).parent / "edgecascade"
+    script = [str(console)] if console.exists() else cli
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECASCADE_")}
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,10 +181,13 @@ def main() -> int:
                 if rc != 0:
                     raise SystemExit(f"{name}: exit {rc}: {' '.join(cmd)}")
                 results.setdefault(name, []).append(peak)
-            _, wall, _ = run_child([*cli, "--version"], env)
+            _, wall, _ = run_child([*script, "--version"], env)
             results.setdefault("version_ms", []).append(wall)
-            ready_ms, hwm = daemon_once(cli, litert, env, ns.idle_s)
+            _, wall, _ = run_child([sys.executable, "-c", "pass"], env)
+            results.setdefault("python_ms", []).append(wall)
+            ready_ms, cpu_ms, hwm = daemon_once(cli, litert, env, ns.idle_s)
             results.setdefault("ready_ms", []).append(ready_ms)
+            results.setdefault("ready_cpu_ms", []).append(cpu_ms)
             results.setdefault("daemon_idle_mib", []).append(hwm)
 
     labels = {
@@ -180,10 +196,14 @@ def main() -> int:
         "predict_litert_png_mib": "agent predict, LiteRT, .png (OpenCV)",
         "predict_onnx_mib": "agent predict, ONNX Runtime, .npy",
         "daemon_idle_mib": "agent run idle, LiteRT, API on (VmHWM)",
-        "ready_ms": "agent run: start to READY=1",
+        "ready_ms": "agent run: start to READY=1 (wall)",
+        "ready_cpu_ms": "agent run: CPU time used by READY=1 (user+sys)",
         "version_ms": "edgecascade --version",
+        "python_ms": "python -c pass (the interpreter's own start-up)",
     }
-    print(f"{ns.runs} runs each; median (min, max)")
+    print(
+        f"{ns.runs} runs each; median (min, max); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     for name, label in labels.items():
         unit = "ms" if name.endswith("_ms") else "MiB"
         target = TARGETS.get(name)

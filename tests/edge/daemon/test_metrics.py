@@ -91,9 +91,11 @@ watch_window_s = 0.0
         counters = {name for name, (kind, _) in metrics.items() if kind == "counter"}
         assert {"edgecascade_answers", "edgecascade_rejected", "edgecascade_bad_requests"} <= counters
         for name in counters:
-            assert all(s.endswith(("_total", "_created")) for s, _ in metrics[name][1]), name
+            assert all(s.endswith("_total") for s, _ in metrics[name][1]), name
+        assert not [n for n in metrics if n.endswith("_created")]
         assert "edgecascade_counter" not in metrics and "edgecascade_rss_mib" not in metrics
         assert metrics["edgecascade_table_hits"][0] == "counter"
+        assert metrics["edgecascade_answer_cache_hits"][0] == "counter"
         assert metrics["edgecascade_answer_cache_bytes"][0] == "gauge"
         assert metrics["edgecascade_inflight_requests"][0] == "gauge"
 
