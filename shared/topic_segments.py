@@ -27,6 +27,8 @@ RESERVED_SEGMENTS = frozenset(
         "status",
         "table-status",
         "requests",
+        "replies",
+        "telemetry-ack",
     }
 )
 

@@ -82,11 +82,15 @@ class AgentV2:
         served = serving.find_model(self.agent, name, version)
         # Strict by default: a tensor of another datatype than the model's input is a 400 naming
         # both (as Triton answers), unless the profile allows conversion; NaN/inf never reach it.
-        request.inputs = check_datatypes(
-            request.inputs,
-            self._input_datatypes(served),
-            convert=self.convert_datatypes,
-            setting=_CONVERT_SETTING,
+        # BYTES are encoded images for an input with a pipeline, refused by the pipeline otherwise.
+        numeric = {n: a for n, a in request.inputs.items() if a.dtype != object}
+        request.inputs.update(
+            check_datatypes(
+                numeric,
+                self._input_datatypes(served),
+                convert=self.convert_datatypes,
+                setting=_CONVERT_SETTING,
+            )
         )
         check_finite(request.inputs)
         served, reply = await serving.infer_async(self.agent, name, version, request, self.executor)

@@ -230,7 +230,7 @@ def test_server_tls_settings_are_checked_at_start_up(repo: Path, pki: Pki) -> No
         (["--tls-client-ca", str(pki.ca)], "tls_client_ca needs tls_certfile"),
         (
             ["--tls-certfile", str(pki.server_cert), "--tls-keyfile", "/nonexistent/key.pem"],
-            "/nonexistent/key.pem: tls_keyfile: file not found",
+            "--tls-keyfile: file not found: /nonexistent/key.pem",
         ),
     ):
         done = subprocess.run(base + extra, capture_output=True, text=True, timeout=60)

@@ -135,5 +135,6 @@ def test_url_credentials_are_masked(tmp_path: Path) -> None:
     result = cli("agent", "config", "--config", str(profile))
     assert result.returncode == 1
     _assert_hidden(
-        result, "cloud.url: Value error, expected an http:// or https:// URL, got 'ftp://***@10.0.0.9/v2'"
+        result,
+        "cloud.url: Value error, expected a URL starting http:// or https:// or grpc:// or grpcs://, got 'ftp://***@10.0.0.9/v2'",
     )
