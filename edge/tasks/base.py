@@ -15,9 +15,9 @@ from edgecascade.edge.config.models import ModelEntry
 from edgecascade.edge.escalation_budget import EscalationBudget
 from edgecascade.edge.model_slot import ModelSlot
 from edgecascade.shared.answer import ModelRef
+from edgecascade.shared.backends.base import TensorSpec
 from edgecascade.shared.errors import CloudUnreachableError, InputError
 from edgecascade.shared.input_pipeline import prepare_input
-from edgecascade.shared.backends.base import TensorSpec
 from edgecascade.shared.model_card import ModelCard, TensorCard
 
 
