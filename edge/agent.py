@@ -120,7 +120,12 @@ class Agent:
                     parts.lookups = [lookups.table]
                     parts.hard_lookups = [lookups.cache] if lookups.cache else []
                     parts.cloud_sinks = lookups.sinks
-                models[entry.name] = ServedModel(entry, build_task(model.card.task, parts, section))
+                try:
+                    task = build_task(model.card.task, parts, section)
+                except BaseException:
+                    model.close()
+                    raise
+                models[entry.name] = ServedModel(entry, task)
                 log.info("serving %s (%s, %s)", entry.name, model.card.task, path)
         except BaseException:
             for served in models.values():
