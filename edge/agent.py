@@ -27,7 +27,7 @@ from edgecascade.edge.tasks import Task, TaskParts, TaskReply, TaskRequest, buil
 from edgecascade.edge.tasks.classification import ClassificationTask
 from edgecascade.edge.updates.store import active_model_path
 from edgecascade.shared.answer import Answer
-from edgecascade.shared.errors import ModelError, NotFoundError
+from edgecascade.shared.errors import ModelError, NotFoundError, ProtocolError
 from edgecascade.shared.features import FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -222,8 +222,6 @@ def _features(model: LocalModel) -> FeatureSpec:
 
 
 def _select(reply: TaskReply, wanted: list[str], task: Task) -> TaskReply:
-    from edgecascade.shared.errors import ProtocolError
-
     unknown = [n for n in wanted if n not in reply.outputs]
     if unknown:
         available = [o.name for o in task.output_info()]

@@ -11,6 +11,8 @@ import asyncio
 from concurrent.futures import Executor
 from typing import Any
 
+import numpy as np
+
 from edgecascade.edge.agent import Agent, ServedModel
 from edgecascade.edge.tasks import TaskReply, TaskRequest
 from edgecascade.edge.tasks.classification import ClassificationTask
@@ -38,8 +40,6 @@ def find_model(agent: Agent, name: str, version: str | None) -> ServedModel:
 def model_metadata(agent: Agent, name: str, version: str | None) -> dict[str, Any]:
     """V2 model metadata: the model's own inputs (real names, datatypes, shapes) and the
     outputs its task serves (the model's own for detection and tensor models)."""
-    import numpy as np
-
     served = find_model(agent, name, version)
     model = served.slot.current
     inputs = []
@@ -67,14 +67,18 @@ def model_metadata(agent: Agent, name: str, version: str | None) -> dict[str, An
     }
 
 
-def task_request(decoded: InferRequest) -> TaskRequest:
-    inputs = {n: a for n, a in decoded.inputs.items() if n != KEY_INPUT}
+def task_request(decoded: InferRequest, served: ServedModel) -> TaskRequest:
+    """The request for `served`; `key` is an application key unless the model has an input
+    of that name."""
+    names = {t.name for t in served.slot.current.card.inputs}
+    key_input = KEY_INPUT if KEY_INPUT not in names else None
+    inputs = {n: a for n, a in decoded.inputs.items() if n != key_input}
     session = next((decoded.parameters[p] for p in SESSION_PARAMETERS if p in decoded.parameters), None)
     return TaskRequest(
         inputs,
         request_id=decoded.id,
         session_id=None if session is None else str(session),
-        key=decoded.inputs.get(KEY_INPUT),
+        key=decoded.inputs.get(key_input) if key_input else None,
     )
 
 
@@ -87,7 +91,7 @@ def infer_sync(
 ) -> tuple[ServedModel, TaskReply]:
     """One infer call on the calling thread (MQTT requests, `agent predict`)."""
     served = find_model(agent, name, version)
-    return served, agent.infer(served.name, task_request(decoded), wanted_outputs(decoded))
+    return served, agent.infer(served.name, task_request(decoded, served), wanted_outputs(decoded))
 
 
 async def infer_async(
@@ -96,7 +100,7 @@ async def infer_async(
     """One infer call from an event loop: see the module docstring for what runs where."""
     served = find_model(agent, name, version)
     task = served.task
-    request = task_request(decoded)
+    request = task_request(decoded, served)
     loop = asyncio.get_running_loop()
     if not isinstance(task, ClassificationTask):
         reply = await loop.run_in_executor(
