@@ -103,3 +103,15 @@ def test_unknown_detection_format_is_refused_at_start(tmp_path: Path) -> None:
     card_path.write_text(json.dumps(card))
     with pytest.raises(ModelError, match="unknown detection format 'yolo-v99'; known formats: postprocessed"):
         Agent.from_profile(embedded_profile([path]))
+
+
+def test_model_and_models_must_agree(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        f'[model]\nname = "x"\npath = "{FIXTURES}/digits_edge_fp32.onnx"\n'
+        f'[[models]]\nname = "a"\npath = "{FIXTURES}/digits_edge_int8.tflite"\n',
+    )
+    with pytest.raises(
+        ConfigError, match=r"\[model\] \('x'\) and the first \[\[models\]\] entry \('a'\) differ"
+    ):
+        load_profile(path, environ={})
