@@ -27,7 +27,7 @@ from edgecascade.edge.tasks import Task, TaskParts, TaskReply, TaskRequest, buil
 from edgecascade.edge.tasks.classification import ClassificationTask
 from edgecascade.edge.updates.store import active_model_path
 from edgecascade.shared.answer import Answer
-from edgecascade.shared.errors import ModelError, NotFoundError
+from edgecascade.shared.errors import ModelError, NotFoundError, ProtocolError
 from edgecascade.shared.features import FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,12 @@ class Agent:
                     parts.lookups = [lookups.table]
                     parts.hard_lookups = [lookups.cache] if lookups.cache else []
                     parts.cloud_sinks = lookups.sinks
-                models[entry.name] = ServedModel(entry, build_task(model.card.task, parts, section))
+                try:
+                    task = build_task(model.card.task, parts, section)
+                except BaseException:
+                    model.close()
+                    raise
+                models[entry.name] = ServedModel(entry, task)
                 log.info("serving %s (%s, %s)", entry.name, model.card.task, path)
         except BaseException:
             for served in models.values():
@@ -215,8 +220,6 @@ def _features(model: LocalModel) -> FeatureSpec:
 
 
 def _select(reply: TaskReply, wanted: list[str], task: Task) -> TaskReply:
-    from edgecascade.shared.errors import ProtocolError
-
     unknown = [n for n in wanted if n not in reply.outputs]
     if unknown:
         available = [o.name for o in task.output_info()]

@@ -80,6 +80,13 @@ class LocalModel:
         scores = self._predict({self.input_name: features})[self._output]
         if self._flatten:
             scores = scores.reshape(scores.shape[0], -1)
+        if scores.dtype.kind in "iu":
+            # Quantized scores the backend could not dequantize (no scale in the model): map
+            # the integer range onto 0..1, as full-range uint8/int8 classifier outputs mean.
+            info = np.iinfo(scores.dtype)
+            scores = (scores.astype(np.float32) - np.float32(info.min)) / np.float32(
+                int(info.max) - int(info.min)
+            )
         if self._softmax:
             shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
             scores = shifted / shifted.sum(axis=1, keepdims=True)

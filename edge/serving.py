@@ -67,14 +67,18 @@ def input_datatypes(agent: Agent, served: ServedModel) -> dict[str, str]:
     }
 
 
-def task_request(decoded: InferRequest) -> TaskRequest:
-    inputs = {n: a for n, a in decoded.inputs.items() if n != KEY_INPUT}
+def task_request(decoded: InferRequest, served: ServedModel) -> TaskRequest:
+    """The request for `served`; `key` is an application key unless the model has an input
+    of that name."""
+    names = {t.name for t in served.slot.current.card.inputs}
+    key_input = KEY_INPUT if KEY_INPUT not in names else None
+    inputs = {n: a for n, a in decoded.inputs.items() if n != key_input}
     session = next((decoded.parameters[p] for p in SESSION_KEYS if p in decoded.parameters), None)
     return TaskRequest(
         inputs,
         request_id=decoded.id,
         session_id=None if session is None else str(session),
-        key=decoded.inputs.get(KEY_INPUT),
+        key=decoded.inputs.get(key_input) if key_input else None,
     )
 
 
@@ -87,7 +91,7 @@ def infer_sync(
 ) -> tuple[ServedModel, TaskReply]:
     """One infer call on the calling thread (MQTT requests, `agent predict`)."""
     served = find_model(agent, name, version)
-    return served, agent.infer(served.name, task_request(decoded), wanted_outputs(decoded))
+    return served, agent.infer(served.name, task_request(decoded, served), wanted_outputs(decoded))
 
 
 async def infer_async(
@@ -96,7 +100,7 @@ async def infer_async(
     """One infer call from an event loop: see the module docstring for what runs where."""
     served = find_model(agent, name, version)
     task = served.task
-    request = task_request(decoded)
+    request = task_request(decoded, served)
     loop = asyncio.get_running_loop()
     if not isinstance(task, ClassificationTask):
         reply = await loop.run_in_executor(

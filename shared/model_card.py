@@ -47,6 +47,11 @@ class DetectionCard(_Strict):
     """Which outputs of an SSD-style post-processed detector hold what (TFLite
     `TFLite_Detection_PostProcess` order: boxes, classes, scores, count)."""
 
+    format: str = Field(
+        "postprocessed",
+        description="How the outputs are decoded: postprocessed = SSD-style boxes/classes/scores/count "
+        "(the edge's decoder registry, edge/tasks/detections.py, lists the others).",
+    )
     boxes_output: str = Field(description="Output with boxes, [N, D, 4].")
     scores_output: str = Field(description="Output with scores, [N, D].")
     classes_output: str | None = Field(

@@ -69,6 +69,12 @@ class DeviceProfile(Section):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"models: names must be unique, {dupes} appear more than once")
+        first = self.models[0] if self.models else None
+        if first is not None and (first.name, first.path) != (self.model.name, self.model.path):
+            raise ValueError(
+                f"[model] ({self.model.name!r}) and the first [[models]] entry ({first.name!r}) differ; "
+                "use [[models]] alone (the first entry is the model updates replace)"
+            )
         return self
 
     def model_entries(self) -> list[ModelEntry]:

@@ -16,7 +16,7 @@ from edgecascade.edge.escalation_budget import EscalationBudget
 from edgecascade.edge.model_slot import ModelSlot
 from edgecascade.shared.answer import ModelRef
 from edgecascade.shared.backends.base import TensorSpec
-from edgecascade.shared.errors import InputError
+from edgecascade.shared.errors import CloudError, InputError
 from edgecascade.shared.input_pipeline import prepare_input
 from edgecascade.shared.model_card import ModelCard, TensorCard
 
@@ -190,8 +190,6 @@ class CloudOutcome:
 
 def ask_cloud(parts: TaskParts, inputs: dict[str, np.ndarray], reason: str, request_id: str) -> CloudOutcome:
     """Spend the budget and ask the tensor cloud; cloud trouble becomes a degraded reason."""
-    from edgecascade.shared.errors import CloudError
-
     over = parts.budget.try_spend()
     if over is not None:
         return CloudOutcome(None, None, f"{reason}; {over}")

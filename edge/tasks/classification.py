@@ -9,13 +9,14 @@ import numpy as np
 
 from edgecascade.edge.cascade import Cascade, CascadeRequest
 from edgecascade.edge.config.cascade import CascadeSection
+from edgecascade.edge.daemon.translate import OUTPUTS, provenance, to_outputs
 from edgecascade.edge.policies.from_config import build_policy
 from edgecascade.edge.tasks.base import OutputInfo, Task, TaskParts, TaskReply, TaskRequest
 from edgecascade.shared.answer import Answer
 from edgecascade.shared.errors import InputError
 
 #: The cascade's outputs; the model's own scores output is served too, under its own name.
-ANSWER_OUTPUTS = ("label", "class_index", "confidence", "probabilities", "source")
+ANSWER_OUTPUTS = OUTPUTS
 
 
 class ClassificationTask(Task):
@@ -88,8 +89,6 @@ class ClassificationTask(Task):
         ]
 
     def reply(self, answers: list[Answer], wanted: list[str] | None) -> TaskReply:
-        from edgecascade.edge.daemon.translate import provenance, to_outputs
-
         own = self._own_output()
         names = wanted or [o.name for o in self.output_info()]
         standard = [n for n in names if n != own]

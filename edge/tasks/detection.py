@@ -19,7 +19,7 @@ from edgecascade.edge.tasks.base import (
     ask_cloud,
     provenance_record,
 )
-from edgecascade.edge.tasks.detections import Detection, decode_postprocessed
+from edgecascade.edge.tasks.detections import Decoder, Detection, decoder_for
 from edgecascade.edge.tasks.tensor import model_outputs
 
 #: Decoded outputs served beside the model's own: padded to the most detections in the batch.
@@ -61,6 +61,8 @@ class DetectionTask(Task):
     def __init__(self, parts: TaskParts) -> None:
         super().__init__(parts)
         self.policy = DetectionPolicy(parts.entry.detection)
+        self._decoder_of: object = None
+        self._decoder: Decoder = decoder_for(self.card.detection.format if self.card.detection else "")
         self.escalated = 0
         self.frames = 0
 
@@ -71,7 +73,9 @@ class DetectionTask(Task):
     def decode(self, outputs: dict[str, np.ndarray]) -> list[list[Detection]]:
         card = self.card
         assert card.detection is not None  # the card validator requires it for detectors
-        return decode_postprocessed(outputs, card.detection, card.labels)
+        if card is not self._decoder_of:  # per model (swaps change it), not per frame
+            self._decoder_of, self._decoder = card, decoder_for(card.detection.format)
+        return self._decoder(outputs, card.detection, card.labels)
 
     def infer(self, request: TaskRequest) -> TaskReply:
         start = time.perf_counter()

@@ -1,9 +1,15 @@
-"""Decoded detections (label, score, box) from a detector's outputs. The SSD-style
-post-processed case (boxes, classes, scores, count) is decoded here; raw anchor outputs with
-non-maximum suppression come from shared/detection where it is installed."""
+"""Decoded detections (label, score, box) from a detector's outputs, by the card's
+`detection.format`: one decoder per format, registered in DECODERS ("module:function", imported
+when a card names it). The SSD-style post-processed case (boxes, classes, scores, count) is
+decoded here; raw anchor outputs with non-maximum suppression plug in as another format.
+
+A decoder is `(outputs by name, DetectionCard, labels) -> one list of Detection per example,
+best first`."""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,3 +84,22 @@ def decode_postprocessed(
         ]
         result.append(found)
     return result
+
+
+Decoder = Callable[[dict[str, np.ndarray], DetectionCard, list[str]], list[list[Detection]]]
+
+DECODERS: dict[str, str] = {
+    "postprocessed": "edgecascade.edge.tasks.detections:decode_postprocessed",
+}
+
+
+def decoder_for(fmt: str) -> Decoder:
+    """The decoder of a card's detection format; ModelError naming the known formats."""
+    from edgecascade.shared.errors import ModelError
+
+    target = DECODERS.get(fmt)
+    if target is None:
+        raise ModelError(f"unknown detection format {fmt!r}; known formats: {', '.join(DECODERS)}")
+    module_name, func_name = target.split(":")
+    decoder: Decoder = getattr(importlib.import_module(module_name), func_name)
+    return decoder

@@ -30,6 +30,7 @@ class TensorTask(Task):
     def __init__(self, parts: TaskParts) -> None:
         super().__init__(parts)
         self.states = SessionStates(parts.entry.sessions)
+        self.requests = 0
         self.escalated = 0
 
     def output_info(self) -> list[OutputInfo]:
@@ -44,6 +45,7 @@ class TensorTask(Task):
         if card.state:
             inputs = self._with_state(inputs, session)
         model, outputs = self.slot.run(inputs)
+        self.requests += 1
         if card.state and session is not None:
             self.states.put(session, {p.input: outputs[p.output] for p in card.state})
         batch = _batch(outputs)
@@ -103,7 +105,12 @@ class TensorTask(Task):
         return None
 
     def counters(self) -> dict[str, float]:
-        return {"sessions": float(len(self.states)), "sessions_dropped": float(self.states.dropped)}
+        return {
+            "requests": float(self.requests),
+            "escalated": float(self.escalated),
+            "sessions": float(len(self.states)),
+            "sessions_dropped": float(self.states.dropped),
+        }
 
 
 def model_outputs(card: ModelCard, specs: tuple[TensorSpec, ...]) -> list[OutputInfo]:

@@ -169,3 +169,26 @@ def pairs(path: Path) -> Path:
         [helper.make_tensor_value_info("shifted", TensorProto.FLOAT, ["N", 4])],
         {"offsets": np.arange(4, dtype=np.float32)},
     )
+
+
+def quantized_classifier(path: Path, classes: int = 3) -> Path:
+    """x [N, 4] -> scores [N, 1, classes] as uint8 (softmax * 255, no scale metadata)."""
+    weights = {
+        "w": RNG.standard_normal((4, classes)).astype(np.float32),
+        "k": np.array(255.0, dtype=np.float32),
+        "axes": np.array([1], dtype=np.int64),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+        helper.make_node("Mul", ["probs", "k"], ["scaled"]),
+        helper.make_node("Cast", ["scaled"], ["flat_scores"], to=TensorProto.UINT8),
+        helper.make_node("Unsqueeze", ["flat_scores", "axes"], ["scores"]),
+    ]
+    return _save(
+        path,
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("scores", TensorProto.UINT8, ["N", 1, classes])],
+        weights,
+    )

@@ -274,3 +274,39 @@ def test_predict_cli_takes_an_image_for_an_image_input(models: dict[str, Path], 
     assert row["provenance"][0]["source"] == "edge"
     human = cli("agent", "predict", "--model", str(models["segmenter"]), str(tmp_path / "frame.png"))
     assert human.returncode == 0 and "mask float32 [1, 6, 5, 2]" in human.stdout
+
+
+def test_an_unknown_output_is_a_400_listing_the_models_outputs(agent_url: str) -> None:
+    body, headers = encode_infer_request(
+        {"x": np.zeros((1, 4), np.float32), "k": np.array(1)}, outputs=["nope"]
+    )
+    resp = requests.post(f"{agent_url}/v2/models/multi/infer", data=body, headers=headers, timeout=10)
+    assert (
+        resp.status_code == 400
+        and "unknown output(s) ['nope']; available: ['y', 'total']" in resp.json()["error"]
+    )
+
+
+def test_a_model_that_fails_its_check_process_never_serves(models: dict[str, Path], tmp_path: Path) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x08\x07garbage, not a protobuf" * 8)  # its card is the segmenter's
+    shutil.copyfile(f"{models['segmenter']}.card.json", f"{broken}.card.json")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgecascade",
+            "agent",
+            "run",
+            "--model",
+            str(broken),
+            "--port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"cannot load model {broken}: not a valid ONNX model" in done.stderr

@@ -71,3 +71,40 @@ def test_uncertain_frames_are_answered_by_the_cloud_detector(tmp_path: Path) -> 
         finally:
             agent.close()
         assert reply.provenance[0]["source"] == "edge" and reply.provenance[0]["escalated"] is False
+
+
+def test_a_tensor_model_escalates_only_on_its_cards_score(tmp_path: Path) -> None:
+    edge = onnx_models.dynamic(tmp_path / "energy.onnx")
+    import_model(edge, ImportAnswers(name="energy", escalate="energy>0.2")).card.save_beside(edge)
+    repo = tmp_path / "repo"
+    (repo / "big-energy" / "1").mkdir(parents=True)
+    onnx_models.dynamic(repo / "big-energy" / "1" / "model.onnx")
+    loud = np.full((1, 4), 0.9, dtype=np.float32)
+    quiet = np.full((1, 4), 0.1, dtype=np.float32)
+    with cloud_server(repo) as cloud:
+        profile = DeviceProfile.model_validate(
+            {
+                "profile": "test",
+                "data_dir": str(tmp_path / "data"),
+                "memory_budget_mb": 512,
+                "cloud": {"url": cloud.url},
+                "deferred": {"enabled": False},
+                "telemetry": {"enabled": False},
+                "lookup": {"cache": {"enabled": False}},
+                "models": [{"name": "energy", "path": str(edge), "cloud_model": "big-energy"}],
+            }
+        )
+        agent = Agent.from_profile(profile)
+        try:
+            hard = agent.infer("energy", TaskRequest({"audio": loud}, request_id="a1"))
+            easy = agent.infer("energy", TaskRequest({"audio": quiet}, request_id="a2"))
+            counters = agent.counters()
+        finally:
+            agent.close()
+    record = hard.provenance[0]
+    assert record["escalated"] is True and record["degraded"] is False and record["source"] == "cloud"
+    assert record["reason"] == "energy 0.810 > 0.200" and record["cloud_model"] == "big-energy:1"
+    assert np.array_equal(hard.outputs["energy"], np.mean(loud * loud, axis=1, keepdims=True))
+    assert np.array_equal(hard.outputs["squared"], loud * loud)
+    assert easy.provenance[0]["escalated"] is False and easy.provenance[0]["reason"] == "confident"
+    assert counters["model_energy_requests"] == 2.0 and counters["model_energy_escalated"] == 1.0

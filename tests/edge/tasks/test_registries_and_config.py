@@ -85,3 +85,33 @@ def test_model_names_must_be_unique(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"names must be unique, \['a'\]"):
         load_profile(path, environ={})
+
+
+def test_unknown_detection_format_is_refused_at_start(tmp_path: Path) -> None:
+    import json
+
+    from edgecascade.edge.agent import Agent
+    from edgecascade.edge.config.embedded import embedded_profile
+    from edgecascade.shared.errors import ModelError
+    from edgecascade.tools.model_import import ImportAnswers, import_model
+    from tests.edge.tasks import onnx_models
+
+    path = onnx_models.detector(tmp_path / "det.onnx")
+    card_path = import_model(path, ImportAnswers(task="detection")).card.save_beside(path)
+    card = json.loads(card_path.read_text())
+    card["detection"]["format"] = "yolo-v99"
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="unknown detection format 'yolo-v99'; known formats: postprocessed"):
+        Agent.from_profile(embedded_profile([path]))
+
+
+def test_model_and_models_must_agree(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        f'[model]\nname = "x"\npath = "{FIXTURES}/digits_edge_fp32.onnx"\n'
+        f'[[models]]\nname = "a"\npath = "{FIXTURES}/digits_edge_int8.tflite"\n',
+    )
+    with pytest.raises(
+        ConfigError, match=r"\[model\] \('x'\) and the first \[\[models\]\] entry \('a'\) differ"
+    ):
+        load_profile(path, environ={})
