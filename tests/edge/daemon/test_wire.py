@@ -84,8 +84,10 @@ def test_every_malformed_request_gets_a_4xx_naming_the_field(daemon: DaemonProce
 def test_metadata_uses_the_protocol_platform_name(daemon: DaemonProcess) -> None:
     meta = requests.get(daemon.url + "/v2/models/digits-edge", timeout=5).json()
     assert meta["platform"] == "tensorflow_tflite"
-    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}]
-    assert [o["name"] for o in meta["outputs"]] == [
+    assert [{k: t[k] for k in ("name", "datatype", "shape")} for t in meta["inputs"]] == [
+        {"name": "input", "datatype": "FP32", "shape": [-1, 64]}
+    ]
+    assert [o["name"] for o in meta["outputs"]][:5] == [
         "label",
         "class_index",
         "confidence",
