@@ -19,6 +19,7 @@ from edgecascade.edge.cloud_client.base import CloudAnswer
 from edgecascade.edge.cloud_client.negotiation import ServerFacts, negotiate
 from edgecascade.edge.cloud_client.retrying import Retryable, RetryingCloudClient, Timeout
 from edgecascade.edge.cloud_client.tls import cloud_tls
+from edgecascade.edge.config.cascade import CloudSection
 from edgecascade.shared.answer import ModelRef
 from edgecascade.shared.errors import (
     CloudAuthError,
@@ -43,7 +44,7 @@ BINARY_REFUSED = {400, 415, 422, 500, 501}
 
 
 class V2HttpCloudClient(RetryingCloudClient):
-    def __init__(self, config: Any, **kwargs: Any) -> None:
+    def __init__(self, config: CloudSection, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         version = f"/versions/{config.model_version}" if config.model_version else ""
         self.model_url = f"{self.url}/v2/models/{config.model}{version}"
