@@ -78,10 +78,7 @@ def check_in_child(
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print(
-            "usage: python -m edgecascade.edge.updates.candidate_check ARTIFACT MANIFEST_JSON",
-            file=sys.stderr,
-        )
+        print("usage: python -m edgecascade.edge.updates.candidate_check ARTIFACT MANIFEST_JSON", file=sys.stderr)
         return 2
     try:
         manifest = Manifest.model_validate_json(Path(argv[1]).read_bytes())
