@@ -47,7 +47,8 @@ async def start_grpc(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
-            ("grpc.so_reuseport", 1),
+            # Workers share the port; a single process must own it (a port in use is an error).
+            ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ]
     )
     credentials = server_credentials(settings)

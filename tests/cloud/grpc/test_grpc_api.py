@@ -334,3 +334,22 @@ def test_malformed_requests_are_invalid_argument_never_internal(server: CloudSer
                 codes[what] = exc.code().name
     assert codes == {what: "INVALID_ARGUMENT" for what in cases}
     assert "Traceback" not in server.log_tail(20000)
+
+
+def test_a_grpc_port_in_use_stops_start_up_naming_the_setting(cloud_repo: Path, server: CloudServer) -> None:
+    taken = server.grpc_port
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgecascade",
+        "cloud",
+        "serve",
+        "--repository",
+        str(cloud_repo),
+        "--no-auth",
+    ]
+    cmd += ["--port", "0", "--grpc-port", str(taken)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"grpc_port: cannot listen on 127.0.0.1:{taken} (in use?)" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
