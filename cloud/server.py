@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import ssl
 import tempfile
 from typing import Any
@@ -27,6 +28,8 @@ def serve(settings: ServerSettings) -> None:
     """Serve until SIGTERM/SIGINT. Bad repositories and token files fail here, before binding."""
     scan_repository(settings.repository)
     make_authenticator(settings)
+    if settings.grpc_port:
+        _check_port_free(settings.host, settings.grpc_port, "grpc_port")
     common: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
@@ -86,6 +89,18 @@ def tls_options(settings: ServerSettings) -> dict[str, Any]:
             http="edgecascade.cloud.client_certs:CertificateHttpProtocol",
         )
     return options
+
+
+def _check_port_free(host: str, port: int, key: str) -> None:
+    """A taken port stops start-up here with its setting's name, not as a traceback from the
+    workers' start-up."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port} (in use?): {exc.strerror}", key=key) from None
 
 
 def _graceful_exit_done(signum: int, frame: object) -> None:

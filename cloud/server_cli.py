@@ -9,6 +9,8 @@ EPILOG = """examples:
   edgecascade cloud serve --repository var/cloud-models --no-auth
   EDGECASCADE_SERVE__TOKENS="store-12=s3cret" edgecascade cloud serve --repository var/cloud-models --port 8080
   edgecascade cloud serve --repository var/cloud-models --tokens-file tokens.toml --workers 4 --host 0.0.0.0
+  edgecascade cloud serve --repository var/cloud-models --tokens-file tokens.toml --host 0.0.0.0 \
+      --grpc-port 8001 --tls-certfile server.pem --tls-keyfile server.key [--tls-client-ca devices-ca.pem]
 
 model repository layout:
   <repo>/<model>/model.toml              default_version, max_batch_size, max_queue_delay_ms, instances
@@ -25,11 +27,11 @@ def add_parser(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "serve",
-        help="serve cloud models over the Open Inference Protocol (KServe V2 REST)",
+        help="serve cloud models over the Open Inference Protocol (KServe V2 REST and gRPC)",
         description="Serve every model of a model repository over the Open Inference Protocol "
-        "(KServe V2 REST, JSON and binary tensors) with dynamic batching, per-device bearer "
-        "tokens and Prometheus metrics at /metrics. Every flag can also be set as "
-        "EDGECASCADE_SERVE__<FLAG> (e.g. EDGECASCADE_SERVE__PORT=8080).",
+        "(KServe V2 REST, JSON and binary tensors; gRPC on --grpc-port) with dynamic batching, "
+        "per-device bearer tokens or client certificates, HTTPS, and Prometheus metrics at /metrics. "
+        "Every flag can also be set as EDGECASCADE_SERVE__<FLAG> (e.g. EDGECASCADE_SERVE__PORT=8080).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

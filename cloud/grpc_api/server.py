@@ -47,7 +47,8 @@ async def start_grpc(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
-            ("grpc.so_reuseport", 1),
+            # Workers share the port; a single process must own it (a port in use is an error).
+            ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ]
     )
     credentials = server_credentials(settings)
@@ -56,12 +57,15 @@ async def start_grpc(
         InferenceService(plane, auth, metrics, identify), server
     )
     address = f"{settings.host}:{settings.grpc_port}"
-    if credentials is None:
-        bound = server.add_insecure_port(address)
-    else:
-        bound = server.add_secure_port(address, credentials)
+    try:
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
+    except RuntimeError:  # grpcio raises where older releases returned 0
+        bound = 0
     if bound == 0:
-        raise ConfigError(f"cannot listen on {address}", key="grpc_port")
+        raise ConfigError(f"cannot listen on {address} (in use?)", key="grpc_port")
     await server.start()
     log.info("V2 gRPC on %s%s", address, " (TLS)" if credentials else "")
     return server

@@ -17,6 +17,7 @@ import numpy as np
 from edgecascade.edge.cloud_client.negotiation import ServerFacts, negotiate
 from edgecascade.edge.cloud_client.retrying import Retryable, RetryingCloudClient, Timeout, request_parameters
 from edgecascade.edge.cloud_client.tls import cloud_tls
+from edgecascade.edge.config.cloud import CloudSection
 from edgecascade.shared.errors import (
     CloudAuthError,
     CloudBadResponseError,
@@ -44,7 +45,7 @@ MAX_MESSAGE_BYTES = 16 << 20
 
 
 class V2GrpcCloudClient(RetryingCloudClient):
-    def __init__(self, config: Any, **kwargs: Any) -> None:
+    def __init__(self, config: CloudSection, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         parts = urlsplit(self.url)
         if not parts.hostname or parts.port is None or parts.path not in ("", "/"):

@@ -18,6 +18,7 @@ from requests.adapters import HTTPAdapter
 from edgecascade.edge.cloud_client.negotiation import ServerFacts, negotiate
 from edgecascade.edge.cloud_client.retrying import Retryable, RetryingCloudClient, Timeout, request_parameters
 from edgecascade.edge.cloud_client.tls import cloud_tls
+from edgecascade.edge.config.cloud import CloudSection
 from edgecascade.shared.errors import (
     CloudAuthError,
     CloudBadResponseError,
@@ -41,7 +42,7 @@ BINARY_REFUSED = {400, 415, 422, 500, 501}
 
 
 class V2HttpCloudClient(RetryingCloudClient):
-    def __init__(self, config: Any, **kwargs: Any) -> None:
+    def __init__(self, config: CloudSection, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         version = f"/versions/{config.model_version}" if config.model_version else ""
         self.model_url = f"{self.url}/v2/models/{config.model}{version}"

@@ -1,53 +1,77 @@
-"""Cloud API throughput with 32 concurrent clients: our server unbatched vs batched, and Seldon
-MLServer 1.7.1 (own venv, a small onnxruntime runtime) on the same models and JSON requests.
+"""Cloud API throughput with 32 concurrent clients, over REST and over gRPC: our server and Seldon
+MLServer 1.7.1 (own venv, tools/bench/mlserver.py, a small onnxruntime runtime) on the same models
+and the same one-row requests, unbatched and batched.
 
-    python -m edgecascade.tools.bench.cloud_throughput [--seconds 4] [--clients 32] [--hidden 4096]
+    python -m edgecascade.tools.bench.cloud_throughput [--seconds 3] [--rounds 3] [--clients 32]
 
 Models: the demo `digits-cloud` (tiny: per-request overhead dominates) and `digits-wide`
-(tools/bench/wide_model.py: compute dominates, so batching pays). Each configuration is a model
-folder with its own batching settings, served by one server process of each kind."""
+(tools/bench/wide_model.py: compute dominates, so batching pays). Both servers run side by side
+for the whole benchmark; each round measures every (model, mode, server, protocol) once, one at
+a time, in an order that rotates per round, so a load change on the machine hits both servers
+alike. Figures are medians over rounds; ratios are of those medians."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
-import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import requests
 
 from edgecascade.cloud.repository import ModelSettings, add_version
+from edgecascade.tools.bench.mlserver import MlServerProcess, install
 from edgecascade.tools.mqtt_broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-MLSERVER_VENV = ROOT / ".venv-mlserver"
-RUNTIME_DIR = Path(__file__).parent / "mlserver_runtime"
 BATCH, DELAY_MS = 32, 2.0
+MODES = ("unbatched", "batched")
+INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
 
-def _client(url: str, body: bytes, seconds: float, threads: int, out: mp.Queue) -> None:
+def _rest_worker(url: str, body: bytes, stop_at: float, latencies: list[float], errors: list[int]) -> None:
+    session = requests.Session()
+    while time.perf_counter() < stop_at:
+        start = time.perf_counter()
+        resp = session.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=30)
+        if resp.status_code == 200:
+            latencies.append(time.perf_counter() - start)
+        else:
+            errors[0] += 1
+
+
+def _grpc_worker(target: str, body: bytes, stop_at: float, latencies: list[float], errors: list[int]) -> None:
+    import grpc
+
+    # A pre-serialized ModelInferRequest: the client spends its time on the wire, not in protobuf.
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(INFER_METHOD)
+        while time.perf_counter() < stop_at:
+            start = time.perf_counter()
+            try:
+                call(body, timeout=30)
+            except grpc.RpcError:
+                errors[0] += 1
+                continue
+            latencies.append(time.perf_counter() - start)
+
+
+def _client(kind: str, where: str, body: bytes, seconds: float, threads: int, out: mp.Queue) -> None:
+    worker: Callable[..., None] = _rest_worker if kind == "rest" else _grpc_worker
     latencies: list[float] = []
     errors = [0]
     stop_at = time.perf_counter() + seconds
-
-    def worker() -> None:
-        session = requests.Session()
-        while time.perf_counter() < stop_at:
-            start = time.perf_counter()
-            resp = session.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=30)
-            if resp.status_code == 200:
-                latencies.append(time.perf_counter() - start)
-            else:
-                errors[0] += 1
-
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    pool = [
+        threading.Thread(target=worker, args=(where, body, stop_at, latencies, errors))
+        for _ in range(threads)
+    ]
     for t in pool:
         t.start()
     for t in pool:
@@ -55,17 +79,15 @@ def _client(url: str, body: bytes, seconds: float, threads: int, out: mp.Queue) 
     out.put((latencies, errors[0]))
 
 
-def load(url: str, body: bytes, seconds: float, clients: int, procs: int = 2) -> dict[str, float]:
+def load(
+    kind: str, where: str, body: bytes, seconds: float, clients: int, procs: int = 2
+) -> dict[str, float]:
     """`clients` concurrent keep-alive clients (threads over `procs` processes, past the GIL)."""
-    _client_run(url, body, 1.0, clients, procs)  # warm-up
-    return _client_run(url, body, seconds, clients, procs)
-
-
-def _client_run(url: str, body: bytes, seconds: float, clients: int, procs: int) -> dict[str, float]:
     ctx = mp.get_context("fork")
     out: mp.Queue = ctx.Queue()
     workers = [
-        ctx.Process(target=_client, args=(url, body, seconds, clients // procs, out)) for _ in range(procs)
+        ctx.Process(target=_client, args=(kind, where, body, seconds, clients // procs, out))
+        for _ in range(procs)
     ]
     start = time.perf_counter()
     for w in workers:
@@ -77,8 +99,8 @@ def _client_run(url: str, body: bytes, seconds: float, clients: int, procs: int)
     lat = np.array([x for r in results for x in r[0]]) * 1000.0
     return {
         "rps": len(lat) / elapsed,
-        "p50_ms": float(np.percentile(lat, 50)),
-        "p99_ms": float(np.percentile(lat, 99)),
+        "p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),
         "errors": float(sum(r[1] for r in results)),
     }
 
@@ -122,58 +144,32 @@ def our_repository(work: Path, models: dict[str, Path]) -> Path:
     return repo
 
 
-def mlserver_repository(work: Path, models: dict[str, Path], http_port: int) -> Path:
-    repo = work / "mlserver"
-    repo.mkdir()
-    settings = {"http_port": http_port, "grpc_port": free_port(), "metrics_port": free_port(), "debug": False}
-    (repo / "settings.json").write_text(json.dumps(settings))
+def mlserver_models(models: dict[str, Path]) -> dict[str, tuple[Path, dict[str, object]]]:
+    out: dict[str, tuple[Path, dict[str, object]]] = {}
     for name, path in models.items():
-        for suffix, batching in (
-            ("unbatched", {}),
-            ("batched", {"max_batch_size": BATCH, "max_batch_time": DELAY_MS / 1000}),
-        ):
-            folder = repo / f"{name}-{suffix}"
-            folder.mkdir()
-            doc = {
-                "name": folder.name,
-                "implementation": "onnx_runtime.OnnxModel",
-                "parameters": {"uri": str(path)},
-                **batching,
-            }
-            (folder / "model-settings.json").write_text(json.dumps(doc))
-    return repo
+        out[f"{name}-unbatched"] = (path, {})
+        out[f"{name}-batched"] = (path, {"max_batch_size": BATCH, "max_batch_time": DELAY_MS / 1000})
+    return out
 
 
-def ensure_mlserver() -> Path | None:
-    """MLServer's own venv (it pins fastapi<0.116 and protobuf<7); None with the reason printed.
-
-    uvloop is held below 0.22: with 0.22+ MLServer 1.7.1's inference-pool workers die at start
-    ("There is no current event loop in thread 'MainThread'", from asyncio.get_event_loop)."""
-    exe = MLSERVER_VENV / "bin" / "mlserver"
-    try:
-        if not exe.exists():
-            print(f"installing MLServer 1.7.1 into {MLSERVER_VENV} ...")
-            subprocess.run([sys.executable, "-m", "venv", str(MLSERVER_VENV)], check=True)
-        pins = ["mlserver==1.7.1", "onnxruntime", "numpy<2.3", "uvloop<0.22"]
-        subprocess.run([str(MLSERVER_VENV / "bin" / "pip"), "install", "-q", *pins], check=True, timeout=900)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        print(f"MLServer could not be installed: {exc}")
-        return None
-    return exe
-
-
-def body_for(rows: np.ndarray) -> bytes:
+def bodies(rows: np.ndarray, model: str) -> dict[str, bytes]:
+    """The same one-row request as a V2 JSON body and as a serialized ModelInferRequest."""
     from edgecascade.shared.v2 import encode_infer_request
+    from edgecascade.shared.v2.grpc.convert import request_to_proto
 
-    body, _ = encode_infer_request({"input": rows}, binary=False, binary_outputs=False)
-    return body
+    rest, _ = encode_infer_request({"input": rows}, binary=False, binary_outputs=False)
+    grpc_body = request_to_proto(model, None, {"input": rows}).SerializeToString()
+    return {"rest": rest, "grpc": grpc_body}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per configuration")
+    parser.add_argument(
+        "--seconds", type=float, default=3.0, help="measured seconds per configuration and round"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; figures are medians over them")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
     parser.add_argument("--hidden", type=int, default=4096, help="width of digits-wide")
     parser.add_argument("--skip-mlserver", action="store_true", help="measure our server only")
@@ -181,65 +177,82 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgecascade.tools.datasets import load_split
 
-    body = body_for(load_split()[1].features[:1])
-    results: dict[tuple[str, str], dict[str, float]] = {}
+    rows = load_split()[1].features[:1].astype(np.float32)
+    rounds: dict[tuple[str, str, str], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-cloud-") as tmp:
         work = Path(tmp)
         models = build_models(work, args.hidden)
-        servers: list[tuple[str, list[str], dict[str, str], str]] = []
-        port = free_port()
-        ours = [sys.executable, "-m", "edgecascade", "--log-level", "WARNING", "cloud", "serve"]
-        ours += ["--repository", str(our_repository(work, models)), "--port", str(port), "--no-auth"]
-        servers.append(("edgecascade", ours, {}, f"http://127.0.0.1:{port}"))
-        exe = None if args.skip_mlserver else ensure_mlserver()
-        if exe is not None:
-            mport = free_port()
-            env = {"PYTHONPATH": str(RUNTIME_DIR)}
-            servers.append(
-                (
-                    "mlserver-1.7.1",
-                    [str(exe), "start", str(mlserver_repository(work, models, mport))],
-                    env,
-                    f"http://127.0.0.1:{mport}",
+        port, grpc_port = free_port(), free_port()
+        cmd = [sys.executable, "-m", "edgecascade", "--log-level", "WARNING", "cloud", "serve"]
+        cmd += ["--repository", str(our_repository(work, models)), "--port", str(port), "--no-auth"]
+        cmd += ["--grpc-port", str(grpc_port)]
+        log_file = open(work / "edgecascade.log", "wb")
+        ours = subprocess.Popen(cmd, cwd=ROOT, stdout=log_file, stderr=log_file)
+        # server -> (REST base URL, gRPC target)
+        servers = {"edgecascade": (f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}")}
+        theirs: MlServerProcess | None = None
+        try:
+            wait_ready(servers["edgecascade"][0], ours)
+            if not args.skip_mlserver:
+                theirs = MlServerProcess(install(), mlserver_models(models), work).start()
+                servers["mlserver-1.7.1"] = (theirs.url, theirs.grpc_target)
+            configs = [
+                (f"{model}-{mode}", server, proto)
+                for model in models
+                for mode in MODES
+                for server in servers
+                for proto in ("rest", "grpc")
+            ]
+            for model_mode, server, proto in configs:  # warm-up: first requests load caches, pools
+                where = (
+                    f"{servers[server][0]}/v2/models/{model_mode}/infer"
+                    if proto == "rest"
+                    else servers[server][1]
                 )
-            )
-        for server_name, cmd, extra_env, url in servers:
-            log_file = open(work / f"{server_name}.log", "wb")
-            proc = subprocess.Popen(
-                cmd, cwd=ROOT, env={**os.environ, **extra_env}, stdout=log_file, stderr=log_file
-            )
-            try:
-                try:
-                    wait_ready(url, proc)
-                except (RuntimeError, TimeoutError):
-                    print((work / f"{server_name}.log").read_text()[-3000:])
-                    raise
-                for model in models:
-                    for mode in ("unbatched", "batched"):
-                        r = load(f"{url}/v2/models/{model}-{mode}/infer", body, args.seconds, args.clients)
-                        results[(server_name, f"{model}-{mode}")] = r
-                        print(
-                            f"{server_name:15s} {model + '-' + mode:24s} {r['rps']:8.1f} req/s   "
-                            f"p50 {r['p50_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms   errors {int(r['errors'])}",
-                            flush=True,
-                        )
-            finally:
-                proc.terminate()
-                proc.wait(30)
-                log_file.close()
-            if proc.returncode not in (0, -15):
-                print((work / f"{server_name}.log").read_text()[-3000:])
-    print("\nratios (requests/s):")
-    for model in models:
-        base = results[("edgecascade", f"{model}-unbatched")]["rps"]
+                load(proto, where, bodies(rows, model_mode)[proto], 0.5, args.clients)
+            for r in range(args.rounds):
+                shift = r % len(configs)
+                for model_mode, server, proto in configs[shift:] + configs[:shift]:
+                    base, target = servers[server]
+                    where = f"{base}/v2/models/{model_mode}/infer" if proto == "rest" else target
+                    result = load(proto, where, bodies(rows, model_mode)[proto], args.seconds, args.clients)
+                    rounds.setdefault((model_mode, server, proto), []).append(result)
+                    print(
+                        f"round {r + 1}: {server:15s} {proto:4s} {model_mode:22s} {result['rps']:8.1f} req/s   "
+                        f"p50 {result['p50_ms']:7.2f} ms   p99 {result['p99_ms']:7.2f} ms   errors {int(result['errors'])}",
+                        flush=True,
+                    )
+        finally:
+            if theirs is not None:
+                theirs.stop()
+            ours.terminate()
+            ours.wait(30)
+            log_file.close()
+
+    def med(key: tuple[str, str, str], field: str = "rps") -> float:
+        return statistics.median(x[field] for x in rounds[key])
+
+    print(f"\nmedians over {args.rounds} rounds of {args.seconds:.0f} s, {args.clients} clients:")
+    print(f"{'model':24s} {'server':15s} {'proto':5s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s}")
+    for key in sorted(rounds):
         print(
-            f"  {model}: edgecascade batched / unbatched = {results[('edgecascade', f'{model}-batched')]['rps'] / base:.2f}x"
+            f"{key[0]:24s} {key[1]:15s} {key[2]:5s} {med(key):8.1f} {med(key, 'p50_ms'):8.2f} {med(key, 'p99_ms'):8.2f}"
         )
-        for mode in ("unbatched", "batched"):
-            theirs = results.get(("mlserver-1.7.1", f"{model}-{mode}"))
-            if theirs:
-                mine = results[("edgecascade", f"{model}-{mode}")]["rps"]
-                print(f"  {model}-{mode}: edgecascade / mlserver = {mine / theirs['rps']:.2f}x")
+    print("\nratios of medians (requests/s):")
+    for model in models:
+        for mode in MODES:
+            mm = f"{model}-{mode}"
+            for proto in ("rest", "grpc"):
+                if (mm, "mlserver-1.7.1", proto) in rounds:
+                    ratio = med((mm, "edgecascade", proto)) / med((mm, "mlserver-1.7.1", proto))
+                    print(f"  {mm:24s} {proto:4s}: edgecascade / mlserver = {ratio:.2f}x")
+            for server in servers:
+                ratio = med((mm, server, "grpc")) / med((mm, server, "rest"))
+                print(f"  {mm:24s} {server}: gRPC / REST = {ratio:.2f}x")
+        ratio = med((f"{model}-batched", "edgecascade", "rest")) / med(
+            (f"{model}-unbatched", "edgecascade", "rest")
+        )
+        print(f"  {model}: edgecascade batched / unbatched (REST) = {ratio:.2f}x")
     return 0
 
 

@@ -120,6 +120,7 @@ class MlServerProcess:
             workdir / "mlserver-repo", models, http_port=self.http_port, grpc_port=self.grpc_port
         )
         self.exe = exe
+        self.workdir = workdir
         self.log_path = workdir / "mlserver.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -135,7 +136,12 @@ class MlServerProcess:
         env = {**os.environ, "PYTHONPATH": str(RUNTIME_DIR)}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(self.exe), "start", str(self.repository)], env=env, stdout=log, stderr=log
+                # cwd: MLServer writes its metrics files (.metrics/) into the working directory.
+                [str(self.exe), "start", str(self.repository)],
+                cwd=self.workdir,
+                env=env,
+                stdout=log,
+                stderr=log,
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -34,6 +34,8 @@ CONTENTS_FIELD = {
     "BYTES": "bytes_contents",
 }
 _INT64_MAX = 2**63 - 1
+#: numpy allows 64 dimensions; no model here has more than a handful.
+MAX_RANK = 32
 
 
 # -- parameters ---------------------------------------------------------------------------------
@@ -73,6 +75,8 @@ def _check_header(name: str, datatype: str, shape: Sequence[int], at: str) -> li
             f"unknown datatype {datatype!r}; one of {list(DATATYPES)}", field=f"{at}.datatype"
         )
     dims = list(shape)
+    if len(dims) > MAX_RANK:
+        raise ProtocolError(f"{len(dims)} dimensions; at most {MAX_RANK}", field=f"{at}.shape")
     if any(d < 0 for d in dims):
         raise ProtocolError(f"negative dimension in {dims}", field=f"{at}.shape")
     return dims

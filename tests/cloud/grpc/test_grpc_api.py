@@ -291,3 +291,65 @@ def test_grpc_versions_and_repository_models(tmp_path: Path, models_dir: Path) -
     finally:
         client.close()
         srv.stop()
+
+
+def test_malformed_requests_are_invalid_argument_never_internal(server: CloudServer) -> None:
+    """Requests tritonclient would never build, sent through our own stub."""
+    import grpc
+
+    from edgecascade.shared.v2.grpc import grpc_predict_v2_pb2 as pb
+    from edgecascade.shared.v2.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    def request(**tensor: object) -> pb.ModelInferRequest:
+        req = pb.ModelInferRequest(model_name="digits-cloud")
+        req.inputs.add(name="input", **tensor)  # type: ignore[arg-type]
+        return req
+
+    cases = {
+        "65 dimensions": request(datatype="FP32", shape=[1] * 65),
+        "negative dimension": request(datatype="FP32", shape=[-1, 64]),
+        "unknown datatype": request(datatype="FP33", shape=[1, 64]),
+        "too few values": request(
+            datatype="FP32", shape=[1, 64], contents=pb.InferTensorContents(fp32_contents=[1.0])
+        ),
+        "values in the wrong field": request(
+            datatype="FP32", shape=[1, 1], contents=pb.InferTensorContents(int_contents=[1])
+        ),
+        "huge shape, no data": request(datatype="FP32", shape=[1, 9223372036854775807]),
+    }
+    raw_mismatch = request(datatype="FP32", shape=[1, 64])
+    raw_mismatch.raw_input_contents.append(b"\0" * 12)
+    cases["raw bytes of the wrong size"] = raw_mismatch
+    two_raws = request(datatype="FP32", shape=[1, 64])
+    two_raws.raw_input_contents.extend([b"\0" * 256, b"\0" * 256])
+    cases["two raw tensors for one input"] = two_raws
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        codes = {}
+        for what, req in cases.items():
+            try:
+                stub.ModelInfer(req, metadata=tuple(AUTH.items()), timeout=10)
+                codes[what] = "OK"
+            except grpc.RpcError as exc:
+                codes[what] = exc.code().name
+    assert codes == {what: "INVALID_ARGUMENT" for what in cases}
+    assert "Traceback" not in server.log_tail(20000)
+
+
+def test_a_grpc_port_in_use_stops_start_up_naming_the_setting(cloud_repo: Path, server: CloudServer) -> None:
+    taken = server.grpc_port
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgecascade",
+        "cloud",
+        "serve",
+        "--repository",
+        str(cloud_repo),
+        "--no-auth",
+    ]
+    cmd += ["--port", "0", "--grpc-port", str(taken)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"grpc_port: cannot listen on 127.0.0.1:{taken} (in use?)" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr

@@ -90,10 +90,10 @@ def _client(url: str, **settings: object) -> RetryingCloudClient:
     return client
 
 
-def _ask(client: RetryingCloudClient, digits_split) -> str:
+def _ask(client: RetryingCloudClient, digits_split, request_id: str = "tls") -> str:
     _, held = digits_split
     try:
-        answer = client.infer(held.features[0], request_id="tls")
+        answer = client.infer(held.features[0], request_id=request_id)
     finally:
         client.close()
     assert answer.probabilities.shape == (10,) and np.isfinite(answer.probabilities).all()
@@ -236,3 +236,38 @@ def test_server_tls_settings_are_checked_at_start_up(repo: Path, pki: Pki) -> No
         done = subprocess.run(base + extra, capture_output=True, text=True, timeout=60)
         assert done.returncode != 0
         assert expected in done.stderr, done.stderr
+
+
+def test_two_workers_share_the_https_and_grpc_ports(
+    repo: Path, pki: Pki, tmp_path: Path, digits_split
+) -> None:
+    """--workers 2: each worker serves HTTPS with client certificates and binds the gRPC port
+    (SO_REUSEPORT); the metrics of both add up; SIGTERM ends it cleanly."""
+    tokens_file = tmp_path / "tokens.toml"
+    tokens_file.write_text(MTLS_TOKENS)
+    srv = CloudServer(
+        repo,
+        tokens_file=tokens_file,
+        workers=2,
+        grpc=True,
+        tls=(pki.server_cert, pki.server_key),
+        tls_client_ca=pki.ca,
+        ca_file=pki.ca,
+    ).start(timeout_s=60)
+    cert = {"ca_file": str(pki.ca), "client_cert": str(pki.client_cert), "client_key": str(pki.client_key)}
+    try:
+        for i in range(6):  # new connections: the kernel spreads them over the workers
+            assert _ask(_client(srv.url, **cert), digits_split, f"rest-{i}") == "1.0.0"
+            assert _ask(_client(f"grpcs://{srv.grpc_target}", **cert), digits_split, f"grpc-{i}") == "1.0.0"
+        other = requests.get(
+            srv.url + "/v2/models/nope",
+            verify=str(pki.ca),
+            cert=(str(pki.client_cert), str(pki.client_key)),
+            timeout=5,
+        )
+        assert other.status_code == 403
+        text = requests.get(srv.url + "/metrics", verify=str(pki.ca), timeout=5).text
+        assert 'edgecascade_cloud_inferences_total{model="digits-cloud"} 12.0' in text
+    finally:
+        assert srv.stop() == 0
+    assert srv.log_tail(20000).count("V2 gRPC on 127.0.0.1") == 2

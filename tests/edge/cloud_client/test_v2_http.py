@@ -3,6 +3,7 @@ wrong token, and a cloud that is down, slow, answers 500 or garbage (a real TCP 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,3 +156,32 @@ def test_server_restart_is_survived(server: CloudServer, digits_split) -> None:
     server.start()
     time.sleep(0.25)
     assert c.infer(held.features[0], request_id="after").model.name == "digits-cloud"
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+def test_negotiates_binary_once_where_advertised(
+    server: CloudServer, digits_split, allowed: bool, caplog
+) -> None:
+    """Our server lists binary_tensor_data in GET /v2: binary unless the profile says false; the
+    metadata is read once, not per escalation."""
+    _, held = digits_split
+    caplog.set_level(logging.INFO, logger="edgecascade.edge.cloud_client")
+    c = client(server.url, binary_tensors=allowed)
+    for i in range(5):
+        c.infer(held.features[i], request_id=f"neg-{allowed}-{i}")
+    assert c.facts is not None and c.facts.binary is allowed
+    assert (c.facts.input_name, c.facts.datatype, c.facts.server) == ("input", "FP32", "edgecascade 0.1.0")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cloud is ")]
+    assert lines == [
+        f"cloud is edgecascade 0.1.0: {'binary' if allowed else 'JSON'} tensors, input 'input' as FP32"
+    ]
+
+
+def test_cloud_url_schemes_and_certificate_pairs_are_checked() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="http:// or https:// or grpc:// or grpcs://"):
+        CloudSection.model_validate({"url": "ftp://cloud"})
+    with pytest.raises(ValidationError, match="client_cert and client_key together"):
+        CloudSection.model_validate({"url": "https://cloud", "client_cert": "/x.pem"})
+    assert CloudSection.model_validate({"url": "grpcs://cloud:8001/"}).url == "grpcs://cloud:8001"
