@@ -65,7 +65,12 @@ def _is_image(arr: np.ndarray, spec: TensorSpec) -> bool:
 
 def _images(arr: np.ndarray, pipeline: ImageEncoding, spec: TensorSpec) -> np.ndarray:
     if arr.dtype == object:
-        rows = [encode_image(decode_image(_raw(v)), pipeline) for v in arr.reshape(-1)]
+        rows = []
+        for k, v in enumerate(arr.reshape(-1)):
+            try:
+                rows.append(encode_image(decode_image(_raw(v)), pipeline))
+            except InputError as exc:
+                raise InputError(f"input {spec.name!r}: image {k}: {exc}") from None
     else:
         rows = [encode_image(arr, pipeline)]
     if not rows:

@@ -213,11 +213,11 @@ def push(args: argparse.Namespace) -> int:
         return _push_table(args)
     if args.golden is None:
         print("no --golden given: devices only load-test the candidate before it serves")
-    manifest, payloads = build_manifest(
-        args.model, name=args.name, golden=args.golden, tolerance=args.golden_tolerance, **_delivery(args)
-    )
-    manager = connect_manager(args)
+    manager = connect_manager(args)  # the signing key and the broker first: fail before any work
     try:
+        manifest, payloads = build_manifest(
+            args.model, name=args.name, golden=args.golden, tolerance=args.golden_tolerance, **_delivery(args)
+        )
         limits = _health_limits(args)
         if limits is not None:
             manifest = manifest.model_copy(update={"health": limits})

@@ -10,6 +10,9 @@ from typing import Any
 
 from edgecascade.edge import serving
 from edgecascade.edge.agent import Agent, ServedModel
+from edgecascade.shared.backends.base import TensorSpec
+from edgecascade.shared.errors import InputError, ProtocolError
+from edgecascade.shared.input_pipeline import describe
 from edgecascade.shared.v2 import (
     MODEL_KEY,
     PROVENANCE_KEY,
@@ -20,6 +23,7 @@ from edgecascade.shared.v2 import (
     RequestLimits,
     answer_v2,
 )
+from edgecascade.shared.v2.answering import check_output_names
 from edgecascade.shared.v2.checks import check_datatypes, check_finite
 
 _CONVERT_SETTING = "api.convert_datatypes"
@@ -42,6 +46,7 @@ class AgentV2:
         )
         self.convert_datatypes = api.convert_datatypes
         self._datatypes: dict[int, dict[str, str]] = {}
+        self._signatures: dict[int, dict[str, TensorSpec]] = {}
 
     def check_model(self, name: str, version: str | None) -> None:
         """NotFoundError unless `name` (and `version`, if given) is a model being served."""
@@ -80,6 +85,7 @@ class AgentV2:
 
     async def infer(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
         served = serving.find_model(self.agent, name, version)
+        check_output_names(request, [o.name for o in served.task.output_info()], served.name)  # before work
         # Strict by default: a tensor of another datatype than the model's input is a 400 naming
         # both (as Triton answers), unless the profile allows conversion; NaN/inf never reach it.
         # BYTES are encoded images for an input with a pipeline, refused by the pipeline otherwise.
@@ -93,7 +99,11 @@ class AgentV2:
             )
         )
         check_finite(request.inputs)
-        served, reply = await serving.infer_async(self.agent, name, version, request, self.executor)
+        self._check_ranks(served, request)
+        try:
+            served, reply = await serving.infer_async(self.agent, name, version, request, self.executor)
+        except InputError as exc:
+            raise _named_field(exc, request) from None
         return InferResponse(
             model_name=served.name,
             model_version=reply.model_version,
@@ -102,6 +112,26 @@ class AgentV2:
             parameters={PROVENANCE_KEY: reply.provenance},
         )
 
+    def _check_ranks(self, served: ServedModel, request: InferRequest) -> None:
+        """An input of another rank than the model's (or one less: one example without the batch
+        axis) is refused naming its shape field, before any work."""
+        for i, (name, arr) in enumerate(request.inputs.items()):
+            spec = self._specs(served).get(name)
+            if spec is None or arr.dtype == object:
+                continue
+            if arr.ndim != len(spec.shape) and (arr.ndim != len(spec.shape) - 1 or arr.ndim == 0):
+                raise ProtocolError(
+                    f"input {name!r} has shape {list(arr.shape)}; expected {describe(spec)}",
+                    field=f"inputs[{i}].shape",
+                )
+
+    def _specs(self, served: ServedModel) -> dict[str, TensorSpec]:
+        model = served.slot.current
+        found = self._signatures.get(id(model))
+        if found is None:
+            found = self._signatures[id(model)] = {s.name: s for s in model.backend.signature.inputs}
+        return found
+
     def _input_datatypes(self, served: ServedModel) -> dict[str, str]:
         # Per loaded model (a swap makes a new one), not per request.
         model = served.slot.current
@@ -109,3 +139,13 @@ class AgentV2:
         if found is None:
             found = self._datatypes[id(model)] = serving.input_datatypes(self.agent, served)
         return found
+
+
+def _named_field(exc: InputError, request: InferRequest) -> ProtocolError:
+    """A task's InputError as a ProtocolError whose field is the request input it names."""
+    message = str(exc)
+    for i, name in enumerate(request.inputs):
+        if f"input {name!r}" in message:
+            part = "shape" if "shape" in message else "datatype" if "dtype" in message else "data"
+            return ProtocolError(message, field=f"inputs[{i}].{part}")
+    return ProtocolError(message, field="inputs")

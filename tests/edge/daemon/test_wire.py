@@ -73,7 +73,7 @@ def test_every_malformed_request_gets_a_4xx_naming_the_field(daemon: DaemonProce
             answer = {}
         if not (400 <= resp.status_code < 500 and named_in(answer, case.field)):
             wrong.append(f"{case.name}: {resp.status_code} {resp.text[:200]}")
-    assert wrong == []
+    assert wrong == [], wrong
     assert set(statuses) <= {400, 413, 415}
     assert metric(daemon, 'edgecascade_bad_requests_total{frontend="http"}') - bad_before == len(cases)
     assert requests.get(daemon.url + "/v2/health/ready", timeout=5).status_code == 200
@@ -312,7 +312,7 @@ def test_every_malformed_mqtt_request_gets_a_reply_or_a_counted_log_line(
                 wrong.append(f"{case.name}: {answer}")
             if answer.get("correlation_id") != f"c{i}":
                 wrong.append(f"{case.name}: correlation {answer.get('correlation_id')}")
-        assert wrong == []
+        assert wrong == [], wrong
         assert replies["p1"]["status"] == 400 and replies["p1"]["field"] == "inputs[0].shape"
         time.sleep(0.5)
         log = proc.log.read_text()
