@@ -218,7 +218,7 @@ def test_bad_tables_are_refused_and_the_previous_keeps_serving(
         st = fleet.board.table_statuses()["d1"]
         assert (st.state, st.push_id, st.reason) == (before.state, before.push_id, before.reason)
         assert "bad signature" in (st.last_refusal or "")
-        assert device.updater.refused == 1
+        assert device.updater.refusals.count == 1
         assert device.parts.table.version == "t1"
     finally:
         device.stop()
