@@ -4,7 +4,11 @@ FleetManager for commands that publish, and following a push until each device a
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgecascade.cloud.fleet.manager import FleetManager
+    from edgecascade.shared.mqtt import MqttConnection
 
 
 def fleet_access(args: argparse.Namespace) -> Any:
@@ -24,7 +28,7 @@ def fleet_access(args: argparse.Namespace) -> Any:
     return access
 
 
-def fleet_connection(args: argparse.Namespace) -> Any:
+def fleet_connection(args: argparse.Namespace) -> MqttConnection:
     """The fleet's MQTT connection, not started yet (no signing key needed)."""
     import os
 
@@ -44,7 +48,8 @@ def fleet_connection(args: argparse.Namespace) -> Any:
     return MqttConnection(settings)
 
 
-def start_or_raise(connection: Any, args: argparse.Namespace) -> None:
+def start_or_raise(connection: MqttConnection, args: argparse.Namespace) -> None:
+    """Connect, or raise TransportError naming the broker and why it refused."""
     from edgecascade.shared.errors import TransportError
 
     if not connection.start(wait_s=5):
@@ -54,7 +59,8 @@ def start_or_raise(connection: Any, args: argparse.Namespace) -> None:
         )
 
 
-def connect_manager(args: argparse.Namespace) -> Any:
+def connect_manager(args: argparse.Namespace) -> FleetManager:
+    """The signing FleetManager, connected, with the retained statuses already in."""
     from edgecascade.cloud.fleet.manager import FleetManager
     from edgecascade.shared.manifest import load_private_key
 
@@ -71,7 +77,10 @@ def connect_manager(args: argparse.Namespace) -> Any:
     return manager
 
 
-def follow(manager: Any, push_id: str, devices: list[str], timeout: float, kind: str = "model") -> int:
+def follow(
+    manager: FleetManager, push_id: str, devices: list[str], timeout: float, kind: str = "model"
+) -> int:
+    """Print each device's progress until it answers for `push_id`; 0 if all became active or rolled back."""
     print(f"sent to {len(devices)} device(s): {', '.join(devices) or '(none known yet)'}")
 
     def show(device: str, st: Any) -> None:

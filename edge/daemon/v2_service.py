@@ -144,8 +144,10 @@ class AgentV2:
 def _named_field(exc: InputError, request: InferRequest) -> ProtocolError:
     """A task's InputError as a ProtocolError whose field is the request input it names."""
     message = str(exc)
-    for i, name in enumerate(request.inputs):
+    part = "shape" if "shape" in message else "datatype" if "dtype" in message else "data"
+    names = list(request.inputs)
+    for i, name in enumerate(names):
         if f"input {name!r}" in message:
-            part = "shape" if "shape" in message else "datatype" if "dtype" in message else "data"
             return ProtocolError(message, field=f"inputs[{i}].{part}")
-    return ProtocolError(message, field="inputs")
+    # A classifier takes its one input under any name (BYTES images): the error is that one's.
+    return ProtocolError(message, field=f"inputs[0].{part}" if len(names) == 1 else "inputs")

@@ -34,6 +34,7 @@ class UpdatePipeline:
         store: UpdateStore,
         current: Installed,
         transport_for: Callable[[str], ArtifactTransport],
+        on_swap: Callable[[Manifest], None] | None = None,
     ) -> None:
         self.profile = profile
         self.slot = slot
@@ -44,6 +45,9 @@ class UpdatePipeline:
         if found and found[0].path == current.path:
             self.previous = found[1]
         self.transport_for = transport_for
+        #: Called right after a manifest's model starts serving (the health window opens there,
+        #: before any bookkeeping, so it sees the new model's first answers).
+        self.on_swap = on_swap
         self.bytes_downloaded = 0  # on the wire, for the delta-vs-full comparison
 
     def is_current(self, manifest: Manifest) -> bool:
@@ -69,6 +73,8 @@ class UpdatePipeline:
                 shutil.rmtree(installed.path.parent, ignore_errors=True)
             raise exc if isinstance(exc, UpdateError) else UpdateError(str(exc)) from exc
         self._swap_to(installed, model, previous=self.current)
+        if self.on_swap is not None:
+            self.on_swap(manifest)
         return True
 
     def rollback(self) -> Installed:

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from edgecascade.edge.cloud_client.tls import artifact_tls
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.updates.download import Report
+from edgecascade.edge.updates.refusals import RefusalCounter
 from edgecascade.edge.updates.selection import Audience, M, ManifestBook, admit, check_not_older
 from edgecascade.edge.updates.store import VersionStore
 from edgecascade.edge.updates.transports import TransportContext, TransportPool
@@ -89,11 +90,7 @@ class ManifestSubscriber(abc.ABC, Generic[M]):
             TransportContext(connection, profile.updates, verify=artifact_tls(profile).verify)
         )
         self.audience = Audience.of(profile, self.public_key)
-        self.refused = 0  # manifests refused unapplied (admit), also in the status message
-        self._last_refusal: str | None = None
-        self._refusal_published = -1e9
-        self._refusal_timer: threading.Timer | None = None
-        self._refusal_lock = threading.Lock()
+        self.refusals = RefusalCounter(self.kind, self._publish_refusals)
 
     def _attach(
         self, book: ManifestBook[M], store: VersionStore, pipeline: Pipeline[M], status_topic: str
@@ -144,9 +141,7 @@ class ManifestSubscriber(abc.ABC, Generic[M]):
 
     def stop(self, timeout_s: float) -> None:
         self._stopping.set()
-        with self._refusal_lock:
-            if self._refusal_timer is not None:
-                self._refusal_timer.cancel()
+        self.refusals.cancel()
         if self._job:
             self._job[1].set()
         self._wake.set()
@@ -163,7 +158,7 @@ class ManifestSubscriber(abc.ABC, Generic[M]):
                 manifest = self._parse(bytes(msg.payload))
                 admit(manifest, self.audience, self.last)
             except UpdateError as exc:
-                self._refuse(msg.topic, exc.reason)
+                self.refusals.refuse(msg.topic, exc.reason)
                 return
             if not self._compatible(manifest):
                 return
@@ -174,31 +169,9 @@ class ManifestSubscriber(abc.ABC, Generic[M]):
             job[1].set()  # a newer manifest supersedes the download in progress
         self._wake.set()
 
-    def _refuse(self, topic: str, reason: str) -> None:
-        """Count and log a manifest that is no instruction for this device. The state stays;
-        the status goes out again with the new count, at most once a second (a flood of
-        garbage makes no flood of statuses; the last count follows within the second)."""
-        with self._refusal_lock:
-            self.refused += 1
-            self._last_refusal = reason[:300]
-            wait = self._refusal_published + 1.0 - time.monotonic()
-            if self._refusal_timer is not None:
-                wait = -1.0  # a publish is already due; it will carry this count
-            elif wait > 0:
-                self._refusal_timer = threading.Timer(wait, self._publish_refusals)
-                self._refusal_timer.daemon = True
-                self._refusal_timer.start()
-        log.warning("refused %s manifest on %s (%d so far): %s", self.kind, topic, self.refused, reason[:300])
-        if wait <= 0 and self._refusal_timer is None:
-            self._publish_refusals()
-
-    def _publish_refusals(self) -> None:
-        with self._refusal_lock:
-            self._refusal_timer = None
-            self._refusal_published = time.monotonic()
-            self.status = self.status.model_copy(
-                update={"refused_manifests": self.refused, "last_refusal": self._last_refusal}
-            )
+    def _publish_refusals(self, count: int, last: str | None) -> None:
+        """The same state, with the new refusal count (RefusalCounter's callback)."""
+        self.status = self.status.model_copy(update={"refused_manifests": count, "last_refusal": last})
         self._publish_status()
 
     def _compatible(self, manifest: M) -> bool:
@@ -222,9 +195,8 @@ class ManifestSubscriber(abc.ABC, Generic[M]):
 
     def _report(self, state: UpdateState, **fields: object) -> None:
         keep = {"target_version": self.status.target_version, "push_id": self.status.push_id}
-        self.status = self._make_status(state, **{**keep, **fields})
-        self.status.refused_manifests = self.refused
-        self.status.last_refusal = self._last_refusal
+        counts = {"refused_manifests": self.refusals.count, "last_refusal": self.refusals.last}
+        self.status = self._make_status(state, **{**keep, **counts, **fields})
         log.info("%s status %s %s", self.kind, state, fields.get("reason") or fields.get("progress") or "")
         self._publish_status()
 

@@ -58,7 +58,14 @@ class ModelUpdater(ManifestSubscriber[Manifest]):
                 self.topics.manifest_all(),
             ),
             store,
-            UpdatePipeline(profile, slot, store, current or active_model(profile), self.transports),
+            UpdatePipeline(
+                profile,
+                slot,
+                store,
+                current or active_model(profile),
+                self.transports,
+                on_swap=self._open_window,
+            ),
             self.topics.update_status(device),
         )
         #: Called with the manifest of each model that starts serving (None: the factory model),
@@ -106,11 +113,22 @@ class ModelUpdater(ManifestSubscriber[Manifest]):
             except EdgecascadeError as exc:  # e.g. thresholds that do not fit: keep serving
                 log.error("on_activated %r failed for %s: %s", callback, manifest and manifest.version, exc)
 
+    def _watching(self) -> bool:
+        return (
+            self.health is not None
+            and self.profile.updates.watch_window_s > 0
+            and self.pipeline.previous is not None
+        )
+
+    def _open_window(self, manifest: Manifest) -> None:
+        """At the swap: the new model's answers from its first one on count in its window."""
+        if self.health is not None and self._watching():
+            self.health.begin(manifest)
+
     def _watch(self, manifest: Manifest) -> None:
         window = self.profile.updates.watch_window_s
-        if self.health is None or window <= 0 or self.pipeline.previous is None:
+        if self.health is None or not self._watching():
             return
-        self.health.begin(manifest)
         deadline = time.monotonic() + window
         while time.monotonic() < deadline and not self._stopping.is_set():
             if self._wake.wait(0.1):

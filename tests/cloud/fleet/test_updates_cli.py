@@ -168,7 +168,7 @@ def test_fleet_wide_push_after_a_device_push_reaches_every_device_also_after_a_r
         wait_until(lambda: all(d.connection.connected.is_set() for d in devices), what="devices back")
         time.sleep(0.5)  # retained manifests are in
         assert [d.version for d in devices] == ["1.2.0", "1.2.0"]
-        assert [(d.updater.status.state, d.updater.refused) for d in devices] == [("active", 0)] * 2
+        assert [(d.updater.status.state, d.updater.refusals.count) for d in devices] == [("active", 0)] * 2
     finally:
         for d in devices:
             d.stop()

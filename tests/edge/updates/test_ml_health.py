@@ -211,7 +211,7 @@ def test_healthy_canary_reports_its_figures_after_the_window(
 ) -> None:
     _, held = digits_split
     profile = make_profile(
-        tmp_path, "d1", broker.port, signing_key.public_key(), updates={"watch_window_s": 2.0}
+        tmp_path, "d1", broker.port, signing_key.public_key(), updates={"watch_window_s": 8.0}
     )
     device = Device.start(profile)
     fleet = start_fleet(broker.port, signing_key, tmp_path / "fleet")
@@ -233,7 +233,10 @@ def test_healthy_canary_reports_its_figures_after_the_window(
             fig = fleet.board.statuses()["d1"].health.get("escalation_rate")
             return fig is not None and fig.samples == 240
 
-        wait_until(reported, timeout_s=10, what="health figures after the window")
+        try:
+            wait_until(reported, timeout_s=20, what="health figures after the window")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last status {fleet.board.statuses()['d1']}") from None
         st = fleet.board.statuses()["d1"]
         assert st.state == "active" and st.active_version == "1.1.0" and st.reason is None
         assert set(st.health) == {"escalation_rate", "confidence", "latency_ms", "disagreement"}

@@ -58,14 +58,14 @@ def test_replays_to_another_device_and_of_older_pushes_are_refused(
             assert fleet.connection.publish_and_wait(topic, replay, 5, retain=True)
         st = _refusals(fleet, "b", 4)
         assert f"push {older_b.push_id} was issued before push {newer_b.push_id}" in (st.last_refusal or "")
-        assert b.version == "1.2.0" and b.updater.refused == 4
+        assert b.version == "1.2.0" and b.updater.refusals.count == 4
         assert (st.state, st.push_id, st.active_version) == ("active", newer_b.push_id, "1.2.0")
-        assert a.updater.refused == 1 and a.version == "1.1.0"  # the all-level replay: signed for b
+        assert a.updater.refusals.count == 1 and a.version == "1.1.0"  # the all-level replay: signed for b
 
         # After a restart the retained replays arrive again: refused again, nothing applied.
         b.stop()
         b = Device.start(b.profile)
-        wait_until(lambda: b.updater.refused == 3, what="replays refused after the restart")
+        wait_until(lambda: b.updater.refusals.count == 3, what="replays refused after the restart")
         time.sleep(0.5)
         assert b.version == "1.2.0" and b.updater.status.state == "active"
     finally:
@@ -154,7 +154,7 @@ def test_garbage_on_manifest_topics_is_counted_and_never_flips_the_status(
             for topic in topics:
                 assert fleet.connection.publish_and_wait(topic, payload, 10, retain=True)
                 sent += 1
-        wait_until(lambda: d.updater.refused == sent, timeout_s=30, what=f"{sent} refusals")
+        wait_until(lambda: d.updater.refusals.count == sent, timeout_s=30, what=f"{sent} refusals")
         st = _refusals(fleet, "d", sent)
         assert (st.state, st.push_id, st.active_version, st.reason) == ("active", kept.push_id, "1.1.0", None)
         assert d.version == "1.1.0" and sent == 48

@@ -218,7 +218,7 @@ def test_bad_tables_are_refused_and_the_previous_keeps_serving(
         st = fleet.board.table_statuses()["d1"]
         assert (st.state, st.push_id, st.reason) == (before.state, before.push_id, before.reason)
         assert "bad signature" in (st.last_refusal or "")
-        assert device.updater.refused == 1
+        assert device.updater.refusals.count == 1
         assert device.parts.table.version == "t1"
     finally:
         device.stop()
@@ -334,3 +334,45 @@ def test_fleet_cli_push_status_rollback_of_tables(
     finally:
         device.stop()
         model_device.stop()
+
+
+def test_replayed_table_manifests_and_garbage_on_table_topics_change_nothing(
+    broker: BrokerProcess,
+    tmp_path: Path,
+    signing_key: Ed25519PrivateKey,
+    tables: dict[str, Path],
+    digits_split,
+) -> None:  # type: ignore[no-untyped-def]
+    _, held = digits_split
+    d1 = TableDevice.start(make_profile(tmp_path, "d1", broker.port, signing_key.public_key(), groups=["g"]))
+    fleet = start_fleet(broker.port, signing_key, tmp_path / "fleet")
+    try:
+        wait_until(lambda: "d1" in fleet.board.table_statuses(), what="table status")
+        old, _, done = _push(fleet, tables["t1"], "device:d1", ["d1"])
+        new, _, done = _push(fleet, tables["t2"], "device:d1", ["d1"])
+        assert done["d1"] is not None and done["d1"].state == "active"
+        kept = fleet.board.table_statuses()["d1"]
+        topics = Topics(FLEET)
+        levels = [
+            topics.table_manifest_device("d1"),
+            topics.table_manifest_group("g"),
+            topics.table_manifest_all(),
+        ]
+        for_other = build_table_manifest(tables["t1"], fleet=FLEET, target="device:d9", chunk_size=CHUNK)[0]
+        payloads = [
+            old.model_dump_json().encode(),  # an older push replayed
+            for_other.signed(signing_key).model_dump_json().encode(),  # signed for another device
+            b"{",
+            b"[" * 100_000 + b"]" * 100_000,
+            b'{"kind": "table", "version": 3}',
+        ]
+        for payload in payloads:
+            for topic in levels:
+                assert fleet.connection.publish_and_wait(topic, payload, 5, retain=True)
+        wait_until(lambda: fleet.board.table_statuses()["d1"].refused_manifests == 15, what="15 refusals")
+        st = fleet.board.table_statuses()["d1"]
+        assert (st.state, st.push_id, st.active_version) == (kept.state, new.push_id, "t2")
+        assert d1.answer_source(held.features[0]) == ("table", "t2")
+    finally:
+        d1.stop()
+        fleet.connection.stop()
