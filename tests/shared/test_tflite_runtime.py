@@ -50,3 +50,22 @@ def test_dynamic_and_resize_first_models_on_tflite_runtime(models_dir: Path, tmp
     assert raw.signature.accelerator == "default"  # the absent delegate fell back
     assert raw.predict({"x": np.array([[-3, -1]], np.int8)})["y"].tolist() == [[128, 132]]
     raw.close()
+
+
+def test_int8_detector_on_tflite_runtime(models_dir: Path) -> None:
+    import json
+
+    from edgecascade.tools import build_detector as det
+    from edgecascade.tools.build_detector_data import canvas_splits
+
+    _, held = canvas_splits(train_count=1, held_count=400)
+    path = models_dir / "digit_detector_int8.tflite"
+    backend = load_backend(path, BackendOptions(extra={"tflite_runtime": "tflite_runtime"}))
+    images = held.images.transpose(0, 2, 3, 1)
+    dets = [det.edge_detections(backend.predict({"image": images[i : i + 1]})) for i in range(len(images))]
+    counts = det.evaluate(dets, held)
+    metrics = json.loads(path.with_name(path.name + ".io.json").read_text())["metrics"]
+    # another runtime's int8 kernels may round a few values differently
+    assert abs(counts.recall - metrics["recall_iou50"]) <= 0.01
+    assert abs(counts.precision - metrics["precision_iou50"]) <= 0.01
+    backend.close()

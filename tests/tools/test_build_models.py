@@ -28,6 +28,17 @@ def test_handwritten_tflite_fixtures_rebuild_byte_for_byte(models_dir: Path, nam
     assert build() == (models_dir / name).read_bytes()
 
 
+def test_tflite_detectors_rebuild_byte_for_byte_from_the_onnx_weights(models_dir: Path) -> None:
+    source = models_dir / "digit_detector_fp32.onnx"
+    assert (
+        build_models_tflite.detector_from_onnx(source)
+        == (models_dir / "digit_detector_fp32.tflite").read_bytes()
+    )
+    train, _ = canvas_splits(train_count=200, held_count=1)
+    rebuilt = build_models_tflite.detector_int8_from_onnx(source, train.images)
+    assert rebuilt == (models_dir / "digit_detector_int8.tflite").read_bytes()
+
+
 def test_canvases_hold_1_to_3_separate_real_digits(digits_split) -> None:
     train, _ = digits_split
     data = make_canvases(train.images, train.labels, 200, seed=5)
