@@ -23,7 +23,7 @@ from edgecascade.shared.backends.base import (
     TFLiteDelegate,
 )
 from edgecascade.shared.backends.quantization import Dequantizer, Quantizer
-from edgecascade.shared.errors import ModelLoadError, SignatureMismatchError, UnsupportedModelError
+from edgecascade.shared.errors import ModelLoadError, UnsupportedModelError
 
 log = logging.getLogger(__name__)
 
@@ -203,10 +203,7 @@ class TFLiteBackend(ModelBackend):
             try:
                 self._interp.allocate_tensors()
             except (ValueError, RuntimeError) as exc:
-                sizes = {name: list(checked[name].shape) for _, name, _ in self._feeds}
-                raise SignatureMismatchError(
-                    f"input sizes {sizes} do not fit the model ({exc}); model expects {self._signature.describe()}"
-                ) from exc
+                raise self.refused(checked, exc) from exc
             self._shapes = [checked[name].shape for _, name, _ in self._feeds]
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -222,7 +219,10 @@ class TFLiteBackend(ModelBackend):
                     [v.encode() if isinstance(v, str) else v for v in arr.ravel()], dtype=object
                 ).reshape(arr.shape)
             interp.set_tensor(index, arr)
-        interp.invoke()
+        try:
+            interp.invoke()
+        except (ValueError, RuntimeError) as exc:
+            raise self.refused(checked, exc) from exc
         result: dict[str, np.ndarray] = {}
         for index, name, dequantize in self._fetches:
             arr = interp.get_tensor(index)
