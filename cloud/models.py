@@ -128,7 +128,13 @@ class ModelRegistry:
                 self._models[(entry.name, version.version)] = ServedModel(
                     entry.name, version, entry.settings, on_batch, debug_delay_s
                 )
-                log.info("loaded model %s version %s from %s", entry.name, version.version, version.artifact)
+                log.info(
+                    "loaded model %s version %s from %s on %s",
+                    entry.name,
+                    version.version,
+                    version.artifact,
+                    self._models[(entry.name, version.version)].accelerator,
+                )
 
     @classmethod
     def from_repository(

@@ -63,7 +63,7 @@ def _card(
     card = ModelCard(
         name=name,
         version="1.0.0",
-        backend="onnx",
+        backend=path.suffix.lstrip("."),
         file=path.name,
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
         size_bytes=path.stat().st_size,
@@ -88,6 +88,55 @@ def _sidecar(path: Path, info: dict[str, Any], sample: dict[str, np.ndarray]) ->
     np.savez_compressed(path.with_name(path.name + ".sample.npz"), **sample)  # type: ignore[arg-type]
 
 
+RAW_DETECTOR_INFO = {
+    "task": "detection",
+    "outputs": {
+        "scores": "per-anchor class probabilities, column 0 = background",
+        "deltas": "SSD box offsets",
+    },
+    "decode": {
+        "kind": "anchors",
+        "anchors": {"image_size": [64, 64], "size": det.ANCHORS.size, "stride": det.ANCHORS.stride},
+        "variances": [0.1, 0.2],
+        "background_class": 0,
+        "score_threshold": det.EDGE_SCORE_THRESHOLD,
+        "nms_iou": det.EDGE_NMS_IOU,
+    },
+    "labels": LABELS,
+}
+
+
+def describe_raw_detector(
+    path: Path, *, quantization: str, float_source: str | None, layout: str, tools: dict[str, str]
+) -> tuple[float, float]:
+    """Evaluate a raw-output detector on the held-out canvases and write its card and sidecar.
+    `layout` is the image layout it takes (nchw or nhwc). Returns (recall, precision)."""
+    _, held = canvas_splits(train_count=1)
+    images = held.images if layout == "nchw" else held.images.transpose(0, 2, 3, 1)
+    sample = {"image": images[:1]}
+    backend = load_backend(path, BackendOptions(warmup_inputs=sample))
+    batch = backend.signature.inputs[0].shape[0] < 0
+    if batch:
+        outputs = backend.predict({"image": images})
+        dets = [det.edge_detections(outputs, i) for i in range(len(images))]
+    else:
+        dets = [
+            det.edge_detections(backend.predict({"image": images[i : i + 1]})) for i in range(len(images))
+        ]
+    backend.close()
+    counts = det.evaluate(dets, held)
+    spec = FeatureSpec(
+        input_name="image",
+        encoding=ImageEncoding(width=64, height=64, color="gray", scale=1 / 255, layout=layout),
+    )
+    _card(path, name="digit-detector", quantization=quantization, accuracy=counts.recall, size=counts.tp + counts.fn,
+          probabilities="scores", labels=LABELS, features=spec, dataset=CANVAS_DATASET, tools=tools,
+          float_source=float_source)  # fmt: skip
+    metrics = {"recall_iou50": round(counts.recall, 4), "precision_iou50": round(counts.precision, 4)}
+    _sidecar(path, {**RAW_DETECTOR_INFO, "metrics": metrics}, sample)
+    return counts.recall, counts.precision
+
+
 def build_detectors(out: Path, tools: dict[str, str], progress: Callable[[str], None]) -> None:
     train, held = canvas_splits()
     image_spec = FeatureSpec(
@@ -95,23 +144,6 @@ def build_detectors(out: Path, tools: dict[str, str], progress: Callable[[str], 
         encoding=ImageEncoding(width=64, height=64, color="gray", scale=1 / 255, layout="nchw"),
     )
     sample = {"image": held.images[:1]}
-    raw_info = {
-        "task": "detection",
-        "outputs": {
-            "scores": "per-anchor class probabilities, column 0 = background",
-            "deltas": "SSD box offsets",
-        },
-        "decode": {
-            "kind": "anchors",
-            "anchors": {"image_size": [64, 64], "size": det.ANCHORS.size, "stride": det.ANCHORS.stride},
-            "variances": [0.1, 0.2],
-            "background_class": 0,
-            "score_threshold": det.EDGE_SCORE_THRESHOLD,
-            "nms_iou": det.EDGE_NMS_IOU,
-        },
-        "labels": LABELS,
-    }
-
     progress("[detector 1/4] training the edge detector heads (MLP(32) + MLP(16) over 8x8 patches)")
     edge = det.train_heads(train, pooled=True, cls_hidden=(32,), reg_hidden=(16,))
     fp32 = out / "digit_detector_fp32.onnx"
@@ -126,17 +158,11 @@ def build_detectors(out: Path, tools: dict[str, str], progress: Callable[[str], 
 
     progress(f"[detector 4/4] evaluating on {len(held.images)} held-out canvases")
     for path, quant, source in ((fp32, "none", None), (int8, "int8-qdq", fp32.name)):
-        backend = load_backend(path, BackendOptions(warmup_inputs=sample))
-        outputs = backend.predict({"image": held.images})
-        backend.close()
-        counts = det.evaluate([det.edge_detections(outputs, i) for i in range(len(held.images))], held)
-        metrics = {"recall_iou50": round(counts.recall, 4), "precision_iou50": round(counts.precision, 4)}
-        _card(path, name="digit-detector", quantization=quant, accuracy=counts.recall, size=counts.tp + counts.fn,
-              probabilities="scores", labels=LABELS, features=image_spec, dataset=CANVAS_DATASET, tools=tools,
-              float_source=source)  # fmt: skip
-        _sidecar(path, {**raw_info, "metrics": metrics}, sample)
+        recall, precision = describe_raw_detector(
+            path, quantization=quant, float_source=source, layout="nchw", tools=tools
+        )
         progress(
-            f"  {path.name:28s} {path.stat().st_size:>8d} B  recall {counts.recall:.2%} precision {counts.precision:.2%}"
+            f"  {path.name:28s} {path.stat().st_size:>8d} B  recall {recall:.2%} precision {precision:.2%}"
         )
     backend = load_backend(cloud, BackendOptions(warmup_inputs=sample))
     dets = [

@@ -25,7 +25,9 @@ import numpy as np
 FLOAT32, UINT8, INT8 = 0, 3, 9  # TensorType
 INT8_IN, UINT8_OUT = (0.5, -3), (0.25, 128)  # (scale, zero point)
 INT32 = 2
-ADD, MUL, RESHAPE, QUANTIZE = 0, 18, 22, 114  # BuiltinOperator
+ADD, AVERAGE_POOL_2D, CONV_2D, MUL, RESHAPE, SOFTMAX, QUANTIZE = 0, 1, 3, 18, 22, 25, 114  # BuiltinOperator
+CONV2D_OPTIONS, POOL2D_OPTIONS, SOFTMAX_OPTIONS = 1, 5, 9  # BuiltinOptions union types
+VALID = 1  # Padding
 
 
 def _ints(b: flatbuffers.Builder, values: list[int]) -> int:
@@ -42,12 +44,17 @@ def _offsets(b: flatbuffers.Builder, offsets: list[int]) -> int:
     return b.EndVector()
 
 
-def _quantization(b: flatbuffers.Builder, scale: float, zero_point: int) -> int:
-    b.StartVector(4, 1, 4)
-    b.PrependFloat32(scale)
+def _quantization(b: flatbuffers.Builder, scale: float | list[float], zero_point: int | list[int]) -> int:
+    """Per-tensor (scalars) or per-channel along dimension 0 (lists)."""
+    scales_list = scale if isinstance(scale, list) else [scale]
+    zps_list = zero_point if isinstance(zero_point, list) else [zero_point]
+    b.StartVector(4, len(scales_list), 4)
+    for v in reversed(scales_list):
+        b.PrependFloat32(v)
     scales = b.EndVector()
-    b.StartVector(8, 1, 8)
-    b.PrependInt64(zero_point)
+    b.StartVector(8, len(zps_list), 8)
+    for z in reversed(zps_list):
+        b.PrependInt64(z)
     zero_points = b.EndVector()
     b.StartObject(7)
     b.PrependUOffsetTRelativeSlot(2, scales, 0)
@@ -61,7 +68,7 @@ def _tensor(
     shape: list[int],
     signature: list[int],
     dtype: int = FLOAT32,
-    quant: tuple[float, int] | None = None,
+    quant: tuple[float | list[float], int | list[int]] | None = None,
     buffer: int = 0,
 ) -> int:
     name_off = b.CreateString(name)
@@ -79,20 +86,122 @@ def _tensor(
     return b.EndObject()
 
 
-def _operator(b: flatbuffers.Builder, opcode_index: int, inputs: list[int], outputs: list[int]) -> int:
+def _operator(
+    b: flatbuffers.Builder,
+    opcode_index: int,
+    inputs: list[int],
+    outputs: list[int],
+    options: tuple[int, int] | None = None,
+) -> int:
+    """`options` is (BuiltinOptions union type, options table offset), built beforehand."""
     ins, outs = _ints(b, inputs), _ints(b, outputs)
     b.StartObject(13)
     b.PrependUint32Slot(0, opcode_index, 1 << 31)
     b.PrependUOffsetTRelativeSlot(1, ins, 0)
     b.PrependUOffsetTRelativeSlot(2, outs, 0)
+    if options is not None:
+        b.PrependUint8Slot(3, options[0], 0)
+        b.PrependUOffsetTRelativeSlot(4, options[1], 0)
     return b.EndObject()
 
 
-def _opcode(b: flatbuffers.Builder, code: int) -> int:
+def _conv_options(b: flatbuffers.Builder, stride: int, relu: bool) -> tuple[int, int]:
+    b.StartObject(7)
+    b.PrependInt8Slot(0, VALID, -1)
+    b.PrependInt32Slot(1, stride, -1)
+    b.PrependInt32Slot(2, stride, -1)
+    b.PrependInt8Slot(3, 1 if relu else 0, -1)  # fused activation: RELU or NONE
+    b.PrependInt32Slot(4, 1, -1)
+    b.PrependInt32Slot(5, 1, -1)
+    return CONV2D_OPTIONS, b.EndObject()
+
+
+def _pool_options(b: flatbuffers.Builder, size: int) -> tuple[int, int]:
+    b.StartObject(6)
+    b.PrependInt8Slot(0, VALID, -1)
+    b.PrependInt32Slot(1, size, -1)
+    b.PrependInt32Slot(2, size, -1)
+    b.PrependInt32Slot(3, size, -1)
+    b.PrependInt32Slot(4, size, -1)
+    b.PrependInt8Slot(5, 0, -1)
+    return POOL2D_OPTIONS, b.EndObject()
+
+
+def _softmax_options(b: flatbuffers.Builder) -> tuple[int, int]:
+    b.StartObject(1)
+    b.PrependFloat32Slot(0, 1.0, 0.0)
+    return SOFTMAX_OPTIONS, b.EndObject()
+
+
+def _data(b: flatbuffers.Builder, array: np.ndarray) -> int:
+    """A buffer's bytes, 16-byte aligned so the runtime can use them in place."""
+    raw = np.ascontiguousarray(array).tobytes()
+    b.StartVector(1, len(raw), 16)
+    b.head = b.head - len(raw)
+    b.Bytes[b.head : b.head + len(raw)] = raw
+    return b.EndVector()
+
+
+def detector_from_onnx(onnx_path: Path) -> bytes:
+    """The raw edge digit detector (tools/build_detector.py) as float TFLite, NHWC, with the
+    trained weights read from its ONNX file: AVERAGE_POOL_2D, CONV_2D (+RELU), RESHAPE and
+    SOFTMAX; outputs `scores` [1, 169, 11] and `deltas` [1, 169, 4], batch 1."""
+    import onnx
+    from onnx import numpy_helper
+
+    weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(onnx_path)).graph.initializer}
+    b = flatbuffers.Builder(1 << 16)
+    buffers: list[int] = []
+    tensors: list[int] = []
+
+    def tensor(name: str, shape: list[int], data: np.ndarray | None = None, dtype: int = FLOAT32) -> int:
+        buffer = 0
+        if data is not None:
+            buffers.append(_data(b, data))
+            buffer = len(buffers)
+        tensors.append(_tensor(b, name, shape, shape, dtype, buffer=buffer))
+        return len(tensors) - 1
+
+    image = tensor("image", [1, 64, 64, 1])
+    pooled = tensor("pooled", [1, 32, 32, 1])
+    ops = [_operator(b, 0, [image], [pooled], _pool_options(b, 2))]
+    heads = {}
+    for head, classes in (("cls", 11), ("reg", 4)):
+        w0, b0 = weights[f"{head}_W0"], weights[f"{head}_B0"]  # [H, 1, 8, 8] OIHW
+        w1, b1 = weights[f"{head}_W1"], weights[f"{head}_B1"]  # [C, H, 1, 1]
+        hidden = w0.shape[0]
+        tw0 = tensor(f"{head}_W0", [hidden, 8, 8, 1], w0.transpose(0, 2, 3, 1).astype("<f4"))
+        tb0 = tensor(f"{head}_B0", [hidden], b0.astype("<f4"))
+        h0 = tensor(f"{head}_h0", [1, 13, 13, hidden])
+        ops.append(_operator(b, 1, [pooled, tw0, tb0], [h0], _conv_options(b, 2, relu=True)))
+        tw1 = tensor(f"{head}_W1", [classes, 1, 1, hidden], w1.transpose(0, 2, 3, 1).astype("<f4"))
+        tb1 = tensor(f"{head}_B1", [classes], b1.astype("<f4"))
+        z = tensor(f"{head}_z", [1, 13, 13, classes])
+        ops.append(_operator(b, 1, [h0, tw1, tb1], [z], _conv_options(b, 1, relu=False)))
+        shape = tensor(f"{head}_shape", [3], np.array([1, 169, classes], "<i4"), INT32)
+        flat = tensor("logits" if head == "cls" else "deltas", [1, 169, classes])
+        ops.append(_operator(b, 2, [z, shape], [flat]))
+        heads[head] = flat
+    scores = tensor("scores", [1, 169, 11])
+    ops.append(_operator(b, 3, [heads["cls"]], [scores], _softmax_options(b)))
+    return _model(
+        b,
+        tensors,
+        ops,
+        [image],
+        [scores, heads["reg"]],
+        [AVERAGE_POOL_2D, CONV_2D, RESHAPE, SOFTMAX],
+        buffers,
+    )
+
+
+def _opcode(b: flatbuffers.Builder, code: int | tuple[int, int]) -> int:
+    """`code` is a BuiltinOperator, or (BuiltinOperator, version)."""
+    op, version = code if isinstance(code, tuple) else (code, 1)
     b.StartObject(4)
-    b.PrependInt8Slot(0, code, -1)
-    b.PrependInt32Slot(2, 1, 0)
-    b.PrependInt32Slot(3, code, -1)
+    b.PrependInt8Slot(0, op, -1)
+    b.PrependInt32Slot(2, version, 0)
+    b.PrependInt32Slot(3, op, -1)
     return b.EndObject()
 
 
@@ -130,7 +239,7 @@ def reshape_needs_resize() -> bytes:
 
 def _model(
     b: flatbuffers.Builder, tensors: list[int], operators: list[int], inputs: list[int], outputs: list[int],
-    builtin_codes: list[int], buffer_data: list[int] | None = None,
+    builtin_codes: list[int | tuple[int, int]], buffer_data: list[int] | None = None,
 ) -> bytes:  # fmt: skip
     name = b.CreateString("main")
     t_vec, o_vec = _offsets(b, tensors), _offsets(b, operators)
@@ -164,6 +273,83 @@ def _model(
     return bytes(b.Output())
 
 
+def _asymmetric(lo: float, hi: float) -> tuple[float, int]:
+    """int8 (scale, zero point) covering [lo, hi], which always includes 0."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = max(hi - lo, 1e-8) / 255.0
+    return float(np.float32(scale)), int(np.clip(round(-128 - lo / scale), -128, 127))
+
+
+def detector_int8_from_onnx(onnx_path: Path, calibration: np.ndarray) -> bytes:
+    """The same detector as full-integer int8 TFLite with int8 input and outputs: per-channel
+    symmetric int8 weights, int32 biases, and activation ranges measured on `calibration`
+    ((N, 1, 64, 64) training canvases), as TensorFlow's converter would set them."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgecascade.tools.build_detector import patch_features
+
+    weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(onnx_path)).graph.initializer}
+    feats = patch_features(calibration.astype(np.float32), pooled=True)  # (N, 169, 64)
+    b = flatbuffers.Builder(1 << 16)
+    buffers: list[int] = []
+    tensors: list[int] = []
+
+    def tensor(name: str, shape: list[int], dtype: int, quant: tuple, data: np.ndarray | None = None) -> int:
+        buffer = 0
+        if data is not None:
+            buffers.append(_data(b, data))
+            buffer = len(buffers)
+        tensors.append(_tensor(b, name, shape, shape, dtype, quant, buffer=buffer))
+        return len(tensors) - 1
+
+    in_q = (1 / 255, -128)  # pixels 0..1
+    image = tensor("image", [1, 64, 64, 1], INT8, in_q)
+    pooled = tensor("pooled", [1, 32, 32, 1], INT8, in_q)  # average pooling keeps the scale
+    ops = [_operator(b, 0, [image], [pooled], _pool_options(b, 2))]
+    outputs = {}
+    for head, classes in (("cls", 11), ("reg", 4)):
+        w0 = weights[f"{head}_W0"].reshape(-1, 64)  # [H, 64]: the MLP's first layer
+        b0 = weights[f"{head}_B0"]
+        w1 = weights[f"{head}_W1"].reshape(classes, -1)  # [C, H]
+        b1 = weights[f"{head}_B1"]
+        hidden = np.maximum(feats @ w0.T + b0, 0)
+        z = hidden @ w1.T + b1
+        h_q = _asymmetric(0.0, float(hidden.max()))
+        z_q = _asymmetric(float(z.min()), float(z.max()))
+        layers = (
+            (w0, b0, in_q, h_q, [w0.shape[0], 8, 8, 1], 2, True),
+            (w1, b1, h_q, z_q, [classes, 1, 1, w1.shape[1]], 1, False),
+        )
+        source = pooled
+        for i, (w, bias, src_q, out_q, shape, stride, relu) in enumerate(layers):
+            peak = np.abs(w).max(axis=1)
+            w_scale = np.where(peak > 1e-6, peak, 1.0) / 127.0  # a dead unit's bias must still fit
+            w_int = np.clip(np.rint(w / w_scale[:, None]), -127, 127).astype(np.int8)
+            if i == 0:
+                w_int = w_int.reshape(-1, 8, 8, 1)  # OHWI (C_in = 1)
+            else:
+                w_int = w_int.reshape(classes, 1, 1, -1)
+            bias_scale = (src_q[0] * w_scale).astype(np.float32)
+            b_int = np.clip(np.rint(bias / bias_scale), -(2**31), 2**31 - 1).astype("<i4")
+            tw = tensor(f"{head}_W{i}", shape, INT8, ([float(v) for v in w_scale], [0] * len(w_scale)), w_int)
+            tb = tensor(
+                f"{head}_B{i}", [len(bias)], INT32, ([float(v) for v in bias_scale], [0] * len(bias)), b_int
+            )
+            out_shape = [1, 13, 13, shape[0]]
+            out = tensor(f"{head}_z{i}", out_shape, INT8, out_q)
+            ops.append(_operator(b, 1, [source, tw, tb], [out], _conv_options(b, stride, relu=relu)))
+            source = out
+        shape_t = tensor(f"{head}_shape", [3], INT32, (1.0, 0), np.array([1, 169, classes], "<i4"))
+        flat = tensor("logits" if head == "cls" else "deltas", [1, 169, classes], INT8, z_q)
+        ops.append(_operator(b, 2, [source, shape_t], [flat]))
+        outputs[head] = flat
+    scores = tensor("scores", [1, 169, 11], INT8, (1 / 256, -128))  # the int8 softmax's fixed range
+    ops.append(_operator(b, 3, [outputs["cls"]], [scores], _softmax_options(b)))
+    codes: list[int | tuple[int, int]] = [(AVERAGE_POOL_2D, 2), (CONV_2D, 3), RESHAPE, (SOFTMAX, 2)]
+    return _model(b, tensors, ops, [image], [scores, outputs["reg"]], codes, buffers)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edgecascade.tools.build_models_tflite")
     parser.add_argument("--out", type=Path, default=Path("tests/fixtures/models"))
@@ -176,6 +362,25 @@ def main(argv: list[str] | None = None) -> int:
         path = args.out / name
         path.write_bytes(build())
         print(f"wrote {path} ({path.stat().st_size} B)")
+    source = args.out / "digit_detector_fp32.onnx"
+    path = args.out / "digit_detector_fp32.tflite"
+    path.write_bytes(detector_from_onnx(source))
+    print(f"wrote {path} ({path.stat().st_size} B)")
+    from edgecascade.tools.build_detector_data import canvas_splits
+
+    train, _ = canvas_splits(train_count=200, held_count=1)
+    int8 = args.out / "digit_detector_int8.tflite"
+    int8.write_bytes(detector_int8_from_onnx(source, train.images))
+    print(f"wrote {int8} ({int8.stat().st_size} B)")
+    from edgecascade.tools.build_demo import _versions
+    from edgecascade.tools.build_models import describe_raw_detector
+
+    tools = _versions("onnx", "numpy", "flatbuffers", "ai-edge-litert")
+    for file, quant, float_source in ((path, "none", source.name), (int8, "int8", source.name)):
+        recall, precision = describe_raw_detector(
+            file, quantization=quant, float_source=float_source, layout="nhwc", tools=tools
+        )
+        print(f"  {file.name:28s} held-out recall {recall:.2%} precision {precision:.2%}")
     return 0
 
 

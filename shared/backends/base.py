@@ -235,6 +235,15 @@ class ModelBackend(abc.ABC):
             f"input {spec.name!r} has dtype {arr.dtype}; model expects {self.signature.describe()}"
         )
 
+    def refused(self, checked: dict[str, np.ndarray], exc: Exception) -> SignatureMismatchError:
+        """The error for inputs that fit the signature but that the model cannot run (a size a
+        layer cannot take, for example), with the runtime's own message."""
+        sizes = {name: list(arr.shape) for name, arr in checked.items()}
+        return SignatureMismatchError(
+            f"input sizes {sizes} do not fit the model ({type(exc).__name__}: {exc}); "
+            f"model expects {self.signature.describe()}"
+        )
+
     def _mismatch_names(self, inputs: dict[str, np.ndarray]) -> None:
         expected = sorted(t.name for t in self.signature.inputs)
         raise SignatureMismatchError(

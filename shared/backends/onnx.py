@@ -149,7 +149,10 @@ class OnnxBackend(ModelBackend):
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         checked = self.check_inputs(inputs)
         feed = {name: (q(checked[name]) if q is not None else checked[name]) for name, q in self._quantizers}
-        values = self._session.run(self._output_names, feed)
+        try:
+            values = self._session.run(self._output_names, feed)
+        except Exception as exc:  # ORT's own error types: the inputs fit the signature, not the model
+            raise self.refused(checked, exc) from exc
         return {
             name: (dq(arr) if dq is not None else np.asarray(arr))
             for (name, dq), arr in zip(self._dequantizers, values, strict=True)

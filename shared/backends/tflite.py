@@ -23,7 +23,7 @@ from edgecascade.shared.backends.base import (
     TFLiteDelegate,
 )
 from edgecascade.shared.backends.quantization import Dequantizer, Quantizer
-from edgecascade.shared.errors import ModelLoadError, SignatureMismatchError, UnsupportedModelError
+from edgecascade.shared.errors import ModelLoadError, UnsupportedModelError
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +141,11 @@ class TFLiteBackend(ModelBackend):
         wanted = self.options.tflite_delegates
         for delegate in wanted:
             try:
-                return self._interpreter(delegate), _delegate_label(delegate)
-            except (ValueError, RuntimeError, OSError) as exc:
+                interp = self._interpreter(delegate)
+                if not _has_dynamic_input(interp):
+                    interp.allocate_tensors()  # a delegate that cannot take this model falls back too
+                return interp, _delegate_label(delegate)
+            except (ValueError, RuntimeError, OSError, AttributeError) as exc:
                 log.warning(
                     "%s: TFLite delegate %s did not load (%s); trying the next",
                     self.path,
@@ -165,12 +168,12 @@ class TFLiteBackend(ModelBackend):
         if delegate.kind == "external":
             if not delegate.library:
                 raise ValueError("an external delegate needs a library path")
-            loaded = self._module.load_delegate(delegate.library, dict(delegate.options) or None)
+            load_delegate = _runtime_attr(self._module, "load_delegate")
+            loaded = load_delegate(delegate.library, dict(delegate.options) or None)
             kwargs["experimental_delegates"] = [loaded]
         elif delegate.kind == "builtin":
-            kwargs["experimental_op_resolver_type"] = (
-                self._module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-            )
+            resolvers = _runtime_attr(self._module, "OpResolverType")
+            kwargs["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         return self._module.Interpreter(**kwargs)
 
     def _allocate_default(self) -> None:
@@ -203,10 +206,7 @@ class TFLiteBackend(ModelBackend):
             try:
                 self._interp.allocate_tensors()
             except (ValueError, RuntimeError) as exc:
-                sizes = {name: list(checked[name].shape) for _, name, _ in self._feeds}
-                raise SignatureMismatchError(
-                    f"input sizes {sizes} do not fit the model ({exc}); model expects {self._signature.describe()}"
-                ) from exc
+                raise self.refused(checked, exc) from exc
             self._shapes = [checked[name].shape for _, name, _ in self._feeds]
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -222,7 +222,10 @@ class TFLiteBackend(ModelBackend):
                     [v.encode() if isinstance(v, str) else v for v in arr.ravel()], dtype=object
                 ).reshape(arr.shape)
             interp.set_tensor(index, arr)
-        interp.invoke()
+        try:
+            interp.invoke()
+        except (ValueError, RuntimeError) as exc:
+            raise self.refused(checked, exc) from exc
         result: dict[str, np.ndarray] = {}
         for index, name, dequantize in self._fetches:
             arr = interp.get_tensor(index)
@@ -232,6 +235,21 @@ class TFLiteBackend(ModelBackend):
     def close(self) -> None:
         # The interpreter owns native buffers; dropping the reference frees them.
         self._interp = None
+
+
+def _runtime_attr(module: Any, name: str) -> Any:
+    """`name` from the runtime module; TensorFlow keeps it under tf.lite.experimental."""
+    found = getattr(module, name, None) or getattr(getattr(module, "experimental", None), name, None)
+    if found is None:
+        raise AttributeError(f"this TFLite runtime has no {name}")
+    return found
+
+
+def _has_dynamic_input(interp: Any) -> bool:
+    return any(
+        (d.get("shape_signature") is not None and (d["shape_signature"] < 0).any())
+        for d in interp.get_input_details()
+    )
 
 
 def _delegate_label(delegate: TFLiteDelegate) -> str:

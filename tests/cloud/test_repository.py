@@ -69,6 +69,8 @@ def _any_model_repo(root: Path, models_dir: Path) -> Path:
     ):
         (repo / name / "1").mkdir(parents=True)
         shutil.copyfile(models_dir / source, repo / name / "1" / "model.onnx")  # no card, no model.toml
+    (repo / "reshape" / "1").mkdir(parents=True)
+    shutil.copyfile(models_dir / "reshape_needs_resize.tflite", repo / "reshape" / "1" / "model.tflite")
     (repo / "detector-edge" / "model.toml").write_text(
         'execution_providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider"]\n'
         "[provider_options.CUDAExecutionProvider]\n"
@@ -147,6 +149,23 @@ def test_cloud_serves_any_onnx_model_with_its_own_outputs(tmp_path: Path, models
         answer = decode_infer_response(resp.content, resp.headers)
         assert list(answer.outputs) == ["state_out"]
         np.testing.assert_array_equal(answer.outputs["state_out"][0, -8:], row[0])
+
+        # a size the model cannot run (after it was allocated for another) is a 400, not a 500
+        for length, status in ((6, 200), (3, 400), (4, 200)):
+            body, headers = encode_infer_request({"x": np.arange(length, dtype=np.float32)[None]})
+            resp = requests.post(
+                f"{server.url}/v2/models/reshape/infer", data=body, headers=headers, timeout=10
+            )
+            assert resp.status_code == status, resp.text
+        assert (
+            "input sizes {'x': [1, 3]} do not fit the model"
+            in requests.post(
+                f"{server.url}/v2/models/reshape/infer",
+                data=encode_infer_request({"x": np.zeros((1, 3), np.float32)})[0],
+                headers=encode_infer_request({"x": np.zeros((1, 3), np.float32)})[1],
+                timeout=10,
+            ).json()["error"]
+        )
 
         # a wrong shape is a 400 naming the input and the expected signature
         body, headers = encode_infer_request({"image": np.zeros((2, 1, 64, 64), np.float32)})

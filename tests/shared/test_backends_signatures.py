@@ -278,3 +278,49 @@ def test_tflite_that_must_be_resized_before_allocation(
         backend.predict({"x": np.arange(3, dtype=np.float32)[None]})
     assert backend.predict({"x": np.arange(4, dtype=np.float32)[None]})["y"].tolist() == [[0, 1], [2, 3]]
     backend.close()
+
+
+def test_int8_tflite_detector_built_without_tensorflow(models_dir: Path) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgecascade.tools import build_detector as det
+    from edgecascade.tools.build_detector_data import canvas_splits
+
+    _, held = canvas_splits(train_count=1, held_count=400)
+    images = held.images.transpose(0, 2, 3, 1)  # NHWC
+    path = models_dir / "digit_detector_int8.tflite"
+    raw = load_backend(path, BackendOptions(dequantize=False))
+    sig = raw.signature
+    assert [(t.name, t.dtype, t.shape) for t in sig.inputs] == [("image", "int8", (1, 64, 64, 1))]
+    assert [(t.name, t.dtype) for t in sig.outputs] == [("scores", "int8"), ("deltas", "int8")]
+    assert sig.outputs[0].quantization == (1 / 256, -128)
+    scale, zp = sig.inputs[0].quantization  # type: ignore[misc]
+    bare = Interpreter(model_path=str(path), num_threads=1)
+    bare.allocate_tensors()
+    floats = load_backend(path)  # dequantized: float in, float out
+    fp32 = load_backend(models_dir / "digit_detector_fp32.onnx")
+    reference = fp32.predict({"image": held.images})
+    dets, agree = [], []
+    for i in range(len(images)):
+        q = np.clip(np.rint(images[i : i + 1] / scale + zp), -128, 127).astype(np.int8)
+        bare.set_tensor(bare.get_input_details()[0]["index"], q)
+        bare.invoke()
+        ours = raw.predict({"image": q})
+        for out in bare.get_output_details():
+            np.testing.assert_array_equal(ours[out["name"]], bare.get_tensor(out["index"]))
+        outputs = floats.predict({"image": images[i : i + 1]})
+        agree.append((outputs["scores"].argmax(-1) == reference["scores"][i : i + 1].argmax(-1)).mean())
+        dets.append(det.edge_detections(outputs))
+    counts = det.evaluate(dets, held)
+    metrics = json.loads(path.with_name(path.name + ".io.json").read_text())["metrics"]
+    assert (round(counts.recall, 4), round(counts.precision, 4)) == (
+        metrics["recall_iou50"],
+        metrics["precision_iou50"],
+    )
+    assert float(np.mean(agree)) >= 0.99  # int8 anchors classed as the float model does
+    float_tflite = load_backend(models_dir / "digit_detector_fp32.tflite")
+    out = float_tflite.predict({"image": images[:1]})
+    np.testing.assert_allclose(out["scores"], reference["scores"][:1], atol=1e-5)
+    np.testing.assert_allclose(out["deltas"], reference["deltas"][:1], atol=1e-5)
+    for backend in (raw, floats, fp32, float_tflite):
+        backend.close()

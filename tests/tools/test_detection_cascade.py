@@ -23,11 +23,11 @@ def test_cascade_over_the_real_cloud_api_matches_in_process(tmp_path: Path, mode
     with cloud_server(repo) as server:
         remote = evaluate(held, edge, remote_cloud(server.url, "digit-detector-cloud"))
     names = [r[0] for r in remote]
-    assert names[:2] == ["edge only (int8)", "cloud only"] and len(names) == 5
+    assert names[:2] == ["edge only (digit_detector_int8.onnx)", "cloud only"] and len(names) == 5
     for (_, a, rate_a), (_, b, rate_b) in zip(local, remote, strict=True):
         assert (a.tp, a.fp, a.fn, rate_a) == (b.tp, b.fp, b.fn, rate_b)
     by_name = {name: (counts, rate) for name, counts, rate in remote}
-    edge_counts, _ = by_name["edge only (int8)"]
+    edge_counts, _ = by_name["edge only (digit_detector_int8.onnx)"]
     cloud_counts, _ = by_name["cloud only"]
     assert cloud_counts.recall > edge_counts.recall  # the larger model is better
     widest, widest_rate = remote[-1][1], remote[-1][2]

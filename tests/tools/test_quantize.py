@@ -94,3 +94,24 @@ def test_saved_model_without_tensorflow_is_a_clear_error(
     rc = main(["models", "quantize", str(saved), "--calibration", str(tmp_path)])
     assert rc == 2
     assert "needs TensorFlow" in capsys.readouterr().out
+
+
+def test_quantize_a_two_input_stateful_model_splits_rows_for_its_fixed_batch(
+    tmp_path: Path, models_dir: Path, digits_split, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train, _ = digits_split
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rows = train.features[:30].reshape(30, 8, 8)[:, 7]  # each digit's last row
+    states = train.features[:30, :56]  # with its first 7 rows as the state
+    np.savez(calib / "steps.npz", row=rows, state=states)
+    out = tmp_path / "rows_int8.onnx"
+    rc = main(["models", "quantize", str(models_dir / "digits_rows_stateful.onnx"), "--calibration", str(calib),
+               "--out", str(out)])  # fmt: skip
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "calibrating on 30 batches" in text  # [30, 8] split into 30 calls of the [1, 8] input
+    assert "output probabilities:" in text and "output state_out:" in text
+    backend = load_backend(out)
+    assert [t.name for t in backend.signature.inputs] == ["row", "state"]
+    backend.close()

@@ -73,14 +73,21 @@ def evaluate(
     data: Canvases, edge_path: Path, cloud: Callable[[np.ndarray], list[Detection]]
 ) -> list[tuple[str, MatchCounts, float]]:
     """[(row name, counts, escalation rate)] for edge-only, cloud-only and each band."""
-    edge = load_backend(edge_path, BackendOptions(warmup_inputs={"image": data.images[:1]}))
-    outputs = edge.predict({"image": data.images})
+    spec_shape = load_backend(edge_path, BackendOptions(warmup_runs=0)).signature.inputs[0].shape
+    images = data.images.transpose(0, 2, 3, 1) if spec_shape[-1] == 1 else data.images  # NHWC (TFLite)
+    edge = load_backend(edge_path, BackendOptions(warmup_inputs={"image": images[:1]}))
+    if spec_shape[0] < 0:
+        outputs = edge.predict({"image": images})
+        candidates = [edge_candidates(outputs, i) for i in range(len(images))]
+    else:
+        candidates = [
+            edge_candidates(edge.predict({"image": images[i : i + 1]}), 0) for i in range(len(images))
+        ]
     edge.close()
-    candidates = [edge_candidates(outputs, i) for i in range(len(data.images))]
     edge_answers = [[d for d in c if d.score >= ACCEPT] for c in candidates]
     cloud_answers = [cloud(data.images[i : i + 1]) for i in range(len(data.images))]
     rows = [
-        ("edge only (int8)", _score(edge_answers, data), 0.0),
+        (f"edge only ({edge_path.name})", _score(edge_answers, data), 0.0),
         ("cloud only", _score(cloud_answers, data), 1.0),
     ]
     for low, high in BANDS:
