@@ -283,7 +283,7 @@ def test_an_unknown_output_is_a_400_listing_the_models_outputs(agent_url: str) -
     resp = requests.post(f"{agent_url}/v2/models/multi/infer", data=body, headers=headers, timeout=10)
     assert (
         resp.status_code == 400
-        and "unknown output(s) ['nope']; available: ['y', 'total']" in resp.json()["error"]
+        and "no output 'nope'; outputs: ['y', 'total']" in resp.json()["error"]
     )
 
 
