@@ -112,6 +112,7 @@ class Agent:
                     EscalationBudget(section.max_escalation_fraction, section.max_escalations_per_minute),
                     send_raw_input=profile.cloud.send_raw_input,
                     observers=list(observers),
+                    max_image_pixels=profile.api.max_image_pixels,
                 )
                 if model.card.task == "classification" and lookups is None and use_lookups and entry.lookups:
                     lookups = build_lookups(profile)

@@ -108,8 +108,13 @@ async def infer_async(
         )
         return served, reply
     cascade = task.cascade
+    if any(a.dtype == object for a in request.inputs.values()):
+        # Encoded images: decoding takes milliseconds, never on the event loop.
+        cascade_requests = await loop.run_in_executor(executor, task.cascade_requests, request)
+    else:
+        cascade_requests = task.cascade_requests(request)
     answers: list[Answer] = []
-    for one in task.cascade_requests(request):
+    for one in cascade_requests:
         result = cascade.local_phase(one)
         if not isinstance(result, Answer):
             result = await loop.run_in_executor(executor, cascade.cloud_phase, result)

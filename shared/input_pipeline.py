@@ -11,6 +11,7 @@ import numpy as np
 from edgecascade.shared.backends.base import TensorSpec
 from edgecascade.shared.errors import InputError
 from edgecascade.shared.features import decode_image, encode_image
+from edgecascade.shared.features.image import DEFAULT_MAX_PIXELS
 from edgecascade.shared.features.spec import ImageEncoding
 from edgecascade.shared.model_card import TensorCard
 
@@ -24,13 +25,15 @@ def describe(spec: TensorSpec, pipeline: ImageEncoding | None = None) -> str:
     return f"{spec.name}: {spec.dtype} [{dims}]{image}"
 
 
-def prepare_input(value: object, card: TensorCard | None, spec: TensorSpec) -> np.ndarray:
+def prepare_input(
+    value: object, card: TensorCard | None, spec: TensorSpec, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """One input's value (a batch, one example without the batch axis, image bytes or a BYTES
     array of images) -> the batch array the backend takes for `spec`."""
     pipeline = card.pipeline if card is not None else None
     arr = value if isinstance(value, np.ndarray) else _as_array(value)
     if pipeline is not None and (arr.dtype == object or _is_image(arr, spec)):
-        return _images(arr, pipeline, spec)
+        return _images(arr, pipeline, spec, max_pixels)
     if spec.dtype == "object":
         if arr.dtype.kind not in "OSU":
             raise InputError(f"input {spec.name!r} has dtype {arr.dtype}; expected {describe(spec)}")
@@ -63,12 +66,12 @@ def _is_image(arr: np.ndarray, spec: TensorSpec) -> bool:
     )
 
 
-def _images(arr: np.ndarray, pipeline: ImageEncoding, spec: TensorSpec) -> np.ndarray:
+def _images(arr: np.ndarray, pipeline: ImageEncoding, spec: TensorSpec, max_pixels: int) -> np.ndarray:
     if arr.dtype == object:
         rows = []
         for k, v in enumerate(arr.reshape(-1)):
             try:
-                rows.append(encode_image(decode_image(_raw(v)), pipeline))
+                rows.append(encode_image(decode_image(_raw(v), max_pixels), pipeline))
             except InputError as exc:
                 raise InputError(f"input {spec.name!r}: image {k}: {exc}") from None
     else:

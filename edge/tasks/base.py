@@ -17,6 +17,7 @@ from edgecascade.edge.model_slot import ModelSlot
 from edgecascade.shared.answer import ModelRef
 from edgecascade.shared.backends.base import TensorSpec
 from edgecascade.shared.errors import CloudError, InputError
+from edgecascade.shared.features.image import DEFAULT_MAX_PIXELS
 from edgecascade.shared.input_pipeline import prepare_input
 from edgecascade.shared.model_card import ModelCard, TensorCard
 
@@ -72,6 +73,8 @@ class TaskParts:
     cloud_sinks: Sequence[CloudAnswerSink] = ()
     observers: Sequence[AnswerObserver] = field(default_factory=list)
     seed: int | None = None
+    #: Largest image (width x height) an input may decode to; checked from its header first.
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
 
     @property
     def tensor_cloud(self) -> TensorCloud:
@@ -139,7 +142,7 @@ class Task(abc.ABC):
                 raise InputError(
                     f"missing input {spec.name!r}; model {self.card.name!r} takes {_expected(model.card)}"
                 )
-            out[spec.name] = prepare_input(value, card_input, spec)
+            out[spec.name] = prepare_input(value, card_input, spec, max_pixels=self.parts.max_image_pixels)
         batches = {a.shape[0] for a in out.values() if a.ndim}
         if len(batches) > 1:
             raise InputError(f"inputs have different batch sizes {sorted(batches)}")

@@ -90,9 +90,7 @@ class ClassificationTask(Task):
 
     def reply(self, answers: list[Answer], wanted: list[str] | None) -> TaskReply:
         own = self._own_output()
-        # The model's own scores output is in the metadata, but served only when asked for: by
-        # default a classifier answers with the cascade's outputs, the same for every model.
-        names = wanted or list(ANSWER_OUTPUTS)
+        names = wanted or [o.name for o in self.output_info()]
         standard = [n for n in names if n != own]
         outputs = to_outputs(answers, standard) if standard else {}
         if own is not None and own in names:
