@@ -28,7 +28,7 @@ from edgecascade.shared.errors import (
     ConfigError,
     ProtocolError,
 )
-from edgecascade.shared.v2 import decode_infer_response, encode_infer_request
+from edgecascade.shared.v2 import IDEMPOTENCY_KEY, RAW_INPUT_KEY, decode_infer_response, encode_infer_request
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,9 @@ class V2HttpCloudClient(CloudClient):
         # One idempotency key for every retry of this escalation: the server computes and
         # counts it once even if a response is lost and we try again.
         key = request_id or uuid.uuid4().hex
-        params: dict[str, object] = {"idempotency_key": key}
-        if raw_input is not None:
-            params["raw_input_b64"] = base64.b64encode(raw_input).decode()
+        params: dict[str, object] = {IDEMPOTENCY_KEY: key}
+        if raw_input is not None:  # read, checked and counted by the cloud (cloud/dataplane.py)
+            params[RAW_INPUT_KEY] = base64.b64encode(raw_input).decode()
         body, headers = encode_infer_request(
             {self.input_name: features[None, ...].astype(np.float32, copy=False)},
             request_id=key,

@@ -323,3 +323,35 @@ def test_every_malformed_mqtt_request_gets_a_reply_or_a_counted_log_line(
     finally:
         app.loop_stop()
         proc.stop()
+
+
+def test_raw_input_sent_by_the_agent_is_read_by_the_cloud(
+    tmp_path: Path, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from edgecascade.cloud.repository import seed_demo_repository
+    from tests.support.cloud_server import CloudServer
+
+    repo = seed_demo_repository(tmp_path_factory.mktemp("raw") / "models", models_dir)
+    cloud = CloudServer(repo).start()
+    port = free_port()  # threshold 1.0: every case escalates; the last section is [cloud]
+    profile = write_profile(
+        tmp_path, cloud_url=cloud.url, api_port=port, threshold=1.0, extra="send_raw_input = true\n"
+    )
+    proc = DaemonProcess(profile, port, tmp_path / "d.log")
+    try:
+        proc.start()
+        ok, png = cv2.imencode(".png", np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)
+        assert ok
+        resp = post(proc, *image_request(png.tobytes()))
+        assert resp.status_code == 200
+        assert (
+            decode_infer_response(resp.content, resp.headers).parameters["provenance"][0]["source"] == "cloud"
+        )
+        metrics = requests.get(cloud.url + "/metrics", timeout=5).text
+        assert (
+            f'edgecascade_cloud_raw_input_bytes_total{{model="digits-cloud"}} {float(len(png.tobytes()))}'
+            in metrics
+        )
+    finally:
+        proc.stop()
+        cloud.stop()
