@@ -35,7 +35,7 @@ _CONVERT_SETTING = "api.convert_datatypes"
 
 def has_images(request: InferRequest) -> bool:
     """True when the request carries encoded images (BYTES data): decode them off the event loop."""
-    return any(arr.dtype == object for name, arr in request.inputs.items() if name != KEY_INPUT)
+    return any(arr.dtype.kind == "O" for name, arr in request.inputs.items() if name != KEY_INPUT)
 
 
 def to_cascade_requests(
@@ -55,8 +55,8 @@ def to_cascade_requests(
     name, arr = next(iter(data.items()))
     rows: list[np.ndarray]
     raws: list[bytes | None]
-    if arr.dtype == object:
-        images = [bytes(v) if not isinstance(v, str) else v.encode() for v in arr.reshape(-1)]
+    if arr.dtype.kind == "O":
+        images = [bytes(v) if not isinstance(v, str) else v.encode() for v in arr.ravel().tolist()]
         rows = [_image_row(raw, i, name, card, rules) for i, raw in enumerate(images)]
         raws = list(images)
     elif name == card.features.input_name:
@@ -73,7 +73,7 @@ def to_cascade_requests(
                 f"inputs[0].shape: input {name!r} has shape {list(arr.shape)}; the model takes [{want}] "
                 "(or one example without the batch axis)"
             )
-        rows = [encode_raw(row, card.features) for row in arr]
+        rows = [encode_raw(arr[i], card.features) for i in range(len(arr))]  # indexing beats iterating
         raws = [None] * len(rows)
     else:
         raise ProtocolError(
@@ -82,7 +82,7 @@ def to_cascade_requests(
         )
     if keys is not None and keys.size != len(rows):
         raise InputError(f"input 'key' has {keys.size} elements for {len(rows)} examples")
-    key_list = [None] * len(rows) if keys is None else [_text(k) for k in keys.reshape(-1)]
+    key_list = [None] * len(rows) if keys is None else [_text(k) for k in keys.ravel().tolist()]
     base = request.id or ""
     return [
         CascadeRequest(row, request_id=f"{base}#{i}" if len(rows) > 1 else (base or None), key=key, raw=raw)
