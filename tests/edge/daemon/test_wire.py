@@ -258,7 +258,8 @@ def test_every_malformed_mqtt_request_gets_a_reply_or_a_counted_log_line(
     tmp_path: Path, broker: BrokerProcess
 ) -> None:
     port = free_port()
-    profile = write_profile(tmp_path, broker_port=broker.port, api_port=port)
+    # Room for the whole burst: this test is about malformed requests, not backpressure (503).
+    profile = write_profile(tmp_path, broker_port=broker.port, api_port=port, api_extra="max_inflight = 256")
     proc = DaemonProcess(profile, port, tmp_path / "d.log").start()
     cases = [c for c in corpus() if "agent" in c.where and c.json_only]
     assert len(cases) >= 40
@@ -355,3 +356,47 @@ def test_raw_input_sent_by_the_agent_is_read_by_the_cloud(
     finally:
         proc.stop()
         cloud.stop()
+
+
+def test_every_mqtt_request_is_answered_also_when_the_agent_is_busy(
+    tmp_path: Path, broker: BrokerProcess, digits_split
+) -> None:
+    port = free_port()
+    profile = write_profile(tmp_path, broker_port=broker.port, api_port=port, api_extra="max_inflight = 1")
+    proc = DaemonProcess(profile, port, tmp_path / "d.log").start()
+    replies: dict[str, dict[str, object]] = {}
+    lock = threading.Lock()
+
+    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        answer = json.loads(msg.payload)
+        corr = answer.get("correlation_id") or answer.get("parameters", {}).get("correlation_id")
+        with lock:
+            replies[str(corr)] = answer
+
+    app = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="busy-app", protocol=MQTTProtocolVersion.MQTTv311
+    )
+    app.on_message = on_message
+    app.connect("127.0.0.1", broker.port)
+    app.loop_start()
+    try:
+        app.subscribe("app/replies/#", qos=1)
+        time.sleep(0.3)
+        row = digits_split[1].features[0].tolist()
+        for i in range(40):
+            request = {
+                "parameters": {"reply_to": "app/replies/busy", "correlation_id": f"b{i}"},
+                "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": row}],
+            }
+            app.publish(REQUESTS_TOPIC, json.dumps(request), qos=1)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(replies) < 40:
+            time.sleep(0.05)
+        assert sorted(replies) == sorted(f"b{i}" for i in range(40))
+        busy = [r for r in replies.values() if r.get("status") == 503]
+        answered = [r for r in replies.values() if "outputs" in r]
+        assert len(busy) + len(answered) == 40 and answered
+        assert all("busy" in str(r["error"]) for r in busy)
+    finally:
+        app.loop_stop()
+        proc.stop()
