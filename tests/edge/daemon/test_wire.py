@@ -81,6 +81,24 @@ def test_every_malformed_request_gets_a_4xx_naming_the_field(daemon: DaemonProce
     assert "Traceback" not in log and "ERROR" not in log
 
 
+def test_a_large_json_body_is_refused_before_it_is_parsed(daemon: DaemonProcess) -> None:
+    assert daemon.proc is not None
+    status = Path(f"/proc/{daemon.proc.pid}/status")
+
+    def peak() -> float:
+        return (
+            next(int(ln.split()[1]) for ln in status.read_text().splitlines() if ln.startswith("VmHWM"))
+            / 1024
+        )
+
+    before = peak()
+    values = ",".join(["0.5"] * 3_000_000)  # 12 MB: under max_body_mb (16), over max_json_mb (4)
+    body = ('{"inputs":[{"name":"input","datatype":"FP32","shape":[1,64],"data":[' + values + "]}]}").encode()
+    resp = post(daemon, body, {"Content-Type": "application/json"})
+    assert resp.status_code == 413 and "JSON part" in resp.json()["error"]
+    assert peak() - before < 40  # the body and its copy, never ~100 MB of parsed numbers
+
+
 def test_metadata_uses_the_protocol_platform_name(daemon: DaemonProcess) -> None:
     meta = requests.get(daemon.url + "/v2/models/digits-edge", timeout=5).json()
     assert meta["platform"] == "tensorflow_tflite"
