@@ -22,13 +22,12 @@ def encode_raw(raw: np.ndarray, spec: FeatureSpec) -> np.ndarray:
         return encode_image(raw, enc)
     arr = np.asarray(raw, dtype=np.float32)
     if isinstance(enc, ImageEncoding):
-        if (
-            arr.shape != enc.tensor_shape
-            and arr.size == int(np.prod(enc.tensor_shape))
-            and enc.layout == "flat"
-        ):
-            arr = arr.reshape(enc.tensor_shape)
-        if arr.shape != enc.tensor_shape:
+        shape = enc.tensor_shape
+        if arr.shape == shape:
+            return arr
+        if arr.size == int(np.prod(shape)) and enc.layout == "flat":
+            arr = arr.reshape(shape)
+        if arr.shape != shape:
             raise InputError(
                 f"expected a uint8 image or encoded features of shape {list(enc.tensor_shape)}, got "
                 f"{raw.dtype} {list(raw.shape)}"

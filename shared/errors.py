@@ -69,7 +69,12 @@ class SignatureMismatchError(InputError):
 
 
 class NonFiniteInputError(InputError):
-    """A float input holds NaN or infinity; no model answer for it can be trusted."""
+    """A float input holds NaN or infinity; no model answer for it can be trusted. `field` names
+    the input's data (e.g. `inputs[0].data`)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
 
 
 class ProtocolError(EdgecascadeError):

@@ -25,6 +25,12 @@ class ApiSection(Section):
         description="Largest infer request body accepted (HTTP and MQTT), also after decompression; "
         "a bigger one gets 413.",
     )
+    max_json_mb: float = Field(
+        4.0,
+        gt=0,
+        description="Largest JSON part of a request (parsed JSON numbers take ~30 bytes each); larger "
+        "tensors travel with the binary tensor extension. A bigger one gets 413 before it is parsed.",
+    )
     max_tensor_elements: int = Field(
         1_000_000, ge=1, description="Most input tensor elements in one request; more gets 413."
     )

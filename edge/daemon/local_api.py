@@ -26,7 +26,7 @@ from edgecascade.edge.agent import Agent
 from edgecascade.edge.daemon.metrics import AgentMetrics
 from edgecascade.edge.daemon.v2_service import AgentV2
 from edgecascade.shared.errors import NotFoundError
-from edgecascade.shared.v2 import EXTENSIONS, Reply, error_reply
+from edgecascade.shared.v2 import EXTENSIONS, Reply, ServerMetadata, error_reply
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +103,8 @@ class LocalApi:
     async def server_metadata(self, request: Request) -> Response:
         from edgecascade.shared.version import __version__
 
-        return JSONResponse(
-            {"name": "edgecascade-agent", "version": __version__, "extensions": list(EXTENSIONS)}
-        )
+        meta = ServerMetadata(name="edgecascade-agent", version=__version__, extensions=list(EXTENSIONS))
+        return JSONResponse(meta.model_dump())
 
     async def model_metadata(self, request: Request) -> Response:
         try:

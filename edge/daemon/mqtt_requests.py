@@ -80,7 +80,9 @@ class MqttRequestServer:
                 self._inflight += 1
         if busy:
             self.metrics.rejected.labels("mqtt").inc()
-            reply_to = reply_to or _text(_parameters(payload).get(REPLY_TO_KEY))
+            params = _parameters(payload)
+            reply_to = reply_to or _text(params.get(REPLY_TO_KEY))
+            correlation = correlation or _text(params.get(CORRELATION_ID_KEY))
             self._send(error_reply(503, "agent is busy; retry later"), payload, reply_to, correlation)
             return
         asyncio.run_coroutine_threadsafe(self._handle(payload, reply_to, correlation), self._loop)

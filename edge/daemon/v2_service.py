@@ -40,7 +40,7 @@ class AgentV2:
         api = agent.profile.api
         self.limits = RequestLimits(
             max_body_bytes=int(api.max_body_mb * (1 << 20)),
-            max_json_bytes=int(api.max_body_mb * (1 << 20)),
+            max_json_bytes=int(min(api.max_json_mb, api.max_body_mb) * (1 << 20)),
             max_tensor_bytes=api.max_tensor_elements * 8,
             max_elements=api.max_tensor_elements,
         )

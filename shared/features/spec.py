@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,9 +36,9 @@ class ImageEncoding(BaseModel):
     def channels(self) -> int:
         return 1 if self.color == "gray" else 3
 
-    @property
+    @cached_property
     def tensor_shape(self) -> tuple[int, ...]:
-        """Shape of one encoded example, without the batch axis."""
+        """Shape of one encoded example, without the batch axis (computed once: read per request)."""
         if self.layout == "flat":
             return (self.height * self.width * self.channels,)
         if self.layout == "nhwc":

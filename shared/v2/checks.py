@@ -48,6 +48,6 @@ def check_finite(inputs: dict[str, np.ndarray]) -> None:
         if arr.dtype.kind == "f" and not bool(np.isfinite(arr).all()):
             bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
             raise NonFiniteInputError(
-                f"inputs[{i}].data: input {name!r} has {bad} non-finite value(s) (NaN or infinity); "
-                "the model takes finite numbers"
+                f"input {name!r} has {bad} non-finite value(s) (NaN or infinity); the model takes finite numbers",
+                field=f"inputs[{i}].data",
             )

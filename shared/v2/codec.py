@@ -216,23 +216,23 @@ def _read_tensors(
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     for i, t in enumerate(tensors):
-        at = f"{where}[{i}]"
+        # Field names are formatted only for an error: this loop runs on every request.
         if t.name in arrays:
-            raise ProtocolError(f"tensor {t.name!r} appears twice", field=f"{at}.name")
+            raise ProtocolError(f"tensor {t.name!r} appears twice", field=f"{where}[{i}].name")
         if t.datatype not in DATATYPES:
             raise ProtocolError(
-                f"unknown datatype {t.datatype!r}; one of {list(DATATYPES)}", field=f"{at}.datatype"
+                f"unknown datatype {t.datatype!r}; one of {list(DATATYPES)}", field=f"{where}[{i}].datatype"
             )
-        budget.admit(t.shape, t.datatype, f"{at}.shape", allow_empty=allow_empty)
-        size = (t.parameters or {}).get("binary_data_size")
+        budget.admit(t.shape, t.datatype, where, i, allow_empty=allow_empty)
+        size = t.parameters.get("binary_data_size") if t.parameters else None
         if size is None:
-            arrays[t.name] = from_json_data(t.data, t.datatype, t.shape, f"{at}.data")
+            arrays[t.name] = from_json_data(t.data, t.datatype, t.shape, f"{where}[{i}].data")
             continue
-        size_field = f"{at}.parameters.binary_data_size"
+        size_field = f"{where}[{i}].parameters.binary_data_size"
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise ProtocolError(f"must be a non-negative integer, got {size!r}", field=size_field)
         if t.data is not None:
-            raise ProtocolError("a binary tensor must not also have `data`", field=f"{at}.data")
+            raise ProtocolError("a binary tensor must not also have `data`", field=f"{where}[{i}].data")
         if offset + size > len(binary):
             raise ProtocolError(
                 f"{size} bytes wanted at offset {offset}, but only {len(binary) - offset} follow the JSON",

@@ -77,7 +77,7 @@ def to_raw(arr: np.ndarray, datatype: str, field: str) -> bytes:
     each BYTES element prefixed with its 4-byte little-endian length."""
     if datatype == "BYTES":
         parts: list[bytes] = []
-        for item in arr.reshape(-1):
+        for item in arr.ravel().tolist():  # iterating an object ndarray costs ~4 µs; a list does not
             data = as_bytes_element(item, field)
             parts.append(_LENGTH.pack(len(data)))
             parts.append(data)

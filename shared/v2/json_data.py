@@ -55,7 +55,7 @@ def to_json_data(arr: np.ndarray, datatype: str, field: str) -> list[Any]:
     if datatype != "BYTES":
         return flat.tolist()
     values: list[Any] = []
-    for item in flat:
+    for item in flat.tolist():
         raw = as_bytes_element(item, field)
         try:
             values.append(raw.decode("utf-8"))

@@ -52,46 +52,52 @@ class TensorBudget:
         self.elements = 0
         self.bytes = 0
 
-    def admit(self, shape: list[int], datatype: str, field: str, *, allow_empty: bool) -> int:
-        """The element count of `shape`; raises ProtocolError (400) for a bad shape and
-        PayloadTooLargeError (413) when the request's tensors would pass a limit."""
+    def admit(self, shape: list[int], datatype: str, where: str, index: int, *, allow_empty: bool) -> int:
+        """The element count of `shape` (of tensor `where[index]`); raises ProtocolError (400) for
+        a bad shape and PayloadTooLargeError (413) when the request's tensors would pass a limit.
+        Field names are formatted only for an error: this runs for every tensor of every request."""
         limits = self.limits
-        if len(shape) > limits.max_rank:
-            raise ProtocolError(
-                f"{len(shape)} dimensions; at most {limits.max_rank} are accepted", field=field
-            )
-        if any(dim < 0 for dim in shape):
-            raise ProtocolError(f"negative dimension in {_short(shape)}", field=field)
-        if 0 in shape:
-            if not allow_empty:
-                raise ProtocolError(f"shape {_short(shape)} has no elements", field=field)
-            if max(shape) > limits.max_elements:  # numpy refuses such shapes even when empty
-                raise ProtocolError(
-                    f"shape {_short(shape)} has a dimension over {limits.max_elements}", field=field
-                )
-            return 0
+        if len(shape) > limits.max_rank or (shape and min(shape) <= 0):
+            return self._odd_shape(shape, f"{where}[{index}].shape", allow_empty)
         count = 1
         for dim in shape:
             count *= dim  # Python ints: no overflow; stopped as soon as it passes the limit
             if count > limits.max_elements:
                 raise PayloadTooLargeError(
                     f"shape {_short(shape)} has over {limits.max_elements} elements (the limit per request)",
-                    field=field,
+                    field=f"{where}[{index}].shape",
                 )
         self.elements += count
         if self.elements > limits.max_elements:
             raise PayloadTooLargeError(
                 f"the request's tensors have {self.elements} elements; the limit is {limits.max_elements}",
-                field=field,
+                field=f"{where}[{index}].shape",
             )
         itemsize = _BYTES_ELEMENT if datatype == "BYTES" else DATATYPES[datatype].itemsize
         self.bytes += count * itemsize
         if self.bytes > limits.max_tensor_bytes:
             raise PayloadTooLargeError(
                 f"the request's tensors take {self.bytes} bytes; the limit is {limits.max_tensor_bytes}",
-                field=field,
+                field=f"{where}[{index}].shape",
             )
         return count
+
+    def _odd_shape(self, shape: list[int], field: str, allow_empty: bool) -> int:
+        """Too many dimensions, a negative one (400) or a zero one (400 unless `allow_empty`)."""
+        limits = self.limits
+        if len(shape) > limits.max_rank:
+            raise ProtocolError(
+                f"{len(shape)} dimensions; at most {limits.max_rank} are accepted", field=field
+            )
+        if min(shape) < 0:
+            raise ProtocolError(f"negative dimension in {_short(shape)}", field=field)
+        if not allow_empty:
+            raise ProtocolError(f"shape {_short(shape)} has no elements", field=field)
+        if max(shape) > limits.max_elements:  # numpy refuses such shapes even when empty
+            raise ProtocolError(
+                f"shape {_short(shape)} has a dimension over {limits.max_elements}", field=field
+            )
+        return 0
 
 
 def _short(shape: list[int]) -> str:

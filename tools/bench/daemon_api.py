@@ -43,12 +43,17 @@ class RawHttpClient:
     """HTTP/1.1 keep-alive over one socket, parsing only the status and Content-Length."""
 
     def __init__(self, address: tuple[str, int] | str) -> None:
-        if isinstance(address, str):
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.connect(address)
+        self.address = address
+        self.sock = self._connect()
+
+    def _connect(self) -> socket.socket:
+        if isinstance(self.address, str):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(self.address)
         else:
-            self.sock = socket.create_connection(address)
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = socket.create_connection(self.address)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
     @staticmethod
     def encode(method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
@@ -57,10 +62,24 @@ class RawHttpClient:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
     def call(self, request: bytes) -> bytes:
-        self.sock.sendall(request)
+        try:
+            self.sock.sendall(request)
+        except ConnectionError:  # closed while idle (see below)
+            self.sock.close()
+            self.sock = self._connect()
+            self.sock.sendall(request)
         data = b""
         while (end := data.find(b"\r\n\r\n")) < 0:
-            data += self._recv()
+            try:
+                data += self._recv()
+            except ConnectionError:
+                if data:
+                    raise
+                # uvicorn closes a keep-alive connection idle for 5 s (a slow round of the other
+                # measurements on a loaded host): reconnect and send again, as wrk does.
+                self.sock.close()
+                self.sock = self._connect()
+                self.sock.sendall(request)
         head, body = data[:end], data[end + 4 :]
         if not head.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(f"unexpected response: {head[:200]!r}")

@@ -81,6 +81,24 @@ def test_every_malformed_request_gets_a_4xx_naming_the_field(daemon: DaemonProce
     assert "Traceback" not in log and "ERROR" not in log
 
 
+def test_a_large_json_body_is_refused_before_it_is_parsed(daemon: DaemonProcess) -> None:
+    assert daemon.proc is not None
+    status = Path(f"/proc/{daemon.proc.pid}/status")
+
+    def peak() -> float:
+        return (
+            next(int(ln.split()[1]) for ln in status.read_text().splitlines() if ln.startswith("VmHWM"))
+            / 1024
+        )
+
+    before = peak()
+    values = ",".join(["0.5"] * 3_000_000)  # 12 MB: under max_body_mb (16), over max_json_mb (4)
+    body = ('{"inputs":[{"name":"input","datatype":"FP32","shape":[1,64],"data":[' + values + "]}]}").encode()
+    resp = post(daemon, body, {"Content-Type": "application/json"})
+    assert resp.status_code == 413 and "JSON part" in resp.json()["error"]
+    assert peak() - before < 40  # the body and its copy, never ~100 MB of parsed numbers
+
+
 def test_metadata_uses_the_protocol_platform_name(daemon: DaemonProcess) -> None:
     meta = requests.get(daemon.url + "/v2/models/digits-edge", timeout=5).json()
     assert meta["platform"] == "tensorflow_tflite"
@@ -261,7 +279,8 @@ def test_every_malformed_mqtt_request_gets_a_reply_or_a_counted_log_line(
     tmp_path: Path, broker: BrokerProcess
 ) -> None:
     port = free_port()
-    profile = write_profile(tmp_path, broker_port=broker.port, api_port=port)
+    # Room for the whole burst: this test is about malformed requests, not backpressure (503).
+    profile = write_profile(tmp_path, broker_port=broker.port, api_port=port, api_extra="max_inflight = 256")
     proc = DaemonProcess(profile, port, tmp_path / "d.log").start()
     cases = [c for c in corpus() if "agent" in c.where and c.json_only]
     assert len(cases) >= 40
@@ -323,6 +342,82 @@ def test_every_malformed_mqtt_request_gets_a_reply_or_a_counted_log_line(
         bad = metric(proc, 'edgecascade_bad_requests_total{frontend="mqtt"}')
         assert bad == len(cases) + 1 + 4
         assert requests.get(proc.url + "/v2/health/ready", timeout=5).status_code == 200
+    finally:
+        app.loop_stop()
+        proc.stop()
+
+
+def test_raw_input_sent_by_the_agent_is_read_by_the_cloud(
+    tmp_path: Path, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from edgecascade.cloud.repository import seed_demo_repository
+    from tests.support.cloud_server import CloudServer
+
+    repo = seed_demo_repository(tmp_path_factory.mktemp("raw") / "models", models_dir)
+    cloud = CloudServer(repo).start()
+    port = free_port()  # threshold 1.0: every case escalates; the last section is [cloud]
+    profile = write_profile(
+        tmp_path, cloud_url=cloud.url, api_port=port, threshold=1.0, extra="send_raw_input = true\n"
+    )
+    proc = DaemonProcess(profile, port, tmp_path / "d.log")
+    try:
+        proc.start()
+        ok, png = cv2.imencode(".png", np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)
+        assert ok
+        resp = post(proc, *image_request(png.tobytes()))
+        assert resp.status_code == 200
+        assert (
+            decode_infer_response(resp.content, resp.headers).parameters["provenance"][0]["source"] == "cloud"
+        )
+        metrics = requests.get(cloud.url + "/metrics", timeout=5).text
+        assert (
+            f'edgecascade_cloud_raw_input_bytes_total{{model="digits-cloud"}} {float(len(png.tobytes()))}'
+            in metrics
+        )
+    finally:
+        proc.stop()
+        cloud.stop()
+
+
+def test_every_mqtt_request_is_answered_also_when_the_agent_is_busy(
+    tmp_path: Path, broker: BrokerProcess, digits_split
+) -> None:
+    port = free_port()
+    profile = write_profile(tmp_path, broker_port=broker.port, api_port=port, api_extra="max_inflight = 1")
+    proc = DaemonProcess(profile, port, tmp_path / "d.log").start()
+    replies: dict[str, dict[str, object]] = {}
+    lock = threading.Lock()
+
+    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        answer = json.loads(msg.payload)
+        corr = answer.get("correlation_id") or answer.get("parameters", {}).get("correlation_id")
+        with lock:
+            replies[str(corr)] = answer
+
+    app = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="busy-app", protocol=MQTTProtocolVersion.MQTTv311
+    )
+    app.on_message = on_message
+    app.connect("127.0.0.1", broker.port)
+    app.loop_start()
+    try:
+        app.subscribe("app/replies/#", qos=1)
+        time.sleep(0.3)
+        row = digits_split[1].features[0].tolist()
+        for i in range(40):
+            request = {
+                "parameters": {"reply_to": "app/replies/busy", "correlation_id": f"b{i}"},
+                "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": row}],
+            }
+            app.publish(REQUESTS_TOPIC, json.dumps(request), qos=1)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(replies) < 40:
+            time.sleep(0.05)
+        assert sorted(replies) == sorted(f"b{i}" for i in range(40))
+        busy = [r for r in replies.values() if r.get("status") == 503]
+        answered = [r for r in replies.values() if "outputs" in r]
+        assert len(busy) + len(answered) == 40 and answered
+        assert all("busy" in str(r["error"]) for r in busy)
     finally:
         app.loop_stop()
         proc.stop()

@@ -1,0 +1,151 @@
+"""Where the local HTTP API's time goes, next to `daemon_api`'s totals.
+
+    python -m edgecascade.tools.bench.daemon_api_breakdown [--requests 3000] [--rounds 5]
+
+Measures, in one run: the floor of the HTTP server itself (uvicorn with the daemon's settings,
+an ASGI app that answers the same request with fixed bytes, in its own process, with the same
+raw client as `daemon_api`); and, in process, each step of the agent's V2 answer
+(`edge.daemon.v2_service.AgentV2.answer`) for the same request: decode, checks, translation,
+the cascade's local phase, outputs, provenance, encode. Medians of per-call timings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from edgecascade.shared.v2 import encode_infer_request
+from edgecascade.tools.bench.daemon_api import INFER_PATH, RawHttpClient, _free_port, _write_profile
+from edgecascade.tools.bench.stats import time_calls
+
+_FLOOR_APP = """
+import sys, uvicorn
+BODY = b"x" * int(sys.argv[2])
+HEAD = [(b"content-type", b"application/octet-stream"), (b"content-length", str(len(BODY)).encode())]
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": HEAD})
+    await send({"type": "http.response.body", "body": BODY})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), lifespan="off", access_log=False,
+            proxy_headers=False, server_header=False, log_level="warning")
+"""
+
+STEPS = ["decode", "checks", "translate", "local phase", "outputs", "provenance", "encode"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=3000, help="calls per measurement (default 3000)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds they are split into")
+    args = parser.parse_args()
+    from edgecascade.edge.agent import Agent
+    from edgecascade.edge.config import load_profile
+    from edgecascade.edge.daemon.translate import OUTPUTS, provenance, to_cascade_requests, to_outputs
+    from edgecascade.edge.daemon.v2_service import AgentV2
+    from edgecascade.shared.v2 import decode_infer_request, encode_infer_response
+    from edgecascade.shared.v2.answering import binary_outputs_for, check_output_names
+    from edgecascade.tools.datasets import load_split
+
+    row = load_split()[1].features[0]
+    body, headers = encode_infer_request({"input": row[None, :]}, request_id="bench")
+    lower = {k.lower(): v for k, v in headers.items()}
+    per_round = max(1, args.requests // args.rounds)
+    with tempfile.TemporaryDirectory() as tmp:
+        agent = Agent.from_profile(load_profile(_write_profile(Path(tmp), "x", "port = 0"), environ={}))
+        v2 = AgentV2(agent, ThreadPoolExecutor(1))
+        loop = asyncio.new_event_loop()
+        reply_size = len(loop.run_until_complete(v2.answer("digits-edge", None, body, lower)).body)
+
+        async def steps() -> list[int]:
+            t = [time.perf_counter_ns()]
+            request = decode_infer_request(body, lower, v2.limits)
+            t.append(time.perf_counter_ns())
+            card = agent.model.card
+            wanted = check_output_names(request, list(OUTPUTS), card.name)
+            t.append(time.perf_counter_ns())
+            cascade_requests = to_cascade_requests(request, card, v2.rules)
+            t.append(time.perf_counter_ns())
+            answers = [agent.cascade.local_phase(r) for r in cascade_requests]
+            t.append(time.perf_counter_ns())
+            outputs = to_outputs(answers, wanted)  # type: ignore[arg-type]
+            t.append(time.perf_counter_ns())
+            params = {"provenance": [provenance(a) for a in answers]}  # type: ignore[arg-type]
+            t.append(time.perf_counter_ns())
+            encode_infer_response(
+                card.name,
+                card.version,
+                request.id,
+                outputs,
+                binary_outputs=binary_outputs_for(request),
+                parameters=params,
+            )
+            t.append(time.perf_counter_ns())
+            return [b - a for a, b in zip(t, t[1:], strict=False)]
+
+        async def answers(n: int) -> list[float]:
+            out = []
+            for _ in range(n):
+                start = time.perf_counter_ns()
+                await v2.answer("digits-edge", None, body, lower)
+                out.append((time.perf_counter_ns() - start) / 1000)
+            return out
+
+        async def many_steps(n: int) -> list[list[int]]:
+            return [await steps() for _ in range(n)]
+
+        predict: list[np.ndarray] = []
+        whole: list[float] = []
+        parts: list[list[int]] = []
+        for _ in range(args.rounds):
+            predict.append(time_calls(lambda: agent.predict(row), per_round))
+            whole += loop.run_until_complete(answers(per_round))
+            parts += loop.run_until_complete(many_steps(per_round))
+        agent.close()
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-c", _FLOOR_APP, str(port), str(reply_size)])
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client = RawHttpClient(("127.0.0.1", port))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the floor server did not start") from None
+                time.sleep(0.1)
+        request = RawHttpClient.encode("POST", INFER_PATH, body, headers)
+        floor = np.concatenate(
+            [time_calls(lambda: client.call(request), per_round, warmup=100) for _ in range(args.rounds)]
+        )
+        client.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+    medians = np.median(np.array(parts), axis=0) / 1000
+    print(
+        f"{'HTTP server floor (uvicorn, fixed answer, same request)':58s} median {np.median(floor):8.1f} µs"
+    )
+    print(
+        f"{'in-process Agent.predict, back to back':58s} median {np.median(np.concatenate(predict)):8.1f} µs"
+    )
+    print(f"{'in-process AgentV2.answer (the API without HTTP)':58s} median {np.median(whole):8.1f} µs")
+    for name, value in zip(STEPS, medians, strict=True):
+        print(f"  {name:56s} median {value:8.1f} µs")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
