@@ -52,8 +52,10 @@ def main() -> int:
     args = parser.parse_args()
     from edgecascade.edge.agent import Agent
     from edgecascade.edge.config import load_profile
-    from edgecascade.edge.daemon.translate import OUTPUTS, provenance, to_cascade_requests, to_outputs
+    from edgecascade.edge.daemon.translate import OUTPUTS, provenance, to_outputs
     from edgecascade.edge.daemon.v2_service import AgentV2
+    from edgecascade.edge.serving import task_request
+    from edgecascade.edge.tasks.classification import ClassificationTask
     from edgecascade.shared.v2 import decode_infer_request, encode_infer_response
     from edgecascade.shared.v2.answering import binary_outputs_for, check_output_names
     from edgecascade.tools.datasets import load_split
@@ -65,6 +67,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         agent = Agent.from_profile(load_profile(_write_profile(Path(tmp), "x", "port = 0"), environ={}))
         v2 = AgentV2(agent, ThreadPoolExecutor(1))
+        served = agent.get()
+        task = served.task
+        assert isinstance(task, ClassificationTask), "the demo model is a classifier"
         loop = asyncio.new_event_loop()
         reply_size = len(loop.run_until_complete(v2.answer("digits-edge", None, body, lower)).body)
 
@@ -75,9 +80,9 @@ def main() -> int:
             card = agent.model.card
             wanted = check_output_names(request, list(OUTPUTS), card.name)
             t.append(time.perf_counter_ns())
-            cascade_requests = to_cascade_requests(request, card, v2.rules)
+            cascade_requests = task.cascade_requests(task_request(request, served))
             t.append(time.perf_counter_ns())
-            answers = [agent.cascade.local_phase(r) for r in cascade_requests]
+            answers = [task.cascade.local_phase(r) for r in cascade_requests]
             t.append(time.perf_counter_ns())
             outputs = to_outputs(answers, wanted)  # type: ignore[arg-type]
             t.append(time.perf_counter_ns())
