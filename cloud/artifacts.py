@@ -27,6 +27,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from edgecascade.shared.atomic_file import atomic_write
+
 log = logging.getLogger(__name__)
 
 ROUTE = "/artifacts/{name}/{version}/{file}"
@@ -45,19 +47,14 @@ def delta_file_name(file_name: str, base_version: str) -> str:
 
 
 def place_artifact(root: Path, relpath: str, data: bytes) -> Path:
-    """Write `data` at `root/relpath` atomically (temp file + fsync + rename): a device never
+    """Write `data` at `root/relpath` atomically (shared/atomic_file.py): a device never
     reads a half-written artifact. Raises ValueError for a path that is not three plain names."""
     parts = relpath.split("/")
     if len(parts) != 3 or not all(_PART.match(p) for p in parts):
         raise ValueError(f"not an artifact path (name/version/file of plain names): {relpath!r}")
     path = root.joinpath(*parts)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, data)
     return path
 
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from edgecascade.edge.cloud_client.base import CloudClient
     from edgecascade.edge.config.profile import DeviceProfile
 
-#: URL scheme -> "module:Class" of a client with `from_profile(profile)`.
+#: URL scheme -> "module:Class" of a client built as `Class(cloud_section, device_id=...)`.
 CLIENTS: dict[str, str] = {
     "http": "edgecascade.edge.cloud_client.v2_http:V2HttpCloudClient",
     "https": "edgecascade.edge.cloud_client.v2_http:V2HttpCloudClient",

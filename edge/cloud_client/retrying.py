@@ -26,7 +26,7 @@ from edgecascade.shared.errors import CloudBadResponseError, CloudError, CloudUn
 from edgecascade.shared.v2 import DATATYPES, IDEMPOTENCY_KEY, RAW_INPUT_KEY, InferResponse
 
 if TYPE_CHECKING:
-    from edgecascade.edge.config.profile import DeviceProfile
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,6 @@ class RetryingCloudClient(CloudClient):
         self.token = read_token(config)
         check_token_transport(config, self.token)
         self.attempts = 0
-
-    @classmethod
-    def from_profile(cls, profile: DeviceProfile) -> RetryingCloudClient:
-        return cls(profile.cloud, device_id=profile.device_id)
 
     def infer(self, features: np.ndarray, *, request_id: str, raw_input: bytes | None = None) -> CloudAnswer:
         key = request_id or uuid.uuid4().hex

@@ -23,29 +23,11 @@ from pathlib import Path
 
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.local_model import resolve_artifact
+from edgecascade.shared.atomic_file import atomic_write, fsync_dir
 from edgecascade.shared.errors import ModelLoadError, StorageError
 from edgecascade.shared.manifest import Manifest
 
 log = logging.getLogger(__name__)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a crash leaves either the old or the new content."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def sha256_file(path: Path) -> str:
