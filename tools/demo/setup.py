@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgecascade.tools.datasets import Split
@@ -28,6 +29,7 @@ class Prepared:
     signing_key: Path
     public_key: str
     update_model: Path
+    golden: Path  # held-out inputs: the device checks the candidate's answers on them before it serves
 
     def agent_env(
         self, device: str, api_port: int, broker_port: int, protocol: int, cloud_url: str, *, camera: bool
@@ -83,6 +85,8 @@ class Prepared:
             "all",
             "--version",
             UPDATE_VERSION,
+            "--golden",
+            str(self.golden),
             "--timeout",
             "60",
         ]
@@ -159,6 +163,8 @@ def prepare(work: Path, say: Callable[[str], None]) -> Prepared:
     key_path.parent.mkdir(parents=True, exist_ok=True)
     save_private_key(key, key_path)
     update = build_update_model(work / "update", say)
+    golden = work / "update" / "golden.npz"
+    np.savez(golden, input=held.features[:16].astype(np.float32))
     return Prepared(
         work,
         held,
@@ -171,6 +177,7 @@ def prepare(work: Path, say: Callable[[str], None]) -> Prepared:
         key_path,
         public_key_b64(key.public_key()),
         update,
+        golden,
     )
 
 
