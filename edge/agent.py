@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecascade.edge.answer import Answer
 from edgecascade.edge.cascade import AnswerObserver, Cascade, CascadeRequest
 from edgecascade.edge.cloud_client import CloudClient, NullCloudClient
 from edgecascade.edge.config.models import ModelEntry
@@ -26,7 +27,6 @@ from edgecascade.edge.policies.adaptive import find_adaptive
 from edgecascade.edge.tasks import Task, TaskParts, TaskReply, TaskRequest, build_task
 from edgecascade.edge.tasks.classification import ClassificationTask
 from edgecascade.edge.updates.store import active_model_path
-from edgecascade.shared.answer import Answer
 from edgecascade.shared.errors import ModelError, NotFoundError, ProtocolError
 from edgecascade.shared.features import FeatureSpec
 

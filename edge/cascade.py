@@ -13,12 +13,12 @@ from typing import Protocol
 
 import numpy as np
 
+from edgecascade.edge.answer import Answer
 from edgecascade.edge.cloud_client import CloudClient, NullCloudClient
 from edgecascade.edge.escalation_budget import EscalationBudget
 from edgecascade.edge.local_model import LocalModel
 from edgecascade.edge.model_slot import ModelSlot
 from edgecascade.edge.policies import Decision, EscalationPolicy, MaxProbabilityPolicy
-from edgecascade.shared.answer import Answer
 from edgecascade.shared.errors import CircuitOpenError, CloudAuthError, CloudError
 
 log = logging.getLogger(__name__)

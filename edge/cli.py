@@ -12,8 +12,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from edgecascade.edge.agent import Agent
+    from edgecascade.edge.answer import Answer
     from edgecascade.edge.config.profile import DeviceProfile
-    from edgecascade.shared.answer import Answer
 
 
 def register(parser: argparse.ArgumentParser) -> None:

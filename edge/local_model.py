@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecascade.edge.answer import ModelRef
 from edgecascade.edge.config.profile import DeviceProfile
-from edgecascade.shared.answer import ModelRef
 from edgecascade.shared.backends import BackendOptions, ModelBackend, load_backend
 from edgecascade.shared.backends.registry import EXTENSIONS
 from edgecascade.shared.card_check import check_card

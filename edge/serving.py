@@ -12,9 +12,9 @@ from concurrent.futures import Executor
 from typing import Any
 
 from edgecascade.edge.agent import Agent, ServedModel
+from edgecascade.edge.answer import Answer
 from edgecascade.edge.tasks import TaskReply, TaskRequest
 from edgecascade.edge.tasks.classification import ClassificationTask
-from edgecascade.shared.answer import Answer
 from edgecascade.shared.errors import NotFoundError
 from edgecascade.shared.input_pipeline import describe
 from edgecascade.shared.v2 import SESSION_KEYS, InferRequest, ModelMetadata, tensor_metadata

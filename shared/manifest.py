@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edgecascade.shared.backends.registry import BackendName
 from edgecascade.shared.errors import ConfigError, UpdateError
 from edgecascade.shared.lazy_module import lazy_module
 from edgecascade.shared.model_card import ModelCard
@@ -214,7 +215,7 @@ class Manifest(_Signed):
     fleet: str = Field(description="Fleet name.")
     name: str = Field(description="Model name; a device applies manifests for its [model].name only.")
     version: str = Field(description="Model version, independent of the agent version.")
-    backend: Literal["tflite", "onnx"] = Field(description="Backend that runs the artifact.")
+    backend: BackendName = Field(description="Backend that runs the artifact.")
     file_name: str = Field(description="Artifact file name on the device.")
     card: ModelCard = Field(description="The model card installed beside the artifact.")
     min_agent_version: str = Field(description="Oldest agent version that can run this model.")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgecascade.shared.answer import ModelRef
+from edgecascade.edge.answer import ModelRef
 from edgecascade.shared.errors import CloudUnreachableError
 
 

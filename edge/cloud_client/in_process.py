@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecascade.edge.answer import ModelRef
 from edgecascade.edge.cloud_client.base import CloudAnswer, CloudClient
-from edgecascade.shared.answer import ModelRef
 from edgecascade.shared.backends import BackendOptions, load_backend
 from edgecascade.shared.model_card import ModelCard
 

@@ -17,11 +17,11 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from edgecascade.edge.answer import ModelRef
 from edgecascade.edge.cloud_client.base import CloudAnswer, CloudClient
 from edgecascade.edge.cloud_client.breaker import CircuitBreaker
 from edgecascade.edge.cloud_client.negotiation import ServerFacts
 from edgecascade.edge.config.cloud import CloudSection
-from edgecascade.shared.answer import ModelRef
 from edgecascade.shared.errors import CloudBadResponseError, CloudError, CloudUnreachableError, ConfigError
 from edgecascade.shared.v2 import DATATYPES, IDEMPOTENCY_KEY, RAW_INPUT_KEY, InferResponse
 

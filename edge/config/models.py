@@ -4,12 +4,11 @@ task settings, cascade, cloud model and budget. A profile with the single [model
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, model_validator
 
 from edgecascade.edge.config.base import ProfilePath, Section
 from edgecascade.edge.config.cascade import CascadeSection
+from edgecascade.shared.backends.registry import BackendName
 
 
 class DetectionPolicySection(Section):
@@ -51,7 +50,7 @@ class ModelEntry(Section):
         description="Model artifact (.tflite/.onnx), or a path without extension to pick by "
         "runtime.backend_preference. Its card <file>.card.json (`edgecascade models import`) sits beside it."
     )
-    backend: Literal["tflite", "onnx"] | None = Field(
+    backend: BackendName | None = Field(
         None, description="Override the backend chosen from the file extension."
     )
     cascade: CascadeSection | None = Field(

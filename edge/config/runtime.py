@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from edgecascade.edge.config.base import ProfilePath, Section
 from edgecascade.shared.backends.base import BackendOptions, OnnxProvider, TFLiteDelegate
+from edgecascade.shared.backends.registry import BACKENDS, BackendName
 
 
 class OnnxProviderSettings(Section):
@@ -79,8 +80,8 @@ class RuntimeSection(Section):
     threads: int = Field(
         1, ge=1, le=64, description="Interpreter threads (TFLite num_threads, ORT intra-op)."
     )
-    backend_preference: list[Literal["tflite", "onnx"]] = Field(
-        default_factory=lambda: ["tflite", "onnx"],  # type: ignore[arg-type]
+    backend_preference: list[BackendName] = Field(
+        default_factory=lambda: list(BACKENDS),
         description="When model.path has no extension, the first backend with an artifact there wins.",
     )
     graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
@@ -119,6 +120,6 @@ class ModelSection(Section):
         description="Factory model artifact (.tflite/.onnx), or a path without extension to pick "
         "by runtime.backend_preference. A model card <file>.card.json must sit beside it."
     )
-    backend: Literal["tflite", "onnx"] | None = Field(
+    backend: BackendName | None = Field(
         None, description="Override the backend chosen from the file extension."
     )

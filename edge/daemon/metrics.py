@@ -26,10 +26,10 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 
+from edgecascade.edge.answer import Answer
 from edgecascade.edge.cascade import CascadeRequest
 from edgecascade.edge.local_model import LocalModel
 from edgecascade.edge.policies import Decision
-from edgecascade.shared.answer import Answer
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecascade.shared.answer import Answer
+from edgecascade.edge.answer import Answer
 from edgecascade.shared.errors import ProtocolError
 
 #: Outputs the agent can return; a request's `outputs` list picks among them.

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from edgecascade.edge.answer import Answer
 from edgecascade.edge.cascade import AnswerObserver, CascadeRequest, CloudAnswerSink
 from edgecascade.edge.cloud_client import CloudClient, NullCloudClient
 from edgecascade.edge.config.profile import DeviceProfile
@@ -18,7 +19,6 @@ from edgecascade.edge.deferred.verdicts import VerdictStore
 from edgecascade.edge.deferred.worker import LateVerdictWorker, VerdictRecorder
 from edgecascade.edge.policies import Decision
 from edgecascade.edge.service import Service
-from edgecascade.shared.answer import Answer
 from edgecascade.shared.mqtt.topics import Topics
 
 if TYPE_CHECKING:

@@ -16,11 +16,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edgecascade.edge.answer import Answer
 from edgecascade.edge.cascade import CascadeRequest
 from edgecascade.edge.deferred.queue import DeferredQueue, QueuedCase
 from edgecascade.edge.flush_loop import FlushLoop
 from edgecascade.edge.policies import Decision
-from edgecascade.shared.answer import Answer
 from edgecascade.shared.errors import StorageError
 
 log = logging.getLogger(__name__)

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from edgecascade.edge.answer import Answer, ModelRef
 from edgecascade.edge.cascade import CascadeRequest, CloudAnswerSink
 from edgecascade.edge.cloud_client import CloudClient
 from edgecascade.edge.config.deferred import DeferredSection
 from edgecascade.edge.deferred.queue import DeferredQueue, QueuedCase
 from edgecascade.edge.deferred.verdicts import Verdict, VerdictStore, telemetry_body
-from edgecascade.shared.answer import Answer, ModelRef
 from edgecascade.shared.errors import (
     CircuitOpenError,
     CloudBadResponseError,

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecascade.edge.answer import Answer, ModelRef
 from edgecascade.edge.cascade import CascadeRequest
 from edgecascade.edge.lookup.sqlite_file import open_checked
-from edgecascade.shared.answer import Answer, ModelRef
 from edgecascade.shared.errors import InputError
 from edgecascade.shared.features.spec import ENCODING_VERSION
 from edgecascade.shared.lookup import content_key

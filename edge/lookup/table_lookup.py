@@ -7,8 +7,8 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edgecascade.edge.answer import Answer, ModelRef
 from edgecascade.edge.cascade import CascadeRequest
-from edgecascade.shared.answer import Answer, ModelRef
 from edgecascade.shared.errors import InputError, StorageError
 from edgecascade.shared.features.spec import ENCODING_VERSION
 from edgecascade.shared.lookup import TableFile, application_key, content_key

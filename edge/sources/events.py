@@ -10,7 +10,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from edgecascade.shared.answer import Answer, ModelRef
+from edgecascade.edge.answer import Answer, ModelRef
 
 log = logging.getLogger(__name__)
 

@@ -9,12 +9,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgecascade.edge.answer import ModelRef
 from edgecascade.edge.cascade import AnswerLookup, AnswerObserver, CloudAnswerSink
 from edgecascade.edge.cloud_client import CloudClient
 from edgecascade.edge.config.models import ModelEntry
 from edgecascade.edge.escalation_budget import EscalationBudget
 from edgecascade.edge.model_slot import ModelSlot
-from edgecascade.shared.answer import ModelRef
 from edgecascade.shared.backends.base import TensorSpec
 from edgecascade.shared.errors import CloudError, InputError
 from edgecascade.shared.features.image import DEFAULT_MAX_PIXELS

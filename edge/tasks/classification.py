@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
+from edgecascade.edge.answer import Answer
 from edgecascade.edge.cascade import Cascade, CascadeRequest
 from edgecascade.edge.config.cascade import CascadeSection
 from edgecascade.edge.daemon.translate import OUTPUTS, provenance, to_outputs
 from edgecascade.edge.policies.from_config import build_policy
 from edgecascade.edge.tasks.base import OutputInfo, Task, TaskParts, TaskReply, TaskRequest
-from edgecascade.shared.answer import Answer
 from edgecascade.shared.errors import InputError
 
 #: The cascade's outputs; the model's own scores output is served too, under its own name.

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from edgecascade.edge.answer import Answer
 from edgecascade.edge.cascade import AnswerObserver, CascadeRequest
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.policies import Decision
@@ -16,7 +17,6 @@ from edgecascade.edge.service import Service
 from edgecascade.edge.telemetry.buffer import TelemetryBuffer
 from edgecascade.edge.telemetry.recorder import TelemetryRecorder
 from edgecascade.edge.telemetry.sinks import SinkContext, TelemetrySink, make_sink
-from edgecascade.shared.answer import Answer
 
 if TYPE_CHECKING:
     from edgecascade.shared.mqtt import MqttConnection

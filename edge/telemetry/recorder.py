@@ -23,13 +23,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from edgecascade.edge.answer import Answer
 from edgecascade.edge.cascade import CascadeRequest
 from edgecascade.edge.config.telemetry import TelemetrySection
 from edgecascade.edge.flush_loop import FlushLoop
 from edgecascade.edge.policies import Decision
 from edgecascade.edge.telemetry.buffer import TelemetryBuffer
 from edgecascade.edge.telemetry.metrics import MetricsWindow
-from edgecascade.shared.answer import Answer
 from edgecascade.shared.errors import ProtocolError, StorageError
 from edgecascade.shared.telemetry import RecordKind, encode_body
 

@@ -12,9 +12,9 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol
 
+from edgecascade.edge.answer import Answer
 from edgecascade.edge.cascade import CascadeRequest
 from edgecascade.edge.policies import Decision
-from edgecascade.shared.answer import Answer
 from edgecascade.shared.manifest import HealthFigure, Manifest
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 
+from edgecascade.edge.answer import Answer
 from edgecascade.edge.cascade import CascadeRequest
 from edgecascade.edge.policies import Decision
-from edgecascade.shared.answer import Answer
 from edgecascade.shared.manifest import HealthFigure, HealthLimits, Manifest
 
 log = logging.getLogger(__name__)

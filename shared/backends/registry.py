@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from edgecascade.shared.backends.base import BackendOptions, ModelBackend
 from edgecascade.shared.errors import EdgecascadeError, ModelLoadError, UnsupportedModelError
@@ -16,6 +19,16 @@ BACKENDS: dict[str, str] = {
 
 EXTENSIONS: dict[str, str] = {".tflite": "tflite", ".onnx": "onnx"}
 SUPPORTED_EXTENSIONS = tuple(sorted(EXTENSIONS))
+
+
+def _known_backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(sorted(BACKENDS))}")
+    return name
+
+
+#: A backend name in config, cards and manifests: one of BACKENDS, spelled only there.
+BackendName = Annotated[str, AfterValidator(_known_backend)]
 
 
 def backend_name_for(path: Path, override: str | None = None) -> str:

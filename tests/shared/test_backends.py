@@ -101,3 +101,17 @@ def test_backend_override_by_config(models_dir: Path, tmp_path: Path) -> None:
     backend = load_backend(renamed, backend="onnx")
     assert backend.name == "onnx"
     backend.close()
+
+
+def test_backend_names_are_the_registrys_everywhere() -> None:
+    """Config, manifests and the V2 platform names take their backend names from the registry."""
+    from pydantic import ValidationError
+
+    from edgecascade.edge.config.runtime import RuntimeSection
+    from edgecascade.shared.backends.registry import BACKENDS, EXTENSIONS
+    from edgecascade.shared.v2.protocol import PLATFORMS
+
+    assert set(PLATFORMS) == set(BACKENDS) == set(EXTENSIONS.values())
+    assert RuntimeSection().backend_preference == list(BACKENDS)
+    with pytest.raises(ValidationError, match="unknown backend 'tensorrt'; known backends: onnx, tflite"):
+        RuntimeSection(backend_preference=["tensorrt"])

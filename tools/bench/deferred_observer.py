@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecascade.edge.answer import Answer, ModelRef
 from edgecascade.edge.cascade import CascadeRequest
 from edgecascade.edge.deferred import DeferredDatabase, DeferredQueue, DeferredRecorder, QueuedCase
-from edgecascade.shared.answer import Answer, ModelRef
 from edgecascade.tools.bench.stats import summary, time_calls
 
 EDGE = ModelRef("digits-edge", "1.0.0")

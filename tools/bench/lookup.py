@@ -104,7 +104,7 @@ def bench_cache(tmp: Path, held: np.ndarray) -> None:
     rng = np.random.default_rng(2)
     rows = np.concatenate([held, rng.random((10_000 - len(held), held.shape[1]), dtype=np.float32)])
     probs = cloud.probabilities(rows)
-    from edgecascade.shared.answer import Answer
+    from edgecascade.edge.answer import Answer
 
     for r, p in zip(rows, probs, strict=True):
         top = int(p.argmax())

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecascade.edge.answer import Answer, ModelRef
 from edgecascade.edge.cascade import CascadeRequest
 from edgecascade.edge.config.telemetry import TelemetrySection
 from edgecascade.edge.telemetry.buffer import TelemetryBuffer
 from edgecascade.edge.telemetry.recorder import TelemetryRecorder
-from edgecascade.shared.answer import Answer, ModelRef
 from edgecascade.tools.bench.stats import summary, time_calls
 
 ANSWER = Answer(label="3", class_index=3, confidence=0.93, source="edge", edge_model=ModelRef("digits-edge", "1"),

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgecascade.edge.answer import Answer, ModelRef
 from edgecascade.edge.cascade import Cascade, CascadeRequest
 from edgecascade.edge.lookup import AnswerCache
 from edgecascade.edge.model_slot import ModelSlot
 from edgecascade.edge.policies import MaxProbabilityPolicy
-from edgecascade.shared.answer import Answer, ModelRef
 from tests.edge.lookup.conftest import CountingModel, CuttableCloud
 
 TTL = 100.0

@@ -126,7 +126,7 @@ def test_nan_never_enters_telemetry_and_the_refusal_is_counted(tmp_path) -> None
     """A non-finite value (a NaN confidence, a NaN verdict score) is refused on the device by
     the same rules the ingester applies; the record is counted as an "invalid" drop, which the
     drops record carries to the cloud, and the agent goes on."""
-    from edgecascade.shared.answer import Answer, ModelRef
+    from edgecascade.edge.answer import Answer, ModelRef
 
     agent, parts = _agent(tmp_path)
     assert parts.recorder is not None and parts.buffer is not None
