@@ -41,7 +41,9 @@ class Daemon:
         self.profile = profile
         self.stop_requested = threading.Event()
         self._signals = 0
-        self.services: list[Service] = []
+        self.services: list[Service] = []  # background services, then front ends
+        self.background: list[Service] = []
+        self.front_ends: list[Service] = []
         self.metrics = AgentMetrics()
         self.connection: MqttConnection | None = None
         self.api: LocalApi | None = None
@@ -50,19 +52,12 @@ class Daemon:
     # -- assembly -----------------------------------------------------------------------------
     def build(self) -> None:
         """Create every part from the profile. Raises EdgecascadeError (bad model, bad config)
-        before anything is started, so a bad profile fails fast."""
+        before anything is started, so a bad profile fails fast. Background services start
+        first and stop last; front ends (which take new work) start last and stop first."""
         from edgecascade.edge import deferred, telemetry, updates
 
         p = self.profile
-        topics = Topics(p.fleet)
-        if p.mqtt.enabled:
-            from edgecascade.shared.mqtt import MqttConnection
-
-            self.connection = MqttConnection(
-                p.mqtt.settings(
-                    client_id=f"edgecascade-{p.device_id}", presence_topic=topics.presence(p.device_id)
-                )
-            )
+        self.connection = _mqtt_connection(p)
         self.telemetry = telemetry.build(p, self.connection)
         self.health = updates.health_monitor(p) if p.updates.enabled else None
         observers = [self.metrics.observe, self.telemetry.observer]
@@ -89,34 +84,45 @@ class Daemon:
         if classifier is not None:
             classifier.cascade.observers.append(self.deferred.observer)
         self.executor = ThreadPoolExecutor(max_workers=p.api.workers, thread_name_prefix="cascade")
+        self.background = [*self.telemetry.services, *self.deferred.services, *self._update_services()]
+        self.front_ends = self._front_ends()
+        self.services = [*self.background, *self.front_ends]
 
-        self.services.extend(self.telemetry.services)
-        self.services.extend(self.deferred.services)
-        if self.connection is not None and p.updates.enabled and classifier is not None:
-            self.services.append(
+    def _update_services(self) -> list[Service]:
+        """The model and table updaters, where MQTT and updates are on."""
+        from edgecascade.edge import updates
+
+        p, classifier = self.profile, self.agent.classifier
+        if self.connection is None or not p.updates.enabled:
+            return []
+        found: list[Service] = []
+        if classifier is not None:
+            found.append(
                 updates.build(
-                    p,
-                    self.connection,
-                    classifier.slot,
-                    health=self.health,
-                    cascade=classifier.cascade,
+                    p, self.connection, classifier.slot, health=self.health, cascade=classifier.cascade
                 )
             )
-        if self.connection is not None and p.updates.enabled and self.agent.lookups is not None:
+        if self.agent.lookups is not None:
             tables = updates.build_table_updater(p, self.connection, self.agent.lookups.table)
             if tables is not None:
-                self.services.append(tables)
+                found.append(tables)
+        return found
+
+    def _front_ends(self) -> list[Service]:
+        """What takes requests: MQTT requests, the camera, the local HTTP API, as the profile has them."""
+        p = self.profile
+        found: list[Service] = []
         if self.connection is not None and p.daemon.mqtt_requests:
             from edgecascade.edge.daemon.mqtt_requests import MqttRequestServer
 
-            self.services.append(
+            found.append(
                 MqttRequestServer(
                     self.agent, self.connection, self.executor, self.metrics, p.api.max_inflight
                 )
             )
         camera = _camera_service(p, self.agent, self.connection)
         if camera is not None:
-            self.services.append(camera)
+            found.append(camera)
         if p.api.enabled:
             from edgecascade.edge.daemon.http_server import HttpServer
             from edgecascade.edge.daemon.local_api import LocalApi
@@ -132,7 +138,8 @@ class Daemon:
                 verdicts=self.deferred.verdicts,
                 pending=self.deferred.queue,
             )
-            self.services.append(HttpServer(self.api, p.api.host, p.api.port, p.api.unix_socket))
+            found.append(HttpServer(self.api, p.api.host, p.api.port, p.api.unix_socket))
+        return found
 
     def counters(self) -> dict[str, float]:
         out: dict[str, float] = dict(self.agent.counters())
@@ -203,13 +210,11 @@ class Daemon:
             while self.api.inflight and time.monotonic() < deadline:
                 time.sleep(0.01)
         # Front ends first (no new work), then the executor drains, then telemetry flushes.
-        for service in reversed(self.services):
-            if service.name in ("http-api", "mqtt-requests", "camera"):
-                service.stop(max(0.1, deadline - time.monotonic()))
+        for service in reversed(self.front_ends):
+            service.stop(max(0.1, deadline - time.monotonic()))
         self.executor.shutdown(wait=True)
-        for service in reversed(self.services):
-            if service.name not in ("http-api", "mqtt-requests", "camera"):
-                service.stop(max(0.1, deadline - time.monotonic()))
+        for service in reversed(self.background):
+            service.stop(max(0.1, deadline - time.monotonic()))
         if self.connection is not None:
             self.connection.stop()
         self.deferred.close()
@@ -239,6 +244,18 @@ def _force_exit(why: str) -> None:
     log.error("forced exit: %s", why)
     logging.shutdown()
     os._exit(EXIT_FORCED)
+
+
+def _mqtt_connection(profile: DeviceProfile) -> MqttConnection | None:
+    """The agent's one MQTT connection (telemetry, updates, requests, events), if MQTT is on."""
+    if not profile.mqtt.enabled:
+        return None
+    from edgecascade.shared.mqtt import MqttConnection
+
+    presence = Topics(profile.fleet).presence(profile.device_id)
+    return MqttConnection(
+        profile.mqtt.settings(client_id=f"edgecascade-{profile.device_id}", presence_topic=presence)
+    )
 
 
 def _camera_service(
