@@ -54,7 +54,11 @@ def model_metadata(agent: Agent, name: str, version: str | None) -> ModelMetadat
         backend=model.card.backend,
         inputs=inputs,
         outputs=[tensor_metadata(o.name, o.datatype, o.shape) for o in served.task.output_info()],
-        parameters={"task": model.card.task, "labels": list(model.card.labels)},
+        parameters={
+            "task": model.card.task,
+            "labels": list(model.card.labels),
+            "accelerator": model.backend.accelerator,
+        },
     )
 
 

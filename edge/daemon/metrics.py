@@ -78,17 +78,21 @@ def part_metric_name(name: str) -> str:
 
 
 class _ModelInfo:
-    """`edgecascade_model_info{name,version,backend} 1` for each model serving at scrape time."""
+    """`edgecascade_model_info{name,version,backend,accelerator} 1` for each model serving at
+    scrape time; `accelerator` is the execution provider or delegate that loaded (cpu: none)."""
 
     def __init__(self) -> None:
         self.current: Callable[[], Iterable[LocalModel]] | None = None
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
-            "edgecascade_model_info", "The model serving now", labels=["name", "version", "backend"]
+            "edgecascade_model_info",
+            "The model serving now",
+            labels=["name", "version", "backend", "accelerator"],
         )
         for model in self.current() if self.current is not None else ():
-            family.add_metric([model.card.name, model.card.version, model.card.backend], 1.0)
+            card = model.card
+            family.add_metric([card.name, card.version, card.backend, model.backend.accelerator], 1.0)
         yield family
 
 

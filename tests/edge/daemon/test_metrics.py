@@ -124,7 +124,14 @@ watch_window_s = 0.0
         assert next(iter(metrics["process_open_fds"][1].values())) > 0
 
         # The serving model, after a real update and a real rollback.
-        assert model_info(daemon.url) == [{"name": "digits-edge", "version": "1.0.0", "backend": "onnx"}]
+        assert model_info(daemon.url) == [
+            {
+                "name": "digits-edge",
+                "version": "1.0.0",
+                "backend": "onnx",
+                "accelerator": "CPUExecutionProvider",
+            }
+        ]
         for artifact, version in ((v2, "1.1.0"), (v3, "1.2.0")):
             manifest, payloads = build_manifest(artifact, fleet=FLEET, target="device:m1", chunk_size=4096)
             signed, sent = fleet.push(manifest, payloads)
