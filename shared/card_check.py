@@ -28,12 +28,18 @@ def card_problems(card: ModelCard, signature: Signature) -> list[str]:
                 f"detection.boxes_output: expected a [N, detections, 4] output, "
                 f"{d.boxes_output!r} is {list(boxes.shape)}"
             )
+        # Raw anchor outputs carry a class axis: scores [N, anchors, classes].
+        rank, what = (3, "[N, anchors, classes]") if d.format == "anchors" else (2, "[N, detections]")
         for field, name in (("scores_output", d.scores_output), ("classes_output", d.classes_output)):
             spec = outputs.get(name) if name else None
-            if spec is not None and len(spec.shape) != 2:
+            if spec is not None and len(spec.shape) != rank:
                 problems.append(
-                    f"detection.{field}: expected a [N, detections] output, {name!r} is {list(spec.shape)}"
+                    f"detection.{field}: expected a {what} output, {name!r} is {list(spec.shape)}"
                 )
+        if d.format == "anchors" and d.anchors is None:
+            problems.append(
+                "detection.anchors: format anchors needs the anchor grid (image_size, size, stride)"
+            )
     for i, pair in enumerate(card.state):
         src, dst = outputs.get(pair.output), inputs.get(pair.input)
         if src is not None and dst is not None and not shape_fits(src.shape, list(dst.shape)):

@@ -43,9 +43,23 @@ class TensorCard(_Strict):
     )
 
 
+class AnchorDecoding(_Strict):
+    """A detector with raw outputs: per-anchor class scores and SSD box offsets (variances 0.1,
+    0.2) against a grid of square anchors, reduced by non-maximum suppression (shared/detection)."""
+
+    image_size: tuple[int, int] = Field(description="Input image (height, width) in pixels.")
+    size: int = Field(gt=0, description="Anchor side, in pixels.")
+    stride: int = Field(gt=0, description="Anchor step, in pixels.")
+    offset: int = Field(0, ge=0, description="Where the first anchor's corner sits, in pixels.")
+    background_class: int | None = Field(0, description="Score column meaning 'no object'; unset = none.")
+    nms_iou: float = Field(0.5, gt=0.0, le=1.0, description="Overlap above which the weaker box goes.")
+    max_detections: int = Field(20, ge=1, le=1000, description="Most detections kept per image.")
+
+
 class DetectionCard(_Strict):
-    """Which outputs of an SSD-style post-processed detector hold what (TFLite
-    `TFLite_Detection_PostProcess` order: boxes, classes, scores, count)."""
+    """Which outputs of a detector hold what: SSD-style post-processed (TFLite
+    `TFLite_Detection_PostProcess` order: boxes, classes, scores, count), or with `anchors`, raw
+    per-anchor scores [N, A, C] and box offsets [N, A, 4] (`boxes_output`)."""
 
     format: str = Field(
         "postprocessed",
@@ -62,6 +76,9 @@ class DetectionCard(_Strict):
     normalized: bool = Field(True, description="Box coordinates are 0..1 fractions of the image.")
     min_score: float = Field(0.0, ge=0.0, le=1.0, description="Detections below this score are dropped.")
     label_offset: int = Field(0, description="Added to a class index before looking up its label.")
+    anchors: AnchorDecoding | None = Field(
+        None, description="format = anchors: the anchor grid and NMS of a detector with raw outputs."
+    )
 
 
 class ScoreEscalation(_Strict):
