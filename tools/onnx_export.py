@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -46,37 +45,15 @@ def mlp_to_onnx(mlp: Any, n_features: int, path: Path, input_name: str = "input"
     onnx.save(model, str(path))
 
 
-class _Calibration:
-    """onnxruntime.quantization's CalibrationDataReader protocol over a float array."""
-
-    def __init__(self, input_name: str, data: np.ndarray) -> None:
-        self._rows = iter([{input_name: row[None, :]} for row in data.astype(np.float32)])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._rows, None)
-
-
 def quantize_onnx_int8(
     float_path: Path, out_path: Path, calibration: np.ndarray, input_name: str = "input"
 ) -> None:
-    """Static int8 quantization (QDQ, per-channel weights) calibrated on real training inputs."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    """Static int8 quantization (QDQ, per-channel weights) calibrated on real training inputs,
+    one row at a time (tools/quantize.py does the work for every model)."""
+    from edgecascade.tools.quantize import quantize_static_int8
 
-    with tempfile.TemporaryDirectory() as tmp:
-        prepped = Path(tmp) / "prepped.onnx"
-        # skip_symbolic_shape: the symbolic pass needs sympy, which is not a dependency.
-        quant_pre_process(str(float_path), str(prepped), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepped),
-            str(out_path),
-            _Calibration(input_name, calibration),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
+    rows = [{input_name: row[None, :]} for row in calibration.astype(np.float32)]
+    quantize_static_int8(float_path, out_path, rows)
 
 
 def svc_to_onnx(svc: Any, n_features: int, path: Path, input_name: str = "input") -> None:

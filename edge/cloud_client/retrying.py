@@ -65,6 +65,7 @@ class RetryingCloudClient(CloudClient):
         self.token = read_token(config)
         check_token_transport(config, self.token)
         self.attempts = 0
+        self.facts: ServerFacts | None = None  # negotiated once per server (edge/cloud_client/negotiation.py)
 
     def infer(self, features: np.ndarray, *, request_id: str, raw_input: bytes | None = None) -> CloudAnswer:
         key = request_id or uuid.uuid4().hex
@@ -128,6 +129,15 @@ class RetryingCloudClient(CloudClient):
                 if self._clock() + delay >= deadline:
                     raise CloudUnreachableError(f"{exc}; no time left for a retry") from None
                 self._sleep(delay)
+
+    def _server_facts(self, timeout: Timeout) -> ServerFacts:
+        if self.facts is None:
+            self.facts = self._negotiate(timeout)
+        return self.facts
+
+    @abc.abstractmethod
+    def _negotiate(self, timeout: Timeout) -> ServerFacts:
+        """What the server and its model say of themselves: binary tensors, the input's name and type."""
 
     @abc.abstractmethod
     def _exchange(

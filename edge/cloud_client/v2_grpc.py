@@ -71,7 +71,6 @@ class V2GrpcCloudClient(RetryingCloudClient):
         if self.device_id:
             metadata.append(("x-edgecascade-device", self.device_id))
         self.metadata = tuple(metadata)
-        self.facts: ServerFacts | None = None
 
     def _rpc(self, method: Any, request: Any, timeout: Timeout) -> Any:
         try:
@@ -97,12 +96,11 @@ class V2GrpcCloudClient(RetryingCloudClient):
         raw_input: bytes | None,
         timeout: Timeout,
     ) -> InferResponse:
-        if self.facts is None:
-            self.facts = self._negotiate(timeout)
+        facts = self._server_facts(timeout)
         request = request_to_proto(
             self.config.model,
             self.config.model_version,
-            inputs(self.facts),
+            inputs(facts),
             request_id=key,
             parameters=request_parameters(key, raw_input),
             outputs=outputs,

@@ -56,7 +56,6 @@ class V2HttpCloudClient(RetryingCloudClient):
             self.session.headers["Authorization"] = f"Bearer {self.token}"
         if self.device_id:
             self.session.headers["X-Edgecascade-Device"] = self.device_id
-        self.facts: ServerFacts | None = None
 
     def _exchange(
         self,
@@ -66,9 +65,7 @@ class V2HttpCloudClient(RetryingCloudClient):
         raw_input: bytes | None,
         timeout: Timeout,
     ) -> InferResponse:
-        if self.facts is None:
-            self.facts = self._negotiate(timeout)
-        facts = self.facts
+        facts = self._server_facts(timeout)
         tensors = inputs(facts)
         resp = self._post(tensors, key, raw_input, outputs, facts.binary, timeout)
         if facts.binary and resp.status_code in BINARY_REFUSED:
