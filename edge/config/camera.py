@@ -16,6 +16,10 @@ STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp:
 
 class CameraSection(Section):
     enabled: bool = Field(False, description="Run the camera source in the daemon.")
+    model: str | None = Field(
+        None,
+        description="The served classification model that answers the frames; default: the first one.",
+    )
     source: str = Field(
         "0",
         description='What to open: a device index ("0" = /dev/video0), a video file path (relative '
