@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -38,6 +38,18 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return Response(reply.body, status_code=reply.status, headers=reply.headers)
 
 
+class VerdictLookup(Protocol):
+    """Late verdicts by request id (edge/deferred/verdicts.py)."""
+
+    def get(self, request_id: str) -> dict[str, Any] | None: ...
+
+
+class PendingLookup(Protocol):
+    """Hard cases still waiting for the cloud (edge/deferred/queue.py)."""
+
+    def contains(self, request_id: str) -> bool: ...
+
+
 class LocalApi:
     def __init__(
         self,
@@ -50,8 +62,8 @@ class LocalApi:
         max_body_bytes: int = 16 << 20,
         counters: Callable[[], dict[str, float]],
         extra_routes: list[Route] | None = None,
-        verdicts: Any = None,
-        pending: Any = None,
+        verdicts: VerdictLookup | None = None,
+        pending: PendingLookup | None = None,
     ) -> None:
         self.agent = agent
         self.v2 = AgentV2(agent, executor)
@@ -61,8 +73,8 @@ class LocalApi:
         self.retry_after_s = retry_after_s
         self.max_body_bytes = max_body_bytes
         self.counters = counters
-        self.verdicts = verdicts  # edge.deferred verdict store, or None when deferral is off
-        self.pending = pending  # edge.deferred queue
+        self.verdicts = verdicts  # None when deferral is off
+        self.pending = pending
         self.inflight = 0
         # Read when /metrics is scraped, so requests pay no gauge lock.
         metrics.inflight.set_function(lambda: self.inflight)
