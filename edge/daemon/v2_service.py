@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
 from edgecascade.edge import serving
 from edgecascade.edge.agent import Agent, ServedModel
+from edgecascade.edge.local_model import LocalModel
 from edgecascade.shared.backends.base import TensorSpec
 from edgecascade.shared.errors import InputError, ProtocolError
 from edgecascade.shared.input_pipeline import describe
@@ -45,8 +47,7 @@ class AgentV2:
             max_elements=api.max_tensor_elements,
         )
         self.convert_datatypes = api.convert_datatypes
-        self._datatypes: dict[int, dict[str, str]] = {}
-        self._signatures: dict[int, dict[str, TensorSpec]] = {}
+        self._facts: dict[str, _ModelFacts] = {}
 
     def check_model(self, name: str, version: str | None) -> None:
         """NotFoundError unless `name` (and `version`, if given) is a model being served."""
@@ -85,7 +86,8 @@ class AgentV2:
 
     async def infer(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
         served = serving.find_model(self.agent, name, version)
-        check_output_names(request, [o.name for o in served.task.output_info()], served.name)  # before work
+        facts = self._facts_of(served)
+        check_output_names(request, facts.outputs, served.name)  # before any work
         # Strict by default: a tensor of another datatype than the model's input is a 400 naming
         # both (as Triton answers), unless the profile allows conversion; NaN/inf never reach it.
         # BYTES are encoded images for an input with a pipeline, refused by the pipeline otherwise.
@@ -93,13 +95,13 @@ class AgentV2:
         request.inputs.update(
             check_datatypes(
                 numeric,
-                self._input_datatypes(served),
+                facts.datatypes,
                 convert=self.convert_datatypes,
                 setting=_CONVERT_SETTING,
             )
         )
         check_finite(request.inputs)
-        self._check_ranks(served, request)
+        _check_ranks(facts, request)
         try:
             served, reply = await serving.infer_async(self.agent, name, version, request, self.executor)
         except InputError as exc:
@@ -112,33 +114,41 @@ class AgentV2:
             parameters={PROVENANCE_KEY: reply.provenance},
         )
 
-    def _check_ranks(self, served: ServedModel, request: InferRequest) -> None:
-        """An input of another rank than the model's (or one less: one example without the batch
-        axis) is refused naming its shape field, before any work."""
-        for i, (name, arr) in enumerate(request.inputs.items()):
-            spec = self._specs(served).get(name)
-            if spec is None or arr.dtype == object:
-                continue
-            if arr.ndim != len(spec.shape) and (arr.ndim != len(spec.shape) - 1 or arr.ndim == 0):
-                raise ProtocolError(
-                    f"input {name!r} has shape {list(arr.shape)}; expected {describe(spec)}",
-                    field=f"inputs[{i}].shape",
-                )
-
-    def _specs(self, served: ServedModel) -> dict[str, TensorSpec]:
+    def _facts_of(self, served: ServedModel) -> _ModelFacts:
+        """What the request checks need of the model serving now: made once per loaded model (a
+        swap loads a new one), not per request."""
         model = served.slot.current
-        found = self._signatures.get(id(model))
-        if found is None:
-            found = self._signatures[id(model)] = {s.name: s for s in model.backend.signature.inputs}
+        found = self._facts.get(served.name)
+        if found is None or found.model is not model:
+            found = self._facts[served.name] = _ModelFacts(
+                model,
+                [o.name for o in served.task.output_info()],
+                {s.name: s for s in model.backend.signature.inputs},
+                serving.input_datatypes(self.agent, served),
+            )
         return found
 
-    def _input_datatypes(self, served: ServedModel) -> dict[str, str]:
-        # Per loaded model (a swap makes a new one), not per request.
-        model = served.slot.current
-        found = self._datatypes.get(id(model))
-        if found is None:
-            found = self._datatypes[id(model)] = serving.input_datatypes(self.agent, served)
-        return found
+
+@dataclass(frozen=True, slots=True)
+class _ModelFacts:
+    model: LocalModel
+    outputs: list[str]  # the names the task serves
+    specs: dict[str, TensorSpec]  # input name -> the backend's spec
+    datatypes: dict[str, str]  # numeric input name -> V2 datatype
+
+
+def _check_ranks(facts: _ModelFacts, request: InferRequest) -> None:
+    """An input of another rank than the model's (or one less: one example without the batch
+    axis) is refused naming its shape field, before any work."""
+    for i, (name, arr) in enumerate(request.inputs.items()):
+        spec = facts.specs.get(name)
+        if spec is None or arr.dtype == object:
+            continue
+        if arr.ndim != len(spec.shape) and (arr.ndim != len(spec.shape) - 1 or arr.ndim == 0):
+            raise ProtocolError(
+                f"input {name!r} has shape {list(arr.shape)}; expected {describe(spec)}",
+                field=f"inputs[{i}].shape",
+            )
 
 
 def _named_field(exc: InputError, request: InferRequest) -> ProtocolError:
