@@ -18,10 +18,10 @@ import numpy as np
 
 from edgecascade.edge.answer import Answer, ModelRef
 from edgecascade.edge.cascade import CascadeRequest
-from edgecascade.edge.lookup.sqlite_file import open_checked
 from edgecascade.shared.errors import InputError
 from edgecascade.shared.features.spec import ENCODING_VERSION
 from edgecascade.shared.lookup import content_key
+from edgecascade.shared.sqlite_file import open_checked
 
 log = logging.getLogger(__name__)
 

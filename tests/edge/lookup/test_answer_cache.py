@@ -175,7 +175,7 @@ def test_corrupt_database_is_moved_aside_and_rebuilt(
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2] + bytes(4096) + data[len(data) // 2 + 4096 :])
     damaged = path.read_bytes()
-    with caplog.at_level(logging.WARNING, logger="edgecascade.edge.lookup.sqlite_file"):
+    with caplog.at_level(logging.WARNING, logger="edgecascade.shared.sqlite_file"):
         cache = open_cache()
     assert "is corrupt" in caplog.text and "moved it to" in caplog.text
     aside = [p for p in tmp_path.iterdir() if ".corrupt-" in p.name and not p.name.endswith(("-wal", "-shm"))]
