@@ -189,7 +189,7 @@ def _splits(args: argparse.Namespace, model_path: Path) -> _Loaded:
                 ]
             finally:
                 cloud.close()
-            return _Loaded(splits[0], splits[1], f"{DATASET_NAME}, validation split", str(cloud_path), t)
+            return _Loaded(splits[0], splits[1], f"{DATASET_NAME}, demo split", str(cloud_path), t)
         examples = read_folder(args.data, edge)
         val_ex, held_ex = split(examples, args.val_fraction, args.seed)
         if args.cloud_model is None:
