@@ -134,6 +134,7 @@ def _tune(args: argparse.Namespace) -> int:
         "cloud": loaded.cloud,
         "targets": {"max_escalation": args.max_escalation, "relative_accuracy": args.relative_accuracy},
         **result.as_dict(),
+        "temperature_fitted": not args.no_calibration,
         "chosen": None
         if kind not in result.chosen
         else {"policy": kind, "threshold": result.chosen[kind].threshold},
@@ -232,7 +233,8 @@ def _batched(model: LocalModel, fn: Callable[[np.ndarray], np.ndarray], inputs: 
 def _print_table(r: dict[str, Any]) -> None:
     v, h = r["calibration"]["validation"], r["calibration"]["held_out"]
     print(f"model: {r['model']}   data: {r['data']}   cloud: {r['cloud']}")
-    print(f"\ncalibration: temperature {r['temperature']:.4f} (fitted on validation, minimum NLL)")
+    how = "fitted on validation, minimum NLL" if r["temperature_fitted"] else "the card's, --no-calibration"
+    print(f"\ncalibration: temperature {r['temperature']:.4f} ({how})")
     print(f"{'split':10s} {'examples':>8s} {'accuracy':>9s} {'NLL before':>10s} {'after':>7s} {'ECE before':>10s} {'after':>7s}")  # fmt: skip
     for name, f in (("validation", v), ("held-out", h)):
         print(
