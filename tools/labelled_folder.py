@@ -40,6 +40,9 @@ def read_folder(root: Path, model: LocalModel) -> Examples:
     if not root.is_dir():
         raise InputError(f"data folder {root} does not exist or is not a folder; {layout}")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    loose = sorted(p.name for p in root.iterdir() if p.is_file() and _kind(p) is not None)
+    if loose:  # examples outside a label folder would otherwise be skipped unseen
+        raise InputError(f"{root}: {', '.join(loose[:3])} not inside a label folder; {layout}")
     unknown = [f.name for f in folders if f.name not in labels]
     if unknown:
         raise InputError(
@@ -61,12 +64,17 @@ def read_folder(root: Path, model: LocalModel) -> Examples:
     return Examples(np.concatenate(rows), np.array(targets, dtype=np.int64), files)
 
 
-def _prepare(path: Path, card_input: object, spec: object) -> np.ndarray:
+def _kind(path: Path) -> str | None:
     suffix = path.suffix.lower()
+    return "image" if suffix in IMAGE_SUFFIXES else "array" if suffix in ARRAY_SUFFIXES else None
+
+
+def _prepare(path: Path, card_input: object, spec: object) -> np.ndarray:
+    kind = _kind(path)
     value: object
-    if suffix in IMAGE_SUFFIXES:
+    if kind == "image":
         value = np.array([path.read_bytes()], dtype=object)
-    elif suffix in ARRAY_SUFFIXES:
+    elif kind == "array":
         try:
             value = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:

@@ -207,11 +207,21 @@ def test_folder_errors_are_clear(tmp_path: Path, folders: dict[str, Path]) -> No
     broken = tmp_path / "broken"
     shutil.copytree(folders["digits"] / "7", broken / "7")
     (broken / "7" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    loose = tmp_path / "loose"
+    shutil.copytree(folders["digits"] / "1", loose / "1")
+    shutil.copy(next((folders["digits"] / "2").glob("*.png")), loose / "stray.png")
+    other = tmp_path / "other"
+    shutil.copytree(folders["digits"] / "4", other / "4")
+    (other / "4" / "notes.txt").write_text("hello")
     cases = {
         empty: [f"data folder {empty} holds no examples", "labels 0, 1, 2"],
         unknown: [f"{unknown}: folder(s) cat are not labels of model 'digits-edge'", "labels are 0, 1, 2"],
-        broken: [f"{broken / '7' / 'bad.png'}:", "image"],
+        broken: [f"{broken / '7' / 'bad.png'}: ", "not a decodable image"],
         tmp_path / "missing": [f"data folder {tmp_path / 'missing'} does not exist"],
+        loose: [f"{loose}: stray.png not inside a label folder"],
+        other: [
+            f"{other / '4' / 'notes.txt'}: unsupported file kind '.txt'; expected .png, .jpg, .jpeg, .npy"
+        ],
     }
     for data, expected in cases.items():
         result = cli("models", "tune", str(model), "--data", str(data), "--plot", str(tmp_path / "t.png"))
