@@ -128,6 +128,7 @@ def _tune(args: argparse.Namespace) -> int:
         if not args.no_calibration:
             fitted_on = f"{loaded.source}, validation split of {result.validation.examples}"
             written["card"] = str(write_calibration(model_path, result.temperature, fitted_on))
+            _warn_if_not_served(args.write_profile, model_path)
     report: dict[str, Any] = {
         "model": str(model_path),
         "data": loaded.source,
@@ -150,6 +151,27 @@ def _tune(args: argparse.Namespace) -> int:
     if kind not in result.chosen:
         raise ConfigError(f"policy {kind} meets no target; choose one of {sorted(result.chosen)}")
     return 0
+
+
+def _warn_if_not_served(profile_path: Path, model_path: Path) -> None:
+    """The temperature goes into MODEL's card; say so when the profile serves another file
+    (another backend's artifact, an installed update), whose card it does not reach."""
+    import sys
+
+    from edgecascade.edge.agent import model_files
+    from edgecascade.edge.config import load_profile
+    from edgecascade.shared.errors import EdgecascadeError
+
+    try:
+        served = [path.resolve() for path, _ in model_files(load_profile(profile_path))]
+    except EdgecascadeError:  # a partial profile: nothing to compare against
+        return
+    if model_path.resolve() not in served:
+        print(
+            f"warning: {profile_path} serves {', '.join(map(str, served))}, not {model_path}; "
+            "the temperature is only in the card of the model tuned",
+            file=sys.stderr,
+        )
 
 
 @dataclass

@@ -229,3 +229,13 @@ def test_folder_errors_are_clear(tmp_path: Path, folders: dict[str, Path]) -> No
         assert "Traceback" not in result.stderr
         for text in expected:
             assert text in result.stderr, result.stderr
+
+
+def test_a_profile_serving_another_artifact_is_warned_about(tmp_path: Path, folders: dict[str, Path]) -> None:
+    model = copy_model("digits_edge_int8.tflite", tmp_path)
+    profile = profile_for(MODELS / "digits_edge_int8.onnx", tmp_path / "p.toml")
+    result = cli("models", "tune", str(model), "--data", str(folders["digits"]), "--max-escalation", "0.1",
+                 "--write-profile", str(profile), "--plot", str(tmp_path / "t.png"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"serves {MODELS / 'digits_edge_int8.onnx'}, not {model}" in result.stderr
+    assert ModelCard.load_for(MODELS / "digits_edge_int8.onnx").calibration is None
