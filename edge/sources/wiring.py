@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 
 from edgecascade.edge.sources.camera import CameraSource
 from edgecascade.edge.sources.events import EventSink, MemoryEventSink
+from edgecascade.edge.sources.frames import ClassifierFrames, DetectorFrames, FrameAnswerer
 from edgecascade.shared.errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:
     from edgecascade.edge.agent import Agent
-    from edgecascade.edge.cascade import Cascade
     from edgecascade.edge.config.profile import DeviceProfile
     from edgecascade.shared.mqtt import MqttConnection
 
@@ -31,26 +31,31 @@ def build(profile: DeviceProfile, agent: Agent, connection: MqttConnection | Non
     if not profile.camera.enabled:
         return None
     sink = _event_sink(profile, connection, 1000)
-    return CameraSource(profile.camera, _camera_cascade(profile, agent), sink, device=profile.device_id)
+    return CameraSource(profile.camera, frame_answerer(profile, agent), sink, device=profile.device_id)
 
 
-def _camera_cascade(profile: DeviceProfile, agent: Agent) -> Cascade:
-    """The cascade of the model [camera] model names (default: the first classifier)."""
+def frame_answerer(profile: DeviceProfile, agent: Agent) -> FrameAnswerer:
+    """How the model [camera] model names answers frames (default: the first classifier): a
+    classifier's cascade, or a detector's detection cascade with its objects tracked."""
     from edgecascade.edge.tasks.classification import ClassificationTask
+    from edgecascade.edge.tasks.detection import DetectionTask
 
     name = profile.camera.model
     if name is None:
-        return agent.cascade
+        return ClassifierFrames(agent.cascade)
     try:
         task = agent.get(name).task
     except NotFoundError as exc:
         raise ConfigError(str(exc), key="camera.model") from None
-    if not isinstance(task, ClassificationTask):
-        raise ConfigError(
-            f"model {name!r} is a {task.kind} model; the camera source answers frames with a classifier",
-            key="camera.model",
-        )
-    return task.cascade
+    if isinstance(task, ClassificationTask):
+        return ClassifierFrames(task.cascade)
+    if isinstance(task, DetectionTask):
+        camera = profile.camera
+        return DetectorFrames(task, track_iou=camera.track_iou, lost_after=camera.track_lost_frames)
+    raise ConfigError(
+        f"model {name!r} is a {task.kind} model; the camera source answers frames with a classifier or a detector",
+        key="camera.model",
+    )
 
 
 def _event_sink(profile: DeviceProfile, connection: MqttConnection | None, recent: int) -> EventSink:
