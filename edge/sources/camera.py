@@ -27,7 +27,7 @@ from edgecascade.edge.sources.capture import (
     stream_fps,
 )
 from edgecascade.edge.sources.events import EventSink
-from edgecascade.edge.sources.frames import ClassifierFrames, FrameAnswerer
+from edgecascade.edge.sources.frames import ClassifierFrames, FrameAnswerer, frame_answerer
 
 if TYPE_CHECKING:
     from edgecascade.edge.agent import Agent
@@ -87,8 +87,6 @@ class CameraSource:
     ) -> CameraSource:
         """The daemon's way in: the profile's [camera] section, the model it names (a classifier or
         a detector; default the first classifier) and the device id."""
-        from edgecascade.edge.sources.wiring import frame_answerer
-
         frames = frame_answerer(agent.profile, agent)
         return cls(agent.profile.camera, frames, sink, device=agent.profile.device_id, clock=clock)
 

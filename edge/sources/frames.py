@@ -15,8 +15,11 @@ from edgecascade.edge.sources.events import CameraEvent, DetectionEvent, Event
 from edgecascade.edge.sources.tracking import Change, ObjectTracker
 from edgecascade.edge.tasks.base import TaskRequest
 from edgecascade.shared.detection.decoders import LabeledDetection
+from edgecascade.shared.errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:
+    from edgecascade.edge.agent import Agent
+    from edgecascade.edge.config.profile import DeviceProfile
     from edgecascade.edge.tasks.detection import DetectionTask
 
 
@@ -77,6 +80,30 @@ class DetectorFrames:
             _event(c, device, source, self.last_frame, ts, False, False, "edge", None)
             for c in self.tracker.end_all()
         ]
+
+
+def frame_answerer(profile: DeviceProfile, agent: Agent) -> FrameAnswerer:
+    """How the model [camera] model names answers frames (default: the first classifier): a
+    classifier's cascade, or a detector's detection cascade with its objects tracked."""
+    from edgecascade.edge.tasks.classification import ClassificationTask
+    from edgecascade.edge.tasks.detection import DetectionTask
+
+    name = profile.camera.model
+    if name is None:
+        return ClassifierFrames(agent.cascade)
+    try:
+        task = agent.get(name).task
+    except NotFoundError as exc:
+        raise ConfigError(str(exc), key="camera.model") from None
+    if isinstance(task, ClassificationTask):
+        return ClassifierFrames(task.cascade)
+    if isinstance(task, DetectionTask):
+        camera = profile.camera
+        return DetectorFrames(task, track_iou=camera.track_iou, lost_after=camera.track_lost_frames)
+    raise ConfigError(
+        f"model {name!r} is a {task.kind} model; the camera source answers frames with a classifier or a detector",
+        key="camera.model",
+    )
 
 
 def _event(

@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING
 
 from edgecascade.edge.sources.camera import CameraSource
 from edgecascade.edge.sources.events import EventSink, MemoryEventSink
-from edgecascade.edge.sources.frames import ClassifierFrames, DetectorFrames, FrameAnswerer
-from edgecascade.shared.errors import ConfigError, NotFoundError
+from edgecascade.edge.sources.frames import frame_answerer
 
 if TYPE_CHECKING:
     from edgecascade.edge.agent import Agent
@@ -32,30 +31,6 @@ def build(profile: DeviceProfile, agent: Agent, connection: MqttConnection | Non
         return None
     sink = _event_sink(profile, connection, 1000)
     return CameraSource(profile.camera, frame_answerer(profile, agent), sink, device=profile.device_id)
-
-
-def frame_answerer(profile: DeviceProfile, agent: Agent) -> FrameAnswerer:
-    """How the model [camera] model names answers frames (default: the first classifier): a
-    classifier's cascade, or a detector's detection cascade with its objects tracked."""
-    from edgecascade.edge.tasks.classification import ClassificationTask
-    from edgecascade.edge.tasks.detection import DetectionTask
-
-    name = profile.camera.model
-    if name is None:
-        return ClassifierFrames(agent.cascade)
-    try:
-        task = agent.get(name).task
-    except NotFoundError as exc:
-        raise ConfigError(str(exc), key="camera.model") from None
-    if isinstance(task, ClassificationTask):
-        return ClassifierFrames(task.cascade)
-    if isinstance(task, DetectionTask):
-        camera = profile.camera
-        return DetectorFrames(task, track_iou=camera.track_iou, lost_after=camera.track_lost_frames)
-    raise ConfigError(
-        f"model {name!r} is a {task.kind} model; the camera source answers frames with a classifier or a detector",
-        key="camera.model",
-    )
 
 
 def _event_sink(profile: DeviceProfile, connection: MqttConnection | None, recent: int) -> EventSink:
