@@ -22,7 +22,7 @@ from edgecascade.shared.backends.base import (
 from edgecascade.shared.backends.registry import load_backend
 from edgecascade.shared.detection.decoders import Decoder, decoder_for
 from edgecascade.shared.detection.served import SERVED_OUTPUTS, to_served
-from edgecascade.shared.errors import NotFoundError
+from edgecascade.shared.errors import InputError, NotFoundError, ProtocolError
 from edgecascade.shared.input_pipeline import prepare_input
 from edgecascade.shared.model_card import ModelCard
 from edgecascade.shared.v2 import DATATYPES, PLATFORMS, MetadataTensor, ModelMetadata
@@ -120,15 +120,21 @@ class ServedModel:
 
     def prepare_images(self, inputs: dict[str, np.ndarray], max_pixels: int) -> dict[str, np.ndarray]:
         """`inputs` with each BYTES image of an image input prepared by the card's pipeline;
-        InputError naming the input for one that does not decode or fit."""
+        ProtocolError naming the input's data for one that does not decode or fit."""
         if not self.image_inputs:
             return inputs
         out = dict(inputs)
-        for name, arr in inputs.items():
+        for i, (name, arr) in enumerate(inputs.items()):
             known = self.image_inputs.get(name)
             if known is not None and arr.dtype == object:
                 spec, card_input = known
-                out[name] = prepare_input(arr, card_input, spec, max_pixels=max_pixels)
+                try:
+                    out[name] = prepare_input(arr, card_input, spec, max_pixels=max_pixels)
+                except InputError as exc:
+                    raise ProtocolError(
+                        f"{exc} (a BYTES input of model {self.name} is an encoded image for its card's pipeline)",
+                        field=f"inputs[{i}].data",
+                    ) from None
         return out
 
     def decoded(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
