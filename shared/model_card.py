@@ -64,7 +64,7 @@ class DetectionCard(_Strict):
     format: str = Field(
         "postprocessed",
         description="How the outputs are decoded: postprocessed = SSD-style boxes/classes/scores/count "
-        "(the edge's decoder registry, edge/tasks/detections.py, lists the others).",
+        "(shared/detection/decoders.py lists the others; the cloud serves the decoded outputs of shared/detection/served.py).",
     )
     boxes_output: str = Field(description="Output with boxes, [N, D, 4].")
     scores_output: str = Field(description="Output with scores, [N, D].")
