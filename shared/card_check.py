@@ -71,10 +71,24 @@ def _tensors(field: str, declared: list[TensorCard], actual: tuple[TensorSpec, .
             )
         if spec.dtype != t.dtype:
             problems.append(f"{field}[{i}].dtype: expected {spec.dtype} (the model's), card says {t.dtype}")
+        if t.pipeline is not None:
+            problems += _pipeline(f"{field}[{i}].pipeline", t, spec)
     missing = sorted(set(by_name) - {t.name for t in declared})
     if missing:
         problems.append(f"{field}: the model's {missing} are missing from the card")
     return problems
+
+
+def _pipeline(field: str, t: TensorCard, spec: TensorSpec) -> list[str]:
+    """The pipeline must make the model's tensor: checked here, not first on a request."""
+    pipe = t.pipeline
+    assert pipe is not None
+    made = [-1, *pipe.tensor_shape]
+    if shape_fits(spec.shape, made):
+        return []
+    return [
+        f"{field}: makes [N, {', '.join(map(str, made[1:]))}] ({pipe.describe()}), the model expects {list(spec.shape)}"
+    ]
 
 
 def _classes(card: ModelCard, spec: TensorSpec) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgecascade.shared.errors import ModelError, ModelLoadError
-from edgecascade.shared.features.spec import FeatureSpec, ImageEncoding
+from edgecascade.shared.features.spec import AudioEncoding, FeatureSpec, ImageEncoding
 
 CARD_SUFFIX = ".card.json"
 SCHEMA_VERSION = 2
@@ -24,6 +24,9 @@ SCHEMA_VERSION = 2
 TASK_KINDS = ("classification", "detection", "tensor")
 
 BoxFormat = Literal["yxyx", "xyxy", "xywh", "cxcywh"]
+
+#: How business input becomes one input tensor: encoded images, or WAV audio (`kind: audio`).
+Pipeline = ImageEncoding | AudioEncoding
 
 
 class _Strict(BaseModel):
@@ -36,10 +39,11 @@ class TensorCard(_Strict):
     name: str
     dtype: str
     shape: list[int]
-    pipeline: ImageEncoding | None = Field(
+    pipeline: Pipeline | None = Field(
         None,
-        description="Inputs only: how an image becomes this tensor (decode, colour, resize, scale, "
-        "mean/std, layout). Unset = a raw tensor, passed as given.",
+        description="Inputs only: how an image (decode, colour, resize, scale, per-channel mean/std, "
+        "layout) or a WAV clip (kind audio: sample rate, window, [-1, 1] or int16) becomes this "
+        "tensor. Unset = a raw tensor, passed as given.",
     )
 
 

@@ -19,9 +19,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "be given by flags, so it runs without questions.",
         epilog="examples:\n"
         "  edgecascade models import mobilenet.tflite --labels labels.txt --input image:scale=1/127.5,mean=1\n"
+        "  edgecascade models import resnet.onnx --input image:mean=0.485,0.456,0.406,std=0.229,0.224,0.225\n"
         "  edgecascade models import ssd.tflite --task detection --labels coco.txt\n"
         "  edgecascade models import selfie_seg.onnx --task tensor --input image\n"
         "  edgecascade models import kws.onnx --task tensor --state state_in=state_out\n"
+        "  edgecascade models import tones.onnx --labels tones.txt --input audio:rate=16000\n"
         "then: edgecascade agent run --model MODEL",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -36,7 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="SPEC",
         help="[NAME=]image[:size=WxH,color=rgb|bgr|gray,layout=nhwc|nchw|flat,scale=1/255,mean=0,std=1] "
-        "to accept encoded images for an input, or [NAME=]raw; repeat per input",
+        "to accept encoded images for an input (per-channel: mean=0.485,0.456,0.406,std=0.229,0.224,0.225), "
+        "[NAME=]audio:rate=HZ[,samples=N,values=unit|int16,fit=pad_crop|exact] to accept WAV clips, "
+        "or [NAME=]raw; repeat per input",
     )
     p.add_argument(
         "--logits", action="store_true", help="classification: the scores are logits (softmax them)"
@@ -84,7 +88,9 @@ def _import(args: argparse.Namespace) -> int:
         f"wrote {path}: {card.name} {card.version}, task {card.task}, {card.backend}, quantization {card.quantization}"
     )
     for t in card.inputs:
-        print(f"  input  {t.name}: {t.dtype} {t.shape}" + (" (images)" if t.pipeline else ""))
+        print(
+            f"  input  {t.name}: {t.dtype} {t.shape}" + (f" ({t.pipeline.describe()})" if t.pipeline else "")
+        )
     for t in card.outputs:
         print(f"  output {t.name}: {t.dtype} {t.shape}")
     for note in result.notes:

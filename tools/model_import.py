@@ -12,14 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from edgecascade.shared.backends import BackendOptions, load_backend
 from edgecascade.shared.backends.base import Signature, TensorSpec
 from edgecascade.shared.card_check import card_problems
 from edgecascade.shared.errors import ConfigError, ModelLoadError
-from edgecascade.shared.features.spec import ImageEncoding
+from edgecascade.shared.features.spec import AudioEncoding, ImageEncoding
 from edgecascade.shared.model_card import (
     DetectionCard,
     ModelCard,
+    Pipeline,
     ScoreEscalation,
     StatePair,
     TensorCard,
@@ -34,7 +37,7 @@ class ImportAnswers:
     version: str = "1.0.0"
     task: str | None = None
     labels: list[str] | None = None
-    inputs: list[str] = field(default_factory=list)  # --input [NAME=]image[:k=v,...] | [NAME=]raw
+    inputs: list[str] = field(default_factory=list)  # --input [NAME=]image|audio[:k=v,...] | [NAME=]raw
     logits: bool = False
     detection: str | None = None  # boxes=..,scores=..,classes=..,count=..,format=..
     state: list[str] = field(default_factory=list)  # INPUT=OUTPUT
@@ -155,12 +158,12 @@ def _pair(text: str, sig: Signature) -> StatePair:
     return StatePair(input=inp, output=out)
 
 
-def _pipelines(specs: list[str], sig: Signature, fed: set[str], notes: list[str]) -> dict[str, ImageEncoding]:
+def _pipelines(specs: list[str], sig: Signature, fed: set[str], notes: list[str]) -> dict[str, Pipeline]:
     names = [t.name for t in sig.inputs if t.name not in fed]
-    out: dict[str, ImageEncoding] = {}
+    out: dict[str, Pipeline] = {}
     for text in specs:
         name, sep, rest = text.partition("=")
-        if not sep or ":" in name or name in ("image", "raw"):  # no NAME= prefix
+        if not sep or ":" in name or name in ("image", "audio", "raw"):  # no NAME= prefix
             if len(names) != 1:
                 raise ConfigError(f"name the input: NAME={text}; inputs are {names}", key="--input")
             name, rest = names[0], text
@@ -170,9 +173,13 @@ def _pipelines(specs: list[str], sig: Signature, fed: set[str], notes: list[str]
         kind, _, options = rest.partition(":")
         if kind == "raw":
             continue
+        if kind == "audio":
+            out[name] = _audio(spec, options, notes)
+            continue
         if kind != "image":
             raise ConfigError(
-                f"expected image[:options] or raw for input {name!r}, got {kind!r}", key="--input"
+                f"expected image[:options], audio:rate=HZ[,options] or raw for input {name!r}, got {kind!r}",
+                key="--input",
             )
         out[name] = _image(spec, options)
     for t in sig.inputs:
@@ -190,10 +197,7 @@ def _looks_like_image(t: TensorSpec) -> bool:
 def _image(spec: TensorSpec, options: str) -> ImageEncoding:
     """Options: size=WxH, color=rgb|bgr|gray, layout=nhwc|nchw|flat, scale, mean, std,
     interpolation, invert. Unset size, colour and layout come from the input's shape."""
-    opts: dict[str, Any] = {}
-    for item in filter(None, options.split(",")):
-        key, _, value = item.partition("=")
-        opts[key.strip()] = value.strip()
+    opts = _options(options, spec.name)
     shape = spec.shape
     if "layout" not in opts:
         opts["layout"] = (
@@ -214,20 +218,96 @@ def _image(spec: TensorSpec, options: str) -> ImageEncoding:
             f"input {spec.name!r} {list(shape)} has no fixed size: pass size=WxH", key="--input"
         )
     opts.setdefault("color", "gray" if c == 1 else "rgb")
-    for key in ("scale", "mean", "std"):
+    if "scale" in opts:
+        opts["scale"] = _number(str(opts["scale"]))
+    for key in ("mean", "std"):
         if key in opts:
-            opts[key] = _number(str(opts[key]))
+            values = [_number(v) for v in str(opts[key]).split(",")]
+            opts[key] = values[0] if len(values) == 1 else tuple(values)
     if "invert" in opts:
         opts["invert"] = str(opts["invert"]).lower() in ("1", "true", "yes")
     try:
         return ImageEncoding(width=w, height=h, **opts)
-    except ValueError as exc:
-        raise ConfigError(f"input {spec.name!r}: {exc}", key="--input") from None
+    except ValidationError as exc:
+        raise ConfigError(f"input {spec.name!r}: {_why(exc)}", key="--input") from None
+
+
+def _audio(spec: TensorSpec, options: str, notes: list[str]) -> AudioEncoding:
+    """Options: rate=HZ (required: nothing in a model says it), samples, values=unit|int16,
+    fit=pad_crop|exact, layout, max_seconds. Unset samples, layout and values come from
+    the input's shape and dtype: [N, S], [N, 1, S] or [N, S, 1]; int16 inputs take int16 values."""
+    opts = _options(options, spec.name)
+    shape = list(spec.shape)
+    if "layout" not in opts:
+        if len(shape) == 2:
+            opts["layout"] = "samples"
+        elif len(shape) == 3 and shape[1] == 1:
+            opts["layout"] = "channel_samples"
+        elif len(shape) == 3 and shape[2] == 1:
+            opts["layout"] = "samples_channel"
+        else:
+            raise ConfigError(
+                f"input {spec.name!r} {shape} is not [N, samples], [N, 1, samples] or [N, samples, 1]; "
+                "pass layout=samples|channel_samples|samples_channel",
+                key="--input",
+            )
+    if "samples" not in opts:
+        window = shape[2] if opts["layout"] == "channel_samples" and len(shape) == 3 else shape[1]
+        if window <= 0:
+            raise ConfigError(
+                f"input {spec.name!r} {shape} has a dynamic window: pass samples=N", key="--input"
+            )
+        opts["samples"] = window
+    if "rate" not in opts:
+        raise ConfigError(
+            f"input {spec.name!r}: the sample rate is not in the model; pass audio:rate=HZ (e.g. rate=16000)",
+            key="--input",
+        )
+    opts["sample_rate"] = opts.pop("rate")
+    if "values" not in opts:
+        opts["values"] = "int16" if spec.dtype == "int16" else "unit"
+        notes.append(
+            f"input {spec.name!r}: audio as "
+            + ("int16 PCM values" if opts["values"] == "int16" else "float samples in [-1, 1]")
+            + " (pass values=unit|int16)"
+        )
+    try:
+        return AudioEncoding(kind="audio", **opts)
+    except ValidationError as exc:
+        raise ConfigError(f"input {spec.name!r}: {_why(exc)}", key="--input") from None
+
+
+def _why(exc: ValidationError) -> str:
+    """A pydantic error as 'field: message' lines, without its URL and input dump."""
+    return "; ".join(
+        (".".join(map(str, e["loc"])) + ": " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
+        for e in exc.errors()
+    )
+
+
+def _options(text: str, input_name: str) -> dict[str, Any]:
+    """`k=v,k=v,...`; an item without `=` continues the previous value, so a per-channel list
+    reads `mean=0.485,0.456,0.406,std=0.229,0.224,0.225` (values joined by commas)."""
+    opts: dict[str, Any] = {}
+    last: str | None = None
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        key, sep, value = item.partition("=")
+        if sep:
+            last = key.strip()
+            opts[last] = value.strip()
+        elif last is not None:
+            opts[last] = f"{opts[last]},{item}"
+        else:
+            raise ConfigError(f"input {input_name!r}: expected KEY=VALUE, got {item!r}", key="--input")
+    return opts
 
 
 def _number(text: str) -> float:
     num, sep, den = text.partition("/")  # scale=1/255
-    return float(num) / float(den) if sep else float(num)
+    try:
+        return float(num) / float(den) if sep else float(num)
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"expected a number (or A/B), got {text!r}", key="--input") from None
 
 
 def _detection(text: str | None, outs: list[TensorSpec], notes: list[str]) -> DetectionCard:
@@ -297,5 +377,5 @@ def _escalation(text: str) -> ScoreEscalation:
     raise ConfigError(f"expected OUTPUT<THRESHOLD or OUTPUT>THRESHOLD, got {text!r}", key="--escalate")
 
 
-def _tensor(spec: TensorSpec, pipeline: ImageEncoding | None) -> TensorCard:
+def _tensor(spec: TensorSpec, pipeline: Pipeline | None) -> TensorCard:
     return TensorCard(name=spec.name, dtype=spec.dtype, shape=[int(d) for d in spec.shape], pipeline=pipeline)
