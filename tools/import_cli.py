@@ -21,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "  edgecascade models import mobilenet.tflite --labels labels.txt --input image:scale=1/127.5,mean=1\n"
         "  edgecascade models import resnet.onnx --input image:mean=0.485,0.456,0.406,std=0.229,0.224,0.225\n"
         "  edgecascade models import ssd.tflite --task detection --labels coco.txt\n"
+        "  edgecascade models import face_detection_short_range.tflite --task detection --input image:scale=1/127.5,mean=1\n"
         "  edgecascade models import selfie_seg.onnx --task tensor --input image\n"
         "  edgecascade models import kws.onnx --task tensor --state state_in=state_out\n"
         "  edgecascade models import tones.onnx --labels tones.txt --input audio:rate=16000\n"
@@ -46,7 +47,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--logits", action="store_true", help="classification: the scores are logits (softmax them)"
     )
     p.add_argument(
-        "--detection", metavar="SPEC", help="boxes=NAME,scores=NAME,classes=NAME,count=NAME,format=yxyx"
+        "--detection",
+        metavar="SPEC",
+        help="boxes=NAME,scores=NAME,classes=NAME,count=NAME,format=yxyx|xyxy|xywh|cxcywh,min_score=F; "
+        "format=anchors for raw per-anchor outputs (guessed when the model has exactly two [N, A, k] outputs)",
+    )
+    p.add_argument(
+        "--anchors",
+        metavar="SPEC",
+        help="raw-output detectors: ssd:strides=8,16,16,16,per_layer=2 (MediaPipe's SSD anchors) or "
+        "grid:size=16,stride=4[,offset=0]; options box_coding=offsets|center_size, "
+        "score_activation=none|sigmoid, background=INDEX|none, nms_iou=F, max_detections=N "
+        "(default: guessed from MediaPipe's standard configurations when exactly one fits)",
     )
     p.add_argument(
         "--state", action="append", default=[], metavar="IN=OUT", help="a state pair; repeat per pair"
@@ -75,6 +87,7 @@ def _import(args: argparse.Namespace) -> int:
                 inputs=args.input,
                 logits=args.logits,
                 detection=args.detection,
+                anchors=args.anchors,
                 state=args.state,
                 escalate=args.escalate,
             ),

@@ -27,6 +27,9 @@ from edgecascade.shared.model_card import (
     StatePair,
     TensorCard,
 )
+from edgecascade.tools.import_anchors import anchor_detection, raw_outputs
+from edgecascade.tools.import_options import number, why
+from edgecascade.tools.import_options import options as parse_options
 
 
 @dataclass
@@ -39,7 +42,8 @@ class ImportAnswers:
     labels: list[str] | None = None
     inputs: list[str] = field(default_factory=list)  # --input [NAME=]image|audio[:k=v,...] | [NAME=]raw
     logits: bool = False
-    detection: str | None = None  # boxes=..,scores=..,classes=..,count=..,format=..
+    detection: str | None = None  # boxes=..,scores=..,classes=..,count=..,format=..,min_score=..
+    anchors: str | None = None  # ssd:strides=..,per_layer=.. | grid:size=..,stride=..
     state: list[str] = field(default_factory=list)  # INPUT=OUTPUT
     escalate: str | None = None  # OUTPUT<THRESHOLD or OUTPUT>THRESHOLD
 
@@ -79,7 +83,8 @@ def import_model(path: Path, answers: ImportAnswers) -> ImportResult:
             labels = [str(i) for i in range(classes)] if classes > 0 else []
             notes.append(f"labels: not given; using class indices 0..{classes - 1} (pass --labels FILE)")
     elif task == "detection":
-        fields["detection"] = _detection(answers.detection, outs, notes)
+        image_size = _image_size(sig, pipelines, fed)
+        fields["detection"] = _detection(answers.detection, outs, notes, image_size, answers.anchors)
         if labels is None:
             labels = []
             notes.append(
@@ -190,6 +195,19 @@ def _pipelines(specs: list[str], sig: Signature, fed: set[str], notes: list[str]
     return out
 
 
+def _image_size(sig: Signature, pipelines: dict[str, Pipeline], fed: set[str]) -> tuple[int, int] | None:
+    """(height, width) of the model's one image input: its pipeline's, or its fixed 4-D shape's."""
+    sizes = {(p.height, p.width) for p in pipelines.values() if isinstance(p, ImageEncoding)}
+    if not sizes:
+        for t in sig.inputs:
+            if t.name not in fed and _looks_like_image(t):
+                nchw = t.shape[1] in (1, 3) and t.shape[3] not in (1, 3)
+                h, w = (t.shape[2], t.shape[3]) if nchw else (t.shape[1], t.shape[2])
+                if h > 0 and w > 0:
+                    sizes.add((h, w))
+    return next(iter(sizes)) if len(sizes) == 1 else None
+
+
 def _looks_like_image(t: TensorSpec) -> bool:
     return len(t.shape) == 4 and (t.shape[3] in (1, 3) or t.shape[1] in (1, 3))
 
@@ -197,7 +215,7 @@ def _looks_like_image(t: TensorSpec) -> bool:
 def _image(spec: TensorSpec, options: str) -> ImageEncoding:
     """Options: size=WxH, color=rgb|bgr|gray, layout=nhwc|nchw|flat, scale, mean, std,
     interpolation, invert. Unset size, colour and layout come from the input's shape."""
-    opts = _options(options, spec.name)
+    opts: dict[str, Any] = dict(parse_options(options, f"input {spec.name!r}"))
     shape = spec.shape
     if "layout" not in opts:
         opts["layout"] = (
@@ -219,24 +237,24 @@ def _image(spec: TensorSpec, options: str) -> ImageEncoding:
         )
     opts.setdefault("color", "gray" if c == 1 else "rgb")
     if "scale" in opts:
-        opts["scale"] = _number(str(opts["scale"]))
+        opts["scale"] = number(str(opts["scale"]))
     for key in ("mean", "std"):
         if key in opts:
-            values = [_number(v) for v in str(opts[key]).split(",")]
+            values = [number(v) for v in str(opts[key]).split(",")]
             opts[key] = values[0] if len(values) == 1 else tuple(values)
     if "invert" in opts:
         opts["invert"] = str(opts["invert"]).lower() in ("1", "true", "yes")
     try:
         return ImageEncoding(width=w, height=h, **opts)
     except ValidationError as exc:
-        raise ConfigError(f"input {spec.name!r}: {_why(exc)}", key="--input") from None
+        raise ConfigError(f"input {spec.name!r}: {why(exc)}", key="--input") from None
 
 
 def _audio(spec: TensorSpec, options: str, notes: list[str]) -> AudioEncoding:
     """Options: rate=HZ (required: nothing in a model says it), samples, values=unit|int16,
     fit=pad_crop|exact, layout, max_seconds. Unset samples, layout and values come from
     the input's shape and dtype: [N, S], [N, 1, S] or [N, S, 1]; int16 inputs take int16 values."""
-    opts = _options(options, spec.name)
+    opts: dict[str, Any] = dict(parse_options(options, f"input {spec.name!r}"))
     shape = list(spec.shape)
     if "layout" not in opts:
         if len(shape) == 2:
@@ -274,47 +292,28 @@ def _audio(spec: TensorSpec, options: str, notes: list[str]) -> AudioEncoding:
     try:
         return AudioEncoding(kind="audio", **opts)
     except ValidationError as exc:
-        raise ConfigError(f"input {spec.name!r}: {_why(exc)}", key="--input") from None
+        raise ConfigError(f"input {spec.name!r}: {why(exc)}", key="--input") from None
 
 
-def _why(exc: ValidationError) -> str:
-    """A pydantic error as 'field: message' lines, without its URL and input dump."""
-    return "; ".join(
-        (".".join(map(str, e["loc"])) + ": " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
-        for e in exc.errors()
-    )
-
-
-def _options(text: str, input_name: str) -> dict[str, Any]:
-    """`k=v,k=v,...`; an item without `=` continues the previous value, so a per-channel list
-    reads `mean=0.485,0.456,0.406,std=0.229,0.224,0.225` (values joined by commas)."""
-    opts: dict[str, Any] = {}
-    last: str | None = None
-    for item in filter(None, (i.strip() for i in text.split(","))):
-        key, sep, value = item.partition("=")
-        if sep:
-            last = key.strip()
-            opts[last] = value.strip()
-        elif last is not None:
-            opts[last] = f"{opts[last]},{item}"
-        else:
-            raise ConfigError(f"input {input_name!r}: expected KEY=VALUE, got {item!r}", key="--input")
-    return opts
-
-
-def _number(text: str) -> float:
-    num, sep, den = text.partition("/")  # scale=1/255
-    try:
-        return float(num) / float(den) if sep else float(num)
-    except (ValueError, ZeroDivisionError):
-        raise ConfigError(f"expected a number (or A/B), got {text!r}", key="--input") from None
-
-
-def _detection(text: str | None, outs: list[TensorSpec], notes: list[str]) -> DetectionCard:
+def _detection(
+    text: str | None,
+    outs: list[TensorSpec],
+    notes: list[str],
+    image_size: tuple[int, int] | None = None,
+    anchors: str | None = None,
+) -> DetectionCard:
     given: dict[str, str] = {}
     for item in filter(None, (text or "").split(",")):
         key, _, value = item.partition("=")
         given[key.strip()] = value.strip()
+    # Raw per-anchor outputs (two [N, A, k] tensors), or said so: decoded against anchors.
+    if (
+        given.get("format") == "anchors"
+        or anchors is not None
+        or ("format" not in given and "boxes" not in given and raw_outputs(outs) is not None)
+    ):
+        given.pop("format", None)
+        return anchor_detection(given, outs, image_size, anchors, notes)
     by_rank = {
         2: [t for t in outs if len(t.shape) == 2],
         3: [t for t in outs if len(t.shape) == 3 and t.shape[-1] == 4],
@@ -359,6 +358,7 @@ def _detection(text: str | None, outs: list[TensorSpec], notes: list[str]) -> De
             classes_output=given.get("classes"),
             count_output=given.get("count"),
             box_format=given.get("format", "yxyx"),
+            min_score=number(given["min_score"], key="--detection") if "min_score" in given else 0.0,
         )
     except ValueError as exc:
         raise ConfigError(str(exc), key="--detection") from None
