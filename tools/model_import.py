@@ -168,7 +168,10 @@ def _pipelines(specs: list[str], sig: Signature, fed: set[str], notes: list[str]
     out: dict[str, Pipeline] = {}
     for text in specs:
         name, sep, rest = text.partition("=")
-        if not sep or ":" in name or name in ("image", "audio", "raw"):  # no NAME= prefix
+        kinds = ("image", "audio", "raw")
+        # NAME=KIND[:...]; an input may itself be named like a kind (`audio=audio:rate=16000`).
+        prefixed = sep and ":" not in name and (name not in kinds or rest.partition(":")[0] in kinds)
+        if not prefixed:
             if len(names) != 1:
                 raise ConfigError(f"name the input: NAME={text}; inputs are {names}", key="--input")
             name, rest = names[0], text

@@ -117,6 +117,10 @@ def test_models_import_guesses_the_window_and_asks_for_the_rate(tmp_path) -> Non
         kind="audio", sample_rate=16000, samples=16000, values="unit", layout="samples"
     )
     assert any("float samples in [-1, 1]" in n for n in result.notes)
+    named = import_model(
+        model, ImportAnswers(inputs=["audio=audio:rate=16000"])
+    )  # an input named like the kind
+    assert named.card.input("audio").pipeline == pipe
     int16 = import_model(
         build(tmp_path / "tones16.onnx", values="int16"), ImportAnswers(inputs=["audio:rate=16000"])
     )
