@@ -9,16 +9,15 @@ example, best first`."""
 
 from __future__ import annotations
 
-import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from edgecascade.shared.detection.anchors import GridAnchors
+from edgecascade.shared.detection.anchors import card_anchors
 from edgecascade.shared.detection.boxes import to_xyxy
-from edgecascade.shared.detection.detections import from_raw_outputs
+from edgecascade.shared.detection.detections import from_anchor_outputs
 from edgecascade.shared.errors import InputError, ModelError
 from edgecascade.shared.model_card import DetectionCard
 
@@ -85,7 +84,7 @@ def decode_anchors(
     outputs: dict[str, np.ndarray], card: DetectionCard, labels: list[str]
 ) -> list[list[LabeledDetection]]:
     """One list of detections per example, best first, from raw per-anchor class scores and
-    box offsets, decoded against the card's anchor grid and reduced by bounded NMS."""
+    boxes, decoded against the card's anchors and reduced by bounded NMS."""
     spec = card.anchors
     if spec is None:
         raise InputError("detection.format = anchors needs detection.anchors in the card")
@@ -94,22 +93,23 @@ def decode_anchors(
         deltas = np.asarray(outputs[card.boxes_output], dtype=np.float32)
     except KeyError as exc:
         raise InputError(f"detector outputs lack {exc}; the card's detection section names it") from None
-    anchors = _anchor_grid(spec.image_size, spec.size, spec.stride, spec.offset)
-    if scores.ndim != 3 or deltas.shape != (*scores.shape[:2], 4) or scores.shape[1] != len(anchors):
+    anchors = card_anchors(spec)
+    width = "4" if spec.box_coding == "offsets" else ">=4"
+    if (
+        scores.ndim != 3
+        or deltas.ndim != 3
+        or deltas.shape[:2] != scores.shape[:2]
+        or not (deltas.shape[2] == 4 or (deltas.shape[2] > 4 and spec.box_coding == "center_size"))
+        or scores.shape[1] != len(anchors)
+    ):
         raise InputError(
-            f"detector outputs have scores {list(scores.shape)} and offsets {list(deltas.shape)}; expected "
-            f"[N, {len(anchors)}, classes] and [N, {len(anchors)}, 4] for the card's anchor grid"
+            f"detector outputs have scores {list(scores.shape)} and boxes {list(deltas.shape)}; expected "
+            f"[N, {len(anchors)}, classes] and [N, {len(anchors)}, {width}] for the card's anchors"
         )
     result = []
     for i in range(scores.shape[0]):
-        found = from_raw_outputs(
-            scores[i : i + 1],
-            deltas[i : i + 1],
-            anchors,
-            background=spec.background_class,
-            score_threshold=card.min_score,
-            iou_threshold=spec.nms_iou,
-            max_detections=spec.max_detections,
+        found = from_anchor_outputs(
+            scores[i : i + 1], deltas[i : i + 1], spec, score_threshold=card.min_score
         )
         result.append(
             [
@@ -123,11 +123,6 @@ def decode_anchors(
             ]
         )
     return result
-
-
-@functools.lru_cache(maxsize=8)
-def _anchor_grid(image_size: tuple[int, int], size: int, stride: int, offset: int) -> np.ndarray:
-    return GridAnchors(image_size, size, stride, offset).cxcywh()
 
 
 Decoder = Callable[[dict[str, np.ndarray], DetectionCard, list[str]], list[list[LabeledDetection]]]
