@@ -112,10 +112,22 @@ class DetectionTask(Task):
             )
             record["detections"] = [d.to_dict() for d in reported]
             records.append(record)
+            top = max(reported, key=lambda d: d.score, default=None)
+            self.notify(
+                record,
+                model.ref,
+                cloud_ref,
+                label=top.label if top else "",
+                confidence=float(top.score) if top else 0.0,
+            )
         return TaskReply({**outputs, **_decoded(answers, records)}, records, model.card.version)
 
     def counters(self) -> dict[str, float]:
-        return {"frames": float(self.frames), "frames_escalated": float(self.escalated)}
+        return {
+            "frames": float(self.frames),
+            "frames_escalated": float(self.escalated),
+            "escalations_denied_by_budget": float(self.parts.budget.denied),
+        }
 
 
 def _decoded(answers: list[list[Detection]], records: list[dict[str, object]]) -> dict[str, np.ndarray]:
