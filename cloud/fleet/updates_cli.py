@@ -65,6 +65,12 @@ def _add_push(sub: Any) -> None:
         help="what to push: a model, or a lookup table (built by `edgecascade models build-table`)",
     )
     p.add_argument("--name", help="model name (default: from the card)")
+    p.add_argument(
+        "--for-model",
+        metavar="NAME",
+        help="with --kind table: the device model ([[models]] name) whose table it is "
+        "(default: each device's first model with lookups)",
+    )
     p.add_argument("--version", help="model version (default: from the card)")
     p.add_argument("--target", required=True, help="device:ID, group:G or all")
     p.add_argument("--canary", type=float, metavar="PERCENT", help="send to this share of the target first")
@@ -253,7 +259,7 @@ def _push_table(args: argparse.Namespace) -> int:
 
     manager = connect_manager(args)
     try:
-        manifest, payloads = build_table_manifest(args.model, **_delivery(args))
+        manifest, payloads = build_table_manifest(args.model, model=args.for_model, **_delivery(args))
         signed, devices = manager.push(manifest, payloads, canary_percent=args.canary)
         print(f"pushed table {signed.name} {signed.version} (push {signed.push_id}) to {signed.target}")
         return follow(manager, signed.push_id, devices, args.timeout, kind="table")
