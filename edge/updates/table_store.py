@@ -15,7 +15,6 @@ import logging
 import shutil
 from pathlib import Path
 
-from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.updates.store import Installed, VersionStore, sha256_file
 from edgecascade.shared.table_manifest import TableManifest
 
@@ -49,13 +48,6 @@ class TableStore(VersionStore):
     def remove(self, installed: Installed) -> None:
         if installed.path.parent.parent == self.root:
             shutil.rmtree(installed.path.parent, ignore_errors=True)
-
-
-def tables_root(profile: DeviceProfile, model: str | None = None) -> Path:
-    """The table store of `model` (default: the default lookup model)."""
-    from edgecascade.edge.lookup import default_lookup_model, lookup_paths
-
-    return lookup_paths(profile, model or default_lookup_model(profile) or "").tables
 
 
 def delivered_table(root: Path) -> tuple[Installed, Installed | None] | None:

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from pydantic import BaseModel
 
 from edgecascade.edge.config.profile import DeviceProfile
-from edgecascade.edge.lookup import default_lookup_model
+from edgecascade.edge.lookup import default_lookup_model, lookup_paths
 from edgecascade.edge.lookup.table_lookup import TableLookup
 from edgecascade.edge.updates.selection import ManifestBook, check_table_manifest
 from edgecascade.edge.updates.subscriber import ManifestSubscriber
 from edgecascade.edge.updates.table_pipeline import TablePipeline
-from edgecascade.edge.updates.table_store import TableStore, tables_root
+from edgecascade.edge.updates.table_store import TableStore
 from edgecascade.shared.errors import UpdateError
 from edgecascade.shared.manifest import UpdateState
 from edgecascade.shared.mqtt import MqttConnection, Topics
@@ -79,7 +79,7 @@ class TableUpdater(ManifestSubscriber[TableManifest]):
         self.lookup = lookup
         self.unknown_model = 0  # manifests for a model this device serves no table for
         self.other_model = 0  # manifests for another of its models, on this model's topics
-        store = TableStore(tables_root(profile, self.model))
+        store = TableStore(lookup_paths(profile, self.model).tables)
         models: list[str | None] = [self.model, None] if self.is_default else [self.model]
         self._attach(
             TableBook(self.topics, profile.device_id, list(profile.groups), models),

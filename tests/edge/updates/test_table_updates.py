@@ -414,7 +414,9 @@ def test_a_table_pushed_for_model_b_swaps_only_bs_and_unknown_models_are_refused
             tables["t1"], fleet=FLEET, target="device:d1", chunk_size=CHUNK, model="b"
         )
         signed, _ = fleet.push(manifest, payloads)
-        wait_until(lambda: parts["b"].table.version == "t1", what="b's table t1")
+        done = fleet.board.wait_for(signed.push_id, ["d1"], 30, kind="table")["d1"]
+        assert done is not None and (done.model, done.state, done.active_version) == ("b", "active", "t1")
+        assert parts["b"].table.version == "t1"
         answer = parts["b"].table.lookup(request)
         assert answer is not None and (answer.source, answer.table_version) == ("table", "t1")
         assert parts["a"].table.table is None and parts["a"].table.lookup(request) is None
