@@ -249,13 +249,20 @@ class FleetManager:
         self._save(records)
         return record, self.board.devices_in(record.target)
 
-    def rollback(self, name: str, target: str, kind: str = "model") -> tuple[AnyManifest, list[str]]:
+    def rollback(
+        self, name: str, target: str, kind: str = "model", *, model: str | None = None
+    ) -> tuple[AnyManifest, list[str]]:
         """Re-sign the previous version (model or table) pushed to `target` as a new push;
-        devices keep the old version on disk, so they swap back without a download."""
+        devices keep the old version on disk, so they swap back without a download. `model`:
+        a table's device model, as its pushes named it (two models' tables are apart)."""
         records = [
             r
             for r in self.pushes()
-            if r.name == name and r.target == target and r.kind == kind and not r.rolled_back
+            if r.name == name
+            and r.target == target
+            and r.kind == kind
+            and r.model == model
+            and not r.rolled_back
         ]
         if len(records) < 2:
             what = "table push" if kind == "table" else "push"

@@ -137,6 +137,11 @@ def _add_rollback(sub: Any) -> None:
     _common(p)
     p.add_argument("--name", required=True, help="model name (table name with --kind table)")
     p.add_argument("--kind", choices=["model", "table"], default="model", help="roll back a model or a table")
+    p.add_argument(
+        "--for-model",
+        metavar="NAME",
+        help="with --kind table: the device model whose table it is (as pushed; default: none named)",
+    )
     p.add_argument("--target", required=True, help="device:ID, group:G or all")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to follow devices")
     p.add_argument(
@@ -284,7 +289,7 @@ def rollback(args: argparse.Namespace) -> int:
 
     manager = connect_manager(args)
     try:
-        signed, devices = manager.rollback(args.name, args.target, args.kind)
+        signed, devices = manager.rollback(args.name, args.target, args.kind, model=args.for_model)
         print(
             f"rolling {args.target} back from {signed.rollback_of} to {signed.version} (push {signed.push_id})"
         )

@@ -441,6 +441,16 @@ def test_a_table_pushed_for_model_b_swaps_only_bs_and_unknown_models_are_refused
         assert updaters["a"].counters() == {"refused_manifests": 2, "unknown_model": 1, "other_model": 1}
         assert updaters["b"].counters()["refused_manifests"] == 0
         assert (parts["a"].table.version, parts["b"].table.version) == ("t2", "t1")
+        # A fleet rollback of b's table goes back to b's previous one, not to a's push.
+        manifest, payloads = build_table_manifest(
+            tables["t3"], fleet=FLEET, target="device:d1", chunk_size=CHUNK, model="b"
+        )
+        fleet.push(manifest, payloads)
+        wait_until(lambda: parts["b"].table.version == "t3", what="b's table t3")
+        back, _ = fleet.rollback("digits", "device:d1", "table", model="b")
+        assert (back.model, back.version) == ("b", "t1")
+        wait_until(lambda: parts["b"].table.version == "t1", what="b back on t1")
+        assert parts["a"].table.version == "t2"
     finally:
         for updater in updaters.values():
             updater.stop(5)
