@@ -16,12 +16,15 @@ from edgecascade.cloud.ingest.store import (
     DEAD_COUNTS_SQL,
     DEAD_LETTER_COLUMNS,
     LATEST_METRICS_SQL,
+    MODEL_COUNTS_SQL,
     SUMMARY_SQL,
     DeadLetter,
     DeviceSummary,
+    ModelCount,
     StoreResult,
     dead_letters_from,
     dead_row_of_record,
+    model_counts_from,
     shape,
     summaries_from,
 )
@@ -34,14 +37,16 @@ CREATE TABLE IF NOT EXISTS telemetry (
     body JSONB NOT NULL, received DOUBLE PRECISION NOT NULL,
     requests BIGINT, escalated BIGINT, degraded BIGINT,
     latency_p50_ms DOUBLE PRECISION, latency_p99_ms DOUBLE PRECISION, dropped_total BIGINT,
-    PRIMARY KEY (device, seq));
+    model TEXT, PRIMARY KEY (device, seq));
+-- A store made before records named their model gets the column (NULL in its old rows).
+ALTER TABLE telemetry ADD COLUMN IF NOT EXISTS model TEXT;
 CREATE TABLE IF NOT EXISTS dead_letters (
     id BIGSERIAL PRIMARY KEY, device TEXT NOT NULL, seq BIGINT, kind TEXT, reason TEXT NOT NULL,
     record TEXT NOT NULL, received DOUBLE PRECISION NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_key ON dead_letters (device, seq);
 """
 _TYPES = ("text", "bigint", "float8", "text", "jsonb", "float8",
-          "bigint", "bigint", "bigint", "float8", "float8", "bigint")  # fmt: skip
+          "bigint", "bigint", "bigint", "float8", "float8", "bigint", "text")  # fmt: skip
 # Columns as arrays, unnested server-side: one statement and one round trip per batch.
 _INSERT_MANY = (
     f"INSERT INTO telemetry ({', '.join(COLUMNS)}) SELECT * FROM unnest("
@@ -152,6 +157,14 @@ class PostgresStore:
         return summaries_from(
             self._query(SUMMARY_SQL), self._query(LATEST_METRICS_SQL), self._query(DEAD_COUNTS_SQL)
         )
+
+    def model_counts(self, device: str | None = None) -> list[ModelCount]:
+        sql = MODEL_COUNTS_SQL.format(
+            escalated="(body->>'escalated')::boolean::int",
+            degraded="(body->>'degraded')::boolean::int",
+            where="" if device is None else "AND device = %s",
+        )
+        return model_counts_from(self._query(sql, () if device is None else (device,)))
 
     def close(self) -> None:
         with self._lock:

@@ -15,12 +15,15 @@ from edgecascade.cloud.ingest.store import (
     DEAD_COUNTS_SQL,
     DEAD_LETTER_COLUMNS,
     LATEST_METRICS_SQL,
+    MODEL_COUNTS_SQL,
     SUMMARY_SQL,
     DeadLetter,
     DeviceSummary,
+    ModelCount,
     StoreResult,
     dead_letters_from,
     dead_row_of_record,
+    model_counts_from,
     shape,
     summaries_from,
 )
@@ -33,13 +36,22 @@ CREATE TABLE IF NOT EXISTS telemetry (
     device TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL, kind TEXT NOT NULL,
     body TEXT NOT NULL, received REAL NOT NULL,
     requests INTEGER, escalated INTEGER, degraded INTEGER,
-    latency_p50_ms REAL, latency_p99_ms REAL, dropped_total INTEGER,
+    latency_p50_ms REAL, latency_p99_ms REAL, dropped_total INTEGER, model TEXT,
     PRIMARY KEY (device, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (
     device TEXT NOT NULL, seq INTEGER, kind TEXT, reason TEXT NOT NULL, record TEXT NOT NULL,
     received REAL NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_key ON dead_letters (device, seq);
 """
+
+
+def _init_schema(db: sqlite3.Connection) -> None:
+    db.executescript(_SCHEMA)
+    # A store made before records named their model gets the column (NULL in its old rows).
+    if "model" not in {row[1] for row in db.execute("PRAGMA table_info(telemetry)")}:
+        db.execute("ALTER TABLE telemetry ADD COLUMN model TEXT")
+
+
 # ON CONFLICT names the key: only a redelivered record is skipped. (INSERT OR IGNORE would
 # also skip a NOT NULL violation and count a bad record as a duplicate, silently.)
 _INSERT = (
@@ -58,7 +70,7 @@ class SqliteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._db = open_checked(self.path, lambda db: db.executescript(_SCHEMA), synchronous="full")
+        self._db = open_checked(self.path, _init_schema, synchronous="full")
 
     def store(self, batch: TelemetryBatch, received: float) -> StoreResult:
         with self._lock:
@@ -139,6 +151,14 @@ class SqliteStore:
         return summaries_from(
             self._query(SUMMARY_SQL), self._query(LATEST_METRICS_SQL), self._query(DEAD_COUNTS_SQL)
         )
+
+    def model_counts(self, device: str | None = None) -> list[ModelCount]:
+        sql = MODEL_COUNTS_SQL.format(
+            escalated="json_extract(body, '$.escalated')",
+            degraded="json_extract(body, '$.degraded')",
+            where="" if device is None else "AND device = ?",
+        )
+        return model_counts_from(self._query(sql, () if device is None else (device,)))
 
     def close(self) -> None:
         with self._lock:

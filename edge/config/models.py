@@ -98,7 +98,15 @@ class ModelEntry(Section):
         "model, no escalation for the others.",
     )
     lookups: bool = Field(
-        True, description="Use the profile's [lookup] table and answer cache (the first model only)."
+        True,
+        description="Classifiers: answer from this model's own lookup table and answer cache "
+        "([lookup] settings; files under <data_dir>/lookups/<name>/, the first such model keeps "
+        "<data_dir>/tables and [lookup] table/cache.path).",
+    )
+    table: ProfilePath | None = Field(
+        None,
+        description="This model's factory lookup table; unset = [lookup].table for the first model "
+        "with lookups, none for the others (delivered tables replace it at run time).",
     )
     sessions: int = Field(
         1024,

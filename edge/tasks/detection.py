@@ -179,6 +179,14 @@ class DetectionTask(Task):
             )
             record["detections"] = [d.to_dict() for d in reported]
             records.append(record)
+            top = max(reported, key=lambda d: d.score, default=None)
+            self.notify(
+                record,
+                model.ref,
+                cloud_ref,
+                label=top.label if top else "",
+                confidence=float(top.score) if top else 0.0,
+            )
         return TaskReply({**outputs, **_decoded(answers, records)}, records, model.card.version)
 
     def _read_cloud(
@@ -222,6 +230,7 @@ class DetectionTask(Task):
             "frames": float(self.frames),
             "frames_escalated": float(self.escalated),
             "cloud_answers_unreadable": float(self.cloud_unreadable),
+            "escalations_denied_by_budget": float(self.parts.budget.denied),
         }
 
 

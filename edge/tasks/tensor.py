@@ -72,6 +72,7 @@ class TensorTask(Task):
             cloud_model=cloud_ref,
             latency_ms=latency,
         )
+        self.notify(record, model.ref, cloud_ref)
         return TaskReply(outputs, [record] * max(batch, 1), model.card.version)
 
     def _with_state(self, inputs: dict[str, np.ndarray], session: str | None) -> dict[str, np.ndarray]:
@@ -111,6 +112,7 @@ class TensorTask(Task):
             "escalated": float(self.escalated),
             "sessions": float(len(self.states)),
             "sessions_dropped": float(self.states.dropped),
+            "escalations_denied_by_budget": float(self.parts.budget.denied),
         }
 
 
