@@ -280,6 +280,10 @@ def _asymmetric(lo: float, hi: float) -> tuple[float, int]:
     return float(np.float32(scale)), int(np.clip(round(-128 - lo / scale), -128, 127))
 
 
+def _rounded(value: float) -> float:
+    return float(f"{float(value):.5g}")
+
+
 def detector_int8_from_onnx(onnx_path: Path, calibration: np.ndarray) -> bytes:
     """The same detector as full-integer int8 TFLite with int8 input and outputs: per-channel
     symmetric int8 weights, int32 biases, and activation ranges measured on `calibration`
@@ -291,6 +295,7 @@ def detector_int8_from_onnx(onnx_path: Path, calibration: np.ndarray) -> bytes:
 
     weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(onnx_path)).graph.initializer}
     feats = patch_features(calibration.astype(np.float32), pooled=True)  # (N, 169, 64)
+    feats64 = feats.astype(np.float64)
     b = flatbuffers.Builder(1 << 16)
     buffers: list[int] = []
     tensors: list[int] = []
@@ -313,10 +318,12 @@ def detector_int8_from_onnx(onnx_path: Path, calibration: np.ndarray) -> bytes:
         b0 = weights[f"{head}_B0"]
         w1 = weights[f"{head}_W1"].reshape(classes, -1)  # [C, H]
         b1 = weights[f"{head}_B1"]
-        hidden = np.maximum(feats @ w0.T + b0, 0)
-        z = hidden @ w1.T + b1
-        h_q = _asymmetric(0.0, float(hidden.max()))
-        z_q = _asymmetric(float(z.min()), float(z.max()))
+        # Ranges in float64, rounded to 5 significant digits: float32 BLAS sums differ in their
+        # last bits between CPUs, and the rebuilt file must be byte for byte the committed one.
+        hidden = np.maximum(feats64 @ w0.T.astype(np.float64) + b0, 0)
+        z = hidden @ w1.T.astype(np.float64) + b1
+        h_q = _asymmetric(0.0, _rounded(hidden.max()))
+        z_q = _asymmetric(_rounded(z.min()), _rounded(z.max()))
         layers = (
             (w0, b0, in_q, h_q, [w0.shape[0], 8, 8, 1], 2, True),
             (w1, b1, h_q, z_q, [classes, 1, 1, w1.shape[1]], 1, False),
