@@ -26,6 +26,7 @@ from edgecascade.shared.errors import UpdateError
 from edgecascade.shared.manifest import Manifest
 from edgecascade.shared.mqtt import MqttConnection, Topics
 from edgecascade.shared.table_manifest import TableManifest
+from edgecascade.shared.topic_segments import check_model_name
 
 log = logging.getLogger(__name__)
 
@@ -135,16 +136,28 @@ class FleetManager:
                 start, end = blob.chunk_bounds(i)
                 self.publish_retained(f"{blob.topic}/{i}", payload.data[start:end])
 
-    def topic_for(self, target: str, kind: str = "model") -> str:
-        """The retained manifest topic for `target`; tables have their own, apart from models."""
+    def topic_for(self, target: str, name: str, kind: str = "model") -> str:
+        """The retained manifest topic for `target`: each model `name` has its own, so a push of
+        one model never replaces another's; tables have theirs, apart from models."""
         level, _, value = target.partition(":")
-        table = kind == "table"
-        if level == "device" and value:
-            return self.topics.table_manifest_device(value) if table else self.topics.manifest_device(value)
-        if level == "group" and value:
-            return self.topics.table_manifest_group(value) if table else self.topics.manifest_group(value)
-        if target == "all":
-            return self.topics.table_manifest_all() if table else self.topics.manifest_all()
+        if kind == "table":
+            if level == "device" and value:
+                return self.topics.table_manifest_device(value)
+            if level == "group" and value:
+                return self.topics.table_manifest_group(value)
+            if target == "all":
+                return self.topics.table_manifest_all()
+        else:
+            try:
+                check_model_name(name)
+            except ValueError as exc:
+                raise UpdateError(f"model name {name!r} {exc}") from None
+            if level == "device" and value:
+                return self.topics.manifest_device(name, value)
+            if level == "group" and value:
+                return self.topics.manifest_group(name, value)
+            if target == "all":
+                return self.topics.manifest_all(name)
         raise UpdateError(f"target must be device:ID, group:G or all, not {target!r}")
 
     def _issue_time(self) -> float:
@@ -160,17 +173,18 @@ class FleetManager:
         """Clear the retained manifests of earlier pushes at levels the new target covers
         (device and group levels under `all`, device levels of a group's members), so no older
         instruction lingers where devices read. Devices would let the newer one win anyway."""
-        new_topic = self.topic_for(signed.target, signed.kind)
+        new_topic = self.topic_for(signed.target, signed.name, signed.kind)
         members = set(self.board.devices_in(signed.target))
         stale: set[str] = set()
         for record in records:
-            if record.kind != signed.kind:
+            # Another model's manifests stay: each model has its own topics.
+            if record.kind != signed.kind or (record.kind == "model" and record.name != signed.name):
                 continue
             for target in (record.target, *(f"device:{d}" for d in record.canary_devices)):
                 level, _, value = target.partition(":")
                 covered = signed.target == "all" or (level == "device" and value in members)
                 if covered and target != "all":
-                    stale.add(self.topic_for(target, signed.kind))
+                    stale.add(self.topic_for(target, signed.name, signed.kind))
         for topic in sorted(stale - {new_topic}):
             log.info("clearing %s manifest %s (superseded by push %s)", signed.kind, topic, signed.push_id)
             self.publish_retained(topic, b"")
@@ -183,14 +197,14 @@ class FleetManager:
         A push that is not a canary clears the older manifests its target covers."""
         signed = self._sign(manifest)
         kind = signed.kind
-        self.topic_for(signed.target, kind)  # validate before publishing anything
+        self.topic_for(signed.target, signed.name, kind)  # validate before publishing anything
         (self.state_dir / "manifests" / f"{signed.push_id}.json").write_text(signed.model_dump_json())
         # The bytes are in place before the manifest that points devices at them.
         if signed.route == "http":
             self.place_payloads(payloads)
         else:
             self.publish_payloads(payloads)
-        devices = self.board.devices_in(signed.target)
+        devices = self.board.devices_in(signed.target, signed.name if kind == "model" else None)
         record = PushRecord(
             signed.push_id, signed.name, signed.version, signed.target, issued_at=signed.issued_at, kind=kind
         )
@@ -200,10 +214,10 @@ class FleetManager:
             record.canary_devices = devices[:count]
             record.promoted = False
             for device in record.canary_devices:
-                self.publish_retained(self.topic_for(f"device:{device}", kind), body)
+                self.publish_retained(self.topic_for(f"device:{device}", signed.name, kind), body)
             devices = record.canary_devices
         else:
-            self.publish_retained(self.topic_for(signed.target, kind), body)
+            self.publish_retained(self.topic_for(signed.target, signed.name, kind), body)
             self._supersede(signed, self.pushes())
         self._save([*self.pushes(), record])
         log.info("pushed %s %s %s to %s: %s", kind, signed.name, signed.version, signed.target, devices)
@@ -224,14 +238,15 @@ class FleetManager:
         # Signed again, newer than anything before it, so it wins on every device of the target.
         signed = self._sign(self.manifest_of(record.push_id))
         (self.state_dir / "manifests" / f"{signed.push_id}.json").write_text(signed.model_dump_json())
-        self.publish_retained(self.topic_for(record.target, record.kind), signed.model_dump_json().encode())
+        topic = self.topic_for(record.target, record.name, record.kind)
+        self.publish_retained(topic, signed.model_dump_json().encode())
         self._supersede(signed, [r for r in records if r.push_id != record.push_id])
         for device in record.canary_devices:
-            self.publish_retained(self.topic_for(f"device:{device}", record.kind), b"")
+            self.publish_retained(self.topic_for(f"device:{device}", record.name, record.kind), b"")
         record.promoted = True
         record.issued_at = signed.issued_at
         self._save(records)
-        return record, self.board.devices_in(record.target)
+        return record, self.board.devices_in(record.target, record.name if record.kind == "model" else None)
 
     def rollback(self, name: str, target: str, kind: str = "model") -> tuple[AnyManifest, list[str]]:
         """Re-sign the previous version (model or table) pushed to `target` as a new push;
@@ -260,7 +275,7 @@ class FleetManager:
                 r.rolled_back = True
         self._save(all_records)
         for device in bad.canary_devices:
-            self.publish_retained(self.topic_for(f"device:{device}", kind), b"")
+            self.publish_retained(self.topic_for(f"device:{device}", name, kind), b"")
         kept = self.state_dir / "blobs" / base.artifact.sha256
         http_name = table_http_name(base.name) if kind == "table" else base.name
         rel = artifact_relpath(http_name, base.version, base.file_name)

@@ -54,15 +54,13 @@ class Daemon:
         """Create every part from the profile. Raises EdgecascadeError (bad model, bad config)
         before anything is started, so a bad profile fails fast. Background services start
         first and stop last; front ends (which take new work) start last and stop first."""
-        from edgecascade.edge import deferred, telemetry, updates
+        from edgecascade.edge import deferred, telemetry
 
         p = self.profile
         self.connection = _mqtt_connection(p)
         self.telemetry = telemetry.build(p, self.connection)
-        self.health = updates.health_monitor(p) if p.updates.enabled else None
+        # Health watches are per model: _update_services feeds each from its own model only.
         observers = [self.metrics.observe, self.telemetry.observer]
-        if self.health is not None:
-            observers.append(self.health.observe)
         # Every model loads first in a child process: one that crashes its interpreter never serves.
         check_in_child(model_files(p))
         self.agent = Agent.from_profile(p, observers=observers)
@@ -92,16 +90,12 @@ class Daemon:
         """The model and table updaters, where MQTT and updates are on."""
         from edgecascade.edge import updates
 
-        p, classifier = self.profile, self.agent.classifier
+        p = self.profile
         if self.connection is None or not p.updates.enabled:
             return []
-        found: list[Service] = []
-        if classifier is not None:
-            found.append(
-                updates.build(
-                    p, self.connection, classifier.slot, health=self.health, cascade=classifier.cascade
-                )
-            )
+        # One updater per served model, each watching that model's health only.
+        tasks = [served.task for served in self.agent.models.values()]
+        found: list[Service] = [*updates.build_model_updaters(p, self.connection, tasks)]
         if self.agent.lookups is not None:
             tables = updates.build_table_updater(p, self.connection, self.agent.lookups.table)
             if tables is not None:
