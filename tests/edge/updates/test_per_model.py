@@ -323,3 +323,62 @@ def test_each_models_health_limits_and_signals(tmp_path: Path, signing_key: Ed25
     default = health_monitor(profile, classifier, "classification")
     assert (default.watches[0].max_rate, default.watches[0].min_requests) == (0.9, 100_000)  # type: ignore[attr-defined]
     assert len(default.watches) == 5
+
+
+def test_the_daemon_updates_its_second_model_and_reports_each_version(
+    broker: BrokerProcess, tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    """`edgecascade agent run` with two models: a push for the tensor model swaps it in the
+    running daemon, /v2 and /metrics show each model's own version, the classifier stays."""
+    import requests
+
+    from edgecascade.tools.mqtt_broker import free_port
+    from tests.edge.daemon.support import DaemonProcess
+
+    home = tmp_path / "dev"
+    seg = segmenter(home / "seg.onnx", "1.0.0")
+    api_port = free_port()
+    profile = tmp_path / "two.toml"
+    profile.write_text(
+        f'profile = "t"\ndevice_id = "d1"\nfleet = "{FLEET}"\ndata_dir = "{home / "data"}"\n'
+        "memory_budget_mb = 400\n"
+        f'[[models]]\nname = "{CLASSIFIER}"\npath = "{MODELS / "digits_edge_int8.tflite"}"\n'
+        f'[[models]]\nname = "{SEG}"\npath = "{seg}"\n'
+        f"[api]\nport = {api_port}\n[mqtt]\nenabled = true\nport = {broker.port}\n"
+        f'[updates]\nenabled = true\npublic_key = "{public_key_b64(signing_key.public_key())}"\n'
+        "watch_window_s = 0\ncheck_timeout_s = 30\n"
+    )
+    daemon = DaemonProcess(profile, api_port, tmp_path / "d.log").start()
+    fleet = start_fleet(broker.port, signing_key, tmp_path / "fleet")
+    frame = np.random.default_rng(5).random((1, 6, 5, 3), dtype=np.float32)
+    body = {
+        "inputs": [
+            {"name": "image", "datatype": "FP32", "shape": [1, 6, 5, 3], "data": frame.ravel().tolist()}
+        ]
+    }
+
+    def served(model: str) -> str:
+        return str(requests.get(f"{daemon.url}/v2/models/{model}", timeout=5).json()["versions"][0])
+
+    try:
+        wait_until(lambda: len(fleet.board.model_statuses()) == 2, what="a status per model")
+        candidate = segmenter(tmp_path / "seg-1.1" / "seg.onnx", "1.1.0")
+        manifest, payloads = build_manifest(candidate, fleet=FLEET, target="all", chunk_size=4096)
+        signed, sent = fleet.push(manifest, payloads)
+        assert sent == ["d1"]  # the devices serving seg
+        assert fleet.board.wait_for(signed.push_id, sent, 60, model=SEG)["d1"].state == "active"
+        reply = requests.post(f"{daemon.url}/v2/models/{SEG}/infer", json=body, timeout=10)
+        assert reply.status_code == 200 and reply.json()["model_version"] == "1.1.0", reply.text
+        assert served(CLASSIFIER) == "1.0.0"
+        text = requests.get(f"{daemon.url}/metrics", timeout=5).text
+        labels = [
+            dict(kv.split("=") for kv in line.split("{")[1].split("}")[0].split(","))
+            for line in text.splitlines()
+            if line.startswith("edgecascade_model_info{")
+        ]
+        assert {d["name"]: d["version"] for d in labels} == {'"digits-edge"': '"1.0.0"', '"seg"': '"1.1.0"'}
+        assert fleet.board.statuses(CLASSIFIER)["d1"].state == "active"
+    finally:
+        fleet.connection.stop()
+        daemon.stop()
+    assert "Traceback" not in daemon.log.read_text()
