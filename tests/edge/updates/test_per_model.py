@@ -198,18 +198,20 @@ def test_each_model_updates_rolls_back_and_keeps_its_manifests_on_its_own(
         policy = cascade.policy
         assert type(policy).__name__ == "MarginPolicy"
 
-        # The tensor model, to the device: it swaps, the classifier stays as it is.
+        # The tensor model, to the whole fleet too: it swaps, the classifier stays as it is.
         seg_v11 = segmenter(tmp_path / "seg-1.1" / "seg.onnx", "1.1.0")
-        manifest, payloads = build_manifest(seg_v11, fleet=FLEET, target="device:d1", chunk_size=4096)
+        manifest, payloads = build_manifest(seg_v11, fleet=FLEET, target="all", chunk_size=4096)
         signed, sent = fleet.push(manifest, payloads)
         assert fleet.board.wait_for(signed.push_id, sent, 30, model=SEG)["d1"].state == "active"
         assert (device.version(CLASSIFIER), device.version(SEG)) == ("1.1.0", "1.1.0")
         assert cascade.policy is policy  # no thresholds from a tensor model's manifest
         reply = device.agent.infer(SEG, TaskRequest({"image": frames[0]}))
         assert reply.model_version == "1.1.0" and reply.outputs["mask"].shape == (1, 6, 5, 2)
-        # Each model's retained manifest stays where it is: the push for seg replaced nothing.
-        assert retained(broker.port, topics.manifest_all(CLASSIFIER)) != []
-        assert retained(broker.port, topics.manifest_device(SEG, "d1")) != []
+        # Each model has its own retained fleet-level manifest: seg's push replaced nothing.
+        (kept,) = retained(broker.port, topics.manifest_all(CLASSIFIER))
+        assert b'"name":"digits-edge"' in kept and b'"version":"1.1.0"' in kept
+        (pushed,) = retained(broker.port, topics.manifest_all(SEG))
+        assert b'"name":"seg"' in pushed
         statuses = fleet.board.model_statuses()
         assert statuses[("d1", CLASSIFIER)].active_version == "1.1.0"
         assert statuses[("d1", SEG)].active_version == "1.1.0"
@@ -382,3 +384,27 @@ def test_the_daemon_updates_its_second_model_and_reports_each_version(
         fleet.connection.stop()
         daemon.stop()
     assert "Traceback" not in daemon.log.read_text()
+
+
+def test_a_tensor_models_latency_is_judged_from_its_own_calls(
+    tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    """RunLatencyWatch: the previous version's median call time is the baseline; the new one's
+    calls past the manifest's max_latency_ratio ask for a rollback, failed calls do not count."""
+    from edgecascade.edge.answer import ModelRef
+    from edgecascade.shared.manifest import HealthLimits
+
+    profile = two_model_profile(tmp_path, 1883, signing_key.public_key())
+    health = health_monitor(profile, profile.model_entries()[1], "tensor")
+    manifest, _ = build_manifest(segmenter(tmp_path / "s" / "seg.onnx", "1.1.0"), fleet=FLEET, target="all")
+    manifest = manifest.model_copy(update={"health": HealthLimits(max_latency_ratio=2.0, min_requests=10)})
+    for _ in range(20):
+        health.observe_run(ModelRef(SEG, "1.0.0"), 1.0, None)
+    health.begin(manifest)
+    for _ in range(9):
+        health.observe_run(ModelRef(SEG, "1.1.0"), 5.0, None)
+    health.observe_run(ModelRef(SEG, "1.1.0"), 50.0, RuntimeError("failed call"))
+    assert health.verdict() is None  # 9 timed calls: not enough evidence yet
+    health.observe_run(ModelRef(SEG, "1.1.0"), 5.0, None)
+    assert health.verdict() == "median latency 5.000 ms vs 1.000 ms before (limit x2)"
+    assert health.figures()["latency_ms"].samples == 10
