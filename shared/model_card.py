@@ -64,7 +64,7 @@ class DetectionCard(_Strict):
     format: str = Field(
         "postprocessed",
         description="How the outputs are decoded: postprocessed = SSD-style boxes/classes/scores/count "
-        "(the edge's decoder registry, edge/tasks/detections.py, lists the others).",
+        "(shared/detection/decoders.py lists the others; the cloud serves the decoded outputs of shared/detection/served.py).",
     )
     boxes_output: str = Field(description="Output with boxes, [N, D, 4].")
     scores_output: str = Field(description="Output with scores, [N, D].")
@@ -87,6 +87,17 @@ class ScoreEscalation(_Strict):
     output: str = Field(description="Output whose first value per example is the score.")
     threshold: float = Field(description="The cut.")
     hard_when: Literal["below", "above"] = Field("below", description="A case is hard below (or above) it.")
+
+
+class Calibration(_Strict):
+    """Temperature scaling of a classifier, fitted by `edgecascade models tune` on a validation
+    split: probabilities = softmax(logits / temperature), with log-probabilities standing in for
+    logits when the model outputs probabilities. The edge applies it before any policy."""
+
+    temperature: float = Field(
+        gt=0.0, allow_inf_nan=False, description="Divides the logits; > 1 softens, < 1 sharpens."
+    )
+    fitted_on: str | None = Field(None, description="The data it was fitted on (folder, split, size).")
 
 
 class StatePair(_Strict):
@@ -123,6 +134,9 @@ class ModelCard(BaseModel):
     )
     logits: bool = Field(False, description="Classification: scores are logits (softmax is applied).")
     labels: list[str] = Field(default_factory=list, description="Class names, in output order.")
+    calibration: Calibration | None = Field(
+        None, description="Classification: temperature applied to the scores; unset = none."
+    )
     features: FeatureSpec | None = Field(
         None, description="Schema 1: the encoding of the one input (schema 2 keeps it per input)."
     )
@@ -163,6 +177,8 @@ class ModelCard(BaseModel):
         names = {t.name for t in self.outputs}
         if self.task == "classification" and self.probabilities_output is None:
             raise ValueError("a classification card names its probabilities_output")
+        if self.calibration is not None and self.task != "classification":
+            raise ValueError(f"calibration applies to classification cards, not {self.task}")
         if self.task == "detection" and self.detection is None:
             raise ValueError("a detection card has a `detection` section naming its outputs")
         for field, out in self._named_outputs():

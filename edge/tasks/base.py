@@ -26,7 +26,7 @@ class TensorCloud(Protocol):
     """A cloud model asked with tensors, answering with all of its outputs by name."""
 
     def infer_tensors(
-        self, inputs: dict[str, np.ndarray], *, request_id: str
+        self, inputs: dict[str, np.ndarray], *, request_id: str, outputs: list[str] | None = None
     ) -> tuple[dict[str, np.ndarray], ModelRef]: ...
 
 
@@ -191,13 +191,20 @@ class CloudOutcome:
     degraded_reason: str | None
 
 
-def ask_cloud(parts: TaskParts, inputs: dict[str, np.ndarray], reason: str, request_id: str) -> CloudOutcome:
-    """Spend the budget and ask the tensor cloud; cloud trouble becomes a degraded reason."""
+def ask_cloud(
+    parts: TaskParts,
+    inputs: dict[str, np.ndarray],
+    reason: str,
+    request_id: str,
+    outputs: list[str] | None = None,
+) -> CloudOutcome:
+    """Spend the budget and ask the tensor cloud for `outputs` (None: all); cloud trouble
+    becomes a degraded reason."""
     over = parts.budget.try_spend()
     if over is not None:
         return CloudOutcome(None, None, f"{reason}; {over}")
     try:
-        outputs, model = parts.tensor_cloud.infer_tensors(inputs, request_id=request_id)
+        answer, model = parts.tensor_cloud.infer_tensors(inputs, request_id=request_id, outputs=outputs)
     except CloudError as exc:
         return CloudOutcome(None, None, f"{reason}; cloud unavailable: {exc}")
-    return CloudOutcome(outputs, model, None)
+    return CloudOutcome(answer, model, None)

@@ -52,9 +52,12 @@ class ClassificationTask(Task):
 
     def _own_output(self) -> str | None:
         """The model's scores output, served under its own name when it holds probabilities
-        (logits are not kept: `probabilities` is their softmax)."""
+        (logits are not kept: `probabilities` is their softmax; nor are scores the card
+        calibrates: `probabilities` is the calibrated softmax, edge/local_model.py)."""
         own = self.card.probabilities_output
-        return None if own is None or own in ANSWER_OUTPUTS or self.card.logits else own
+        if own is None or own in ANSWER_OUTPUTS or self.card.logits or self.card.calibration:
+            return None
+        return own
 
     def cascade_requests(self, request: TaskRequest) -> list[CascadeRequest]:
         """One CascadeRequest per example, its features prepared by the input's pipeline."""

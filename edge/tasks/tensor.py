@@ -46,6 +46,7 @@ class TensorTask(Task):
             inputs = self._with_state(inputs, session)
         model, outputs = self.slot.run(inputs)
         self.requests += 1
+        self.parts.budget.record_request()  # the budget's fraction counts every request
         if card.state and session is not None:
             self.states.put(session, {p.input: outputs[p.output] for p in card.state})
         batch = _batch(outputs)
