@@ -22,6 +22,7 @@ from edgecascade.edge.cloud_client import NullCloudClient
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.daemon.metrics import AgentMetrics
 from edgecascade.edge.daemon.sd_notify import SystemdNotifier
+from edgecascade.edge.local_model import backend_options
 from edgecascade.edge.model_check import check_in_child
 from edgecascade.edge.service import Service
 from edgecascade.shared.mqtt import Topics
@@ -64,7 +65,8 @@ class Daemon:
         if self.health is not None:
             observers.append(self.health.observe)
         # Every model loads first in a child process: one that crashes its interpreter never serves.
-        check_in_child(model_files(p))
+        # A pass is remembered per artifact, card, runtime and options: unchanged models skip it.
+        check_in_child(model_files(p), options=backend_options(p), cache_dir=p.data_dir)
         self.agent = Agent.from_profile(p, observers=observers)
         if self.telemetry.recorder is not None:
             self.telemetry.recorder.counters_source = self.counters
