@@ -22,6 +22,7 @@ from edgecascade.edge.cascade import AnswerObserver
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.daemon.metrics import AgentMetrics
 from edgecascade.edge.daemon.sd_notify import SystemdNotifier
+from edgecascade.edge.local_model import backend_options
 from edgecascade.edge.model_check import check_in_child
 from edgecascade.edge.service import Service
 from edgecascade.shared.mqtt import Topics
@@ -95,7 +96,8 @@ class Daemon:
         # Deferred escalation for the first classifier: built while the agent wires that model.
         self.deferral = deferred.Deferral(p, self.connection, self.telemetry.recorder)
         # Every model loads first in a child process: one that crashes its interpreter never serves.
-        check_in_child(model_files(p))
+        # A pass is remembered per artifact, card, runtime and options: unchanged models skip it.
+        check_in_child(model_files(p), options=backend_options(p), cache_dir=p.data_dir)
         self.agent = Agent.from_profile(p, observers_for=self._observers_for)
         self.deferred = self.deferral.parts
         self.metrics.track_models(lambda: [served.slot.current for served in self.agent.models.values()])
