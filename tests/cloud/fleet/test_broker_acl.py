@@ -78,6 +78,19 @@ def test_acl_limits_devices_to_their_topics(acl_broker: BrokerProcess) -> None:
         assert _collect(d1, topics.manifest_device("m", "d1")) == [b"for-d1"]
         assert _collect(d1, topics.manifest_device("m", "d2")) == []  # not its topic
 
+        # Tables of a second model: its own manifest topics and status, under the same rules.
+        assert fleet.publish_and_wait(topics.table_manifest_all("seg"), b"table-all", 2, retain=True)
+        assert fleet.publish_and_wait(topics.table_manifest_device("d1", "seg"), b"table-d1", 2, retain=True)
+        assert fleet.publish_and_wait(topics.table_manifest_device("d2", "seg"), b"table-d2", 2, retain=True)
+        assert _collect(d1, topics.table_manifest_all("seg")) == [b"table-all"]
+        assert _collect(d1, topics.table_manifest_device("d1", "seg")) == [b"table-d1"]
+        assert _collect(d1, topics.table_manifest_device("d2", "seg")) == []
+        d1.publish_and_wait(topics.table_status("d1", "seg"), b"table-mine", 2, retain=True)
+        d1.publish_and_wait(topics.table_status("d2", "seg"), b"table-forged", 2, retain=True)
+        time.sleep(0.2)
+        assert _collect(fleet, topics.table_status("d1", "seg")) == [b"table-mine"]
+        assert _collect(fleet, topics.table_status("d2", "seg")) == []
+
         wrong = MqttConnection(
             MqttSettings(port=acl_broker.port, client_id="x", username="d1", password="no")
         )
