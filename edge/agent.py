@@ -118,39 +118,12 @@ class Agent:
             for i, (entry, (path, _)) in enumerate(
                 zip(profile.model_entries(), model_files(profile), strict=True)
             ):
-                model = LocalModel.load(path, backend_options(profile), entry.backend)
-                section = entry.cascade or profile.cascade
-                if i == 0 and cloud is not None:
-                    client = cloud
-                elif i == 0 or entry.cloud_model:
-                    client = build_cloud_client(profile, entry.cloud_model or profile.cloud.model)
-                else:
-                    client = NullCloudClient()
-                slot = ModelSlot(model)
-                lookups: LookupParts | None = None
-                if model.card.task == "classification" and use_lookups and entry.lookups:
-                    lookups = all_lookups[entry.name] = build_lookups(profile, entry)
-                wiring = ModelWiring(entry, model.card.task, slot, client, lookups)
-                parts = TaskParts(
-                    slot,
-                    entry,
-                    client,
-                    EscalationBudget(section.max_escalation_fraction, section.max_escalations_per_minute),
-                    send_raw_input=profile.cloud.send_raw_input,
-                    observers=[*observers, *observers_for(wiring)],
-                    max_image_pixels=profile.api.max_image_pixels,
+                client = (
+                    cloud if i == 0 and cloud is not None else _cloud_client(profile, entry, first=i == 0)
                 )
-                if lookups is not None:
-                    parts.lookups = [lookups.table]
-                    parts.hard_lookups = [lookups.cache] if lookups.cache else []
-                    parts.cloud_sinks = lookups.sinks
-                try:
-                    task = build_task(model.card.task, parts, section)
-                except BaseException:
-                    model.close()
-                    raise
-                models[entry.name] = ServedModel(entry, task)
-                log.info("serving %s (%s, %s)", entry.name, model.card.task, path)
+                models[entry.name] = _serve(
+                    profile, entry, path, client, all_lookups, [*observers], observers_for, use_lookups
+                )
         except BaseException:
             for served in models.values():
                 served.task.close()
@@ -234,6 +207,55 @@ class Agent:
             served.task.close()
         for lookups in self.model_lookups.values():
             lookups.close()
+
+
+def _cloud_client(profile: DeviceProfile, entry: ModelEntry, *, first: bool) -> CloudClient:
+    """The first model escalates to [cloud] model unless its entry names another; the others
+    escalate only to a cloud model their entry names."""
+    if first or entry.cloud_model:
+        return build_cloud_client(profile, entry.cloud_model or profile.cloud.model)
+    return NullCloudClient()
+
+
+def _serve(
+    profile: DeviceProfile,
+    entry: ModelEntry,
+    path: Path,
+    client: CloudClient,
+    all_lookups: dict[str, LookupParts],
+    observers: list[AnswerObserver],
+    observers_for: ObserversFor,
+    use_lookups: bool,
+) -> ServedModel:
+    """One model loaded, with its task, budget, observers and (a classifier with `lookups` on)
+    its own lookup table and answer cache, recorded in `all_lookups` so a failure closes them."""
+    model = LocalModel.load(path, backend_options(profile), entry.backend)
+    section = entry.cascade or profile.cascade
+    slot = ModelSlot(model)
+    lookups: LookupParts | None = None
+    if model.card.task == "classification" and use_lookups and entry.lookups:
+        lookups = all_lookups[entry.name] = build_lookups(profile, entry)
+    wiring = ModelWiring(entry, model.card.task, slot, client, lookups)
+    parts = TaskParts(
+        slot,
+        entry,
+        client,
+        EscalationBudget(section.max_escalation_fraction, section.max_escalations_per_minute),
+        send_raw_input=profile.cloud.send_raw_input,
+        observers=[*observers, *observers_for(wiring)],
+        max_image_pixels=profile.api.max_image_pixels,
+    )
+    if lookups is not None:
+        parts.lookups = [lookups.table]
+        parts.hard_lookups = [lookups.cache] if lookups.cache else []
+        parts.cloud_sinks = lookups.sinks
+    try:
+        task = build_task(model.card.task, parts, section)
+    except BaseException:
+        model.close()
+        raise
+    log.info("serving %s (%s, %s)", entry.name, model.card.task, path)
+    return ServedModel(entry, task)
 
 
 def _features(model: LocalModel) -> FeatureSpec:
