@@ -9,19 +9,17 @@ Artifacts (all committed under tests/fixtures/models/, rebuilt by this command):
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import platform
 import warnings
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgecascade.shared.backends import load_backend
-from edgecascade.shared.model_card import ModelCard, TensorCard
+from edgecascade.shared.model_card import ModelCard
+from edgecascade.tools.artifact_card import probabilities_output, save_artifact_card, tool_versions
 from edgecascade.tools.datasets import DATASET_NAME, DIGITS_FEATURES, LABELS, SPLIT, Split, load_split
 from edgecascade.tools.onnx_export import mlp_to_onnx, quantize_onnx_int8, svc_to_onnx
 
@@ -34,21 +32,6 @@ log = logging.getLogger(__name__)
 EDGE_HIDDEN = (128,)
 EDGE_ALPHA = 0.1  # L2: a smoother, better-calibrated edge model escalates the right cases
 EDGE_NAME, CLOUD_NAME = "digits-edge", "digits-cloud"
-
-
-def _versions(*packages: str) -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for pkg in packages:
-        try:
-            found[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
-
-
-def probabilities_output(names: list[str]) -> str:
-    """The probabilities output: the only output, or the one named `probabilities`."""
-    return names[0] if len(names) == 1 else "probabilities"
 
 
 def evaluate(path: Path, features: np.ndarray) -> np.ndarray:
@@ -72,30 +55,21 @@ def write_card(
     float_source: str | None,
     tools: dict[str, str],
 ) -> ModelCard:
-    backend = load_backend(path)
-    sig = backend.signature
-    backend.close()
-    card = ModelCard(
+    """Write the card of a digits classifier beside `path`, scored by its held-out `probs`."""
+    return save_artifact_card(
+        path,
         name=name,
         version=version,
-        backend=path.suffix.lstrip("."),
-        file=path.name,
-        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-        size_bytes=path.stat().st_size,
-        dataset=f"{DATASET_NAME}; {SPLIT}",
-        heldout_accuracy=round(float((probs.argmax(axis=1) == labels).mean()), 6),
-        heldout_size=int(labels.shape[0]),
         quantization=quantization,
-        inputs=[TensorCard(name=t.name, dtype=t.dtype, shape=list(t.shape)) for t in sig.inputs],
-        outputs=[TensorCard(name=t.name, dtype=t.dtype, shape=list(t.shape)) for t in sig.outputs],
-        probabilities_output=probabilities_output([t.name for t in sig.outputs]),
+        accuracy=float((probs.argmax(axis=1) == labels).mean()),
+        size=int(labels.shape[0]),
+        probabilities=None,
         labels=LABELS,
         features=DIGITS_FEATURES,
-        tool_versions=tools,
+        dataset=f"{DATASET_NAME}; {SPLIT}",
+        tools=tools,
         float_source=float_source,
     )
-    card.save_beside(path)
-    return card
 
 
 def build_demo(
@@ -104,7 +78,9 @@ def build_demo(
     """Train, export, evaluate with the serving backends and write cards. Returns the cards."""
     out_dir.mkdir(parents=True, exist_ok=True)
     train, held = load_split()
-    tools = _versions("scikit-learn", "onnx", "skl2onnx", "onnxruntime", "numpy", "opencv-python-headless")
+    tools = tool_versions(
+        "scikit-learn", "onnx", "skl2onnx", "onnxruntime", "numpy", "opencv-python-headless"
+    )
 
     progress(f"[1/4] training edge MLP{EDGE_HIDDEN} on {len(train.labels)} digits")
     mlp = _train_edge(train)

@@ -401,10 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     int8 = args.out / "digit_detector_int8.tflite"
     int8.write_bytes(detector_int8_from_onnx(source, train.images))
     print(f"wrote {int8} ({int8.stat().st_size} B)")
-    from edgecascade.tools.build_demo import _versions
+    from edgecascade.tools.artifact_card import tool_versions
     from edgecascade.tools.build_models import describe_raw_detector
 
-    tools = _versions("onnx", "numpy", "flatbuffers", "ai-edge-litert")
+    tools = tool_versions("onnx", "numpy", "flatbuffers", "ai-edge-litert")
     for file, quant, float_source in ((path, "none", source.name), (int8, "int8", source.name)):
         recall, precision = describe_raw_detector(
             file, quantization=quant, float_source=float_source, layout="nhwc", tools=tools
