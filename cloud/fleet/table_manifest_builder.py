@@ -25,10 +25,10 @@ def table_http_name(name: str) -> str:
 
 def read_meta(path: Path) -> TableMeta:
     """The header of a table file, fully validated (checksum included) at its own encoding."""
-    from edgecascade.shared.lookup.table_file import _read_header
+    from edgecascade.shared.lookup.table_file import read_header
 
     try:
-        meta, _ = _read_header(path)
+        meta, _ = read_header(path)
         TableFile.open(path, encoding_version=meta.encoding_version).close()
     except StorageError as exc:
         raise UpdateError(f"not a pushable table: {exc}") from exc

@@ -153,7 +153,7 @@ class TableFile:
     def open(cls, path: Path, *, encoding_version: int, verify_checksum: bool = True) -> TableFile:
         """Validate and map `path`. Raises StorageError naming the file and the problem: not a
         table, truncated, corrupt (CRC), or built for another feature-encoding version."""
-        meta, offset = _read_header(path)
+        meta, offset = read_header(path)
         if meta.encoding_version != encoding_version:
             raise StorageError(
                 f"table {path}: built for feature-encoding version {meta.encoding_version}, "
@@ -196,7 +196,9 @@ class TableFile:
         self._mmap.close()
 
 
-def _read_header(path: Path) -> tuple[TableMeta, int]:
+def read_header(path: Path) -> tuple[TableMeta, int]:
+    """The header of the table at `path` and where its body starts, without reading the body.
+    Raises StorageError for a file that is not a table or whose header is corrupt."""
     try:
         with open(path, "rb") as f:
             fixed = f.read(_HEADER.size)
