@@ -16,6 +16,7 @@ from edgecascade.cloud.idempotency import IdempotencyCache
 from edgecascade.cloud.metrics import CloudMetrics
 from edgecascade.cloud.models import ModelRegistry
 from edgecascade.shared.errors import ProtocolError, UnavailableError
+from edgecascade.shared.features.image import DEFAULT_MAX_PIXELS
 from edgecascade.shared.v2 import (
     EXTENSIONS,
     IDEMPOTENCY_KEY,
@@ -46,8 +47,10 @@ class DataPlane:
         idempotency: IdempotencyCache[InferResponse] | None = None,
         *,
         convert_datatypes: bool = False,
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.registry = registry
+        self.max_image_pixels = max_image_pixels
         self.convert_datatypes = convert_datatypes
         self.metrics = metrics
         self.idempotency: IdempotencyCache[InferResponse] = idempotency or IdempotencyCache()
@@ -106,14 +109,15 @@ class DataPlane:
         start = time.perf_counter()
         model = self.registry.get(name, version)
         expected = {t.name: datatype_for_dtype(t.dtype) for t in model.signature.inputs}
-        inputs = check_datatypes(
-            request.inputs, expected, convert=self.convert_datatypes, setting=_CONVERT_SETTING
-        )
+        inputs = model.prepare_images(request.inputs, self.max_image_pixels)
+        inputs = check_datatypes(inputs, expected, convert=self.convert_datatypes, setting=_CONVERT_SETTING)
         check_finite(inputs)
         inputs = model.check_inputs(inputs)
         wanted = check_output_names(request, model.output_names, name)
         self._read_raw_input(name, request)
         outputs = await model.predict(inputs)
+        if any(n not in outputs for n in wanted):  # decoded detections, asked for by name or as "all"
+            outputs = {**outputs, **model.decoded(outputs)}
         self.metrics.inferences.labels(name).inc()
         self.metrics.latency.labels(name).observe(time.perf_counter() - start)
         return InferResponse(

@@ -20,7 +20,10 @@ from edgecascade.shared.backends.base import (
     TensorSpec,
 )
 from edgecascade.shared.backends.registry import load_backend
-from edgecascade.shared.errors import NotFoundError
+from edgecascade.shared.detection.decoders import Decoder, decoder_for
+from edgecascade.shared.detection.served import SERVED_OUTPUTS, to_served
+from edgecascade.shared.errors import InputError, NotFoundError, ProtocolError
+from edgecascade.shared.input_pipeline import prepare_input
 from edgecascade.shared.model_card import ModelCard
 from edgecascade.shared.v2 import DATATYPES, PLATFORMS, MetadataTensor, ModelMetadata
 
@@ -68,7 +71,24 @@ class ServedModel:
         self.signature = self.backends[0].signature
         self.accelerator = self.signature.accelerator
         self.platform = PLATFORMS.get(self.backends[0].name, self.backends[0].name)
-        self.output_names = [t.name for t in self.signature.outputs]
+        self.model_outputs = [t.name for t in self.signature.outputs]
+        # A detector whose card has a detection section also serves the standard decoded
+        # outputs (shared/detection/served.py): devices ask for those, whatever its own format.
+        self._decoder: Decoder | None = None
+        self.decoded_outputs: list[TensorSpec] = []
+        if self.card is not None and self.card.task == "detection" and self.card.detection is not None:
+            self._decoder = decoder_for(self.card.detection.format)
+            self.decoded_outputs = [TensorSpec(n, shape, str(DATATYPES[d])) for n, d, shape in SERVED_OUTPUTS]
+        self.output_names = self.model_outputs + [t.name for t in self.decoded_outputs]
+        # Inputs with an image pipeline in the card also take BYTES images (PNG, JPEG, ...),
+        # prepared here by the card's pipeline: a device can send its frame whatever its own
+        # model's input size.
+        self.image_inputs = {
+            spec.name: (spec, card_input)
+            for spec in self.signature.inputs
+            for card_input in (self.card.inputs if self.card is not None else [])
+            if card_input.name == spec.name and card_input.pipeline is not None
+        }
         max_batch = settings.max_batch_size
         if max_batch > 1 and not batchable(self.signature):
             log.info(
@@ -97,6 +117,30 @@ class ServedModel:
             return backend.predict(inputs)
 
         return slowed
+
+    def prepare_images(self, inputs: dict[str, np.ndarray], max_pixels: int) -> dict[str, np.ndarray]:
+        """`inputs` with each BYTES image of an image input prepared by the card's pipeline;
+        ProtocolError naming the input's data for one that does not decode or fit."""
+        if not self.image_inputs:
+            return inputs
+        out = dict(inputs)
+        for i, (name, arr) in enumerate(inputs.items()):
+            known = self.image_inputs.get(name)
+            if known is not None and arr.dtype == object:
+                spec, card_input = known
+                try:
+                    out[name] = prepare_input(arr, card_input, spec, max_pixels=max_pixels)
+                except InputError as exc:
+                    raise ProtocolError(
+                        f"{exc} (a BYTES input of model {self.name} is an encoded image for its card's pipeline)",
+                        field=f"inputs[{i}].data",
+                    ) from None
+        return out
+
+    def decoded(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The standard decoded detection outputs of the model's own `outputs` (detectors only)."""
+        assert self._decoder is not None and self.card is not None and self.card.detection is not None
+        return to_served(self._decoder(outputs, self.card.detection, self.card.labels))
 
     def check_inputs(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Arrays the model accepts; raises SignatureMismatchError stating the expected signature."""
@@ -169,7 +213,7 @@ class ModelRegistry:
             versions=sorted((v.version for v in entry.versions), key=version_key),
             platform=model.platform,
             inputs=[_tensor(t) for t in model.signature.inputs],
-            outputs=[_tensor(t) for t in model.signature.outputs],
+            outputs=[_tensor(t) for t in (*model.signature.outputs, *model.decoded_outputs)],
             parameters=params,
         )
 

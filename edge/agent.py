@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,6 @@ from edgecascade.edge.local_model import LocalModel, backend_options, resolve_ar
 from edgecascade.edge.lookup import LookupParts
 from edgecascade.edge.lookup import build as build_lookups
 from edgecascade.edge.model_slot import ModelSlot
-from edgecascade.edge.policies.adaptive import find_adaptive
 from edgecascade.edge.tasks import Task, TaskParts, TaskReply, TaskRequest, build_task
 from edgecascade.edge.tasks.classification import ClassificationTask
 from edgecascade.edge.updates.store import active_model_path
@@ -70,11 +69,38 @@ class ServedModel:
         return self.task.slot
 
 
+@dataclass(frozen=True)
+class ModelWiring:
+    """What a per-model observer factory is told of one model while the agent builds it: its
+    entry, task kind, slot, cloud client and lookups (None: not a classifier with lookups)."""
+
+    entry: ModelEntry
+    kind: str
+    slot: ModelSlot
+    cloud: CloudClient
+    lookups: LookupParts | None
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+
+#: Called once per model while the agent is built; returns the observers of that model's answers
+#: (telemetry naming the model, deferral for one classifier...). Built before the task, so no
+#: observer is added to a running cascade afterwards.
+ObserversFor = Callable[[ModelWiring], Sequence[AnswerObserver]]
+
+
+def _no_model_observers(model: ModelWiring) -> Sequence[AnswerObserver]:
+    return ()
+
+
 @dataclass
 class Agent:
     profile: DeviceProfile
     models: dict[str, ServedModel]
-    lookups: LookupParts | None = None
+    #: Per classifier with lookups: its own table and answer cache, by model name.
+    model_lookups: dict[str, LookupParts] = field(default_factory=dict)
     default_name: str = field(default="")
 
     @classmethod
@@ -84,15 +110,17 @@ class Agent:
         *,
         cloud: CloudClient | None = None,
         observers: Sequence[AnswerObserver] = (),
+        observers_for: ObserversFor = _no_model_observers,
         use_lookups: bool = True,
     ) -> Agent:
         """Load every model (the first from an installed update if there is one), its card
-        checked against it, and its task with policy, budget and cloud client; the first
-        classifier also gets the lookup table and answer cache. `cloud` replaces the first
-        model's cloud client (tests, in-process clouds)."""
+        checked against it, and its task with policy, budget and cloud client; every
+        classifier with `lookups` on also gets its own lookup table and answer cache. Each
+        model's answers go to `observers` and to what `observers_for` returns for it. `cloud`
+        replaces the first model's cloud client (tests, in-process clouds)."""
         started = time.perf_counter()
         models: dict[str, ServedModel] = {}
-        lookups: LookupParts | None = None
+        all_lookups: dict[str, LookupParts] = {}
         try:
             for i, (entry, (path, _)) in enumerate(
                 zip(profile.model_entries(), model_files(profile), strict=True)
@@ -105,17 +133,21 @@ class Agent:
                     client = build_cloud_client(profile, entry.cloud_model or profile.cloud.model)
                 else:
                     client = NullCloudClient()
+                slot = ModelSlot(model)
+                lookups: LookupParts | None = None
+                if model.card.task == "classification" and use_lookups and entry.lookups:
+                    lookups = all_lookups[entry.name] = build_lookups(profile, entry)
+                wiring = ModelWiring(entry, model.card.task, slot, client, lookups)
                 parts = TaskParts(
-                    ModelSlot(model),
+                    slot,
                     entry,
                     client,
                     EscalationBudget(section.max_escalation_fraction, section.max_escalations_per_minute),
                     send_raw_input=profile.cloud.send_raw_input,
-                    observers=list(observers),
+                    observers=[*observers, *observers_for(wiring)],
                     max_image_pixels=profile.api.max_image_pixels,
                 )
-                if model.card.task == "classification" and lookups is None and use_lookups and entry.lookups:
-                    lookups = build_lookups(profile)
+                if lookups is not None:
                     parts.lookups = [lookups.table]
                     parts.hard_lookups = [lookups.cache] if lookups.cache else []
                     parts.cloud_sinks = lookups.sinks
@@ -129,11 +161,11 @@ class Agent:
         except BaseException:
             for served in models.values():
                 served.task.close()
-            if lookups is not None:
-                lookups.close()
+            for parts_of_model in all_lookups.values():
+                parts_of_model.close()
             raise
         log.info("agent %s ready in %.0f ms", profile.device_id, (time.perf_counter() - started) * 1000)
-        return cls(profile, models, lookups, next(iter(models)))
+        return cls(profile, models, all_lookups, next(iter(models)))
 
     # -- the repository -----------------------------------------------------------------------
     def get(self, name: str | None = None) -> ServedModel:
@@ -144,8 +176,13 @@ class Agent:
         return found
 
     @property
+    def lookups(self) -> LookupParts | None:
+        """The first classifier's table and cache (the one deferral uses), if it has them."""
+        return next(iter(self.model_lookups.values()), None)
+
+    @property
     def classifier(self) -> ClassificationTask | None:
-        """The first classification model's task (the one lookups, deferral and updates use)."""
+        """The first classification model's task (the one deferral and the camera use)."""
         for served in self.models.values():
             if isinstance(served.task, ClassificationTask):
                 return served.task
@@ -184,34 +221,26 @@ class Agent:
         return reply if wanted is None else _select(reply, wanted, task)
 
     def counters(self) -> dict[str, float]:
-        """Counters of the agent's parts, for metrics and telemetry."""
+        """Counters of the agent's parts, for metrics and telemetry: every model's as
+        `model_<name>_<counter>` (its task's, budget, agreement, adaptive threshold, table and
+        cache), and the first classifier's also unprefixed, as before counters were per model."""
         out: dict[str, float] = {}
-        task = self.classifier
-        if task is not None:
-            cascade = task.cascade
-            out.update(
-                {
-                    "escalations_denied_by_budget": cascade.budget.denied,
-                    "agreement_samples": cascade.agreement_samples,
-                    "agreement_hits": cascade.agreement_hits,
-                }
-            )
-            if cascade.agreement_samples:
-                out["online_accuracy_estimate"] = cascade.agreement_hits / cascade.agreement_samples
-            adaptive = find_adaptive(cascade.policy)
-            if adaptive is not None:
-                out.update(adaptive.stats())
+        first = self.classifier
         for served in self.models.values():
-            out.update({f"model_{served.name}_{k}": v for k, v in served.task.counters().items()})
-        if self.lookups is not None:
-            out.update(self.lookups.stats())
+            own = dict(served.task.counters())
+            lookups = self.model_lookups.get(served.name)
+            if lookups is not None:
+                own.update(lookups.stats())
+            if served.task is first:
+                out.update(own)
+            out.update({f"model_{served.name}_{k}": v for k, v in own.items()})
         return out
 
     def close(self) -> None:
         for served in self.models.values():
             served.task.close()
-        if self.lookups is not None:
-            self.lookups.close()
+        for lookups in self.model_lookups.values():
+            lookups.close()
 
 
 def _features(model: LocalModel) -> FeatureSpec:

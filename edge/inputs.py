@@ -12,6 +12,8 @@ from edgecascade.shared.errors import InputError
 from edgecascade.shared.features import FeatureSpec, ImageEncoding, decode_image, encode_image, encode_vector
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pbm", ".pgm", ".ppm", ".webp"}
+#: Clips for an input whose card pipeline is `kind: audio` (decoded by shared/features/audio.py).
+AUDIO_SUFFIXES = {".wav"}
 
 
 def encode_raw(raw: np.ndarray, spec: FeatureSpec) -> np.ndarray:

@@ -34,6 +34,24 @@ def resolve_artifact(path: Path, preference: list[str]) -> Path:
     raise ModelLoadError(str(path), "no artifact found; looked for " + ", ".join(str(c) for c in candidates))
 
 
+#: Log-probabilities stand in for logits; a probability of 0 (common in quantized outputs)
+#: becomes this floor so that a temperature can still soften it.
+PROBABILITY_FLOOR = 1e-7
+
+
+def as_logits(scores: np.ndarray, logits: bool) -> np.ndarray:
+    """A classifier's (N, classes) scores as float32 logits: themselves if they are logits,
+    else log(max(p, PROBABILITY_FLOOR)); softmax of the result is the model's distribution."""
+    scores = scores.astype(np.float32, copy=False)
+    return scores if logits else np.log(np.maximum(scores, np.float32(PROBABILITY_FLOOR)))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32, shifted by the row maximum so large logits do not overflow."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32, copy=False)
+
+
 def backend_options(profile: DeviceProfile) -> BackendOptions:
     return profile.runtime.backend_options()
 
@@ -54,6 +72,8 @@ class LocalModel:
         self.input_name = self.card.features.input_name if self.card.features else self.card.inputs[0].name
         self._output = self.card.probabilities_output or self.card.outputs[0].name
         self._softmax = self.card.logits
+        calibration = self.card.calibration
+        self._temperature = None if calibration is None else np.float32(calibration.temperature)
         out = next((t for t in self.backend.signature.outputs if t.name == self._output), None)
         # [N, 1, C]-style outputs are flattened to [N, C]; [N, C] is returned as it is.
         self._flatten = out is not None and len(out.shape) != 2
@@ -76,7 +96,23 @@ class LocalModel:
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """(N, ...) encoded features -> (N, classes) float32 probabilities (softmax applied
-        when the card says the model gives logits)."""
+        when the card says the model gives logits; with a card calibration, softmax of the
+        logits divided by its temperature)."""
+        scores = self._scores(features)
+        if self._temperature is not None:
+            return softmax(as_logits(scores, self._softmax) / self._temperature)
+        if self._softmax:
+            scores = softmax(scores)
+        if scores.dtype != np.float32:
+            scores = scores.astype(np.float32)
+        return scores
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """(N, classes) float32 uncalibrated logits: the model's own when the card says logits,
+        else its log-probabilities. Calibration (tools/calibration.py) fits a temperature on them."""
+        return as_logits(self._scores(features), self._softmax)
+
+    def _scores(self, features: np.ndarray) -> np.ndarray:
         scores = self._predict({self.input_name: features})[self._output]
         if self._flatten:
             scores = scores.reshape(scores.shape[0], -1)
@@ -87,11 +123,6 @@ class LocalModel:
             scores = (scores.astype(np.float32) - np.float32(info.min)) / np.float32(
                 int(info.max) - int(info.min)
             )
-        if self._softmax:
-            shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
-            scores = shifted / shifted.sum(axis=1, keepdims=True)
-        if scores.dtype != np.float32:
-            scores = scores.astype(np.float32)
         return scores
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

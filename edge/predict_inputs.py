@@ -1,5 +1,6 @@
 """`agent predict` input files -> one request's inputs by name: an image (for the model's
-image input), a .npy array (for its only input), or a .npz with one array per input name."""
+image input), a WAV clip (for its audio input), a .npy array (for its only input), or a .npz
+with one array per input name."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecascade.edge.inputs import IMAGE_SUFFIXES
+from edgecascade.edge.inputs import AUDIO_SUFFIXES, IMAGE_SUFFIXES
 from edgecascade.shared.errors import InputError
+from edgecascade.shared.features import AudioEncoding, ImageEncoding
 from edgecascade.shared.model_card import ModelCard
 
 
@@ -23,14 +25,19 @@ def read_request_inputs(path: Path, card: ModelCard) -> dict[str, np.ndarray]:
     state = {p.input for p in card.state}
     feeds = [t for t in card.inputs if t.name not in state]
     try:
-        if suffix in IMAGE_SUFFIXES:
-            images = [t for t in feeds if t.pipeline is not None]
-            if len(images) != 1:
-                raise InputError(
-                    f"{path}: an image needs a model with one image input (inputs[].pipeline in the card); "
-                    f"{card.name!r} has {len(images)}; pass a .npz with one array per input name"
-                )
-            return {images[0].name: np.array([data], dtype=object)}
+        for suffixes, kind, what, name in (
+            (IMAGE_SUFFIXES, ImageEncoding, "an image", "image"),
+            (AUDIO_SUFFIXES, AudioEncoding, "a WAV clip", "audio"),
+        ):
+            if suffix in suffixes:
+                takers = [t for t in feeds if isinstance(t.pipeline, kind)]
+                if len(takers) != 1:
+                    raise InputError(
+                        f"{path}: {what} needs a model with one {name} "
+                        f"input (inputs[].pipeline in the card); {card.name!r} has {len(takers)}; "
+                        "pass a .npz with one array per input name"
+                    )
+                return {takers[0].name: np.array([data], dtype=object)}
         if suffix == ".npy":
             if len(feeds) != 1:
                 raise InputError(
@@ -43,5 +50,6 @@ def read_request_inputs(path: Path, card: ModelCard) -> dict[str, np.ndarray]:
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
         raise InputError(f"{path}: {exc}") from None
     raise InputError(
-        f"{path}: unsupported input type {suffix!r}; use an image ({', '.join(sorted(IMAGE_SUFFIXES))}), .npy or .npz"
+        f"{path}: unsupported input type {suffix!r}; use an image ({', '.join(sorted(IMAGE_SUFFIXES))}), "
+        f"a WAV clip ({', '.join(sorted(AUDIO_SUFFIXES))}), .npy or .npz"
     )

@@ -1,6 +1,6 @@
-"""Business input -> model input, per input of a model card: encoded images are decoded and
-prepared with the input's pipeline (shared/features, the code training uses), raw tensors are
-checked against the model's spec. One implementation for the agent, `agent predict` and tools/.
+"""Business input -> model input, per input of a model card: encoded images and WAV clips are
+decoded and prepared with the input's pipeline (shared/features, the code training uses), raw
+tensors are checked against the model's spec. One implementation for the agent, `agent predict` and tools/.
 
 Every refusal is an InputError naming the input and its expected spec."""
 
@@ -10,29 +10,34 @@ import numpy as np
 
 from edgecascade.shared.backends.base import TensorSpec
 from edgecascade.shared.errors import InputError
-from edgecascade.shared.features import decode_image, encode_image
+from edgecascade.shared.features import decode_image, decode_wav, encode_audio, encode_image
 from edgecascade.shared.features.image import DEFAULT_MAX_PIXELS
-from edgecascade.shared.features.spec import ImageEncoding
-from edgecascade.shared.model_card import TensorCard
+from edgecascade.shared.features.spec import AudioEncoding, ImageEncoding
+from edgecascade.shared.model_card import Pipeline, TensorCard
 
 #: Cast without loss of meaning: JSON numbers arrive as int64/float64.
 _SAFE_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
 
 
-def describe(spec: TensorSpec, pipeline: ImageEncoding | None = None) -> str:
+def describe(spec: TensorSpec, pipeline: Pipeline | None = None) -> str:
     dims = ", ".join("-1" if d < 0 else str(d) for d in spec.shape)
-    image = " or encoded images (BYTES)" if pipeline is not None else ""
-    return f"{spec.name}: {spec.dtype} [{dims}]{image}"
+    if isinstance(pipeline, AudioEncoding):
+        extra = f" or WAV audio (BYTES, {pipeline.sample_rate} Hz)"
+    else:
+        extra = " or encoded images (BYTES)" if pipeline is not None else ""
+    return f"{spec.name}: {spec.dtype} [{dims}]{extra}"
 
 
 def prepare_input(
     value: object, card: TensorCard | None, spec: TensorSpec, *, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:
-    """One input's value (a batch, one example without the batch axis, image bytes or a BYTES
-    array of images) -> the batch array the backend takes for `spec`."""
+    """One input's value (a batch, one example without the batch axis, image or WAV bytes, or
+    a BYTES array of them) -> the batch array the backend takes for `spec`."""
     pipeline = card.pipeline if card is not None else None
     arr = value if isinstance(value, np.ndarray) else _as_array(value)
-    if pipeline is not None and (arr.dtype == object or _is_image(arr, spec)):
+    if isinstance(pipeline, AudioEncoding) and arr.dtype == object:
+        return _clips(arr, pipeline, spec)
+    if isinstance(pipeline, ImageEncoding) and (arr.dtype == object or _is_image(arr, spec)):
         return _images(arr, pipeline, spec, max_pixels)
     if spec.dtype == "object":
         if arr.dtype.kind not in "OSU":
@@ -87,15 +92,33 @@ def _images(arr: np.ndarray, pipeline: ImageEncoding, spec: TensorSpec, max_pixe
     return _cast(batch, spec, pipeline)
 
 
-def _raw(value: object) -> bytes:
+def _clips(arr: np.ndarray, pipeline: AudioEncoding, spec: TensorSpec) -> np.ndarray:
+    rows = []
+    for k, v in enumerate(arr.reshape(-1)):
+        try:
+            rows.append(encode_audio(*decode_wav(_raw(v, "WAV"), pipeline.max_seconds), pipeline))
+        except InputError as exc:
+            raise InputError(f"input {spec.name!r}: clip {k}: {exc}") from None
+    if not rows:
+        raise InputError(f"input {spec.name!r} holds no clips; expected {describe(spec, pipeline)}")
+    batch = np.stack(rows)
+    if not _fits(batch.shape, spec.shape):
+        raise InputError(
+            f"input {spec.name!r}: the card's pipeline makes {list(batch.shape)}, the model expects "
+            f"{describe(spec)}; fix inputs[].pipeline in the card"
+        )
+    return _cast(batch, spec, pipeline)
+
+
+def _raw(value: object, what: str = "encoded image") -> bytes:
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
         return value.encode()
-    raise InputError(f"expected encoded image bytes, got {type(value).__name__}")
+    raise InputError(f"expected {what} bytes, got {type(value).__name__}")
 
 
-def _cast(arr: np.ndarray, spec: TensorSpec, pipeline: ImageEncoding | None) -> np.ndarray:
+def _cast(arr: np.ndarray, spec: TensorSpec, pipeline: Pipeline | None) -> np.ndarray:
     want = np.dtype(spec.dtype)
     if arr.dtype == want:
         return arr
@@ -108,7 +131,7 @@ def _cast(arr: np.ndarray, spec: TensorSpec, pipeline: ImageEncoding | None) -> 
                 raise InputError(f"input {spec.name!r} has values outside {want}; expected {describe(spec)}")
         return arr.astype(want)
     if pipeline is not None and arr.dtype.kind == "f" and want.kind in "iu":
-        # An image pipeline makes float pixels; a uint8/int8 model input takes them rounded.
+        # A pipeline makes float pixels or samples; a uint8/int8/int16 model input takes them rounded.
         info = np.iinfo(want)
         return np.clip(np.rint(arr), info.min, info.max).astype(want)
     raise InputError(f"input {spec.name!r} has dtype {arr.dtype}; expected {describe(spec, pipeline)}")

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgecascade.shared.errors import ModelError, ModelLoadError
-from edgecascade.shared.features.spec import FeatureSpec, ImageEncoding
+from edgecascade.shared.features.spec import AudioEncoding, FeatureSpec, ImageEncoding
 
 CARD_SUFFIX = ".card.json"
 SCHEMA_VERSION = 2
@@ -24,6 +24,9 @@ SCHEMA_VERSION = 2
 TASK_KINDS = ("classification", "detection", "tensor")
 
 BoxFormat = Literal["yxyx", "xyxy", "xywh", "cxcywh"]
+
+#: How business input becomes one input tensor: encoded images, or WAV audio (`kind: audio`).
+Pipeline = ImageEncoding | AudioEncoding
 
 
 class _Strict(BaseModel):
@@ -36,24 +39,66 @@ class TensorCard(_Strict):
     name: str
     dtype: str
     shape: list[int]
-    pipeline: ImageEncoding | None = Field(
+    pipeline: Pipeline | None = Field(
         None,
-        description="Inputs only: how an image becomes this tensor (decode, colour, resize, scale, "
-        "mean/std, layout). Unset = a raw tensor, passed as given.",
+        description="Inputs only: how an image (decode, colour, resize, scale, per-channel mean/std, "
+        "layout) or a WAV clip (kind audio: sample rate, window, [-1, 1] or int16) becomes this "
+        "tensor. Unset = a raw tensor, passed as given.",
     )
 
 
 class AnchorDecoding(_Strict):
-    """A detector with raw outputs: per-anchor class scores and SSD box offsets (variances 0.1,
-    0.2) against a grid of square anchors, reduced by non-maximum suppression (shared/detection)."""
+    """A detector with raw outputs: per-anchor class scores and boxes against a set of anchors,
+    reduced by non-maximum suppression (shared/detection). `kind` grid: square anchors of `size`
+    pixels every `stride` pixels, SSD box offsets (variances 0.1, 0.2); `kind` ssd: MediaPipe's
+    SSD anchor generator (`strides`, `per_layer`), boxes as centre/size in input pixels."""
 
+    kind: Literal["grid", "ssd"] = Field(
+        "grid", description="grid: square anchors on one grid; ssd: MediaPipe's SSD anchor generator."
+    )
     image_size: tuple[int, int] = Field(description="Input image (height, width) in pixels.")
-    size: int = Field(gt=0, description="Anchor side, in pixels.")
-    stride: int = Field(gt=0, description="Anchor step, in pixels.")
-    offset: int = Field(0, ge=0, description="Where the first anchor's corner sits, in pixels.")
-    background_class: int | None = Field(0, description="Score column meaning 'no object'; unset = none.")
+    size: int | None = Field(None, gt=0, description="grid: anchor side, in pixels.")
+    stride: int | None = Field(None, gt=0, description="grid: anchor step, in pixels.")
+    offset: int = Field(0, ge=0, description="grid: where the first anchor's corner sits, in pixels.")
+    strides: list[int] = Field(
+        default_factory=list, description="ssd: one stride per layer (consecutive equal strides share a map)."
+    )
+    per_layer: int = Field(
+        2, ge=1, description="ssd: anchors per cell per layer (aspect ratios + interpolated)."
+    )
+    cell_offset: float = Field(0.5, ge=0.0, le=1.0, description="ssd: anchor centre within its cell.")
+    box_coding: Literal["offsets", "center_size"] = Field(
+        "offsets",
+        description="offsets: SSD (dx, dy, dw, dh) with variances 0.1, 0.2 against the anchor; center_size: "
+        "MediaPipe's (x, y, w, h) in input pixels, the centre relative to the anchor's (later values, "
+        "keypoints, ignored).",
+    )
+    score_activation: Literal["none", "sigmoid"] = Field(
+        "none", description="none: scores are probabilities; sigmoid: they are logits (clipped at +-80)."
+    )
+    background_class: int | None = Field(
+        None,
+        description="Score column meaning 'no object'; unset = 0 for kind grid (our detectors' softmax), "
+        "none for kind ssd (MediaPipe's detectors have none).",
+    )
     nms_iou: float = Field(0.5, gt=0.0, le=1.0, description="Overlap above which the weaker box goes.")
     max_detections: int = Field(20, ge=1, le=1000, description="Most detections kept per image.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _background_by_kind(cls, data: Any) -> Any:
+        # The default depends on the kind, so a saved card (written without nulls) reads back the same.
+        if isinstance(data, dict) and data.get("kind", "grid") == "grid" and "background_class" not in data:
+            return {**data, "background_class": 0}
+        return data
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> AnchorDecoding:
+        if self.kind == "grid" and (self.size is None or self.stride is None):
+            raise ValueError("anchors of kind grid need size and stride (pixels)")
+        if self.kind == "ssd" and (not self.strides or min(self.strides) <= 0):
+            raise ValueError("anchors of kind ssd need strides, e.g. [8, 16, 16, 16]")
+        return self
 
 
 class DetectionCard(_Strict):
@@ -64,7 +109,7 @@ class DetectionCard(_Strict):
     format: str = Field(
         "postprocessed",
         description="How the outputs are decoded: postprocessed = SSD-style boxes/classes/scores/count "
-        "(the edge's decoder registry, edge/tasks/detections.py, lists the others).",
+        "(shared/detection/decoders.py lists the others; the cloud serves the decoded outputs of shared/detection/served.py).",
     )
     boxes_output: str = Field(description="Output with boxes, [N, D, 4].")
     scores_output: str = Field(description="Output with scores, [N, D].")
@@ -87,6 +132,17 @@ class ScoreEscalation(_Strict):
     output: str = Field(description="Output whose first value per example is the score.")
     threshold: float = Field(description="The cut.")
     hard_when: Literal["below", "above"] = Field("below", description="A case is hard below (or above) it.")
+
+
+class Calibration(_Strict):
+    """Temperature scaling of a classifier, fitted by `edgecascade models tune` on a validation
+    split: probabilities = softmax(logits / temperature), with log-probabilities standing in for
+    logits when the model outputs probabilities. The edge applies it before any policy."""
+
+    temperature: float = Field(
+        gt=0.0, allow_inf_nan=False, description="Divides the logits; > 1 softens, < 1 sharpens."
+    )
+    fitted_on: str | None = Field(None, description="The data it was fitted on (folder, split, size).")
 
 
 class StatePair(_Strict):
@@ -123,6 +179,9 @@ class ModelCard(BaseModel):
     )
     logits: bool = Field(False, description="Classification: scores are logits (softmax is applied).")
     labels: list[str] = Field(default_factory=list, description="Class names, in output order.")
+    calibration: Calibration | None = Field(
+        None, description="Classification: temperature applied to the scores; unset = none."
+    )
     features: FeatureSpec | None = Field(
         None, description="Schema 1: the encoding of the one input (schema 2 keeps it per input)."
     )
@@ -163,6 +222,8 @@ class ModelCard(BaseModel):
         names = {t.name for t in self.outputs}
         if self.task == "classification" and self.probabilities_output is None:
             raise ValueError("a classification card names its probabilities_output")
+        if self.calibration is not None and self.task != "classification":
+            raise ValueError(f"calibration applies to classification cards, not {self.task}")
         if self.task == "detection" and self.detection is None:
             raise ValueError("a detection card has a `detection` section naming its outputs")
         for field, out in self._named_outputs():

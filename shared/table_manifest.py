@@ -2,7 +2,12 @@
 
 Tables travel like models (same Blob/Delta delivery, same Ed25519 signing, see shared/manifest.py)
 but on their own retained topics (Topics.table_manifest_*), so a table push never replaces the
-model manifest a device reads, nor the other way round."""
+model manifest a device reads, nor the other way round.
+
+Every classifier a device serves has its own table. A manifest names the served model its table
+is for (`model`, a [[models]] name) and travels on that model's topics, so a push for one model
+never replaces another's retained manifest; `model` unset (manifests from before per-model
+tables) means the device's default lookup model, on the topics without a model level."""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from edgecascade.shared.manifest import (
     _Signed,
     _Strict,
 )
+from edgecascade.shared.topic_segments import TopicName
 
 #: A version becomes a directory name on the device: plain names only.
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
@@ -32,6 +38,11 @@ class TableManifest(_Signed):
     kind: Literal["table"] = Field("table", description="What the manifest carries: a lookup table.")
     fleet: str = Field(description="Fleet name.")
     name: str = Field(description="Table name (from the table header).")
+    model: TopicName | None = Field(
+        None,
+        description="The device model ([[models]] name) whose table this is; unset = each device's "
+        "first model with lookups.",
+    )
     version: str = Field(description="Table version (from the header); answers report it as table_version.")
     file_name: str = Field(description="Table file name on the device.")
     cloud_model: str = Field(description="Cloud model that computed the table's answers.")
@@ -64,6 +75,9 @@ class TableStatus(_Strict):
 
     device: str = Field(description="Device id.")
     groups: list[str] = Field(default_factory=list, description="Groups the device belongs to.")
+    model: str | None = Field(
+        None, description="The device model whose table this is; None = the default lookup model."
+    )
     table: str | None = Field(None, description="Name of the table serving now; None = no table.")
     active_version: str | None = Field(None, description="Table version serving now; None = no table.")
     state: UpdateState = Field(description="Table update state: idle, downloading, ..., rolled_back.")

@@ -96,6 +96,15 @@ class InferenceBody(_Body):
     degraded: bool
     reason: str
     request_id: str | None = None
+    served_model: str | None = Field(
+        None,
+        description="The device's served model ([[models]] name) the request was for; None in "
+        "records of agents from before per-model telemetry.",
+    )
+    served_model_version: str | None = Field(
+        None, description="Version of that model on the device (None for table and cache answers)."
+    )
+    task: str | None = Field(None, description="Its task kind: classification, detection or tensor.")
 
 
 class HardCaseBody(InferenceBody):

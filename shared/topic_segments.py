@@ -16,6 +16,7 @@ RESERVED_SEGMENTS = frozenset(
     {
         "models",
         "tables",
+        "model",
         "artifacts",
         "device",
         "group",

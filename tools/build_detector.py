@@ -31,6 +31,7 @@ from edgecascade.shared.detection import (
     match,
 )
 from edgecascade.shared.detection.anchors import encode_deltas
+from edgecascade.shared.model_card import AnchorDecoding, DetectionCard, ModelCard
 from edgecascade.tools.build_detector_data import CANVAS, Canvases
 
 log = logging.getLogger(__name__)
@@ -321,3 +322,40 @@ def evaluate(detections: list[list[Detection]], data: Canvases) -> MatchCounts:
     for dets, boxes, classes in zip(detections, data.boxes, data.classes, strict=True):
         total.add(match(dets, boxes, classes, 0.5))
     return total
+
+
+# ---- the committed detectors as detection tasks --------------------------------------------
+
+#: The edge detector's raw outputs: candidates down to the cascade's uncertain band (0.3), the
+#: anchor grid and NMS the detector was trained and evaluated with.
+EDGE_DETECTION = DetectionCard(
+    format="anchors",
+    boxes_output="deltas",
+    scores_output="scores",
+    box_format="xyxy",
+    min_score=SCORE_THRESHOLD,
+    anchors=AnchorDecoding(
+        image_size=(CANVAS, CANVAS),
+        size=ANCHORS.size,
+        stride=ANCHORS.stride,
+        nms_iou=EDGE_NMS_IOU,
+        max_detections=MAX_DETECTIONS,
+    ),
+)
+#: The cloud detector's SSD-style outputs (NMS and the 0.3 score floor are in its graph).
+CLOUD_DETECTION = DetectionCard(
+    format="postprocessed",
+    boxes_output="boxes",
+    scores_output="scores",
+    classes_output="classes",
+    count_output="count",
+    box_format="yxyx",
+)
+
+
+def detection_card(card: ModelCard) -> ModelCard:
+    """A committed digit detector's card (written as schema 1, outputs named as a classifier's)
+    as a detection task card: raw anchor outputs (edge) or SSD-style ones (cloud)."""
+    names = {t.name for t in card.outputs}
+    detection = EDGE_DETECTION if "deltas" in names else CLOUD_DETECTION
+    return card.model_copy(update={"task": "detection", "probabilities_output": None, "detection": detection})

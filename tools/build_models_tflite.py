@@ -305,6 +305,10 @@ def _asymmetric(lo: float, hi: float) -> tuple[float, int]:
     return float(np.float32(scale)), int(np.clip(round(-128 - lo / scale), -128, 127))
 
 
+def _rounded(value: float) -> float:
+    return float(f"{float(value):.5g}")
+
+
 def detector_int8_from_onnx(onnx_path: Path, calibration: np.ndarray) -> bytes:
     """The same detector as full-integer int8 TFLite with int8 input and outputs: per-channel
     symmetric int8 weights, int32 biases, and activation ranges measured on `calibration`
@@ -313,13 +317,14 @@ def detector_int8_from_onnx(onnx_path: Path, calibration: np.ndarray) -> bytes:
 
     weights = _onnx_weights(onnx_path)
     feats = patch_features(calibration.astype(np.float32), pooled=True)  # (N, 169, 64)
+    feats64 = feats.astype(np.float64)
     g = _Subgraph()
     in_q = (1 / 255, -128)  # pixels 0..1
     image = g.tensor("image", [1, 64, 64, 1], INT8, in_q)
     pooled = g.tensor("pooled", [1, 32, 32, 1], INT8, in_q)  # average pooling keeps the scale
     g.op(0, [image], [pooled], _pool_options(g.b, 2))
     outputs = {
-        head: _int8_head(g, weights, feats, head, classes, pooled, in_q)
+        head: _int8_head(g, weights, feats64, head, classes, pooled, in_q)
         for head, classes in (("cls", 11), ("reg", 4))
     }
     scores = g.tensor("scores", [1, 169, 11], INT8, (1 / 256, -128))  # the int8 softmax's fixed range
@@ -337,16 +342,18 @@ def _int8_head(
     pooled: int,
     in_q: tuple[float, int],
 ) -> int:
-    """One head's two int8 convolutions, with activation ranges measured on `feats`, and the
-    reshape to [1, 169, classes]; returns that tensor."""
+    """One head's two int8 convolutions, with activation ranges measured on `feats` (float64),
+    and the reshape to [1, 169, classes]; returns that tensor."""
     w0 = weights[f"{head}_W0"].reshape(-1, 64)  # [H, 64]: the MLP's first layer
     b0 = weights[f"{head}_B0"]
     w1 = weights[f"{head}_W1"].reshape(classes, -1)  # [C, H]
     b1 = weights[f"{head}_B1"]
-    hidden = np.maximum(feats @ w0.T + b0, 0)
-    z = hidden @ w1.T + b1
-    h_q = _asymmetric(0.0, float(hidden.max()))
-    z_q = _asymmetric(float(z.min()), float(z.max()))
+    # Ranges in float64, rounded to 5 significant digits: float32 BLAS sums differ in their
+    # last bits between CPUs, and the rebuilt file must be byte for byte the committed one.
+    hidden = np.maximum(feats @ w0.T.astype(np.float64) + b0, 0)
+    z = hidden @ w1.T.astype(np.float64) + b1
+    h_q = _asymmetric(0.0, _rounded(hidden.max()))
+    z_q = _asymmetric(_rounded(z.min()), _rounded(z.max()))
     layers = (
         (w0, b0, in_q, h_q, [w0.shape[0], 8, 8, 1], 2, True),
         (w1, b1, h_q, z_q, [classes, 1, 1, w1.shape[1]], 1, False),

@@ -19,9 +19,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "be given by flags, so it runs without questions.",
         epilog="examples:\n"
         "  edgecascade models import mobilenet.tflite --labels labels.txt --input image:scale=1/127.5,mean=1\n"
+        "  edgecascade models import resnet.onnx --input image:mean=0.485,0.456,0.406,std=0.229,0.224,0.225\n"
         "  edgecascade models import ssd.tflite --task detection --labels coco.txt\n"
+        "  edgecascade models import face_detection_short_range.tflite --task detection --input image:scale=1/127.5,mean=1\n"
         "  edgecascade models import selfie_seg.onnx --task tensor --input image\n"
         "  edgecascade models import kws.onnx --task tensor --state state_in=state_out\n"
+        "  edgecascade models import tones.onnx --labels tones.txt --input audio:rate=16000\n"
         "then: edgecascade agent run --model MODEL",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -36,13 +39,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="SPEC",
         help="[NAME=]image[:size=WxH,color=rgb|bgr|gray,layout=nhwc|nchw|flat,scale=1/255,mean=0,std=1] "
-        "to accept encoded images for an input, or [NAME=]raw; repeat per input",
+        "to accept encoded images for an input (per-channel: mean=0.485,0.456,0.406,std=0.229,0.224,0.225), "
+        "[NAME=]audio:rate=HZ[,samples=N,values=unit|int16,fit=pad_crop|exact] to accept WAV clips, "
+        "or [NAME=]raw; repeat per input",
     )
     p.add_argument(
         "--logits", action="store_true", help="classification: the scores are logits (softmax them)"
     )
     p.add_argument(
-        "--detection", metavar="SPEC", help="boxes=NAME,scores=NAME,classes=NAME,count=NAME,format=yxyx"
+        "--detection",
+        metavar="SPEC",
+        help="boxes=NAME,scores=NAME,classes=NAME,count=NAME,format=yxyx|xyxy|xywh|cxcywh,min_score=F; "
+        "format=anchors for raw per-anchor outputs (guessed when the model has exactly two [N, A, k] outputs)",
+    )
+    p.add_argument(
+        "--anchors",
+        metavar="SPEC",
+        help="raw-output detectors: ssd:strides=8,16,16,16,per_layer=2 (MediaPipe's SSD anchors) or "
+        "grid:size=16,stride=4[,offset=0]; options box_coding=offsets|center_size, "
+        "score_activation=none|sigmoid, background=INDEX|none, nms_iou=F, max_detections=N "
+        "(default: guessed from MediaPipe's standard configurations when exactly one fits)",
     )
     p.add_argument(
         "--state", action="append", default=[], metavar="IN=OUT", help="a state pair; repeat per pair"
@@ -71,6 +87,7 @@ def _import(args: argparse.Namespace) -> int:
                 inputs=args.input,
                 logits=args.logits,
                 detection=args.detection,
+                anchors=args.anchors,
                 state=args.state,
                 escalate=args.escalate,
             ),
@@ -84,7 +101,9 @@ def _import(args: argparse.Namespace) -> int:
         f"wrote {path}: {card.name} {card.version}, task {card.task}, {card.backend}, quantization {card.quantization}"
     )
     for t in card.inputs:
-        print(f"  input  {t.name}: {t.dtype} {t.shape}" + (" (images)" if t.pipeline else ""))
+        print(
+            f"  input  {t.name}: {t.dtype} {t.shape}" + (f" ({t.pipeline.describe()})" if t.pipeline else "")
+        )
     for t in card.outputs:
         print(f"  output {t.name}: {t.dtype} {t.shape}")
     for note in result.notes:

@@ -83,6 +83,64 @@ def write_digits_video(
     return sidecar
 
 
+def objects_path(video: Path) -> Path:
+    return video.with_suffix(".objects.json")
+
+
+def write_canvas_video(
+    path: Path,
+    images: np.ndarray,
+    boxes: list[np.ndarray],
+    classes: list[np.ndarray],
+    *,
+    hold: int = 5,
+    fps: float = 10.0,
+    scale: int = 4,
+    codec: str = "ffv1",
+) -> Path:
+    """Write detector canvases (N, 1, H, W) floats 0..1 (tools/build_detector_data.py), each
+    shown for `hold` frames, and a sidecar of each frame's true objects (normalized xyxy box,
+    digit). Returns the sidecar."""
+    if codec not in CODECS:
+        raise EdgecascadeError(f"unknown codec {codec!r}; choose one of {', '.join(sorted(CODECS))}")
+    if len(images) == 0 or not len(images) == len(boxes) == len(classes) or hold < 1:
+        raise EdgecascadeError(f"need canvases with boxes and classes for each, got {len(images)}")
+    frames = [np.rint(np.clip(img[0], 0, 1) * 255).astype(np.uint8) for img in images]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    first = digit_frame(frames[0], scale)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    writer = cv2.VideoWriter(
+        str(tmp), cv2.VideoWriter.fourcc(*CODECS[codec]), fps, (first.shape[1], first.shape[0])
+    )
+    if not writer.isOpened():
+        raise EdgecascadeError(f"OpenCV cannot write {codec} to {path} (is FFmpeg support built in?)")
+    truth = []
+    try:
+        for frame, b, c in zip(frames, boxes, classes, strict=True):
+            objects = [
+                {"box": [round(float(v), 5) for v in box], "label": str(int(k))}
+                for box, k in zip(b, c, strict=True)
+            ]
+            bgr = digit_frame(frame, scale)
+            for _ in range(hold):
+                writer.write(bgr)
+                truth.append(objects)
+    finally:
+        writer.release()
+    tmp.replace(path)
+    sidecar = objects_path(path)
+    sidecar.write_text(
+        json.dumps({"video": path.name, "fps": fps, "hold": hold, "frames": len(truth), "objects": truth})
+    )
+    log.info("wrote %d frames of %d canvases (%s, %g fps) to %s", len(truth), len(frames), codec, fps, path)
+    return sidecar
+
+
+def read_objects(video: Path) -> list[list[dict[str, object]]]:
+    """The true objects of each frame index of a video written by write_canvas_video."""
+    return list(json.loads(objects_path(video).read_text())["objects"])
+
+
 def read_labels(video: Path) -> list[int]:
     """The true label of each frame index of a video written by write_digits_video."""
     return list(json.loads(sidecar_path(video).read_text())["labels"])

@@ -12,18 +12,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from edgecascade.shared.backends import BackendOptions, load_backend
 from edgecascade.shared.backends.base import Signature, TensorSpec
 from edgecascade.shared.card_check import card_problems
 from edgecascade.shared.errors import ConfigError, ModelLoadError
-from edgecascade.shared.features.spec import ImageEncoding
+from edgecascade.shared.features.spec import AudioEncoding, ImageEncoding
 from edgecascade.shared.model_card import (
     DetectionCard,
     ModelCard,
+    Pipeline,
     ScoreEscalation,
     StatePair,
     TensorCard,
 )
+from edgecascade.tools.import_anchors import anchor_detection, raw_outputs
+from edgecascade.tools.import_options import number, why
+from edgecascade.tools.import_options import options as parse_options
 
 
 @dataclass
@@ -34,9 +40,10 @@ class ImportAnswers:
     version: str = "1.0.0"
     task: str | None = None
     labels: list[str] | None = None
-    inputs: list[str] = field(default_factory=list)  # --input [NAME=]image[:k=v,...] | [NAME=]raw
+    inputs: list[str] = field(default_factory=list)  # --input [NAME=]image|audio[:k=v,...] | [NAME=]raw
     logits: bool = False
-    detection: str | None = None  # boxes=..,scores=..,classes=..,count=..,format=..
+    detection: str | None = None  # boxes=..,scores=..,classes=..,count=..,format=..,min_score=..
+    anchors: str | None = None  # ssd:strides=..,per_layer=.. | grid:size=..,stride=..
     state: list[str] = field(default_factory=list)  # INPUT=OUTPUT
     escalate: str | None = None  # OUTPUT<THRESHOLD or OUTPUT>THRESHOLD
 
@@ -76,7 +83,8 @@ def import_model(path: Path, answers: ImportAnswers) -> ImportResult:
             labels = [str(i) for i in range(classes)] if classes > 0 else []
             notes.append(f"labels: not given; using class indices 0..{classes - 1} (pass --labels FILE)")
     elif task == "detection":
-        fields["detection"] = _detection(answers.detection, outs, notes)
+        image_size = _image_size(sig, pipelines, fed)
+        fields["detection"] = _detection(answers.detection, outs, notes, image_size, answers.anchors)
         if labels is None:
             labels = []
             notes.append(
@@ -155,12 +163,15 @@ def _pair(text: str, sig: Signature) -> StatePair:
     return StatePair(input=inp, output=out)
 
 
-def _pipelines(specs: list[str], sig: Signature, fed: set[str], notes: list[str]) -> dict[str, ImageEncoding]:
+def _pipelines(specs: list[str], sig: Signature, fed: set[str], notes: list[str]) -> dict[str, Pipeline]:
     names = [t.name for t in sig.inputs if t.name not in fed]
-    out: dict[str, ImageEncoding] = {}
+    out: dict[str, Pipeline] = {}
     for text in specs:
         name, sep, rest = text.partition("=")
-        if not sep or ":" in name or name in ("image", "raw"):  # no NAME= prefix
+        kinds = ("image", "audio", "raw")
+        # NAME=KIND[:...]; an input may itself be named like a kind (`audio=audio:rate=16000`).
+        prefixed = sep and ":" not in name and (name not in kinds or rest.partition(":")[0] in kinds)
+        if not prefixed:
             if len(names) != 1:
                 raise ConfigError(f"name the input: NAME={text}; inputs are {names}", key="--input")
             name, rest = names[0], text
@@ -170,9 +181,13 @@ def _pipelines(specs: list[str], sig: Signature, fed: set[str], notes: list[str]
         kind, _, options = rest.partition(":")
         if kind == "raw":
             continue
+        if kind == "audio":
+            out[name] = _audio(spec, options, notes)
+            continue
         if kind != "image":
             raise ConfigError(
-                f"expected image[:options] or raw for input {name!r}, got {kind!r}", key="--input"
+                f"expected image[:options], audio:rate=HZ[,options] or raw for input {name!r}, got {kind!r}",
+                key="--input",
             )
         out[name] = _image(spec, options)
     for t in sig.inputs:
@@ -183,6 +198,19 @@ def _pipelines(specs: list[str], sig: Signature, fed: set[str], notes: list[str]
     return out
 
 
+def _image_size(sig: Signature, pipelines: dict[str, Pipeline], fed: set[str]) -> tuple[int, int] | None:
+    """(height, width) of the model's one image input: its pipeline's, or its fixed 4-D shape's."""
+    sizes = {(p.height, p.width) for p in pipelines.values() if isinstance(p, ImageEncoding)}
+    if not sizes:
+        for t in sig.inputs:
+            if t.name not in fed and _looks_like_image(t):
+                nchw = t.shape[1] in (1, 3) and t.shape[3] not in (1, 3)
+                h, w = (t.shape[2], t.shape[3]) if nchw else (t.shape[1], t.shape[2])
+                if h > 0 and w > 0:
+                    sizes.add((h, w))
+    return next(iter(sizes)) if len(sizes) == 1 else None
+
+
 def _looks_like_image(t: TensorSpec) -> bool:
     return len(t.shape) == 4 and (t.shape[3] in (1, 3) or t.shape[1] in (1, 3))
 
@@ -190,10 +218,7 @@ def _looks_like_image(t: TensorSpec) -> bool:
 def _image(spec: TensorSpec, options: str) -> ImageEncoding:
     """Options: size=WxH, color=rgb|bgr|gray, layout=nhwc|nchw|flat, scale, mean, std,
     interpolation, invert. Unset size, colour and layout come from the input's shape."""
-    opts: dict[str, Any] = {}
-    for item in filter(None, options.split(",")):
-        key, _, value = item.partition("=")
-        opts[key.strip()] = value.strip()
+    opts: dict[str, Any] = dict(parse_options(options, f"input {spec.name!r}"))
     shape = spec.shape
     if "layout" not in opts:
         opts["layout"] = (
@@ -214,27 +239,84 @@ def _image(spec: TensorSpec, options: str) -> ImageEncoding:
             f"input {spec.name!r} {list(shape)} has no fixed size: pass size=WxH", key="--input"
         )
     opts.setdefault("color", "gray" if c == 1 else "rgb")
-    for key in ("scale", "mean", "std"):
+    if "scale" in opts:
+        opts["scale"] = number(str(opts["scale"]))
+    for key in ("mean", "std"):
         if key in opts:
-            opts[key] = _number(str(opts[key]))
+            values = [number(v) for v in str(opts[key]).split(",")]
+            opts[key] = values[0] if len(values) == 1 else tuple(values)
     if "invert" in opts:
         opts["invert"] = str(opts["invert"]).lower() in ("1", "true", "yes")
     try:
         return ImageEncoding(width=w, height=h, **opts)
-    except ValueError as exc:
-        raise ConfigError(f"input {spec.name!r}: {exc}", key="--input") from None
+    except ValidationError as exc:
+        raise ConfigError(f"input {spec.name!r}: {why(exc)}", key="--input") from None
 
 
-def _number(text: str) -> float:
-    num, sep, den = text.partition("/")  # scale=1/255
-    return float(num) / float(den) if sep else float(num)
+def _audio(spec: TensorSpec, options: str, notes: list[str]) -> AudioEncoding:
+    """Options: rate=HZ (required: nothing in a model says it), samples, values=unit|int16,
+    fit=pad_crop|exact, layout, max_seconds. Unset samples, layout and values come from
+    the input's shape and dtype: [N, S], [N, 1, S] or [N, S, 1]; int16 inputs take int16 values."""
+    opts: dict[str, Any] = dict(parse_options(options, f"input {spec.name!r}"))
+    shape = list(spec.shape)
+    if "layout" not in opts:
+        if len(shape) == 2:
+            opts["layout"] = "samples"
+        elif len(shape) == 3 and shape[1] == 1:
+            opts["layout"] = "channel_samples"
+        elif len(shape) == 3 and shape[2] == 1:
+            opts["layout"] = "samples_channel"
+        else:
+            raise ConfigError(
+                f"input {spec.name!r} {shape} is not [N, samples], [N, 1, samples] or [N, samples, 1]; "
+                "pass layout=samples|channel_samples|samples_channel",
+                key="--input",
+            )
+    if "samples" not in opts:
+        window = shape[2] if opts["layout"] == "channel_samples" and len(shape) == 3 else shape[1]
+        if window <= 0:
+            raise ConfigError(
+                f"input {spec.name!r} {shape} has a dynamic window: pass samples=N", key="--input"
+            )
+        opts["samples"] = window
+    if "rate" not in opts:
+        raise ConfigError(
+            f"input {spec.name!r}: the sample rate is not in the model; pass audio:rate=HZ (e.g. rate=16000)",
+            key="--input",
+        )
+    opts["sample_rate"] = opts.pop("rate")
+    if "values" not in opts:
+        opts["values"] = "int16" if spec.dtype == "int16" else "unit"
+        notes.append(
+            f"input {spec.name!r}: audio as "
+            + ("int16 PCM values" if opts["values"] == "int16" else "float samples in [-1, 1]")
+            + " (pass values=unit|int16)"
+        )
+    try:
+        return AudioEncoding(kind="audio", **opts)
+    except ValidationError as exc:
+        raise ConfigError(f"input {spec.name!r}: {why(exc)}", key="--input") from None
 
 
-def _detection(text: str | None, outs: list[TensorSpec], notes: list[str]) -> DetectionCard:
+def _detection(
+    text: str | None,
+    outs: list[TensorSpec],
+    notes: list[str],
+    image_size: tuple[int, int] | None = None,
+    anchors: str | None = None,
+) -> DetectionCard:
     given: dict[str, str] = {}
     for item in filter(None, (text or "").split(",")):
         key, _, value = item.partition("=")
         given[key.strip()] = value.strip()
+    # Raw per-anchor outputs (two [N, A, k] tensors), or said so: decoded against anchors.
+    if (
+        given.get("format") == "anchors"
+        or anchors is not None
+        or ("format" not in given and "boxes" not in given and raw_outputs(outs) is not None)
+    ):
+        given.pop("format", None)
+        return anchor_detection(given, outs, image_size, anchors, notes)
     by_rank = {
         2: [t for t in outs if len(t.shape) == 2],
         3: [t for t in outs if len(t.shape) == 3 and t.shape[-1] == 4],
@@ -279,6 +361,7 @@ def _detection(text: str | None, outs: list[TensorSpec], notes: list[str]) -> De
             classes_output=given.get("classes"),
             count_output=given.get("count"),
             box_format=given.get("format", "yxyx"),
+            min_score=number(given["min_score"], key="--detection") if "min_score" in given else 0.0,
         )
     except ValueError as exc:
         raise ConfigError(str(exc), key="--detection") from None
@@ -297,5 +380,5 @@ def _escalation(text: str) -> ScoreEscalation:
     raise ConfigError(f"expected OUTPUT<THRESHOLD or OUTPUT>THRESHOLD, got {text!r}", key="--escalate")
 
 
-def _tensor(spec: TensorSpec, pipeline: ImageEncoding | None) -> TensorCard:
+def _tensor(spec: TensorSpec, pipeline: Pipeline | None) -> TensorCard:
     return TensorCard(name=spec.name, dtype=spec.dtype, shape=[int(d) for d in spec.shape], pipeline=pipeline)

@@ -1,20 +1,27 @@
 """Threshold tuning: the trade-off between escalation rate and cascade accuracy, per policy.
 
-Runs the real edge and cloud models once over the validation split, then sweeps each
-policy's threshold on those outputs (a cascade answer is the cloud's where the policy says
-hard, the edge's elsewhere). Picks, per policy, the threshold that meets the target with the
-fewest escalations, and reports the held-out figures of that choice so they stay honest."""
+Runs the real edge and cloud models once over the validation split, fits a temperature on
+the edge model's logits there (tools/calibration.py), then sweeps each policy's threshold on
+the calibrated probabilities (a cascade answer is the cloud's where the policy says hard, the
+edge's elsewhere). Picks, per policy, the threshold that meets the target with the fewest
+escalations, and reports the held-out figures of that choice so they stay honest."""
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from edgecascade.edge.local_model import softmax
 from edgecascade.edge.policies import EntropyPolicy
 from edgecascade.edge.policies.registry import POLICIES
+from edgecascade.shared.atomic_file import atomic_write
+from edgecascade.shared.model_card import Calibration, ModelCard
+from edgecascade.tools.calibration import Figures, figures, fit_temperature
 
 KINDS = POLICIES
 
@@ -76,6 +83,103 @@ def evaluate(
     hard = _hard(kind, threshold, edge_probs)
     answer = np.where(hard, cloud_pred, edge_probs.argmax(axis=1))
     return Point(kind, threshold, float(hard.mean()), float((answer == labels).mean()))
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split's uncalibrated edge logits, the cloud's predicted classes and the labels."""
+
+    logits: np.ndarray
+    cloud_pred: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass
+class Tuning:
+    """Everything `models tune` found: the temperature and its figures per split, the cascade
+    baselines, and per policy the chosen point on validation and its held-out figures."""
+
+    temperature: float
+    validation: Figures
+    held_out: Figures
+    edge_accuracy: float
+    cloud_accuracy: float
+    cloud_accuracy_held: float
+    curves: dict[str, list[Point]] = field(default_factory=dict)
+    chosen: dict[str, Point] = field(default_factory=dict)
+    held: dict[str, Point] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "temperature": self.temperature,
+            "calibration": {"validation": self.validation.as_dict(), "held_out": self.held_out.as_dict()},
+            "validation": {"edge_accuracy": self.edge_accuracy, "cloud_accuracy": self.cloud_accuracy},
+            "held_out": {"cloud_accuracy": self.cloud_accuracy_held},
+            "policies": {
+                kind: None
+                if kind not in self.chosen
+                else {
+                    "threshold": self.chosen[kind].threshold,
+                    "validation": _rates(self.chosen[kind]),
+                    "held_out": _rates(self.held[kind]),
+                }
+                for kind in self.curves
+            },
+        }
+
+
+def _rates(p: Point) -> dict[str, float]:
+    return {"escalation_rate": p.escalation_rate, "accuracy": p.accuracy}
+
+
+def tune(
+    val: Split,
+    held: Split,
+    *,
+    temperature: float | None,
+    max_escalation: float | None,
+    min_relative_accuracy: float | None,
+) -> Tuning:
+    """Fit T on `val` (or use the given `temperature`), then pick each policy's threshold on
+    the calibrated validation probabilities and evaluate it on `held`."""
+    if temperature is None:
+        # Rounded as the card stores it, so the figures are those of the served temperature.
+        temperature = round(fit_temperature(val.logits, val.labels), 6)
+    t = np.float32(temperature)
+    pv, ph = softmax(val.logits / t), softmax(held.logits / t)
+    result = Tuning(
+        temperature=temperature,
+        validation=figures(val.logits, val.labels, temperature),
+        held_out=figures(held.logits, held.labels, temperature),
+        edge_accuracy=float((pv.argmax(axis=1) == val.labels).mean()),
+        cloud_accuracy=float((val.cloud_pred == val.labels).mean()),
+        cloud_accuracy_held=float((held.cloud_pred == held.labels).mean()),
+    )
+    for kind in KINDS:
+        result.curves[kind] = curve(kind, pv, val.cloud_pred, val.labels)
+        best = pick(
+            result.curves[kind],
+            max_escalation=max_escalation,
+            min_relative_accuracy=min_relative_accuracy,
+            cloud_accuracy=result.cloud_accuracy,
+        )
+        if best is not None:
+            result.chosen[kind] = best
+            result.held[kind] = evaluate(kind, best.threshold, ph, held.cloud_pred, held.labels)
+    return result
+
+
+def write_calibration(artifact: Path, temperature: float, fitted_on: str) -> Path:
+    """Set `calibration` in the card beside `artifact`, keeping the rest of the file as it is;
+    the result is validated as a card before it is written."""
+    path = ModelCard.path_for(artifact)
+    data = json.loads(path.read_text())
+    data["calibration"] = Calibration(temperature=temperature, fitted_on=fitted_on).model_dump(
+        exclude_none=True
+    )
+    ModelCard.model_validate(data)
+    atomic_write(path, (json.dumps(data, indent=2) + "\n").encode())
+    return path
 
 
 def write_policy(profile: Path, kind: str, threshold: float) -> None:

@@ -41,9 +41,15 @@ class PushRecord:
     rolled_back: bool = False
     issued_at: float = 0.0
     kind: str = "model"  # or "table"; records written before tables existed are models
+    model: str | None = None  # a table push: the device model it is for (None: the default)
 
 
 AnyManifest = Manifest | TableManifest
+
+
+def _table_model(manifest: AnyManifest) -> str | None:
+    """The device model a table manifest is for (None: the default; model manifests: None)."""
+    return manifest.model if isinstance(manifest, TableManifest) else None
 
 
 class FleetManager:
@@ -135,16 +141,18 @@ class FleetManager:
                 start, end = blob.chunk_bounds(i)
                 self.publish_retained(f"{blob.topic}/{i}", payload.data[start:end])
 
-    def topic_for(self, target: str, kind: str = "model") -> str:
-        """The retained manifest topic for `target`; tables have their own, apart from models."""
+    def topic_for(self, target: str, kind: str = "model", model: str | None = None) -> str:
+        """The retained manifest topic for `target`; tables have their own, apart from models,
+        and per device model (`model`, None: the default lookup model's)."""
         level, _, value = target.partition(":")
         table = kind == "table"
+        t = self.topics
         if level == "device" and value:
-            return self.topics.table_manifest_device(value) if table else self.topics.manifest_device(value)
+            return t.table_manifest_device(value, model) if table else t.manifest_device(value)
         if level == "group" and value:
-            return self.topics.table_manifest_group(value) if table else self.topics.manifest_group(value)
+            return t.table_manifest_group(value, model) if table else t.manifest_group(value)
         if target == "all":
-            return self.topics.table_manifest_all() if table else self.topics.manifest_all()
+            return t.table_manifest_all(model) if table else t.manifest_all()
         raise UpdateError(f"target must be device:ID, group:G or all, not {target!r}")
 
     def _issue_time(self) -> float:
@@ -160,17 +168,18 @@ class FleetManager:
         """Clear the retained manifests of earlier pushes at levels the new target covers
         (device and group levels under `all`, device levels of a group's members), so no older
         instruction lingers where devices read. Devices would let the newer one win anyway."""
-        new_topic = self.topic_for(signed.target, signed.kind)
+        model = _table_model(signed)
+        new_topic = self.topic_for(signed.target, signed.kind, model)
         members = set(self.board.devices_in(signed.target))
         stale: set[str] = set()
         for record in records:
-            if record.kind != signed.kind:
+            if record.kind != signed.kind or record.model != model:
                 continue
             for target in (record.target, *(f"device:{d}" for d in record.canary_devices)):
                 level, _, value = target.partition(":")
                 covered = signed.target == "all" or (level == "device" and value in members)
                 if covered and target != "all":
-                    stale.add(self.topic_for(target, signed.kind))
+                    stale.add(self.topic_for(target, signed.kind, model))
         for topic in sorted(stale - {new_topic}):
             log.info("clearing %s manifest %s (superseded by push %s)", signed.kind, topic, signed.push_id)
             self.publish_retained(topic, b"")
@@ -182,8 +191,8 @@ class FleetManager:
         group/all targets: the devices known from their status; a canary gets only a share).
         A push that is not a canary clears the older manifests its target covers."""
         signed = self._sign(manifest)
-        kind = signed.kind
-        self.topic_for(signed.target, kind)  # validate before publishing anything
+        kind, model = signed.kind, _table_model(signed)
+        self.topic_for(signed.target, kind, model)  # validate before publishing anything
         (self.state_dir / "manifests" / f"{signed.push_id}.json").write_text(signed.model_dump_json())
         # The bytes are in place before the manifest that points devices at them.
         if signed.route == "http":
@@ -192,7 +201,13 @@ class FleetManager:
             self.publish_payloads(payloads)
         devices = self.board.devices_in(signed.target)
         record = PushRecord(
-            signed.push_id, signed.name, signed.version, signed.target, issued_at=signed.issued_at, kind=kind
+            signed.push_id,
+            signed.name,
+            signed.version,
+            signed.target,
+            issued_at=signed.issued_at,
+            kind=kind,
+            model=model,
         )
         body = signed.model_dump_json().encode()
         if canary_percent is not None and not signed.target.startswith("device:"):
@@ -200,10 +215,10 @@ class FleetManager:
             record.canary_devices = devices[:count]
             record.promoted = False
             for device in record.canary_devices:
-                self.publish_retained(self.topic_for(f"device:{device}", kind), body)
+                self.publish_retained(self.topic_for(f"device:{device}", kind, model), body)
             devices = record.canary_devices
         else:
-            self.publish_retained(self.topic_for(signed.target, kind), body)
+            self.publish_retained(self.topic_for(signed.target, kind, model), body)
             self._supersede(signed, self.pushes())
         self._save([*self.pushes(), record])
         log.info("pushed %s %s %s to %s: %s", kind, signed.name, signed.version, signed.target, devices)
@@ -224,22 +239,30 @@ class FleetManager:
         # Signed again, newer than anything before it, so it wins on every device of the target.
         signed = self._sign(self.manifest_of(record.push_id))
         (self.state_dir / "manifests" / f"{signed.push_id}.json").write_text(signed.model_dump_json())
-        self.publish_retained(self.topic_for(record.target, record.kind), signed.model_dump_json().encode())
+        topic = self.topic_for(record.target, record.kind, record.model)
+        self.publish_retained(topic, signed.model_dump_json().encode())
         self._supersede(signed, [r for r in records if r.push_id != record.push_id])
         for device in record.canary_devices:
-            self.publish_retained(self.topic_for(f"device:{device}", record.kind), b"")
+            self.publish_retained(self.topic_for(f"device:{device}", record.kind, record.model), b"")
         record.promoted = True
         record.issued_at = signed.issued_at
         self._save(records)
         return record, self.board.devices_in(record.target)
 
-    def rollback(self, name: str, target: str, kind: str = "model") -> tuple[AnyManifest, list[str]]:
+    def rollback(
+        self, name: str, target: str, kind: str = "model", *, model: str | None = None
+    ) -> tuple[AnyManifest, list[str]]:
         """Re-sign the previous version (model or table) pushed to `target` as a new push;
-        devices keep the old version on disk, so they swap back without a download."""
+        devices keep the old version on disk, so they swap back without a download. `model`:
+        a table's device model, as its pushes named it (two models' tables are apart)."""
         records = [
             r
             for r in self.pushes()
-            if r.name == name and r.target == target and r.kind == kind and not r.rolled_back
+            if r.name == name
+            and r.target == target
+            and r.kind == kind
+            and r.model == model
+            and not r.rolled_back
         ]
         if len(records) < 2:
             what = "table push" if kind == "table" else "push"
@@ -260,7 +283,7 @@ class FleetManager:
                 r.rolled_back = True
         self._save(all_records)
         for device in bad.canary_devices:
-            self.publish_retained(self.topic_for(f"device:{device}", kind), b"")
+            self.publish_retained(self.topic_for(f"device:{device}", kind, bad.model), b"")
         kept = self.state_dir / "blobs" / base.artifact.sha256
         http_name = table_http_name(base.name) if kind == "table" else base.name
         rel = artifact_relpath(http_name, base.version, base.file_name)

@@ -40,7 +40,8 @@ class StatusBoard:
         self.connection = connection
         self.topics = topics
         self._status: dict[str, UpdateStatus] = {}
-        self._tables: dict[str, TableStatus] = {}
+        self._tables: dict[str, TableStatus] = {}  # the default lookup model's, by device
+        self._model_tables: dict[tuple[str, str], TableStatus] = {}  # other models', by (device, model)
         self._presence: dict[str, str] = {}
         self._lock = threading.Lock()
         self.changed = threading.Condition(self._lock)
@@ -50,6 +51,7 @@ class StatusBoard:
         self.connection.subscribe(self.topics.all_status(), self._on_status, qos=1)
         self.connection.subscribe(self.topics.all_presence(), self._on_presence, qos=1)
         self.connection.subscribe(self.topics.all_table_status(), self._on_table_status, qos=1)
+        self.connection.subscribe(self.topics.all_model_table_status(), self._on_table_status, qos=1)
 
     def _on_status(self, msg: mqtt.MQTTMessage) -> None:
         if not msg.payload:
@@ -74,7 +76,10 @@ class StatusBoard:
             log.warning("malformed table status on %s (%d so far)", msg.topic, self.malformed)
             return
         with self.changed:
-            self._tables[status.device] = status
+            if status.model is None:
+                self._tables[status.device] = status
+            else:
+                self._model_tables[(status.device, status.model)] = status
             self.changed.notify_all()
 
     def _on_presence(self, msg: mqtt.MQTTMessage) -> None:
@@ -88,8 +93,21 @@ class StatusBoard:
             return dict(self._status)
 
     def table_statuses(self) -> dict[str, TableStatus]:
+        """The default lookup model's table status of every device."""
         with self._lock:
             return dict(self._tables)
+
+    def model_table_statuses(self) -> dict[tuple[str, str], TableStatus]:
+        """The table statuses of the other models with tables, by (device, model)."""
+        with self._lock:
+            return dict(self._model_tables)
+
+    def _table_for(self, device: str, push_id: str) -> TableStatus | None:
+        """A device's table status for `push_id` (whichever model's table it is), else its default's."""
+        for (d, _), st in self._model_tables.items():
+            if d == device and st.push_id == push_id:
+                return st
+        return self._tables.get(device)
 
     def presence(self, device: str) -> str:
         with self._lock:
@@ -124,12 +142,14 @@ class StatusBoard:
         """Wait until each device reports a terminal state for `push_id` (or the timeout).
         Values are UpdateStatus (kind "model") or TableStatus (kind "table"), None if unknown."""
         wanted = list(devices)
-        source: dict[str, Any] = self._tables if kind == "table" else self._status
         deadline = time.monotonic() + timeout_s
         last: dict[str, tuple[str, float | None]] = {}
         with self.changed:
             while True:
-                now = {d: source.get(d) for d in wanted}
+                if kind == "table":
+                    now: dict[str, Any] = {d: self._table_for(d, push_id) for d in wanted}
+                else:
+                    now = {d: self._status.get(d) for d in wanted}
                 for device, st in now.items():
                     mine = st is not None and st.push_id == push_id
                     key = (st.state, st.progress) if st is not None and mine else ("waiting", None)

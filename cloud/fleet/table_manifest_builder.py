@@ -47,9 +47,11 @@ def build_table_manifest(
     delta_base: Path | None = None,
     profiles: list[str] | None = None,
     min_agent_version: str = __version__,
+    model: str | None = None,
 ) -> tuple[TableManifest, list[Payload]]:
     """An unsigned table manifest plus the payloads to publish. `version`, if given, must be the
-    header's: devices report the header's version in every answer, so the two cannot differ."""
+    header's: devices report the header's version in every answer, so the two cannot differ.
+    `model` names the device model whose table it is (None: each device's default)."""
     meta = read_meta(table)
     _check_request(table, meta, version, route, base_url)
     data = table.read_bytes()
@@ -70,6 +72,7 @@ def build_table_manifest(
         kind="table",
         fleet=fleet,
         name=meta.name,
+        model=model,
         version=meta.version,
         file_name=table.name,
         cloud_model=meta.cloud_model,

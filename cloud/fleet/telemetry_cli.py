@@ -9,12 +9,13 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edgecascade.cloud.ingest.store import DeadLetter
+    from edgecascade.cloud.ingest.store import DeadLetter, ModelCount
 
 EPILOG = """examples:
   edgecascade fleet telemetry --store var/telemetry.sqlite3
   edgecascade fleet telemetry --store postgresql://ingest@db/telemetry --json
-  edgecascade fleet telemetry --store var/telemetry.sqlite3 --dead-letters --device rpi4-0001"""
+  edgecascade fleet telemetry --store var/telemetry.sqlite3 --dead-letters --device rpi4-0001
+  edgecascade fleet telemetry --store var/telemetry.sqlite3 --by-model --device rpi4-0001"""
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -33,7 +34,12 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument(
         "--dead-letters", action="store_true", help="list the newest dead letters instead, with their reason"
     )
-    p.add_argument("--device", help="with --dead-letters: only this device's")
+    p.add_argument(
+        "--by-model",
+        action="store_true",
+        help="per-request records per device and served model instead (escalated, degraded)",
+    )
+    p.add_argument("--device", help="with --dead-letters or --by-model: only this device's")
     p.add_argument("--limit", type=int, default=20, help="with --dead-letters: how many (default 20)")
     p.set_defaults(func=_show)
 
@@ -49,6 +55,8 @@ def _show(args: argparse.Namespace) -> int:
     try:
         if args.dead_letters:
             return _show_dead_letters(store.dead_letters(args.device, args.limit), args.json)
+        if args.by_model:
+            return _show_models(store.model_counts(args.device), args.json)
         rows = store.summaries()
     finally:
         store.close()
@@ -82,4 +90,19 @@ def _show_dead_letters(letters: list[DeadLetter], as_json: bool) -> int:
         print(f"{d.device[:20]:<20} {seq:>20} {d.kind or '-':<13} {d.reason}")
     if not letters:
         print("(no dead letters)")
+    return 0
+
+
+def _show_models(counts: list[ModelCount], as_json: bool) -> int:
+    if as_json:
+        for c in counts:
+            print(json.dumps(asdict(c)))
+        return 0
+    print(f"{'DEVICE':<20} {'MODEL':<24} {'RECORDS':>8} {'ESCALATED':>10} {'DEGRADED':>9}")
+    for c in counts:
+        print(
+            f"{c.device[:20]:<20} {(c.model or '-')[:24]:<24} {c.records:>8} {c.escalated:>10} {c.degraded:>9}"
+        )
+    if not counts:
+        print("(no per-request records stored yet)")
     return 0

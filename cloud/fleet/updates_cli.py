@@ -65,6 +65,12 @@ def _add_push(sub: Any) -> None:
         help="what to push: a model, or a lookup table (built by `edgecascade models build-table`)",
     )
     p.add_argument("--name", help="model name (default: from the card)")
+    p.add_argument(
+        "--for-model",
+        metavar="NAME",
+        help="with --kind table: the device model ([[models]] name) whose table it is "
+        "(default: each device's first model with lookups)",
+    )
     p.add_argument("--version", help="model version (default: from the card)")
     p.add_argument("--target", required=True, help="device:ID, group:G or all")
     p.add_argument("--canary", type=float, metavar="PERCENT", help="send to this share of the target first")
@@ -131,6 +137,11 @@ def _add_rollback(sub: Any) -> None:
     _common(p)
     p.add_argument("--name", required=True, help="model name (table name with --kind table)")
     p.add_argument("--kind", choices=["model", "table"], default="model", help="roll back a model or a table")
+    p.add_argument(
+        "--for-model",
+        metavar="NAME",
+        help="with --kind table: the device model whose table it is (as pushed; default: none named)",
+    )
     p.add_argument("--target", required=True, help="device:ID, group:G or all")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to follow devices")
     p.add_argument(
@@ -253,7 +264,7 @@ def _push_table(args: argparse.Namespace) -> int:
 
     manager = connect_manager(args)
     try:
-        manifest, payloads = build_table_manifest(args.model, **_delivery(args))
+        manifest, payloads = build_table_manifest(args.model, model=args.for_model, **_delivery(args))
         signed, devices = manager.push(manifest, payloads, canary_percent=args.canary)
         print(f"pushed table {signed.name} {signed.version} (push {signed.push_id}) to {signed.target}")
         return follow(manager, signed.push_id, devices, args.timeout, kind="table")
@@ -278,7 +289,7 @@ def rollback(args: argparse.Namespace) -> int:
 
     manager = connect_manager(args)
     try:
-        signed, devices = manager.rollback(args.name, args.target, args.kind)
+        signed, devices = manager.rollback(args.name, args.target, args.kind, model=args.for_model)
         print(
             f"rolling {args.target} back from {signed.rollback_of} to {signed.version} (push {signed.push_id})"
         )

@@ -28,14 +28,16 @@ CREATE TABLE IF NOT EXISTS telemetry (
     body JSONB NOT NULL, received DOUBLE PRECISION NOT NULL,
     requests BIGINT, escalated BIGINT, degraded BIGINT,
     latency_p50_ms DOUBLE PRECISION, latency_p99_ms DOUBLE PRECISION, dropped_total BIGINT,
-    PRIMARY KEY (device, seq));
+    model TEXT, PRIMARY KEY (device, seq));
+-- A store made before records named their model gets the column (NULL in its old rows).
+ALTER TABLE telemetry ADD COLUMN IF NOT EXISTS model TEXT;
 CREATE TABLE IF NOT EXISTS dead_letters (
     id BIGSERIAL PRIMARY KEY, device TEXT NOT NULL, seq BIGINT, kind TEXT, reason TEXT NOT NULL,
     record TEXT NOT NULL, received DOUBLE PRECISION NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_key ON dead_letters (device, seq);
 """
 _TYPES = ("text", "bigint", "float8", "text", "jsonb", "float8",
-          "bigint", "bigint", "bigint", "float8", "float8", "bigint")  # fmt: skip
+          "bigint", "bigint", "bigint", "float8", "float8", "bigint", "text")  # fmt: skip
 # Columns as arrays, unnested server-side: one statement and one round trip per batch.
 _INSERT_MANY = (
     f"INSERT INTO telemetry ({', '.join(COLUMNS)}) SELECT * FROM unnest("
@@ -110,6 +112,9 @@ class PostgresStore(SqlReads):
                 dead += max(db.execute(_INSERT_DEAD, dead_one).rowcount, 0)
         total = len(batch.records) + len(batch.rejected)
         return StoreResult(stored, total - stored - dead, dead, tuple(reasons) if dead else ())
+
+    def _flag(self, name: str) -> str:
+        return f"(body->>'{name}')::boolean::int"
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

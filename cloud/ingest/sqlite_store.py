@@ -27,13 +27,22 @@ CREATE TABLE IF NOT EXISTS telemetry (
     device TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL, kind TEXT NOT NULL,
     body TEXT NOT NULL, received REAL NOT NULL,
     requests INTEGER, escalated INTEGER, degraded INTEGER,
-    latency_p50_ms REAL, latency_p99_ms REAL, dropped_total INTEGER,
+    latency_p50_ms REAL, latency_p99_ms REAL, dropped_total INTEGER, model TEXT,
     PRIMARY KEY (device, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (
     device TEXT NOT NULL, seq INTEGER, kind TEXT, reason TEXT NOT NULL, record TEXT NOT NULL,
     received REAL NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_key ON dead_letters (device, seq);
 """
+
+
+def _init_schema(db: sqlite3.Connection) -> None:
+    db.executescript(_SCHEMA)
+    # A store made before records named their model gets the column (NULL in its old rows).
+    if "model" not in {row[1] for row in db.execute("PRAGMA table_info(telemetry)")}:
+        db.execute("ALTER TABLE telemetry ADD COLUMN model TEXT")
+
+
 # ON CONFLICT names the key: only a redelivered record is skipped. (INSERT OR IGNORE would
 # also skip a NOT NULL violation and count a bad record as a duplicate, silently.)
 _INSERT = (
@@ -55,7 +64,7 @@ class SqliteStore(SqlReads):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._db = open_checked(self.path, lambda db: db.executescript(_SCHEMA), synchronous="full")
+        self._db = open_checked(self.path, _init_schema, synchronous="full")
 
     def store(self, batch: TelemetryBatch, received: float) -> StoreResult:
         with self._lock:
@@ -100,6 +109,9 @@ class SqliteStore(SqlReads):
 
     def _body(self, stored: Any) -> dict[str, Any]:
         return dict(json.loads(stored))  # bodies are stored as JSON text
+
+    def _flag(self, name: str) -> str:
+        return f"json_extract(body, '$.{name}')"
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

@@ -20,11 +20,16 @@ from typing import Any, ClassVar, Protocol
 
 from edgecascade.shared.telemetry import MAX_SEQ, RecordKind, RejectedRecord, TelemetryBatch, TelemetryRecord
 
-#: Columns in storage order.
+#: Columns in storage order. `model` is the served model a per-request record names (NULL
+#: for other kinds and for records of agents from before per-model telemetry).
 COLUMNS = (
     "device", "seq", "ts", "kind", "body", "received",
     "requests", "escalated", "degraded", "latency_p50_ms", "latency_p99_ms", "dropped_total",
+    "model",
 )  # fmt: skip
+
+#: Record kinds that name the served model they answered for.
+PER_REQUEST_KINDS = frozenset({RecordKind.INFERENCE, RecordKind.HARD_CASE})
 
 Row = tuple[Any, ...]
 
@@ -48,6 +53,17 @@ class DeviceSummary:
     @property
     def escalation_rate(self) -> float | None:
         return self.escalated / self.requests if self.requests else None
+
+
+@dataclass(frozen=True)
+class ModelCount:
+    """Per-request records of one served model of one device, for `fleet telemetry --by-model`."""
+
+    device: str
+    model: str | None
+    records: int
+    escalated: int
+    degraded: int
 
 
 @dataclass(frozen=True)
@@ -98,6 +114,11 @@ class TelemetryStore(Protocol):
         """One summary per device, by device id."""
         ...
 
+    def model_counts(self, device: str | None = None) -> list[ModelCount]:
+        """Per-request records per (device, served model), by device then model; records
+        that name no model count under None."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -121,6 +142,7 @@ def row_of(device: str, r: TelemetryRecord, received: float) -> Row:
         b.get("latency_p50_ms") if metrics else None,
         b.get("latency_p99_ms") if metrics else None,
         dropped,
+        b.get("served_model") if r.kind in PER_REQUEST_KINDS else None,
     )
 
 
@@ -170,6 +192,16 @@ JOIN (SELECT device, MAX(seq) AS seq FROM telemetry WHERE kind = 'metrics' GROUP
 
 
 DEAD_COUNTS_SQL = "SELECT device, COUNT(*) FROM dead_letters GROUP BY device"
+#: Per-request records by served model; the flags are read from the body by each dialect.
+MODEL_COUNTS_SQL = """
+SELECT device, model, COUNT(*), COALESCE(SUM({escalated}), 0), COALESCE(SUM({degraded}), 0)
+FROM telemetry WHERE kind IN ('inference', 'hard_case') {where}
+GROUP BY device, model ORDER BY device, model
+"""
+
+
+def model_counts_from(rows: list[Row]) -> list[ModelCount]:
+    return [ModelCount(d, m, int(n), int(e), int(g)) for d, m, n, e, g in rows]
 
 
 def summaries_from(rows: list[Row], latest: list[Row], dead: list[Row]) -> list[DeviceSummary]:
@@ -251,6 +283,18 @@ class SqlReads:
         return summaries_from(
             self._query(SUMMARY_SQL), self._query(LATEST_METRICS_SQL), self._query(DEAD_COUNTS_SQL)
         )
+
+    def _flag(self, name: str) -> str:
+        """SQL reading the boolean `name` of a record's body as 0 or 1, in this dialect."""
+        raise NotImplementedError
+
+    def model_counts(self, device: str | None = None) -> list[ModelCount]:
+        sql = MODEL_COUNTS_SQL.format(
+            escalated=self._flag("escalated"),
+            degraded=self._flag("degraded"),
+            where="" if device is None else f"AND device = {self.PARAM}",
+        )
+        return model_counts_from(self._query(sql, () if device is None else (device,)))
 
     def close(self) -> None:
         with self._lock:

@@ -26,10 +26,10 @@ class CloudClient(abc.ABC):
         """`features`: one encoded row. `raw_input` is sent only if the profile allows it."""
 
     def infer_tensors(
-        self, inputs: dict[str, np.ndarray], *, request_id: str
+        self, inputs: dict[str, np.ndarray], *, request_id: str, outputs: list[str] | None = None
     ) -> tuple[dict[str, np.ndarray], ModelRef]:
-        """Any model's named tensors in, every output of the cloud model out (detectors, tensor
-        models). A client that cannot send tensors raises CloudUnreachableError."""
+        """Any model's named tensors in, the cloud model's `outputs` (None: all) out (detectors,
+        tensor models). A client that cannot send tensors raises CloudUnreachableError."""
         raise CloudUnreachableError(f"{type(self).__name__} cannot ask the cloud with tensors")
 
     def close(self) -> None:  # noqa: B027 - optional hook, most clients hold nothing

@@ -86,12 +86,12 @@ class RetryingCloudClient(CloudClient):
         return self._call(attempt)
 
     def infer_tensors(
-        self, inputs: dict[str, np.ndarray], *, request_id: str
+        self, inputs: dict[str, np.ndarray], *, request_id: str, outputs: list[str] | None = None
     ) -> tuple[dict[str, np.ndarray], ModelRef]:
         key = request_id or uuid.uuid4().hex
 
         def attempt(timeout: Timeout) -> tuple[dict[str, np.ndarray], ModelRef]:
-            decoded = self._exchange(lambda facts: inputs, key, None, None, timeout)
+            decoded = self._exchange(lambda facts: inputs, key, outputs, None, timeout)
             return decoded.outputs, _ref(decoded)
 
         return self._call(attempt)

@@ -18,7 +18,8 @@ class CameraSection(Section):
     enabled: bool = Field(False, description="Run the camera source in the daemon.")
     model: str | None = Field(
         None,
-        description="The served classification model that answers the frames; default: the first one.",
+        description="The served model that answers the frames: a classifier (one event per frame) or a "
+        "detector (one event per tracked object: new, update, end); default: the first classifier.",
     )
     source: str = Field(
         "0",
@@ -55,7 +56,19 @@ class CameraSection(Section):
         10.0, gt=0, description="Network streams: open and read timeout before the source counts as down."
     )
     publish_events: bool = Field(
-        True, description="Publish one event per answered frame to the device's events topic."
+        True,
+        description="Publish the answered frames' events (one per frame, or per detected object) to the "
+        "device's events topic.",
+    )
+    track_iou: float = Field(
+        0.3,
+        gt=0.0,
+        le=1.0,
+        description="Detectors: a detection overlapping an object of the same label seen lately by this IoU "
+        "is that object again (an update event, not a new one).",
+    )
+    track_lost_frames: int = Field(
+        2, ge=1, le=1000, description="Detectors: an object not seen in this many answered frames ends."
     )
     event_qos: Literal[0, 1] = Field(
         0, description="MQTT QoS of events: 0 = fire and forget (live detections), 1 = acknowledged."

@@ -4,11 +4,14 @@ task settings, cascade, cloud model and budget. A profile with the single [model
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from edgecascade.edge.config.base import ProfilePath, Section
 from edgecascade.edge.config.cascade import CascadeSection
 from edgecascade.shared.backends.registry import BackendName
+from edgecascade.shared.model_card import DetectionCard
 
 
 class DetectionPolicySection(Section):
@@ -40,6 +43,32 @@ class DetectionPolicySection(Section):
         return self
 
 
+class CloudDetectionSection(Section):
+    """How the cloud detector's answer to a hard frame is read, and what it is sent."""
+
+    answer: Literal["auto", "decoded", "outputs"] = Field(
+        "auto",
+        description="decoded = ask for the standard decoded outputs (detection_boxes, _scores, _classes, "
+        "_labels, _count) that `edgecascade cloud serve` adds for a model whose card has a detection "
+        "section; outputs = ask for the cloud model's own outputs and decode them with `card` (a peer "
+        "cloud: Triton, MLServer); auto = ask for every output and use the decoded ones when present.",
+    )
+    card: DetectionCard | None = Field(
+        None,
+        description="The cloud model's own detection outputs (names, format, box format, anchors), "
+        "as in a model card's detection section; unset = the edge model card's.",
+    )
+    labels: list[str] | None = Field(
+        None, description="The cloud model's class names; unset = the edge model card's labels."
+    )
+    send: Literal["tensor", "image"] = Field(
+        "tensor",
+        description="tensor = the frame as the edge model's prepared input (the cloud model takes the "
+        "same input size); image = the frame itself as a BYTES image, prepared by the cloud model's "
+        "own card pipeline (another input size); needs cloud.send_raw_input = true.",
+    )
+
+
 class ModelEntry(Section):
     """One served model."""
 
@@ -59,13 +88,25 @@ class ModelEntry(Section):
     detection: DetectionPolicySection = Field(
         default_factory=DetectionPolicySection, description="Detection: when a frame is escalated."
     )
+    cloud_detection: CloudDetectionSection = Field(
+        default_factory=CloudDetectionSection,
+        description="Detection: the cloud detector's answer format and what it is sent.",
+    )
     cloud_model: str | None = Field(
         None,
         description="Cloud model asked about this model's hard cases; unset = cloud.model for the first "
         "model, no escalation for the others.",
     )
     lookups: bool = Field(
-        True, description="Use the profile's [lookup] table and answer cache (the first model only)."
+        True,
+        description="Classifiers: answer from this model's own lookup table and answer cache "
+        "([lookup] settings; files under <data_dir>/lookups/<name>/, the first such model keeps "
+        "<data_dir>/tables and [lookup] table/cache.path).",
+    )
+    table: ProfilePath | None = Field(
+        None,
+        description="This model's factory lookup table; unset = [lookup].table for the first model "
+        "with lookups, none for the others (delivered tables replace it at run time).",
     )
     sessions: int = Field(
         1024,

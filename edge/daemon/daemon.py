@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from edgecascade.edge.agent import Agent, model_files
-from edgecascade.edge.cloud_client import NullCloudClient
+from edgecascade.edge.agent import Agent, ModelWiring, model_files
+from edgecascade.edge.cascade import AnswerObserver
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.daemon.metrics import AgentMetrics
 from edgecascade.edge.daemon.sd_notify import SystemdNotifier
@@ -36,6 +36,35 @@ log = logging.getLogger(__name__)
 EXIT_FORCED = 3
 
 
+class _NoLocalApi:
+    """The intake of a daemon without the local HTTP API: nothing to refuse, nothing in flight."""
+
+    accepting = False
+    inflight = 0
+
+
+class BrokerLink:
+    """The agent's one MQTT connection as a background Service, first to start and last to stop:
+    the parts built on it (telemetry, deferral, updates, requests) start and stop inside it."""
+
+    name = "mqtt"
+
+    def __init__(self, connection: MqttConnection, profile: DeviceProfile) -> None:
+        self.connection = connection
+        self.profile = profile
+
+    def start(self) -> None:
+        if not self.connection.start(wait_s=2.0):
+            log.warning(
+                "MQTT broker %s:%d not reachable yet; working offline and retrying",
+                self.profile.mqtt.host,
+                self.profile.mqtt.port,
+            )
+
+    def stop(self, timeout_s: float) -> None:
+        self.connection.stop()
+
+
 class Daemon:
     def __init__(self, profile: DeviceProfile) -> None:
         self.profile = profile
@@ -46,50 +75,54 @@ class Daemon:
         self.front_ends: list[Service] = []
         self.metrics = AgentMetrics()
         self.connection: MqttConnection | None = None
-        self.api: LocalApi | None = None
+        self.api: LocalApi | _NoLocalApi = _NoLocalApi()
         self.systemd = SystemdNotifier()
 
     # -- assembly -----------------------------------------------------------------------------
     def build(self) -> None:
-        """Create every part from the profile. Raises EdgecascadeError (bad model, bad config)
-        before anything is started, so a bad profile fails fast. Background services start
-        first and stop last; front ends (which take new work) start last and stop first."""
+        """Create every part from the profile, each whole at construction: a part the profile
+        switches off is a do-nothing one (no telemetry, no deferral, an empty health monitor, no
+        broker link), never a None to test for. Raises EdgecascadeError (bad model, bad config)
+        before anything is started, so a bad profile fails fast. Background services start first
+        and stop last; front ends (which take new work) start last and stop first."""
         from edgecascade.edge import deferred, telemetry, updates
 
         p = self.profile
-        self.connection = _mqtt_connection(p)
-        self.telemetry = telemetry.build(p, self.connection)
-        self.health = updates.health_monitor(p) if p.updates.enabled else None
-        observers = [self.metrics.observe, self.telemetry.observer]
-        if self.health is not None:
-            observers.append(self.health.observe)
+        self.connection = _mqtt_connection(p)  # None offline: every part then works without MQTT
+        self.telemetry = telemetry.build(p, self.connection, counters=self.counters)
+        self.health = updates.health_monitor(p) if p.updates.enabled else updates.HealthMonitor([])
+        # Deferred escalation for the first classifier: built while the agent wires that model.
+        self.deferral = deferred.Deferral(p, self.connection, self.telemetry.recorder)
         # Every model loads first in a child process: one that crashes its interpreter never serves.
         check_in_child(model_files(p))
-        self.agent = Agent.from_profile(p, observers=observers)
-        if self.telemetry.recorder is not None:
-            self.telemetry.recorder.counters_source = self.counters
+        self.agent = Agent.from_profile(p, observers_for=self._observers_for)
+        self.deferred = self.deferral.parts
         self.metrics.track_models(lambda: [served.slot.current for served in self.agent.models.values()])
-        # The first classifier carries the cascade that deferral, updates and the camera use;
-        # an agent serving only detection or tensor models runs without them.
-        classifier = self.agent.classifier
-        # Deferred escalation: hard cases the cloud could not answer get late verdicts.
-        self.deferred = deferred.build(
-            p,
-            classifier.cascade.cloud if classifier is not None else NullCloudClient(),
-            self.connection,
-            self.telemetry.recorder,
-            self.agent.lookups.cache if self.agent.lookups else None,
-            labels=lambda: classifier.card.labels if classifier is not None else [],
-        )
-        if classifier is not None:
-            classifier.cascade.observers.append(self.deferred.observer)
         self.executor = ThreadPoolExecutor(max_workers=p.api.workers, thread_name_prefix="cascade")
-        self.background = [*self.telemetry.services, *self.deferred.services, *self._update_services()]
-        self.front_ends = self._front_ends()
+        self.background = [
+            *_broker_link(self.connection, p),
+            *self.telemetry.services,
+            *self.deferred.services,
+            *self._update_services(),
+            *self._table_updaters(),
+        ]
+        self.front_ends = [
+            *self._mqtt_requests(),
+            *_camera_service(p, self.agent, self.connection),
+            *self._http_api(),
+        ]
         self.services = [*self.background, *self.front_ends]
 
+    def _observers_for(self, model: ModelWiring) -> list[AnswerObserver]:
+        """Who hears one model's answers: metrics, telemetry naming the model, and for
+        classifiers the post-update health watch and (the first one) deferral."""
+        observers = [self.metrics.observe, self.telemetry.observer_for(model.name, model.kind)]
+        if model.kind == "classification":
+            observers.append(self.health.observe)
+        return [*observers, *self.deferral.observers_for(model)]
+
     def _update_services(self) -> list[Service]:
-        """The model and table updaters, where MQTT and updates are on."""
+        """The model updater, where MQTT and updates are on."""
         from edgecascade.edge import updates
 
         p, classifier = self.profile, self.agent.classifier
@@ -102,44 +135,51 @@ class Daemon:
                     p, self.connection, classifier.slot, health=self.health, cascade=classifier.cascade
                 )
             )
-        if self.agent.lookups is not None:
-            tables = updates.build_table_updater(p, self.connection, self.agent.lookups.table)
-            if tables is not None:
-                found.append(tables)
         return found
 
-    def _front_ends(self) -> list[Service]:
-        """What takes requests: MQTT requests, the camera, the local HTTP API, as the profile has them."""
+    def _table_updaters(self) -> list[Service]:
+        """One lookup-table updater per model with a table, where MQTT and table updates are on."""
+        from edgecascade.edge.updates.table_updater import TableUpdater
+
+        p, connection = self.profile, self.connection
+        if connection is None or not (p.updates.enabled and p.updates.tables):
+            return []
+        return [
+            TableUpdater(p, connection, lookups.table, model=name)
+            for name, lookups in self.agent.model_lookups.items()
+        ]
+
+    def _mqtt_requests(self) -> list[Service]:
+        """Inference requests over MQTT, where MQTT and daemon.mqtt_requests are on."""
+        if self.connection is None or not self.profile.daemon.mqtt_requests:
+            return []
+        from edgecascade.edge.daemon.mqtt_requests import MqttRequestServer
+
         p = self.profile
-        found: list[Service] = []
-        if self.connection is not None and p.daemon.mqtt_requests:
-            from edgecascade.edge.daemon.mqtt_requests import MqttRequestServer
+        return [
+            MqttRequestServer(self.agent, self.connection, self.executor, self.metrics, p.api.max_inflight)
+        ]
 
-            found.append(
-                MqttRequestServer(
-                    self.agent, self.connection, self.executor, self.metrics, p.api.max_inflight
-                )
-            )
-        camera = _camera_service(p, self.agent, self.connection)
-        if camera is not None:
-            found.append(camera)
-        if p.api.enabled:
-            from edgecascade.edge.daemon.http_server import HttpServer
-            from edgecascade.edge.daemon.local_api import LocalApi
+    def _http_api(self) -> list[Service]:
+        """The local HTTP API, where api.enabled."""
+        p = self.profile
+        if not p.api.enabled:
+            return []
+        from edgecascade.edge.daemon.http_server import HttpServer
+        from edgecascade.edge.daemon.local_api import LocalApi
 
-            self.api = LocalApi(
-                self.agent,
-                self.executor,
-                self.metrics,
-                max_inflight=p.api.max_inflight,
-                retry_after_s=p.api.retry_after_s,
-                max_body_bytes=int(p.api.max_body_mb * (1 << 20)),
-                counters=self.counters,
-                verdicts=self.deferred.verdicts,
-                pending=self.deferred.queue,
-            )
-            found.append(HttpServer(self.api, p.api.host, p.api.port, p.api.unix_socket))
-        return found
+        self.api = LocalApi(
+            self.agent,
+            self.executor,
+            self.metrics,
+            max_inflight=p.api.max_inflight,
+            retry_after_s=p.api.retry_after_s,
+            max_body_bytes=int(p.api.max_body_mb * (1 << 20)),
+            counters=self.counters,
+            verdicts=self.deferred.verdicts,
+            pending=self.deferred.queue,
+        )
+        return [HttpServer(self.api, p.api.host, p.api.port, p.api.unix_socket)]
 
     def counters(self) -> dict[str, float]:
         out: dict[str, float] = dict(self.agent.counters())
@@ -155,14 +195,6 @@ class Daemon:
     def run(self) -> int:
         self._install_signal_handlers()
         self.build()
-        if self.connection is not None:
-            up = self.connection.start(wait_s=2.0)
-            if not up:
-                log.warning(
-                    "MQTT broker %s:%d not reachable yet; working offline and retrying",
-                    self.profile.mqtt.host,
-                    self.profile.mqtt.port,
-                )
         started: list[Service] = []
         try:
             for service in self.services:
@@ -171,8 +203,6 @@ class Daemon:
         except BaseException:
             for service in reversed(started):
                 service.stop(1.0)
-            if self.connection is not None:
-                self.connection.stop()
             raise
         log.info(
             "agent %s running: models %s, %d services",
@@ -205,18 +235,16 @@ class Daemon:
         watchdog.start()
         log.info("stopping: finishing in-flight requests (up to %.0fs)", timeout)
         self.systemd.stopping()
-        if self.api is not None:
-            self.api.accepting = False
-            while self.api.inflight and time.monotonic() < deadline:
-                time.sleep(0.01)
-        # Front ends first (no new work), then the executor drains, then telemetry flushes.
+        self.api.accepting = False
+        while self.api.inflight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Front ends first (no new work), then the executor drains, then telemetry flushes and,
+        # last of the background, the broker link goes (after the offline presence is sent).
         for service in reversed(self.front_ends):
             service.stop(max(0.1, deadline - time.monotonic()))
         self.executor.shutdown(wait=True)
         for service in reversed(self.background):
             service.stop(max(0.1, deadline - time.monotonic()))
-        if self.connection is not None:
-            self.connection.stop()
         self.deferred.close()
         self.agent.close()
         watchdog.cancel()
@@ -258,16 +286,19 @@ def _mqtt_connection(profile: DeviceProfile) -> MqttConnection | None:
     )
 
 
-def _camera_service(
-    profile: DeviceProfile, agent: Agent, connection: MqttConnection | None
-) -> Service | None:
+def _broker_link(connection: MqttConnection | None, profile: DeviceProfile) -> list[Service]:
+    return [] if connection is None else [BrokerLink(connection, profile)]
+
+
+def _camera_service(profile: DeviceProfile, agent: Agent, connection: MqttConnection | None) -> list[Service]:
+    """The camera source, where camera.enabled."""
     if not profile.camera.enabled:
-        return None
+        return []
     from edgecascade.edge import sources
 
     build = getattr(sources, "build")  # noqa: B009 - the camera package is optional
-    service: Service | None = build(profile, agent, connection)
-    return service
+    service: Service = build(profile, agent, connection)
+    return [service]
 
 
 def _rss_mib() -> float:

@@ -22,6 +22,7 @@ from edgecascade.edge.service import Service
 from edgecascade.shared.mqtt.topics import Topics
 
 if TYPE_CHECKING:
+    from edgecascade.edge.agent import ModelWiring
     from edgecascade.shared.mqtt import MqttConnection
 
 log = logging.getLogger(__name__)
@@ -122,3 +123,42 @@ def build(
         verdicts.pending_publish(),
     )
     return DeferredParts(writer, [writer, worker], verdicts, queue, writer, worker, database)
+
+
+class Deferral:
+    """Deferred escalation of the agent's first classifier, wired while the agent is built:
+    `observers_for` is an ObserversFor (Agent.from_profile) that builds the parts, with that
+    model's own cloud client, answer cache and labels, when it meets the first classification
+    model, and returns its observer. `parts` are do-nothing parts until then, and stay so where
+    no model is a classifier."""
+
+    def __init__(
+        self,
+        profile: DeviceProfile,
+        connection: MqttConnection | None,
+        recorder: VerdictRecorder | None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.profile = profile
+        self.connection = connection
+        self.recorder = recorder
+        self.clock = clock
+        self.parts = DeferredParts(_no_deferral)
+        self.model: str | None = None  # the classifier deferral serves, once met
+
+    def observers_for(self, model: ModelWiring) -> list[AnswerObserver]:
+        if self.model is not None or model.kind != "classification":
+            return []
+        self.model = model.name
+        slot = model.slot
+        self.parts = build(
+            self.profile,
+            model.cloud,
+            self.connection,
+            self.recorder,
+            model.lookups.cache if model.lookups is not None else None,
+            labels=lambda: slot.current.card.labels,
+            clock=self.clock,
+        )
+        return [self.parts.observer]

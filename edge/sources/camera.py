@@ -1,6 +1,7 @@
 """The camera source of the device daemon: a reader thread samples frames from OpenCV into a
-bounded queue, a worker thread encodes each one with the model's feature encoding, asks the
-cascade, and publishes an event. A source that drops out is reopened with backoff."""
+bounded queue, a worker thread answers each one (a classifier's cascade, or a detector's
+detection cascade: edge/sources/frames.py) and publishes its events. A source that drops out
+is reopened with backoff."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ from typing import TYPE_CHECKING, Literal
 import cv2
 import numpy as np
 
-from edgecascade.edge.cascade import Cascade, CascadeRequest
+from edgecascade.edge.cascade import Cascade
 from edgecascade.edge.config.camera import CameraSection
-from edgecascade.edge.inputs import encode_raw
 from edgecascade.edge.sources.backoff import Backoff
 from edgecascade.edge.sources.capture import (
     ClockSampler,
@@ -26,7 +26,8 @@ from edgecascade.edge.sources.capture import (
     open_capture,
     stream_fps,
 )
-from edgecascade.edge.sources.events import CameraEvent, EventSink
+from edgecascade.edge.sources.events import EventSink
+from edgecascade.edge.sources.frames import ClassifierFrames, FrameAnswerer, frame_answerer
 
 if TYPE_CHECKING:
     from edgecascade.edge.agent import Agent
@@ -48,14 +49,15 @@ class CameraSource:
     def __init__(
         self,
         section: CameraSection,
-        cascade: Cascade,
+        frames: FrameAnswerer | Cascade,
         sink: EventSink,
         *,
         device: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.section = section
-        self.cascade = cascade
+        # A bare cascade is a classifier's (the way the camera started out).
+        self.frames: FrameAnswerer = ClassifierFrames(frames) if isinstance(frames, Cascade) else frames
         self.sink = sink
         self.device = device
         self.clock = clock
@@ -83,8 +85,10 @@ class CameraSource:
     def from_agent(
         cls, agent: Agent, sink: EventSink, *, clock: Callable[[], float] = time.time
     ) -> CameraSource:
-        """The daemon's way in: the profile's [camera] section, the agent's cascade and device id."""
-        return cls(agent.profile.camera, agent.cascade, sink, device=agent.profile.device_id, clock=clock)
+        """The daemon's way in: the profile's [camera] section, the model it names (a classifier or
+        a detector; default the first classifier) and the device id."""
+        frames = frame_answerer(agent.profile, agent)
+        return cls(agent.profile.camera, frames, sink, device=agent.profile.device_id, clock=clock)
 
     # -- Service ------------------------------------------------------------------------
     def start(self) -> None:
@@ -274,17 +278,18 @@ class CameraSource:
                     break
                 continue
             self._answer(frame)
-        if self._reader_done.is_set() and self._queue.empty() and self.state == "ended":
-            self._finished.set()
+        try:
+            for event in self.frames.finish(ts=self.clock(), device=self.device, source=self.spec.name):
+                self.sink.publish(event)
+        finally:
+            if self._reader_done.is_set() and self._queue.empty() and self.state == "ended":
+                self._finished.set()
 
     def _answer(self, frame: Frame) -> None:
         frame_no, ts, image = frame
         try:
-            features = encode_raw(image, self.cascade.slot.current.card.feature_spec())
-            request = CascadeRequest(features, request_id=f"{self.spec.name}#{frame_no}")
-            answer = self.cascade.answer(request)
-            event = CameraEvent.from_answer(
-                answer, device=self.device, frame=frame_no, ts=ts, source=self.spec.name
+            events = self.frames.answer(
+                image, frame=frame_no, ts=ts, device=self.device, source=self.spec.name
             )
         except Exception:  # one bad frame (or model trouble) must not stop the camera: counted, logged
             self.frames_failed += 1
@@ -296,5 +301,6 @@ class CameraSource:
                     self.frames_failed,
                 )
             return
-        self.sink.publish(event)
+        for event in events:
+            self.sink.publish(event)
         self.frames_processed += 1

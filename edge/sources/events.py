@@ -1,5 +1,7 @@
-"""Camera events: one JSON record per answered frame, published like an NVR's detections, and
-the EventSink interface that publishes them. This module has no MQTT code (see mqtt_sink.py)."""
+"""Camera events, published like an NVR's, and the EventSink interface that publishes them:
+a classifier's CameraEvent (one per answered frame) and a detector's DetectionEvent (one per
+tracked object and frame: new, update, end, as Frigate publishes them). No MQTT code here
+(see mqtt_sink.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import logging
 import threading
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from edgecascade.edge.answer import Answer, ModelRef
 
@@ -58,11 +60,50 @@ class CameraEvent:
         return json.dumps(self.to_dict(), separators=(",", ":")).encode()
 
 
-class EventSink(Protocol):
-    """Where events go. `publish` is called from the camera worker thread once per answered
-    frame; it must not block for long and must count (not raise) what it cannot deliver."""
+@dataclass(frozen=True, slots=True)
+class DetectionEvent:
+    """One tracked object in one frame, the way NVRs publish detections: `type` is new (first
+    seen), update (seen again: same label, overlapping box) or end (gone for a few frames; its
+    last box and score). `id` names the object across its events; `box` is x_min, y_min, x_max,
+    y_max (0..1 of the frame for normalized detectors); `top_score` the best score it had;
+    `answered_by` edge or cloud (the frame's provenance), with `model` the detector that saw it."""
 
-    def publish(self, event: CameraEvent) -> None: ...
+    type: Literal["new", "update", "end"]
+    id: str
+    device: str
+    source: str
+    frame: int
+    ts: float
+    label: str
+    score: float
+    top_score: float
+    box: tuple[float, float, float, float]
+    first_frame: int
+    answered_by: str
+    escalated: bool
+    degraded: bool
+    model: ModelRef | None
+    schema: int = EVENT_SCHEMA
+    kind: Literal["detection"] = "detection"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["box"] = list(self.box)
+        return out
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+
+#: What a camera publishes: a classifier's answer per frame, or a detector's per object.
+Event = CameraEvent | DetectionEvent
+
+
+class EventSink(Protocol):
+    """Where events go. `publish` is called from the camera worker thread for every event of
+    an answered frame; it must not block for long and must count (not raise) what it cannot deliver."""
+
+    def publish(self, event: Event) -> None: ...
 
     def counters(self) -> dict[str, int]:
         """Delivery counters for metrics and telemetry."""
@@ -74,19 +115,19 @@ class MemoryEventSink:
     API shows as recent detections. Older events fall out; `evicted` counts them."""
 
     def __init__(self, maxlen: int = 1000) -> None:
-        self._events: deque[CameraEvent] = deque(maxlen=maxlen)
+        self._events: deque[Event] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self.published = 0
         self.evicted = 0
 
-    def publish(self, event: CameraEvent) -> None:
+    def publish(self, event: Event) -> None:
         with self._lock:
             if len(self._events) == self._events.maxlen:
                 self.evicted += 1
             self._events.append(event)
             self.published += 1
 
-    def recent(self, limit: int | None = None) -> list[CameraEvent]:
+    def recent(self, limit: int | None = None) -> list[Event]:
         """The newest `limit` events (all kept ones by default), oldest first."""
         with self._lock:
             events = list(self._events)

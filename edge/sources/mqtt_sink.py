@@ -8,7 +8,7 @@ import logging
 
 import paho.mqtt.client as mqtt
 
-from edgecascade.edge.sources.events import CameraEvent
+from edgecascade.edge.sources.events import Event
 from edgecascade.shared.errors import TransportError
 from edgecascade.shared.mqtt import MqttConnection
 
@@ -25,7 +25,7 @@ class MqttEventSink:
         self.failed = 0
         self._outage_logged = False
 
-    def publish(self, event: CameraEvent) -> None:
+    def publish(self, event: Event) -> None:
         if not self.connection.connected.is_set():
             self.dropped_offline += 1
             if not self._outage_logged:  # once per outage, not per frame

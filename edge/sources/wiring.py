@@ -6,11 +6,10 @@ from typing import TYPE_CHECKING
 
 from edgecascade.edge.sources.camera import CameraSource
 from edgecascade.edge.sources.events import EventSink, MemoryEventSink
-from edgecascade.shared.errors import ConfigError, NotFoundError
+from edgecascade.edge.sources.frames import frame_answerer
 
 if TYPE_CHECKING:
     from edgecascade.edge.agent import Agent
-    from edgecascade.edge.cascade import Cascade
     from edgecascade.edge.config.profile import DeviceProfile
     from edgecascade.shared.mqtt import MqttConnection
 
@@ -31,26 +30,7 @@ def build(profile: DeviceProfile, agent: Agent, connection: MqttConnection | Non
     if not profile.camera.enabled:
         return None
     sink = _event_sink(profile, connection, 1000)
-    return CameraSource(profile.camera, _camera_cascade(profile, agent), sink, device=profile.device_id)
-
-
-def _camera_cascade(profile: DeviceProfile, agent: Agent) -> Cascade:
-    """The cascade of the model [camera] model names (default: the first classifier)."""
-    from edgecascade.edge.tasks.classification import ClassificationTask
-
-    name = profile.camera.model
-    if name is None:
-        return agent.cascade
-    try:
-        task = agent.get(name).task
-    except NotFoundError as exc:
-        raise ConfigError(str(exc), key="camera.model") from None
-    if not isinstance(task, ClassificationTask):
-        raise ConfigError(
-            f"model {name!r} is a {task.kind} model; the camera source answers frames with a classifier",
-            key="camera.model",
-        )
-    return task.cascade
+    return CameraSource(profile.camera, frame_answerer(profile, agent), sink, device=profile.device_id)
 
 
 def _event_sink(profile: DeviceProfile, connection: MqttConnection | None, recent: int) -> EventSink:

@@ -9,8 +9,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgecascade.edge.answer import ModelRef
-from edgecascade.edge.cascade import AnswerLookup, AnswerObserver, CloudAnswerSink
+from edgecascade.edge.answer import Answer, ModelRef, Source
+from edgecascade.edge.cascade import AnswerLookup, AnswerObserver, CascadeRequest, CloudAnswerSink
 from edgecascade.edge.cloud_client import CloudClient
 from edgecascade.edge.config.models import ModelEntry
 from edgecascade.edge.escalation_budget import EscalationBudget
@@ -26,7 +26,7 @@ class TensorCloud(Protocol):
     """A cloud model asked with tensors, answering with all of its outputs by name."""
 
     def infer_tensors(
-        self, inputs: dict[str, np.ndarray], *, request_id: str
+        self, inputs: dict[str, np.ndarray], *, request_id: str, outputs: list[str] | None = None
     ) -> tuple[dict[str, np.ndarray], ModelRef]: ...
 
 
@@ -109,6 +109,39 @@ class Task(abc.ABC):
     def counters(self) -> dict[str, float]:
         return {}
 
+    def notify(
+        self,
+        record: dict[str, Any],
+        edge_model: ModelRef,
+        cloud_model: ModelRef | None,
+        *,
+        label: str = "",
+        confidence: float = 0.0,
+    ) -> None:
+        """Tell the observers (telemetry, metrics) of one example a detection or tensor task
+        answered: its provenance `record` (provenance_record) as an Answer, with a summary
+        `label` and `confidence` (the top detection, or none) and no features (observers keep
+        none for these tasks)."""
+        observers = self.parts.observers
+        if not observers:
+            return
+        answer = Answer(
+            label=label,
+            class_index=-1,  # no class: these tasks answer with tensors
+            confidence=confidence,
+            source=_source(record["source"]),
+            edge_model=edge_model,
+            escalated=bool(record["escalated"]),
+            degraded=bool(record["degraded"]),
+            reason=str(record["reason"]),
+            cloud_model=cloud_model,
+            latency_ms=float(record["latency_ms"]),
+            request_id=record["request_id"],
+        )
+        request = CascadeRequest(_NO_FEATURES, request_id=answer.request_id)
+        for observe in observers:
+            observe(request, answer, None)
+
     def close(self) -> None:
         self.parts.cloud.close()
         self.slot.close()
@@ -147,6 +180,13 @@ class Task(abc.ABC):
         if len(batches) > 1:
             raise InputError(f"inputs have different batch sizes {sorted(batches)}")
         return out
+
+
+_NO_FEATURES = np.zeros(0, dtype=np.float32)
+
+
+def _source(value: object) -> Source:
+    return "cloud" if value == "cloud" else "edge"
 
 
 def _expected(card: ModelCard) -> str:
@@ -191,13 +231,20 @@ class CloudOutcome:
     degraded_reason: str | None
 
 
-def ask_cloud(parts: TaskParts, inputs: dict[str, np.ndarray], reason: str, request_id: str) -> CloudOutcome:
-    """Spend the budget and ask the tensor cloud; cloud trouble becomes a degraded reason."""
+def ask_cloud(
+    parts: TaskParts,
+    inputs: dict[str, np.ndarray],
+    reason: str,
+    request_id: str,
+    outputs: list[str] | None = None,
+) -> CloudOutcome:
+    """Spend the budget and ask the tensor cloud for `outputs` (None: all); cloud trouble
+    becomes a degraded reason."""
     over = parts.budget.try_spend()
     if over is not None:
         return CloudOutcome(None, None, f"{reason}; {over}")
     try:
-        outputs, model = parts.tensor_cloud.infer_tensors(inputs, request_id=request_id)
+        answer, model = parts.tensor_cloud.infer_tensors(inputs, request_id=request_id, outputs=outputs)
     except CloudError as exc:
         return CloudOutcome(None, None, f"{reason}; cloud unavailable: {exc}")
-    return CloudOutcome(outputs, model, None)
+    return CloudOutcome(answer, model, None)

@@ -11,6 +11,7 @@ from edgecascade.edge.answer import Answer
 from edgecascade.edge.cascade import Cascade, CascadeRequest
 from edgecascade.edge.config.cascade import CascadeSection
 from edgecascade.edge.daemon.translate import OUTPUTS, provenance, to_outputs
+from edgecascade.edge.policies.adaptive import find_adaptive
 from edgecascade.edge.policies.from_config import build_policy
 from edgecascade.edge.tasks.base import OutputInfo, Task, TaskParts, TaskReply, TaskRequest
 from edgecascade.shared.errors import InputError
@@ -52,9 +53,12 @@ class ClassificationTask(Task):
 
     def _own_output(self) -> str | None:
         """The model's scores output, served under its own name when it holds probabilities
-        (logits are not kept: `probabilities` is their softmax)."""
+        (logits are not kept: `probabilities` is their softmax; nor are scores the card
+        calibrates: `probabilities` is the calibrated softmax, edge/local_model.py)."""
         own = self.card.probabilities_output
-        return None if own is None or own in ANSWER_OUTPUTS or self.card.logits else own
+        if own is None or own in ANSWER_OUTPUTS or self.card.logits or self.card.calibration:
+            return None
+        return own
 
     def cascade_requests(self, request: TaskRequest) -> list[CascadeRequest]:
         """One CascadeRequest per example, its features prepared by the input's pipeline."""
@@ -101,6 +105,21 @@ class ClassificationTask(Task):
     def infer(self, request: TaskRequest, wanted: list[str] | None = None) -> TaskReply:
         answers = [self.cascade.answer(r) for r in self.cascade_requests(request)]
         return self.reply(answers, wanted)
+
+    def counters(self) -> dict[str, float]:
+        """Budget refusals, agreement samples (and the accuracy they estimate), adaptive stats."""
+        cascade = self.cascade
+        out: dict[str, float] = {
+            "escalations_denied_by_budget": cascade.budget.denied,
+            "agreement_samples": cascade.agreement_samples,
+            "agreement_hits": cascade.agreement_hits,
+        }
+        if cascade.agreement_samples:
+            out["online_accuracy_estimate"] = cascade.agreement_hits / cascade.agreement_samples
+        adaptive = find_adaptive(cascade.policy)
+        if adaptive is not None:
+            out.update(adaptive.stats())
+        return out
 
 
 def _text(value: Any) -> str:

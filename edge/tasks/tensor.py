@@ -46,6 +46,7 @@ class TensorTask(Task):
             inputs = self._with_state(inputs, session)
         model, outputs = self.slot.run(inputs)
         self.requests += 1
+        self.parts.budget.record_request()  # the budget's fraction counts every request
         if card.state and session is not None:
             self.states.put(session, {p.input: outputs[p.output] for p in card.state})
         batch = _batch(outputs)
@@ -71,6 +72,7 @@ class TensorTask(Task):
             cloud_model=cloud_ref,
             latency_ms=latency,
         )
+        self.notify(record, model.ref, cloud_ref)
         return TaskReply(outputs, [record] * max(batch, 1), model.card.version)
 
     def _with_state(self, inputs: dict[str, np.ndarray], session: str | None) -> dict[str, np.ndarray]:
@@ -110,6 +112,7 @@ class TensorTask(Task):
             "escalated": float(self.escalated),
             "sessions": float(len(self.states)),
             "sessions_dropped": float(self.states.dropped),
+            "escalations_denied_by_budget": float(self.parts.budget.denied),
         }
 
 

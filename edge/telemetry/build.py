@@ -40,15 +40,21 @@ class TelemetryParts:
     recorder: TelemetryRecorder | None = None
     sink: TelemetrySink | None = None
 
+    def observer_for(self, model: str, task: str) -> AnswerObserver:
+        """The observer of one served model's answers: records name the model (do-nothing off)."""
+        return self.observer if self.recorder is None else self.recorder.observer_for(model, task)
+
 
 def build(
     profile: DeviceProfile,
     connection: MqttConnection | None,
     *,
+    counters: Callable[[], dict[str, float]] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> TelemetryParts:
     """Open the buffer and make the recorder (observer + writer service) and the profile's
-    sink (None when it cannot send, e.g. mqtt switched off). Services are listed in start order."""
+    sink (None when it cannot send, e.g. mqtt switched off). Services are listed in start order.
+    `counters` gives the agent's counters for every metrics record (called only once running)."""
     section = profile.telemetry
     if not section.enabled:
         log.info("telemetry is switched off in the profile")
@@ -62,6 +68,7 @@ def build(
         clock=clock,
     )
     recorder = TelemetryRecorder(buffer, section, clock=clock)
+    recorder.counters_source = counters
     parts = TelemetryParts(recorder, [recorder], buffer, recorder)
     parts.sink = make_sink(section.sink, SinkContext(profile, buffer, connection))
     if parts.sink is not None:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edgecascade.edge.answer import Answer
-from edgecascade.edge.cascade import CascadeRequest
+from edgecascade.edge.cascade import AnswerObserver, CascadeRequest
 from edgecascade.edge.config.telemetry import TelemetrySection
 from edgecascade.edge.flush_loop import FlushLoop
 from edgecascade.edge.policies import Decision
@@ -75,10 +75,25 @@ class TelemetryRecorder:
 
     # -- hot path ---------------------------------------------------------------------------
     def __call__(self, request: CascadeRequest, answer: Answer, decision: Decision | None) -> None:
-        """The AnswerObserver: a tuple onto a deque (thread-safe, no lock, no I/O)."""
-        self._queue.append(
-            (self.clock(), answer, request if self._keep_requests and answer.escalated else None)
-        )
+        """An AnswerObserver for answers of no named model (the record names the answering
+        model only); the agent uses `observer_for(model, task)`."""
+        self._observe(None, request, answer)
+
+    def observer_for(self, model: str, task: str) -> AnswerObserver:
+        """The AnswerObserver of served model `model` (a [[models]] name) of kind `task`: its
+        records name the model (`served_model`, `task`). A tuple onto a deque per answer
+        (thread-safe, no lock, no I/O)."""
+        served = (model, task)
+
+        def observe(request: CascadeRequest, answer: Answer, decision: Decision | None) -> None:
+            self._observe(served, request, answer)
+
+        return observe
+
+    def _observe(self, served: tuple[str, str] | None, request: CascadeRequest, answer: Answer) -> None:
+        # Hard-case records carry the encoded features: only classifiers have them.
+        keep = self._keep_requests and answer.escalated and request.features.size > 0
+        self._queue.append((self.clock(), answer, request if keep else None, served))
         if len(self._queue) >= self._batch:
             self._loop.wake()
 
@@ -86,7 +101,7 @@ class TelemetryRecorder:
         """Queue a non-inference record (verdict, update status, event...); committed with the
         next batch. A body the cloud would refuse is counted and logged, never raised: a caller
         on a hot path must not fail for telemetry."""
-        self._queue.append((self.clock(), kind, body))
+        self._queue.append((self.clock(), kind, body, None))
         self._loop.wake()
 
     # -- writer -----------------------------------------------------------------------------
@@ -115,7 +130,7 @@ class TelemetryRecorder:
         rows: list[tuple[float, str, str]] = []
         rate = self.section.inference_sample_rate
         for item in items:
-            ts, payload, extra = item
+            ts, payload, extra, served = item
             if isinstance(payload, RecordKind):
                 self._encode(rows, ts, payload, extra)
                 continue
@@ -125,9 +140,9 @@ class TelemetryRecorder:
             if not special and rate < 1.0 and self._rng.random() >= rate:
                 self.sampled_out += 1
             else:
-                self._encode(rows, ts, RecordKind.INFERENCE, _inference_body(answer))
+                self._encode(rows, ts, RecordKind.INFERENCE, _inference_body(answer, served))
             if extra is not None:
-                hard = self._hard_case(ts, answer, extra)
+                hard = self._hard_case(ts, answer, extra, served)
                 if hard is not None:
                     self._encode(rows, ts, RecordKind.HARD_CASE, hard)
         self._commit(rows)
@@ -160,14 +175,16 @@ class TelemetryRecorder:
             self.lost_on_failure += len(rows)
             log.exception("telemetry: %d records could not be committed and are lost", len(rows))
 
-    def _hard_case(self, ts: float, answer: Answer, request: CascadeRequest) -> dict[str, Any] | None:
+    def _hard_case(
+        self, ts: float, answer: Answer, request: CascadeRequest, served: tuple[str, str] | None
+    ) -> dict[str, Any] | None:
         while self._hard_times and self._hard_times[0] <= ts - 60.0:
             self._hard_times.popleft()
         if len(self._hard_times) >= self.section.hard_examples.max_per_minute:
             self.hard_over_cap += 1
             return None
         self._hard_times.append(ts)
-        body = _inference_body(answer)
+        body = _inference_body(answer, served)
         body["features"] = [float(x) for x in request.features.ravel()]
         raw = request.raw if self.section.hard_examples.include_raw else None
         body["raw_b64"] = base64.b64encode(raw).decode() if raw else None
@@ -234,9 +251,9 @@ class TelemetryRecorder:
                 self._maybe_close_window(force=True)
 
 
-def _inference_body(answer: Answer) -> dict[str, Any]:
+def _inference_body(answer: Answer, served: tuple[str, str] | None) -> dict[str, Any]:
     model = answer.cloud_model if answer.source == "cloud" and answer.cloud_model else answer.edge_model
-    return {
+    body: dict[str, Any] = {
         "model": model.name if model else "",
         "model_version": (answer.table_version or "") if model is None else model.version,
         "source": answer.source,
@@ -248,3 +265,7 @@ def _inference_body(answer: Answer) -> dict[str, Any]:
         "reason": answer.reason,
         "request_id": answer.request_id,
     }
+    if served is not None:
+        body["served_model"], body["task"] = served
+        body["served_model_version"] = answer.edge_model.version if answer.edge_model else None
+    return body

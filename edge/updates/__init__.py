@@ -4,7 +4,7 @@ For the daemon:
     health = edge.updates.health_monitor(profile)      # cascade observer: health.observe
     service = edge.updates.build(profile, connection, slot, health=health, cascade=cascade)
     path = edge.updates.active_model_path(profile)     # what to load at start-up
-    tables = edge.updates.build_table_updater(profile, connection, agent.lookups.table)
+    tables = edge.updates.build_table_updater(profile, connection, lookups.table, model=name)
 """
 
 from __future__ import annotations
@@ -66,12 +66,13 @@ def build(
 
 
 def build_table_updater(
-    profile: DeviceProfile, connection: MqttConnection, lookup: TableLookup
+    profile: DeviceProfile, connection: MqttConnection, lookup: TableLookup, *, model: str | None = None
 ) -> TableUpdater | None:
-    """The lookup-table updater Service for the daemon (None when [updates] tables is off).
-    `lookup` is the agent's TableLookup (agent.lookups.table); delivered tables swap into it."""
+    """Model `model`'s lookup-table updater Service (None when [updates] tables is off).
+    `lookup` is that model's TableLookup (agent.model_lookups[model].table); its delivered
+    tables swap into it."""
     from edgecascade.edge.updates.table_updater import TableUpdater
 
     if not profile.updates.tables:
         return None
-    return TableUpdater(profile, connection, lookup)
+    return TableUpdater(profile, connection, lookup, model=model)

@@ -1,4 +1,5 @@
-"""The on-device store of delivered lookup tables under `<data_dir>/tables/`, crash-safe like
+"""The on-device store of one model's delivered lookup tables (its `tables` folder, see
+edge/lookup `lookup_paths`: <data_dir>/tables/ for the default model), crash-safe like
 the model store (edge/updates/store.py, same atomic techniques):
 
     .staging/<sha256>.part      a table file being downloaded (resumable)
@@ -6,7 +7,7 @@ the model store (edge/updates/store.py, same atomic techniques):
     active                      JSON pointer {"current": {...}, "previous": {...}}
     outcomes.json               pushes already applied or refused (not retried after a restart)
 
-No MQTT here: `delivered_table(profile)` is what start-up (edge.lookup.build) reads."""
+No MQTT here: `delivered_table(root)` is what start-up (edge.lookup.build) reads."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import logging
 import shutil
 from pathlib import Path
 
-from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.updates.store import Installed, VersionStore, sha256_file
 from edgecascade.shared.table_manifest import TableManifest
 
@@ -50,17 +50,13 @@ class TableStore(VersionStore):
             shutil.rmtree(installed.path.parent, ignore_errors=True)
 
 
-def tables_root(profile: DeviceProfile) -> Path:
-    return profile.data_dir / "tables"
-
-
-def delivered_table(profile: DeviceProfile) -> tuple[Installed, Installed | None] | None:
-    """The delivered table (current, previous) named by the pointer, or None (no delivery yet,
-    or the pointer is unusable: logged). Creates nothing."""
-    if not (tables_root(profile) / POINTER).exists():
+def delivered_table(root: Path) -> tuple[Installed, Installed | None] | None:
+    """The delivered table (current, previous) the store at `root` points at, or None (no
+    delivery yet, or the pointer is unusable: logged). Creates nothing."""
+    if not (root / POINTER).exists():
         return None
     try:
-        return TableStore(tables_root(profile)).read_pointer()
+        return TableStore(root).read_pointer()
     except OSError as exc:
-        log.error("table store %s is unusable (%s); using the factory table", tables_root(profile), exc)
+        log.error("table store %s is unusable (%s); using the factory table", root, exc)
         return None

@@ -1,12 +1,17 @@
-"""Anchor grids and the SSD-style decoding of a model's raw box offsets."""
+"""Anchor grids and the decoding of a model's raw boxes against them: square grid anchors with
+SSD offsets (our detectors), and MediaPipe's SSD anchor generator with its centre/size boxes
+(BlazeFace, palm and pose detectors), plus the standard configurations `models import` tries."""
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from edgecascade.shared.detection.boxes import from_xyxy
+from edgecascade.shared.model_card import AnchorDecoding
 
 
 @dataclass(frozen=True)
@@ -69,3 +74,110 @@ def encode_deltas(
     dxy = (b[:, :2] - a[:, :2]) / (a[:, 2:] * variances[0])
     dwh = np.log(np.maximum(b[:, 2:], 1e-6) / a[:, 2:]) / variances[1]
     return np.concatenate([dxy, dwh], axis=-1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class SsdAnchors:
+    """MediaPipe's SSD anchor generator (`SsdAnchorsCalculator`) with fixed-size anchors: layer
+    k has a feature map of ceil(image / strides[k]) cells; consecutive layers of one stride share
+    a map, each cell holding `per_layer` anchors per such layer, in row-major cell order, centred
+    at (cell + `cell_offset`) / map size. Every anchor is the whole image (1 x 1 normalized): the
+    model's boxes are sizes, not scales (`decode_center_size`)."""
+
+    image_size: tuple[int, int]
+    strides: tuple[int, ...]
+    per_layer: int = 2
+    cell_offset: float = 0.5
+
+    def layers(self) -> list[tuple[int, int]]:
+        """(stride, anchors per cell) for each map, in output order."""
+        out: list[tuple[int, int]] = []
+        for stride in self.strides:
+            if out and out[-1][0] == stride:
+                out[-1] = (stride, out[-1][1] + self.per_layer)
+            else:
+                out.append((stride, self.per_layer))
+        return out
+
+    def count(self) -> int:
+        h, w = self.image_size
+        return sum(math.ceil(h / s) * math.ceil(w / s) * n for s, n in self.layers())
+
+    def cxcywh(self) -> np.ndarray:
+        """[count, 4] anchors, normalized (centres in 0..1, width and height 1)."""
+        h, w = self.image_size
+        parts = []
+        for stride, n in self.layers():
+            rows, cols = math.ceil(h / stride), math.ceil(w / stride)
+            yy, xx = np.meshgrid(
+                (np.arange(rows) + self.cell_offset) / rows,
+                (np.arange(cols) + self.cell_offset) / cols,
+                indexing="ij",
+            )
+            centres = np.repeat(np.stack([xx, yy], axis=-1).reshape(-1, 2), n, axis=0)
+            parts.append(np.concatenate([centres, np.ones_like(centres)], axis=-1))
+        return np.concatenate(parts).astype(np.float32)
+
+
+#: MediaPipe's SSD anchor configurations (strides, anchors per cell per layer), from its
+#: detector graphs: BlazeFace short range and front (128 px), back camera (256 px), full range
+#: (192 px, one anchor per cell), palm (192/256 px) and pose (224 px) detection.
+STANDARD_SSD_CONFIGS: tuple[tuple[tuple[int, ...], int], ...] = (
+    ((8, 16, 16, 16), 2),
+    ((16, 32, 32, 32), 2),
+    ((4,), 1),
+    ((8, 16, 32, 32, 32), 2),
+)
+
+
+def matching_ssd_configs(image_size: tuple[int, int], anchors: int) -> list[SsdAnchors]:
+    """The standard SSD configurations that make exactly `anchors` anchors for `image_size`."""
+    found = []
+    for strides, per_layer in STANDARD_SSD_CONFIGS:
+        candidate = SsdAnchors(image_size, strides, per_layer)
+        if candidate.count() == anchors:
+            found.append(candidate)
+    return found
+
+
+def decode_center_size(
+    raw: np.ndarray, anchors_cxcywh: np.ndarray, image_size: tuple[int, int]
+) -> np.ndarray:
+    """MediaPipe's box coding (`TensorsToDetectionsCalculator`): the first 4 values per anchor
+    are (x_centre, y_centre, width, height) in input pixels, the centre relative to the anchor's;
+    later values (keypoints) are ignored. -> normalized xyxy boxes."""
+    h, w = image_size
+    a = np.asarray(anchors_cxcywh, dtype=np.float32).reshape(-1, 4)
+    r = np.asarray(raw, dtype=np.float32).reshape(len(a), -1)[:, :4]
+    scale = np.array([w, h, w, h], dtype=np.float32)
+    b = r / scale
+    centres = a[:, :2] + b[:, :2] * a[:, 2:]
+    sizes = b[:, 2:] * a[:, 2:]
+    return np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=-1)
+
+
+def card_anchors(spec: AnchorDecoding) -> np.ndarray:
+    """The [A, 4] normalized cxcywh anchors a card's `detection.anchors` describes (made once
+    per distinct spec: read on every request)."""
+    return _anchors(spec.kind, spec.image_size, spec.size, spec.stride, spec.offset, tuple(spec.strides),
+                    spec.per_layer, spec.cell_offset)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=16)
+def _anchors(
+    kind: str,
+    image_size: tuple[int, int],
+    size: int | None,
+    stride: int | None,
+    offset: int,
+    strides: tuple[int, ...],
+    per_layer: int,
+    cell_offset: float,
+) -> np.ndarray:
+    if kind == "ssd":
+        out = SsdAnchors(image_size, strides, per_layer, cell_offset).cxcywh()
+    else:
+        assert size is not None and stride is not None  # the card's validator checks
+        out = GridAnchors(image_size, size, stride, offset).cxcywh()
+    out.setflags(write=False)
+    return out

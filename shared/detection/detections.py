@@ -6,9 +6,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgecascade.shared.detection.anchors import decode_deltas
+from edgecascade.shared.detection.anchors import card_anchors, decode_center_size, decode_deltas
 from edgecascade.shared.detection.boxes import to_xyxy
 from edgecascade.shared.detection.nms import non_max_suppression
+from edgecascade.shared.model_card import AnchorDecoding
+
+#: Logits are clipped here before the sigmoid, as MediaPipe does, so exp() cannot overflow float32.
+_LOGIT_LIMIT = 80.0
 
 
 @dataclass(frozen=True)
@@ -65,11 +69,39 @@ def from_raw_outputs(
     against `anchors_cxcywh` and reduced by NMS (across classes unless `class_aware`, since two
     classes on one object are one wrong answer). Class ids skip the background."""
     s = np.asarray(class_scores, dtype=np.float32).reshape(len(anchors_cxcywh), -1)
+    boxes = decode_deltas(deltas, anchors_cxcywh)
+    return _reduce(s, boxes, background, score_threshold, iou_threshold, max_detections, class_aware)
+
+
+def from_anchor_outputs(
+    class_scores: np.ndarray, raw_boxes: np.ndarray, spec: AnchorDecoding, *, score_threshold: float
+) -> list[Detection]:
+    """Detections of one image from raw anchor outputs as a card's `detection.anchors` describes
+    them: scores [1, A, C] (probabilities or logits), boxes [1, A, >=4] by its box coding."""
+    anchors = card_anchors(spec)
+    s = np.asarray(class_scores, dtype=np.float32).reshape(len(anchors), -1)
+    if spec.score_activation == "sigmoid":
+        s = (1.0 / (1.0 + np.exp(-np.clip(s, -_LOGIT_LIMIT, _LOGIT_LIMIT)))).astype(np.float32)
+    if spec.box_coding == "center_size":
+        boxes = decode_center_size(raw_boxes, anchors, spec.image_size)
+    else:
+        boxes = decode_deltas(raw_boxes, anchors)
+    return _reduce(s, boxes, spec.background_class, score_threshold, spec.nms_iou, spec.max_detections, False)
+
+
+def _reduce(
+    s: np.ndarray,
+    boxes: np.ndarray,
+    background: int | None,
+    score_threshold: float,
+    iou_threshold: float,
+    max_detections: int,
+    class_aware: bool,
+) -> list[Detection]:
     if background is not None:
         s = np.delete(s, background, axis=1)
     best = s.argmax(axis=1)
     best_score = s[np.arange(len(s)), best]
-    boxes = decode_deltas(deltas, anchors_cxcywh)
     keep = non_max_suppression(
         boxes,
         best_score,

@@ -79,9 +79,13 @@ def encode_image(image: np.ndarray, enc: ImageEncoding) -> np.ndarray:
         )
     if enc.invert:
         pixels = 255 - pixels
-    tensor = (pixels.astype(np.float32) * np.float32(enc.scale) - np.float32(enc.mean)) / np.float32(enc.std)
+    tensor = pixels.astype(np.float32)
     if tensor.ndim == 2:
         tensor = tensor[:, :, None]
+    # Per-channel mean/std broadcast over the last (channel) axis, before any transpose to NCHW.
+    mean = np.asarray(enc.mean, dtype=np.float32)
+    std = np.asarray(enc.std, dtype=np.float32)
+    tensor = (tensor * np.float32(enc.scale) - mean) / std
     if enc.layout == "flat":
         return tensor.reshape(-1)
     if enc.layout == "nchw":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: Bumped whenever an encoding function changes its output for the same raw input. Lookup
 #: tables and answer caches keyed by feature content are valid only for the same version.
@@ -22,8 +22,14 @@ class ImageEncoding(BaseModel):
     height: int = Field(gt=0, description="Height the model expects, in pixels.")
     color: Literal["gray", "rgb", "bgr"] = Field("gray", description="Channel order the model expects.")
     scale: float = Field(1 / 255, description="Multiplier applied to the 0-255 pixel values.")
-    mean: float = Field(0.0, description="Subtracted after scaling.")
-    std: float = Field(1.0, gt=0, description="Divided by after subtracting the mean.")
+    mean: float | tuple[float, ...] = Field(
+        0.0,
+        description="Subtracted after scaling: one number, or one per channel in the model's colour "
+        "order (e.g. ImageNet RGB 0.485, 0.456, 0.406 after scale 1/255).",
+    )
+    std: float | tuple[float, ...] = Field(
+        1.0, description="Divided by after subtracting the mean: one number > 0, or one per channel."
+    )
     layout: Literal["flat", "nhwc", "nchw"] = Field(
         "flat", description="flat: one row of H*W*C values; nhwc/nchw: image tensors with a batch axis."
     )
@@ -32,9 +38,31 @@ class ImageEncoding(BaseModel):
     )
     invert: bool = Field(False, description="Invert intensities (dark ink on light paper -> light on dark).")
 
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, std: float | tuple[float, ...]) -> float | tuple[float, ...]:
+        if any(v <= 0 for v in (std if isinstance(std, tuple) else (std,))):
+            raise ValueError(f"std must be > 0 (every channel), got {std}")
+        return std
+
+    @model_validator(mode="after")
+    def _per_channel(self) -> ImageEncoding:
+        # A list of means/stds is per channel: as many as the colour order has channels.
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if isinstance(value, tuple) and len(value) not in (1, self.channels):
+                raise ValueError(
+                    f"{key} has {len(value)} values; color {self.color!r} has {self.channels} "
+                    f"channel{'s' if self.channels > 1 else ''}: give one number or {self.channels}"
+                )
+        return self
+
     @property
     def channels(self) -> int:
         return 1 if self.color == "gray" else 3
+
+    def describe(self) -> str:
+        return f"image {self.width}x{self.height}, color {self.color} ({self.channels} channels), layout {self.layout}"
 
     @cached_property
     def tensor_shape(self) -> tuple[int, ...]:
@@ -44,6 +72,43 @@ class ImageEncoding(BaseModel):
         if self.layout == "nhwc":
             return (self.height, self.width, self.channels)
         return (self.channels, self.height, self.width)
+
+
+class AudioEncoding(BaseModel):
+    """WAV bytes -> mono (channels averaged) -> the model's window of samples -> [-1, 1] floats
+    or int16 values. A clip at another sample rate is refused (resampling well is not cheap)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["audio"] = Field(description="Audio input: WAV files (PCM 8/16/32-bit or 32-bit float).")
+    sample_rate: int = Field(
+        gt=0, description="Sample rate the model expects, in Hz; other rates are refused."
+    )
+    samples: int = Field(gt=0, description="Samples per example (the model's window).")
+    values: Literal["unit", "int16"] = Field(
+        "unit", description="unit: float samples in [-1, 1]; int16: PCM16 integer values."
+    )
+    fit: Literal["pad_crop", "exact"] = Field(
+        "pad_crop",
+        description="pad_crop: a shorter clip is zero-padded at the end, a longer one cut to its first "
+        "`samples`; exact: other lengths are refused.",
+    )
+    layout: Literal["samples", "channel_samples", "samples_channel"] = Field(
+        "samples",
+        description="Example shape: [samples], [1, samples] or [samples, 1] (after the batch axis).",
+    )
+    max_seconds: float = Field(60.0, gt=0, description="Longer clips are refused before they are decoded.")
+
+    @property
+    def tensor_shape(self) -> tuple[int, ...]:
+        return {
+            "samples": (self.samples,),
+            "channel_samples": (1, self.samples),
+            "samples_channel": (self.samples, 1),
+        }[self.layout]
+
+    def describe(self) -> str:
+        return f"audio {self.sample_rate} Hz, {self.samples} samples ({self.values}), layout {self.layout}"
 
 
 class VectorEncoding(BaseModel):

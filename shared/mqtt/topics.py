@@ -34,9 +34,11 @@ class Topics:
         """Retained model-update state of the device."""
         return f"{ROOT}/{self.fleet}/{device}/status"
 
-    def table_status(self, device: str) -> str:
-        """Retained lookup-table update state of the device."""
-        return f"{ROOT}/{self.fleet}/{device}/table-status"
+    def table_status(self, device: str, model: str | None = None) -> str:
+        """Retained lookup-table update state of the device's default lookup model, or of
+        `model`'s table (one level below)."""
+        base = f"{ROOT}/{self.fleet}/{device}/table-status"
+        return base if model is None else f"{base}/{model}"
 
     # --- inference requests: an application asks a device, the device answers ---
     # The shipped ACL (firmware-configs/mosquitto/acl) lets an application identity write
@@ -79,14 +81,20 @@ class Topics:
         return f"{ROOT}/{self.fleet}/artifacts/{model}/{version}"
 
     # --- lookup-table manifests (retained): apart from models so neither replaces the other ---
-    def table_manifest_device(self, device: str) -> str:
-        return f"{ROOT}/{self.fleet}/tables/device/{device}"
+    # A table for a named served model has its own topics (tables/model/<model>/...), so pushes
+    # for two models never replace each other's retained manifest; `model` None is the topics of
+    # manifests that name no model (the device's default lookup model).
+    def _tables(self, model: str | None) -> str:
+        return f"{ROOT}/{self.fleet}/tables" if model is None else f"{ROOT}/{self.fleet}/tables/model/{model}"
 
-    def table_manifest_group(self, group: str) -> str:
-        return f"{ROOT}/{self.fleet}/tables/group/{group}"
+    def table_manifest_device(self, device: str, model: str | None = None) -> str:
+        return f"{self._tables(model)}/device/{device}"
 
-    def table_manifest_all(self) -> str:
-        return f"{ROOT}/{self.fleet}/tables/all"
+    def table_manifest_group(self, group: str, model: str | None = None) -> str:
+        return f"{self._tables(model)}/group/{group}"
+
+    def table_manifest_all(self, model: str | None = None) -> str:
+        return f"{self._tables(model)}/all"
 
     def table_chunks(self, name: str, version: str) -> str:
         """Chunked table delivery over MQTT (one message per numbered chunk)."""
@@ -101,6 +109,10 @@ class Topics:
 
     def all_table_status(self) -> str:
         return f"{ROOT}/{self.fleet}/+/table-status"
+
+    def all_model_table_status(self) -> str:
+        """The per-model table statuses (table_status(device, model)) of every device."""
+        return f"{ROOT}/{self.fleet}/+/table-status/+"
 
     def all_presence(self) -> str:
         return f"{ROOT}/{self.fleet}/+/presence"

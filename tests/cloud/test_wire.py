@@ -142,10 +142,12 @@ def test_datatype_conversion_only_where_the_settings_allow_it(cloud_repo: Path) 
             doc = {"inputs": [{"name": "input", "datatype": datatype, "shape": [1, 64], "data": values}]}
             resp = requests.post(infer_url(with_conversion), json=doc, timeout=10)
             assert resp.status_code == 200, resp.text
-        # Conversion is between numbers only: BYTES is never turned into FP32.
+        # Conversion is between numbers only: BYTES is never read as numbers. This model's card
+        # has an image pipeline, so BYTES must be encoded images, prepared by that pipeline.
         doc = {"inputs": [{"name": "input", "datatype": "BYTES", "shape": [1, 64], "data": ["1"] * 64}]}
         resp = requests.post(infer_url(with_conversion), json=doc, timeout=10)
-        assert resp.status_code == 400 and resp.json()["field"] == "inputs[0].datatype"
+        assert resp.status_code == 400 and resp.json()["field"] == "inputs[0].data"
+        assert "not a decodable image" in resp.json()["error"]
     finally:
         with_conversion.stop()
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgecascade.edge.sources.events import CameraEvent, MemoryEventSink
+from edgecascade.edge.sources.events import Event, MemoryEventSink
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "tests" / "fixtures" / "models" / "digits_edge_int8.tflite"
@@ -35,7 +35,7 @@ class LatencySink(MemoryEventSink):
         self.inner = inner
         self.latency_ms: list[float] = []
 
-    def publish(self, event: CameraEvent) -> None:
+    def publish(self, event: Event) -> None:
         if self.inner is not None:
             self.inner.publish(event)  # type: ignore[attr-defined]
         super().publish(event)

@@ -49,15 +49,21 @@ def in_process_cloud(path: Path) -> Callable[[np.ndarray], list[Detection]]:
 def remote_cloud(url: str, model: str) -> Callable[[np.ndarray], list[Detection]]:
     import requests
 
+    from edgecascade.shared.detection.served import from_served, serves_decoded
     from edgecascade.shared.v2 import decode_infer_response, encode_infer_request
 
     session = requests.Session()
 
     def ask(image: np.ndarray) -> list[Detection]:
+        # Every output: `cloud serve` adds the standard decoded ones for a model whose card has
+        # a detection section (what devices ask for); a bare model gives its SSD-style outputs.
         body, headers = encode_infer_request({"image": image})
         resp = session.post(f"{url}/v2/models/{model}/infer", data=body, headers=headers, timeout=10)
         resp.raise_for_status()
-        return det.cloud_detections(decode_infer_response(resp.content, resp.headers).outputs)
+        outputs = decode_infer_response(resp.content, resp.headers).outputs
+        if serves_decoded(outputs):
+            return [Detection(d.class_index, d.score, d.box) for d in from_served(outputs)[0]]
+        return det.cloud_detections(outputs)
 
     return ask
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecascade.tools.demo.traffic import Recorder, Sample
+from edgecascade.tools.demo.traffic import DetectionSample, Recorder, Sample
 
 
 @dataclass
@@ -50,6 +50,25 @@ def _agent_summary(samples: list[Sample]) -> dict[str, Any]:
     }
 
 
+def _detection_summary(events: list[DetectionSample], counters: dict[str, float]) -> dict[str, Any]:
+    """The camera detector's events (per object: new, update, end) and its frames' escalations."""
+    seen = [e for e in events if e.type != "end"]
+    judged = [e for e in seen if e.correct is not None]
+    frames, escalated = counters.get("frames"), counters.get("frames_escalated")
+    return {
+        "events": len(events),
+        "by_type": dict(Counter(e.type for e in events)),
+        "objects": len({e.object_id for e in events if e.type == "new"}),
+        "answered_by": dict(Counter(e.answered_by for e in seen)),
+        "escalated_events": sum(e.escalated for e in seen),
+        "degraded_events": sum(e.degraded for e in seen),
+        "precision_iou50": round(float(np.mean([e.correct for e in judged])), 4) if judged else None,
+        "frames": frames,
+        "frames_answered_by_cloud": escalated,
+        "frame_escalation_rate": round(escalated / frames, 4) if frames and escalated is not None else None,
+    }
+
+
 def report(
     rec: Recorder,
     outages: list[Outage],
@@ -65,8 +84,10 @@ def report(
         k: sum(t[k] for t in telemetry.values())
         for k in ("produced", "delivered", "buffered", "dropped", "lost")
     }
+    detection = _detection_summary(rec.detections, rec.camera_counters)
     summary = {
         "agents": per_agent,
+        "camera_detections": detection,
         "errors": rec.errors,
         "late_verdicts": len(rec.verdicts),
         "late_verdicts_after_cloud_restored": len(late),
@@ -86,6 +107,18 @@ def report(
             f"{_fmt(lat['p50']):>7s} {_fmt(lat['p99']):>7s}  {str(m['model_before']) + ' -> ' + str(m['model_after']):22s} "
             f"{m['sources']}"
         )
+    if detection["events"]:
+        rate = detection["frame_escalation_rate"]
+        print(
+            f"\ncamera detector (demo-jetson): {detection['events']} events {detection['by_type']} for "
+            f"{detection['objects']} objects; seen by {detection['answered_by']}; "
+            f"precision {_pct(detection['precision_iou50'])} (IoU 0.5, right digit)"
+        )
+        print(
+            f"  frames {_fmt0(detection['frames'])}, answered by the cloud detector "
+            f"{_fmt0(detection['frames_answered_by_cloud'])} ({_pct(rate)} escalated); "
+            f"degraded events {detection['degraded_events']}"
+        )
     print(f"\nlate verdicts delivered: {len(rec.verdicts)} ({len(late)} after the cloud came back)")
     print(
         f"telemetry: produced {totals['produced']}, delivered {totals['delivered']}, still buffered on devices "
@@ -95,6 +128,14 @@ def report(
         print(f"request errors seen by the applications: {rec.errors}")
     dashboard(rec, outages, agents, work / "dashboard.png")
     return summary
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def _fmt0(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}"
 
 
 def _fmt(v: float | None) -> str:
@@ -140,16 +181,23 @@ def dashboard(rec: Recorder, outages: list[Outage], agents: list[str], out: Path
     ax_esc.set_title("Escalation rate")
     ax_ver.set_ylabel("edge model version")
     ax_ver.set_title("Model version (signed update over MQTT)")
-    srcs = sorted({s.source for s in rec.samples})
-    bottom = np.zeros(len(agents))
+    # The camera detector's objects (new and update events) stand beside the HTTP agents' answers.
+    seen = [e for e in rec.detections if e.type != "end"]
+    bars = agents + (["demo-jetson\n(detections)"] if seen else [])
+    srcs = sorted({s.source for s in rec.samples} | {e.answered_by for e in seen})
+    bottom = np.zeros(len(bars))
     for src in srcs:
-        counts = np.array([sum(1 for s in rec.samples if s.agent == a and s.source == src) for a in agents])
-        ax_src.bar(agents, counts, bottom=bottom, label=src)
-        bottom += counts
-    ax_src.set_title("Answers per source")
+        counts = [sum(1 for s in rec.samples if s.agent == a and s.source == src) for a in agents]
+        if seen:
+            counts.append(sum(1 for e in seen if e.answered_by == src))
+        ax_src.bar(bars, counts, bottom=bottom, label=src)
+        bottom += np.array(counts)
+    ax_src.set_title("Answers per source (camera: detected objects)")
     for ax in axes.flat:
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle("edgecascade demo: 3 agents, a model update, a cloud outage and a broker outage")
+    fig.suptitle(
+        "edgecascade demo: 3 agents (one a camera detector), a model update, a cloud outage and a broker outage"
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)

@@ -13,7 +13,7 @@ import requests
 
 from edgecascade.tools.demo.processes import REPO, Child
 from edgecascade.tools.demo.report import Outage, report
-from edgecascade.tools.demo.traffic import MqttListener, Recorder, stream_http
+from edgecascade.tools.demo.traffic import MqttListener, Recorder, scrape_detector_counters, stream_http
 from edgecascade.tools.mqtt_broker import BrokerProcess, free_port
 
 if TYPE_CHECKING:
@@ -86,7 +86,9 @@ class Scenario:
         self._start_ingester(prep, protocol)
         urls = self._start_agents(prep, protocol, cloud_url)
         rec = Recorder()
-        listener = MqttListener(self._broker().port, FLEET, "demo-jetson", prep.frame_labels, rec, protocol)
+        listener = MqttListener(
+            self._broker().port, FLEET, "demo-jetson", prep.frame_labels, rec, protocol, prep.canvas_objects
+        )
         listener.start()
         stop = threading.Event()
         streams = self._start_traffic(prep, urls, rec, stop)
@@ -98,6 +100,7 @@ class Scenario:
         prep.wait_for_drain(say, timeout_s=45)
         if pusher is not None:
             pusher.stop(5)
+        rec.camera_counters = scrape_detector_counters(urls["demo-jetson"])
         for child in [c for c in self.children if c.name.startswith("demo-")]:
             child.stop()
         listener.stop()
@@ -147,13 +150,18 @@ class Scenario:
             env = prep.agent_env(
                 spec.device, port, self._broker().port, protocol, cloud_url, camera=spec.camera
             )
-            profile = REPO / "firmware-configs" / spec.profile
+            # The camera agent runs its shipped profile plus the digit detector for its camera.
+            profile = prep.camera_profile if spec.camera else REPO / "firmware-configs" / spec.profile
             args = ["agent", "run", "--config", str(profile)]
             self._spawn(spec.device, args, f"http://127.0.0.1:{port}/v2/health/ready", env)
             urls[spec.device] = f"http://127.0.0.1:{port}"
             say(
                 f"agent {spec.device} ({spec.profile}) up at {urls[spec.device]}"
-                + (" reading the demo video" if spec.camera else "")
+                + (
+                    " running the digit detector on its camera (a video of digit canvases)"
+                    if spec.camera
+                    else ""
+                )
             )
         return urls
 

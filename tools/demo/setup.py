@@ -13,7 +13,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edgecascade.tools.datasets import Split
 
 MODELS = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "models"
+FIRMWARE = Path(__file__).resolve().parents[2] / "firmware-configs"
 UPDATE_VERSION = "1.1.0"
+#: The camera agent's detector, and the cloud detector it escalates hard frames to.
+DETECTOR, CLOUD_DETECTOR = "digit-detector", "digit-detector-cloud"
+#: Held-out canvases in the camera's video, each shown for HOLD frames (10 fps: 30 s, looped).
+CANVASES, HOLD = 60, 5
 
 
 @dataclass
@@ -30,6 +35,9 @@ class Prepared:
     public_key: str
     update_model: Path
     golden: Path  # held-out inputs: the device checks the candidate's answers on them before it serves
+    canvas_video: Path  # held-out digit canvases for the camera agent's detector
+    canvas_objects: list[list[dict[str, object]]]  # per frame of it: the true digits and boxes
+    camera_profile: Path  # the camera agent's profile: its shipped one plus the detector
 
     def agent_env(
         self, device: str, api_port: int, broker_port: int, protocol: int, cloud_url: str, *, camera: bool
@@ -56,7 +64,8 @@ class Prepared:
             env.update(
                 {
                     "EDGECASCADE_CAMERA__ENABLED": "true",
-                    "EDGECASCADE_CAMERA__SOURCE": str(self.video),
+                    "EDGECASCADE_CAMERA__MODEL": DETECTOR,
+                    "EDGECASCADE_CAMERA__SOURCE": str(self.canvas_video),
                     "EDGECASCADE_CAMERA__FPS": "10",
                     "EDGECASCADE_CAMERA__LOOP": "true",
                     "EDGECASCADE_CAMERA__REALTIME": "true",
@@ -142,8 +151,9 @@ class Prepared:
 def prepare(work: Path, say: Callable[[str], None]) -> Prepared:
     from edgecascade.cloud.repository import seed_demo_repository
     from edgecascade.shared.manifest import public_key_b64, save_private_key
+    from edgecascade.tools.build_detector_data import canvas_splits
     from edgecascade.tools.datasets import load_split
-    from edgecascade.tools.make_video import write_digits_video
+    from edgecascade.tools.make_video import read_objects, write_canvas_video, write_digits_video
 
     if not (MODELS / "digits_edge_int8.tflite").exists():
         from edgecascade.tools.build_demo import build_demo
@@ -157,7 +167,15 @@ def prepare(work: Path, say: Callable[[str], None]) -> Prepared:
     tokens_file.write_text("".join(f'{d} = "{t}"\n' for d, t in tokens.items()))
     video = work / "digits.avi"
     write_digits_video(video, held.images, held.labels, fps=10, scale=8)
-    say(f"wrote a video of the {len(held.labels)} held-out digits for the camera agent")
+    say(f"wrote a video of the {len(held.labels)} held-out digits")
+    detector = add_detectors(work / "detector", repo)
+    _, canvases = canvas_splits(train_count=1, held_count=CANVASES)
+    canvas_video = work / "canvases.avi"
+    write_canvas_video(canvas_video, canvases.images, canvases.boxes, canvases.classes, hold=HOLD, fps=10)
+    say(
+        f"wrote a video of {CANVASES} canvases of held-out digits for the camera agent's detector; "
+        f"cloud detector {CLOUD_DETECTOR} added to the cloud repository"
+    )
     key = Ed25519PrivateKey.generate()
     key_path = work / "fleet" / "signing.key"
     key_path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +196,61 @@ def prepare(work: Path, say: Callable[[str], None]) -> Prepared:
         public_key_b64(key.public_key()),
         update,
         golden,
+        canvas_video,
+        read_objects(canvas_video),
+        write_camera_profile(work / "profiles" / "jetson-orin-nano-detector.toml", detector),
     )
+
+
+def add_detectors(dest: Path, repo: Path) -> Path:
+    """The committed digit detectors as detection cards: the int8 edge detector (raw anchor
+    outputs) into `dest`, the cloud detector (SSD-style outputs, NMS in its graph) into the
+    cloud repository `repo`. Returns the edge detector."""
+    import shutil
+
+    from edgecascade.cloud.repository import add_version
+    from edgecascade.shared.model_card import ModelCard
+    from edgecascade.tools.build_detector import detection_card
+
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in ("digit_detector_int8.onnx", "digit_detector_cloud.onnx"):
+        path = dest / name
+        shutil.copyfile(MODELS / name, path)
+        detection_card(ModelCard.load_for(MODELS / name)).save_beside(path)
+        paths.append(path)
+    add_version(repo, CLOUD_DETECTOR, "1", paths[1])
+    return paths[0]
+
+
+def write_camera_profile(path: Path, detector: Path) -> Path:
+    """The shipped Jetson profile with its one model as the first [[models]] entry (the model
+    updates replace) and the digit detector beside it, for the camera."""
+    import re
+
+    text = (FIRMWARE / "jetson-orin-nano.toml").read_text()
+    block = re.search(r"^\[model\]\n(?:(?!\[).*\n)*", text, re.M)
+    if block is None:
+        raise RuntimeError("firmware-configs/jetson-orin-nano.toml has no [model] section")
+    model = dict(re.findall(r'^(\w+) = "(.*)"$', block.group(0), re.M))
+    classifier = (FIRMWARE / model["path"]).resolve()
+    models = f"""[[models]]
+name = "{model["name"]}"
+path = "{classifier}"
+
+[[models]]
+name = "{DETECTOR}"
+path = "{detector}"
+cloud_model = "{CLOUD_DETECTOR}"
+# A frame is hard when a digit scores in [0.3, 0.7); up to half the frames may go to the cloud.
+cascade = {{ policies = [{{ kind = "entropy", threshold = 0.5 }}], max_escalation_fraction = 0.5 }}
+detection = {{ uncertain_low = 0.3, uncertain_high = 0.7, report_threshold = 0.5 }}
+cloud_detection = {{ answer = "decoded" }}
+
+"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text[: block.start()] + models + text[block.end() :])
+    return path
 
 
 def build_update_model(out: Path, say: Callable[[str], None]) -> Path:

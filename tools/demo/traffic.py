@@ -1,9 +1,11 @@
 """What the demo's applications do and see: HTTP clients streaming held-out digits to two
-agents, and MQTT listeners for the camera agent's events and every device's late verdicts."""
+agents, and MQTT listeners for the camera agent's events (a classifier's per frame, a
+detector's per object) and every device's late verdicts."""
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,11 +33,28 @@ class Sample:
 
 
 @dataclass
+class DetectionSample:
+    """One detection event as an NVR dashboard sees it; `correct`: a true digit of that label
+    lies under its box (IoU 0.5) in that frame (None for end events)."""
+
+    t: float
+    type: str
+    object_id: str
+    label: str
+    answered_by: str
+    escalated: bool
+    degraded: bool
+    correct: bool | None
+
+
+@dataclass
 class Recorder:
     t0: float = field(default_factory=time.monotonic)
     samples: list[Sample] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     verdicts: list[tuple[float, str, dict[str, object]]] = field(default_factory=list)
+    detections: list[DetectionSample] = field(default_factory=list)
+    camera_counters: dict[str, float] = field(default_factory=dict)  # scraped from its /metrics
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def now(self) -> float:
@@ -99,9 +118,17 @@ class MqttListener:
     The paho client reconnects by itself when the demo restarts the broker."""
 
     def __init__(
-        self, port: int, fleet: str, camera_agent: str, frame_labels: list[int], rec: Recorder, protocol: int
+        self,
+        port: int,
+        fleet: str,
+        camera_agent: str,
+        frame_labels: list[int],
+        rec: Recorder,
+        protocol: int,
+        frame_objects: list[list[dict[str, object]]] | None = None,
     ) -> None:
         self.fleet, self.camera_agent, self.labels, self.rec = fleet, camera_agent, frame_labels, rec
+        self.objects = frame_objects or []
         version = MQTTProtocolVersion.MQTTv5 if protocol == 5 else MQTTProtocolVersion.MQTTv311
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="demo-app", protocol=version)
         self.client.on_connect = self._on_connect
@@ -130,6 +157,9 @@ class MqttListener:
                 self.rec.verdicts.append((self.rec.now(), msg.topic.split("/")[2], body))
             return
         frame = int(body.get("frame", -1))
+        if body.get("kind") == "detection":
+            self._on_detection(body, frame)
+            return
         if not 0 <= frame < len(self.labels):
             return
         model = body.get("model") or {}
@@ -146,3 +176,44 @@ class MqttListener:
                 str(model.get("version", "?")) if source == "edge" else "?",
             )
         )
+
+    def _on_detection(self, body: dict[str, object], frame: int) -> None:
+        kind = str(body.get("type"))
+        correct = None
+        if kind != "end" and 0 <= frame < len(self.objects):
+            box = np.array([body.get("box")], dtype=np.float32).reshape(1, 4)
+            same = [o["box"] for o in self.objects[frame] if o["label"] == body.get("label")]
+            correct = bool(same) and float(_iou(box, np.array(same, dtype=np.float32)).max()) >= 0.5
+        self.rec.detections.append(
+            DetectionSample(
+                self.rec.now(),
+                kind,
+                str(body.get("id")),
+                str(body.get("label")),
+                str(body.get("answered_by")),
+                bool(body.get("escalated")),
+                bool(body.get("degraded")),
+                correct,
+            )
+        )
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    from edgecascade.shared.detection.boxes import iou_matrix
+
+    return iou_matrix(a, b)
+
+
+_DETECTOR_COUNTER = re.compile(
+    r"^edgecascade_model_(\w+?)_(frames|frames_escalated|cloud_answers_unreadable)_total (\S+)$", re.M
+)
+
+
+def scrape_detector_counters(url: str) -> dict[str, float]:
+    """The camera agent's detector counters (frames, frames escalated to the cloud detector)
+    from its Prometheus /metrics; empty when it does not answer."""
+    try:
+        text = requests.get(f"{url}/metrics", timeout=2).text
+    except requests.RequestException:
+        return {}
+    return {kind: float(value) for _, kind, value in _DETECTOR_COUNTER.findall(text)}

@@ -36,3 +36,25 @@ def test_uint8_scores_of_shape_n_1_c_become_probabilities(tmp_path: Path) -> Non
     # The default policy (max_prob < 0.68) decides on the 0..1 probabilities.
     hard = [p["escalated"] or p["degraded"] for p in reply.provenance]
     assert hard == (want.max(axis=1) < 0.68).tolist()
+
+
+def test_a_calibrated_uint8_classifier_serves_softmax_of_log_probabilities_over_t(tmp_path: Path) -> None:
+    from edgecascade.shared.model_card import Calibration
+
+    path = onnx_models.quantized_classifier(tmp_path / "q.onnx")
+    card = import_model(path, ImportAnswers(labels=["a", "b", "c"])).card
+    card.model_copy(update={"calibration": Calibration(temperature=1.7)}).save_beside(path)
+    x = np.random.default_rng(3).random((6, 4), dtype=np.float32)
+    raw = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["scores"], {"x": x})[0]
+    agent = Agent.from_profile(embedded_profile([path]))
+    try:
+        reply = agent.infer("q", TaskRequest({"x": x}))
+    finally:
+        agent.close()
+    logp = np.log(np.maximum(raw.reshape(6, 3).astype(np.float32) / np.float32(255.0), np.float32(1e-7)))
+    e = np.exp((logp - logp.max(axis=1, keepdims=True)) / np.float32(1.7))
+    want = e / e.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(reply.outputs["probabilities"], want, rtol=1e-6)
+    assert "scores" not in reply.outputs  # the raw scores are not the calibrated probabilities
+    hard = [p["escalated"] or p["degraded"] for p in reply.provenance]
+    assert hard == (want.max(axis=1) < 0.68).tolist()

@@ -14,6 +14,7 @@ from edgecascade.cloud.fleet.manifest_builder import build_manifest, make_blob
 from edgecascade.cloud.fleet.table_manifest_builder import build_table_manifest
 from edgecascade.edge import lookup as edge_lookup
 from edgecascade.edge.cascade import CascadeRequest
+from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.lookup import LookupParts
 from edgecascade.edge.updates import build_table_updater
 from edgecascade.edge.updates.table_updater import TableUpdater
@@ -376,3 +377,84 @@ def test_replayed_table_manifests_and_garbage_on_table_topics_change_nothing(
     finally:
         d1.stop()
         fleet.connection.stop()
+
+
+def _two_model_profile(tmp_path: Path, port: int, key) -> DeviceProfile:  # type: ignore[no-untyped-def]
+    """d1 serving classifiers a (the default lookup model) and b, each with its own table."""
+    base = make_profile(tmp_path, "d1", port, key)
+    data = base.model_dump(mode="json", exclude_none=True)
+    data.pop("model")
+    factory = data["data_dir"].rsplit("/", 1)[0] + "/factory/digits_edge_fp32.onnx"
+    data["models"] = [{"name": "a", "path": factory}, {"name": "b", "path": factory}]
+    return DeviceProfile.model_validate(data)
+
+
+def test_a_table_pushed_for_model_b_swaps_only_bs_and_unknown_models_are_refused(
+    broker: BrokerProcess,
+    tmp_path: Path,
+    signing_key: Ed25519PrivateKey,
+    tables: dict[str, Path],
+    digits_split,
+) -> None:  # type: ignore[no-untyped-def]
+    _, held = digits_split
+    profile = _two_model_profile(tmp_path, broker.port, signing_key.public_key())
+    parts = {m: edge_lookup.build(profile, m) for m in ("a", "b")}
+    presence = Topics(FLEET).presence("d1")
+    connection = MqttConnection(profile.mqtt.settings("d1", presence))
+    updaters = {m: TableUpdater(profile, connection, parts[m].table, model=m) for m in ("a", "b")}
+    assert (updaters["a"].name, updaters["b"].name) == ("table-updater", "table-updater-b")
+    for updater in updaters.values():
+        updater.start()
+    assert connection.start(wait_s=5)
+    fleet = start_fleet(broker.port, signing_key, tmp_path / "fleet")
+    request = CascadeRequest(held.features[0])
+    try:
+        # For b, on b's topics: only b's table swaps.
+        manifest, payloads = build_table_manifest(
+            tables["t1"], fleet=FLEET, target="device:d1", chunk_size=CHUNK, model="b"
+        )
+        signed, _ = fleet.push(manifest, payloads)
+        done = fleet.board.wait_for(signed.push_id, ["d1"], 30, kind="table")["d1"]
+        assert done is not None and (done.model, done.state, done.active_version) == ("b", "active", "t1")
+        assert parts["b"].table.version == "t1"
+        answer = parts["b"].table.lookup(request)
+        assert answer is not None and (answer.source, answer.table_version) == ("table", "t1")
+        assert parts["a"].table.table is None and parts["a"].table.lookup(request) is None
+        assert (tmp_path / "d1" / "data" / "lookups" / "b" / "tables" / "active").is_file()
+        assert not (tmp_path / "d1" / "data" / "tables" / "active").exists()
+        # A manifest naming no model is the default model's (a), on the topics of old clouds.
+        manifest, payloads = build_table_manifest(
+            tables["t2"], fleet=FLEET, target="device:d1", chunk_size=CHUNK
+        )
+        fleet.push(manifest, payloads)
+        wait_until(lambda: parts["a"].table.version == "t2", what="a's table t2")
+        assert parts["b"].table.version == "t1"
+        # Tables for a model d1 does not serve, or for b on a's topics: refused, counted, no swap.
+        topics = Topics(FLEET)
+        for model, topic in (("zzz", topics.table_manifest_device("d1")), ("b", topics.table_manifest_all())):
+            stray = build_table_manifest(
+                tables["t3"], fleet=FLEET, target="all", chunk_size=CHUNK, model=model
+            )[0]
+            body = stray.model_copy(update={"issued_at": signed.issued_at + 100}).signed(signing_key)
+            assert fleet.connection.publish_and_wait(topic, body.model_dump_json().encode(), 5, retain=True)
+        wait_until(lambda: updaters["a"].refusals.count == 2, what="2 refusals")
+        assert updaters["a"].counters() == {"refused_manifests": 2, "unknown_model": 1, "other_model": 1}
+        assert updaters["b"].counters()["refused_manifests"] == 0
+        assert (parts["a"].table.version, parts["b"].table.version) == ("t2", "t1")
+        # A fleet rollback of b's table goes back to b's previous one, not to a's push.
+        manifest, payloads = build_table_manifest(
+            tables["t3"], fleet=FLEET, target="device:d1", chunk_size=CHUNK, model="b"
+        )
+        fleet.push(manifest, payloads)
+        wait_until(lambda: parts["b"].table.version == "t3", what="b's table t3")
+        back, _ = fleet.rollback("digits", "device:d1", "table", model="b")
+        assert (back.model, back.version) == ("b", "t1")
+        wait_until(lambda: parts["b"].table.version == "t1", what="b back on t1")
+        assert parts["a"].table.version == "t2"
+    finally:
+        for updater in updaters.values():
+            updater.stop(5)
+        connection.stop()
+        fleet.connection.stop()
+        for p in parts.values():
+            p.close()

@@ -1,26 +1,29 @@
-"""Decoded detections (label, score, box) from a detector's outputs, by the card's
+"""Labelled detections (label, score, box) from a detector's outputs, by the card's
 `detection.format`: one decoder per format, registered in DECODERS ("module:function", imported
-when a card names it). The SSD-style post-processed case (boxes, classes, scores, count) is
-decoded here; raw anchor outputs with non-maximum suppression plug in as another format.
+when a card names it). SSD-style post-processed outputs (boxes, classes, scores, count) and raw
+anchor outputs reduced by non-maximum suppression. The agent and the cloud both decode here, so
+an edge detector and a cloud detector of different formats give one kind of answer.
 
-A decoder is `(outputs by name, DetectionCard, labels) -> one list of Detection per example,
-best first`."""
+A decoder is `(outputs by name, DetectionCard, labels) -> one list of LabeledDetection per
+example, best first`."""
 
 from __future__ import annotations
 
-import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from edgecascade.shared.errors import InputError
+from edgecascade.shared.detection.anchors import card_anchors
+from edgecascade.shared.detection.boxes import to_xyxy
+from edgecascade.shared.detection.detections import from_anchor_outputs
+from edgecascade.shared.errors import InputError, ModelError
 from edgecascade.shared.model_card import DetectionCard
 
 
 @dataclass(frozen=True, slots=True)
-class Detection:
+class LabeledDetection:
     """One object: `box` is (x_min, y_min, x_max, y_max), in the card's units (0..1 when normalized)."""
 
     label: str
@@ -37,21 +40,9 @@ class Detection:
         }
 
 
-def to_xyxy(boxes: np.ndarray, fmt: str) -> np.ndarray:
-    """[..., 4] boxes in `fmt` -> [..., 4] as x_min, y_min, x_max, y_max."""
-    a, b, c, d = (boxes[..., i] for i in range(4))
-    if fmt == "yxyx":
-        return np.stack([b, a, d, c], axis=-1)
-    if fmt == "xywh":
-        return np.stack([a, b, a + c, b + d], axis=-1)
-    if fmt == "cxcywh":
-        return np.stack([a - c / 2, b - d / 2, a + c / 2, b + d / 2], axis=-1)
-    return boxes
-
-
 def decode_postprocessed(
     outputs: dict[str, np.ndarray], card: DetectionCard, labels: list[str]
-) -> list[list[Detection]]:
+) -> list[list[LabeledDetection]]:
     """One list of detections per example, best first, from SSD-style post-processed outputs."""
     try:
         boxes = np.asarray(outputs[card.boxes_output], dtype=np.float32)
@@ -80,7 +71,9 @@ def decode_postprocessed(
         order = keep[np.argsort(-row[keep], kind="stable")]
         indices = (classes[i, order].astype(np.int64) + card.label_offset).tolist()
         found = [
-            Detection(labels[c] if 0 <= c < len(labels) else str(c), c, score, (b[0], b[1], b[2], b[3]))
+            LabeledDetection(
+                labels[c] if 0 <= c < len(labels) else str(c), c, score, (b[0], b[1], b[2], b[3])
+            )
             for c, score, b in zip(indices, row[order].tolist(), xyxy[i, order].tolist(), strict=True)
         ]
         result.append(found)
@@ -89,11 +82,9 @@ def decode_postprocessed(
 
 def decode_anchors(
     outputs: dict[str, np.ndarray], card: DetectionCard, labels: list[str]
-) -> list[list[Detection]]:
+) -> list[list[LabeledDetection]]:
     """One list of detections per example, best first, from raw per-anchor class scores and
-    box offsets, decoded against the card's anchor grid and reduced by bounded NMS."""
-    from edgecascade.shared.detection import from_raw_outputs
-
+    boxes, decoded against the card's anchors and reduced by bounded NMS."""
     spec = card.anchors
     if spec is None:
         raise InputError("detection.format = anchors needs detection.anchors in the card")
@@ -102,26 +93,27 @@ def decode_anchors(
         deltas = np.asarray(outputs[card.boxes_output], dtype=np.float32)
     except KeyError as exc:
         raise InputError(f"detector outputs lack {exc}; the card's detection section names it") from None
-    anchors = _anchor_grid(spec.image_size, spec.size, spec.stride, spec.offset)
-    if scores.ndim != 3 or deltas.shape != (*scores.shape[:2], 4) or scores.shape[1] != len(anchors):
+    anchors = card_anchors(spec)
+    width = "4" if spec.box_coding == "offsets" else ">=4"
+    if (
+        scores.ndim != 3
+        or deltas.ndim != 3
+        or deltas.shape[:2] != scores.shape[:2]
+        or not (deltas.shape[2] == 4 or (deltas.shape[2] > 4 and spec.box_coding == "center_size"))
+        or scores.shape[1] != len(anchors)
+    ):
         raise InputError(
-            f"detector outputs have scores {list(scores.shape)} and offsets {list(deltas.shape)}; expected "
-            f"[N, {len(anchors)}, classes] and [N, {len(anchors)}, 4] for the card's anchor grid"
+            f"detector outputs have scores {list(scores.shape)} and boxes {list(deltas.shape)}; expected "
+            f"[N, {len(anchors)}, classes] and [N, {len(anchors)}, {width}] for the card's anchors"
         )
     result = []
     for i in range(scores.shape[0]):
-        found = from_raw_outputs(
-            scores[i : i + 1],
-            deltas[i : i + 1],
-            anchors,
-            background=spec.background_class,
-            score_threshold=card.min_score,
-            iou_threshold=spec.nms_iou,
-            max_detections=spec.max_detections,
+        found = from_anchor_outputs(
+            scores[i : i + 1], deltas[i : i + 1], spec, score_threshold=card.min_score
         )
         result.append(
             [
-                Detection(
+                LabeledDetection(
                     labels[c] if 0 <= (c := d.class_id + card.label_offset) < len(labels) else str(c),
                     c,
                     d.score,
@@ -133,25 +125,16 @@ def decode_anchors(
     return result
 
 
-@functools.lru_cache(maxsize=8)
-def _anchor_grid(image_size: tuple[int, int], size: int, stride: int, offset: int) -> np.ndarray:
-    from edgecascade.shared.detection.anchors import GridAnchors
-
-    return GridAnchors(image_size, size, stride, offset).cxcywh()
-
-
-Decoder = Callable[[dict[str, np.ndarray], DetectionCard, list[str]], list[list[Detection]]]
+Decoder = Callable[[dict[str, np.ndarray], DetectionCard, list[str]], list[list[LabeledDetection]]]
 
 DECODERS: dict[str, str] = {
-    "postprocessed": "edgecascade.edge.tasks.detections:decode_postprocessed",
-    "anchors": "edgecascade.edge.tasks.detections:decode_anchors",
+    "postprocessed": "edgecascade.shared.detection.decoders:decode_postprocessed",
+    "anchors": "edgecascade.shared.detection.decoders:decode_anchors",
 }
 
 
 def decoder_for(fmt: str) -> Decoder:
     """The decoder of a card's detection format; ModelError naming the known formats."""
-    from edgecascade.shared.errors import ModelError
-
     target = DECODERS.get(fmt)
     if target is None:
         raise ModelError(f"unknown detection format {fmt!r}; known formats: {', '.join(DECODERS)}")
