@@ -19,7 +19,7 @@ from edgecascade.edge.config.models import ModelEntry
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.escalation_budget import EscalationBudget
 from edgecascade.edge.inputs import read_input_file
-from edgecascade.edge.local_model import LocalModel, backend_options, resolve_artifact
+from edgecascade.edge.local_model import LocalModel, backend_options
 from edgecascade.edge.lookup import LookupParts
 from edgecascade.edge.lookup import build as build_lookups
 from edgecascade.edge.model_slot import ModelSlot
@@ -42,15 +42,8 @@ def build_cloud_client(profile: DeviceProfile, model: str | None = None) -> Clou
 
 def model_files(profile: DeviceProfile) -> list[tuple[Path, str | None]]:
     """(artifact, backend override) of every model the profile serves, as the agent resolves them."""
-    files: list[tuple[Path, str | None]] = []
-    for i, entry in enumerate(profile.model_entries()):
-        path = (
-            active_model_path(profile)
-            if i == 0
-            else resolve_artifact(entry.path, list(profile.runtime.backend_preference))
-        )
-        files.append((path, entry.backend))
-    return files
+    # Each model from its own update store (an installed update or rollback), else its factory file.
+    return [(active_model_path(profile, entry), entry.backend) for entry in profile.model_entries()]
 
 
 @dataclass
@@ -113,7 +106,7 @@ class Agent:
         observers_for: ObserversFor = _no_model_observers,
         use_lookups: bool = True,
     ) -> Agent:
-        """Load every model (the first from an installed update if there is one), its card
+        """Load every model (each from its installed update if there is one), its card
         checked against it, and its task with policy, budget and cloud client; every
         classifier with `lookups` on also gets its own lookup table and answer cache. Each
         model's answers go to `observers` and to what `observers_for` returns for it. `cloud`

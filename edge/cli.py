@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,7 +152,16 @@ def _profile(args: argparse.Namespace) -> DeviceProfile:
     return load_profile(profile_path(args.config))
 
 
+def _one_blas_thread() -> None:
+    """numpy's OpenBLAS starts a thread per core at import, and they spin there: ~45 ms of CPU
+    at every start on the 2-core test machine, for BLAS the agent does not use (its numpy work
+    is small element-wise arrays; the model runtimes own the cores, runtime.threads). Set before
+    numpy is imported; a value already in the environment is kept."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def _predict(args: argparse.Namespace) -> int:
+    _one_blas_thread()
     from edgecascade.edge.agent import Agent
     from edgecascade.shared.errors import InputError, ProtocolError
     from edgecascade.shared.logs import print_error
@@ -226,6 +236,7 @@ def _short(value: object) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    _one_blas_thread()
     from edgecascade.edge.daemon.daemon import Daemon
     from edgecascade.shared.logs import configure_logging
 

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
+from edgecascade.edge.answer import ModelRef
 from edgecascade.edge.local_model import LocalModel
 
 log = logging.getLogger(__name__)
+
+#: Called after every model call with the model that ran, the call's milliseconds and the error
+#: it raised (None: it answered), whatever the task; e.g. the health watch after an update.
+#: Must be fast and must not raise.
+RunObserver = Callable[[ModelRef, float, BaseException | None], None]
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 
 
 class ModelSlot:
@@ -21,9 +32,10 @@ class ModelSlot:
     before the swap sees it closed and retries on the new one. No request fails or waits on
     a swap beyond one inference."""
 
-    def __init__(self, model: LocalModel) -> None:
+    def __init__(self, model: LocalModel, observers: Sequence[RunObserver] = ()) -> None:
         self._model = model
         self._swap_lock = threading.Lock()
+        self.observers = list(observers)
 
     @property
     def current(self) -> LocalModel:
@@ -35,7 +47,7 @@ class ModelSlot:
             model = self._model
             with model.lock:
                 if not model.closed:
-                    return model, model.probabilities(features)
+                    return model, self._observed(model, model.probabilities, features)
 
     def run(self, inputs: dict[str, np.ndarray]) -> tuple[LocalModel, dict[str, np.ndarray]]:
         """Every output of the current model for one checked batch; same swap rules as above."""
@@ -43,7 +55,24 @@ class ModelSlot:
             model = self._model
             with model.lock:
                 if not model.closed:
-                    return model, model.run(inputs)
+                    return model, self._observed(model, model.run, inputs)
+
+    def _observed(self, model: LocalModel, call: Callable[[_In], _Out], arg: _In) -> _Out:
+        if not self.observers:
+            return call(arg)
+        start = time.perf_counter()
+        try:
+            out = call(arg)
+        except Exception as exc:
+            self._notify(model.ref, start, exc)
+            raise
+        self._notify(model.ref, start, None)
+        return out
+
+    def _notify(self, ref: ModelRef, start: float, error: BaseException | None) -> None:
+        ms = (time.perf_counter() - start) * 1000.0
+        for observe in self.observers:
+            observe(ref, ms, error)
 
     def swap(self, new: LocalModel) -> LocalModel:
         """Make `new` current; close the previous model once its in-flight call is done."""

@@ -1,7 +1,7 @@
 """The signed model manifest, the device's update status, and Ed25519 signing.
 
-Manifests are retained MQTT messages (topics in shared/mqtt/topics.py) written only by the fleet
-manager. The signature covers the canonical bytes: JSON of every field except `signature`, keys
+Manifests are retained MQTT messages (topics in shared/mqtt/topics.py, one set per model)
+written only by the fleet manager. The signature covers the canonical bytes: JSON of every field except `signature`, keys
 sorted, no whitespace. Devices hold only the public key.
 """
 
@@ -213,7 +213,10 @@ class Manifest(_Signed):
     schema_version: int = Field(MANIFEST_SCHEMA, description="Manifest schema version.")
     kind: Literal["model"] = Field("model", description="What the manifest carries: a model.")
     fleet: str = Field(description="Fleet name.")
-    name: str = Field(description="Model name; a device applies manifests for its [model].name only.")
+    name: str = Field(
+        description="Model name: the device model it replaces; published on that model's own topics "
+        "(Topics.manifest_*), refused by a device that does not serve it there."
+    )
     version: str = Field(description="Model version, independent of the agent version.")
     backend: BackendName = Field(description="Backend that runs the artifact.")
     file_name: str = Field(description="Artifact file name on the device.")
@@ -266,13 +269,14 @@ class HealthFigure(_Strict):
 
 
 class UpdateStatus(_Strict):
-    """The device's retained status message (topic Topics.update_status)."""
+    """The retained update status of one model a device serves (topic Topics.update_status,
+    one per model)."""
 
     device: str = Field(description="Device id.")
     profile: str = Field(description="Device profile name.")
     groups: list[str] = Field(default_factory=list, description="Groups the device belongs to.")
     agent_version: str = Field(description="edgecascade version of the agent.")
-    model: str = Field(description="Model name.")
+    model: str = Field(description="Model name (the last level of its status topic).")
     active_version: str = Field(description="Version serving now.")
     state: UpdateState = Field(description="Update state machine state.")
     target_version: str | None = Field(None, description="Version being applied, if any.")

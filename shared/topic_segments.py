@@ -64,6 +64,15 @@ def check_segment(value: str, *, reserved: bool = False) -> str:
     return value
 
 
+def check_model_name(value: str) -> str:
+    """Return `value` if it can name a model: one topic level (its manifest and status topics
+    carry it) and one folder on the device (`<data_dir>/models/<name>/`); else ValueError."""
+    check_segment(value)
+    if value.startswith("."):
+        raise ValueError("must not start with '.' (it names the model's folder on the device)")
+    return value
+
+
 def _device_id(value: str) -> str:
     return check_segment(value, reserved=True)
 
@@ -73,3 +82,6 @@ DeviceId = Annotated[str, AfterValidator(_device_id)]
 
 #: A fleet or group name in a typed config: one topic level.
 TopicName = Annotated[str, AfterValidator(check_segment)]
+
+#: A model name in a typed config: see check_model_name.
+ModelName = Annotated[str, AfterValidator(check_model_name)]

@@ -26,6 +26,7 @@ from edgecascade.shared.errors import UpdateError
 from edgecascade.shared.manifest import Manifest
 from edgecascade.shared.mqtt import MqttConnection, Topics
 from edgecascade.shared.table_manifest import TableManifest
+from edgecascade.shared.topic_segments import check_model_name
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,16 @@ AnyManifest = Manifest | TableManifest
 def _table_model(manifest: AnyManifest) -> str | None:
     """The device model a table manifest is for (None: the default; model manifests: None)."""
     return manifest.model if isinstance(manifest, TableManifest) else None
+
+
+def _topics_model(manifest: AnyManifest) -> str | None:
+    """The model whose topics carry `manifest`: a model manifest's own name, a table's model."""
+    return manifest.name if manifest.kind == "model" else _table_model(manifest)
+
+
+def _record_model(record: PushRecord) -> str | None:
+    """_topics_model for a push already recorded."""
+    return record.name if record.kind == "model" else record.model
 
 
 class FleetManager:
@@ -145,14 +156,27 @@ class FleetManager:
         """The retained manifest topic for `target`; tables have their own, apart from models,
         and per device model (`model`, None: the default lookup model's)."""
         level, _, value = target.partition(":")
-        table = kind == "table"
         t = self.topics
-        if level == "device" and value:
-            return t.table_manifest_device(value, model) if table else t.manifest_device(value)
-        if level == "group" and value:
-            return t.table_manifest_group(value, model) if table else t.manifest_group(value)
-        if target == "all":
-            return t.table_manifest_all(model) if table else t.manifest_all()
+        if kind == "table":
+            if level == "device" and value:
+                return t.table_manifest_device(value, model)
+            if level == "group" and value:
+                return t.table_manifest_group(value, model)
+            if target == "all":
+                return t.table_manifest_all(model)
+        else:
+            if model is None:
+                raise UpdateError("a model manifest's topics need its model name")
+            try:
+                check_model_name(model)
+            except ValueError as exc:
+                raise UpdateError(f"model name {model!r} {exc}") from None
+            if level == "device" and value:
+                return t.manifest_device(model, value)
+            if level == "group" and value:
+                return t.manifest_group(model, value)
+            if target == "all":
+                return t.manifest_all(model)
         raise UpdateError(f"target must be device:ID, group:G or all, not {target!r}")
 
     def _issue_time(self) -> float:
@@ -168,12 +192,12 @@ class FleetManager:
         """Clear the retained manifests of earlier pushes at levels the new target covers
         (device and group levels under `all`, device levels of a group's members), so no older
         instruction lingers where devices read. Devices would let the newer one win anyway."""
-        model = _table_model(signed)
+        model = _topics_model(signed)
         new_topic = self.topic_for(signed.target, signed.kind, model)
         members = set(self.board.devices_in(signed.target))
         stale: set[str] = set()
         for record in records:
-            if record.kind != signed.kind or record.model != model:
+            if record.kind != signed.kind or _record_model(record) != model:
                 continue
             for target in (record.target, *(f"device:{d}" for d in record.canary_devices)):
                 level, _, value = target.partition(":")
@@ -191,7 +215,7 @@ class FleetManager:
         group/all targets: the devices known from their status; a canary gets only a share).
         A push that is not a canary clears the older manifests its target covers."""
         signed = self._sign(manifest)
-        kind, model = signed.kind, _table_model(signed)
+        kind, model = signed.kind, _topics_model(signed)
         self.topic_for(signed.target, kind, model)  # validate before publishing anything
         (self.state_dir / "manifests" / f"{signed.push_id}.json").write_text(signed.model_dump_json())
         # The bytes are in place before the manifest that points devices at them.
@@ -199,7 +223,7 @@ class FleetManager:
             self.place_payloads(payloads)
         else:
             self.publish_payloads(payloads)
-        devices = self.board.devices_in(signed.target)
+        devices = self.board.devices_in(signed.target, signed.name if kind == "model" else None)
         record = PushRecord(
             signed.push_id,
             signed.name,
@@ -207,7 +231,7 @@ class FleetManager:
             signed.target,
             issued_at=signed.issued_at,
             kind=kind,
-            model=model,
+            model=_table_model(signed),
         )
         body = signed.model_dump_json().encode()
         if canary_percent is not None and not signed.target.startswith("device:"):
@@ -239,15 +263,15 @@ class FleetManager:
         # Signed again, newer than anything before it, so it wins on every device of the target.
         signed = self._sign(self.manifest_of(record.push_id))
         (self.state_dir / "manifests" / f"{signed.push_id}.json").write_text(signed.model_dump_json())
-        topic = self.topic_for(record.target, record.kind, record.model)
+        topic = self.topic_for(record.target, record.kind, _record_model(record))
         self.publish_retained(topic, signed.model_dump_json().encode())
         self._supersede(signed, [r for r in records if r.push_id != record.push_id])
         for device in record.canary_devices:
-            self.publish_retained(self.topic_for(f"device:{device}", record.kind, record.model), b"")
+            self.publish_retained(self.topic_for(f"device:{device}", record.kind, _record_model(record)), b"")
         record.promoted = True
         record.issued_at = signed.issued_at
         self._save(records)
-        return record, self.board.devices_in(record.target)
+        return record, self.board.devices_in(record.target, record.name if record.kind == "model" else None)
 
     def rollback(
         self, name: str, target: str, kind: str = "model", *, model: str | None = None
@@ -283,7 +307,7 @@ class FleetManager:
                 r.rolled_back = True
         self._save(all_records)
         for device in bad.canary_devices:
-            self.publish_retained(self.topic_for(f"device:{device}", kind, bad.model), b"")
+            self.publish_retained(self.topic_for(f"device:{device}", kind, _record_model(bad)), b"")
         kept = self.state_dir / "blobs" / base.artifact.sha256
         http_name = table_http_name(base.name) if kind == "table" else base.name
         rel = artifact_relpath(http_name, base.version, base.file_name)

@@ -78,9 +78,15 @@ def connect_manager(args: argparse.Namespace) -> FleetManager:
 
 
 def follow(
-    manager: FleetManager, push_id: str, devices: list[str], timeout: float, kind: str = "model"
+    manager: FleetManager,
+    push_id: str,
+    devices: list[str],
+    timeout: float,
+    kind: str = "model",
+    model: str | None = None,
 ) -> int:
-    """Print each device's progress until it answers for `push_id`; 0 if all became active or rolled back."""
+    """Print each device's progress until it answers for `push_id` (in its status of `model`);
+    0 if all became active or rolled back."""
     print(f"sent to {len(devices)} device(s): {', '.join(devices) or '(none known yet)'}")
 
     def show(device: str, st: Any) -> None:
@@ -90,7 +96,7 @@ def follow(
             extra = f" {st.progress:.0%}" if st.state == "downloading" and st.progress is not None else ""
             print(f"  {device:20s} {st.state}{extra}" + (f": {st.reason}" if st.reason else ""))
 
-    final = manager.board.wait_for(push_id, devices, timeout, on_change=show, kind=kind)
+    final = manager.board.wait_for(push_id, devices, timeout, on_change=show, kind=kind, model=model)
     groups: dict[str, list[str]] = {}
     for device, st in final.items():
         if st is not None and st.push_id == push_id:

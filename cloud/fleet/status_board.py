@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -34,12 +34,15 @@ def format_health(health: dict[str, HealthFigure]) -> str:
 
 
 class StatusBoard:
-    """Call `attach()` before the connection starts; `statuses()` is a snapshot."""
+    """Call `attach()` before the connection starts; `statuses()` is a snapshot. Devices publish
+    one retained status per model they serve; agents before per-model updates published one
+    per device (read too, so a fleet being upgraded shows every device)."""
 
     def __init__(self, connection: MqttConnection, topics: Topics) -> None:
         self.connection = connection
         self.topics = topics
-        self._status: dict[str, UpdateStatus] = {}
+        self._status: dict[tuple[str, str], UpdateStatus] = {}  # (device, model) -> status
+        self._topic_of: dict[tuple[str, str], str] = {}
         self._tables: dict[str, TableStatus] = {}  # the default lookup model's, by device
         self._model_tables: dict[tuple[str, str], TableStatus] = {}  # other models', by (device, model)
         self._presence: dict[str, str] = {}
@@ -49,12 +52,17 @@ class StatusBoard:
 
     def attach(self) -> None:
         self.connection.subscribe(self.topics.all_status(), self._on_status, qos=1)
+        self.connection.subscribe(self.topics.all_legacy_status(), self._on_status, qos=1)
         self.connection.subscribe(self.topics.all_presence(), self._on_presence, qos=1)
         self.connection.subscribe(self.topics.all_table_status(), self._on_table_status, qos=1)
         self.connection.subscribe(self.topics.all_model_table_status(), self._on_table_status, qos=1)
 
     def _on_status(self, msg: mqtt.MQTTMessage) -> None:
-        if not msg.payload:
+        if not msg.payload:  # a cleared status (an upgraded device clears its old single one)
+            with self.changed:
+                for key in [k for k, topic in self._topic_of.items() if topic == msg.topic]:
+                    del self._status[key], self._topic_of[key]
+                self.changed.notify_all()
             return
         try:
             status = UpdateStatus.model_validate_json(msg.payload)
@@ -62,9 +70,14 @@ class StatusBoard:
             self.malformed += 1
             log.warning("malformed status on %s (%d so far)", msg.topic, self.malformed)
             return
+        key = (status.device, status.model)
         with self.changed:
-            self._status[status.device] = status
-            self.changed.notify_all()
+            held = self._status.get(key)
+            # The same model from its old and its new topic: the newer status stands.
+            if held is None or self._topic_of[key] == msg.topic or status.updated_at >= held.updated_at:
+                self._status[key] = status
+                self._topic_of[key] = msg.topic
+                self.changed.notify_all()
 
     def _on_table_status(self, msg: mqtt.MQTTMessage) -> None:
         if not msg.payload:
@@ -88,9 +101,25 @@ class StatusBoard:
             with self.changed:
                 self._presence[device] = bytes(msg.payload).decode(errors="replace")
 
-    def statuses(self) -> dict[str, UpdateStatus]:
+    def model_statuses(self) -> dict[tuple[str, str], UpdateStatus]:
+        """Every (device, model) status."""
         with self._lock:
             return dict(self._status)
+
+    def statuses(self, model: str | None = None) -> dict[str, UpdateStatus]:
+        """By device: its status of `model` (devices serving it), or without `model` its
+        latest status of any model."""
+        with self._lock:
+            return self._by_device(model)
+
+    def _by_device(self, model: str | None) -> dict[str, UpdateStatus]:
+        out: dict[str, UpdateStatus] = {}
+        for (device, name), st in self._status.items():
+            if model is not None and name != model:
+                continue
+            if device not in out or st.updated_at > out[device].updated_at:
+                out[device] = st
+        return out
 
     def table_statuses(self) -> dict[str, TableStatus]:
         """The default lookup model's table status of every device."""
@@ -113,12 +142,15 @@ class StatusBoard:
         with self._lock:
             return self._presence.get(device, "unknown")
 
-    def devices_in(self, target: str) -> list[str]:
-        """Known devices matching `device:ID`, `group:G` or `all`."""
+    def devices_in(self, target: str, model: str | None = None) -> list[str]:
+        """Known devices matching `device:ID`, `group:G` or `all`; with `model`, of a group or
+        the fleet only those that serve it."""
         kind, _, value = target.partition(":")
         with self._lock:
-            known = {t.device: t.groups for t in self._tables.values()}
-            known.update({s.device: s.groups for s in self._status.values()})
+            known = {t.device: t.groups for t in self._tables.values()} if model is None else {}
+            known.update(
+                {st.device: st.groups for (_, name), st in self._status.items() if model in (None, name)}
+            )
         if kind == "device":
             return [value]
         if kind == "group":
@@ -131,6 +163,15 @@ class StatusBoard:
             while self.changed.wait(settle_s):
                 pass
 
+    def _status_for(self, device: str, push_id: str, model: str | None) -> UpdateStatus | None:
+        """The device's status of `model`; without `model` the one about `push_id`, else its latest."""
+        if model is not None:
+            return self._status.get((device, model))
+        mine = [st for (d, _), st in self._status.items() if d == device]
+        return next((st for st in mine if st.push_id == push_id), None) or max(
+            mine, key=lambda st: st.updated_at, default=None
+        )
+
     def wait_for(
         self,
         push_id: str,
@@ -138,9 +179,11 @@ class StatusBoard:
         timeout_s: float,
         on_change: object = None,
         kind: str = "model",
+        model: str | None = None,
     ) -> dict[str, Any]:
         """Wait until each device reports a terminal state for `push_id` (or the timeout).
-        Values are UpdateStatus (kind "model") or TableStatus (kind "table"), None if unknown."""
+        Values are UpdateStatus of `model` (kind "model"; default: whichever of the device's
+        models reports the push) or TableStatus (kind "table"), None if unknown."""
         wanted = list(devices)
         deadline = time.monotonic() + timeout_s
         last: dict[str, tuple[str, float | None]] = {}
@@ -149,7 +192,7 @@ class StatusBoard:
                 if kind == "table":
                     now: dict[str, Any] = {d: self._table_for(d, push_id) for d in wanted}
                 else:
-                    now = {d: self._status.get(d) for d in wanted}
+                    now = {d: self._status_for(d, push_id, model) for d in wanted}
                 for device, st in now.items():
                     mine = st is not None and st.push_id == push_id
                     key = (st.state, st.progress) if st is not None and mine else ("waiting", None)
@@ -166,7 +209,9 @@ class StatusBoard:
                 self.changed.wait(min(remaining, 0.5))
 
 
-def format_table(statuses: dict[str, Any], presence: Any, tables: dict[str, Any] | None = None) -> str:
+def format_table(statuses: Mapping[Any, Any], presence: Any, tables: dict[str, Any] | None = None) -> str:
+    """One row per device and model it serves (`statuses`: StatusBoard.model_statuses() or
+    statuses()); the TABLE column is the device's lookup table."""
     tables = tables or {}
     rows = [
         (
@@ -181,7 +226,8 @@ def format_table(statuses: dict[str, Any], presence: Any, tables: dict[str, Any]
             "REASON",
         )
     ]
-    for device, st in sorted(statuses.items()):
+    for st in sorted(statuses.values(), key=lambda st: (st.device, st.model)):
+        device = st.device
         seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.updated_at))
         state = st.state + (f" {st.progress:.0%}" if st.state == "downloading" and st.progress else "")
         health = format_health(st.health)

@@ -117,9 +117,9 @@ def _delivery_flags(p: argparse.ArgumentParser) -> None:
 def _add_status(sub: Any) -> None:
     p = sub.add_parser(
         "status",
-        help="table of devices: model, version, state, last seen",
-        description="Read the devices' retained status messages and print one row per device "
-        "(read-only: needs no signing key).",
+        help="table of devices and their models: version, state, health, last seen",
+        description="Read the devices' retained status messages and print one row per device and "
+        "model it serves (read-only: needs no signing key).",
         **_examples("edgecascade fleet status --broker 127.0.0.1:1883"),
     )
     _common(p)
@@ -238,7 +238,7 @@ def push(args: argparse.Namespace) -> int:
             print(
                 f"canary: {len(devices)} device(s); widen with `edgecascade fleet promote --push-id {signed.push_id}`"
             )
-        return follow(manager, signed.push_id, devices, args.timeout)
+        return follow(manager, signed.push_id, devices, args.timeout, model=signed.name)
     finally:
         manager.connection.stop()
 
@@ -279,7 +279,8 @@ def promote(args: argparse.Namespace) -> int:
     try:
         record, devices = manager.promote(args.push_id)
         print(f"promoted {record.name} {record.version} to {record.target}")
-        return follow(manager, record.push_id, devices, args.timeout)
+        model = record.name if record.kind == "model" else None
+        return follow(manager, record.push_id, devices, args.timeout, kind=record.kind, model=model)
     finally:
         manager.connection.stop()
 
@@ -293,7 +294,8 @@ def rollback(args: argparse.Namespace) -> int:
         print(
             f"rolling {args.target} back from {signed.rollback_of} to {signed.version} (push {signed.push_id})"
         )
-        return follow(manager, signed.push_id, devices, args.timeout, kind=args.kind)
+        model = args.name if args.kind == "model" else None
+        return follow(manager, signed.push_id, devices, args.timeout, kind=args.kind, model=model)
     finally:
         manager.connection.stop()
 
@@ -311,7 +313,7 @@ def status(args: argparse.Namespace) -> int:
     try:
         board.wait_settled(0.5)
         time.sleep(args.wait)
-        print(format_table(board.statuses(), board.presence, board.table_statuses()))
+        print(format_table(board.model_statuses(), board.presence, board.table_statuses()))
         return 0
     finally:
         connection.stop()

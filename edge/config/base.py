@@ -8,9 +8,9 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, ValidationInfo
 from pydantic.functional_validators import AfterValidator
 
-from edgecascade.shared.topic_segments import DeviceId, TopicName
+from edgecascade.shared.topic_segments import DeviceId, ModelName, TopicName
 
-__all__ = ["DeviceId", "ProfilePath", "Section", "TopicName"]
+__all__ = ["DeviceId", "ModelName", "ProfilePath", "Section", "TopicName"]
 
 
 class Section(BaseModel):

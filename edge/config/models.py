@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from edgecascade.edge.config.base import ProfilePath, Section
+from edgecascade.edge.config.base import ModelName, ProfilePath, Section
 from edgecascade.edge.config.cascade import CascadeSection
 from edgecascade.shared.backends.registry import BackendName
 from edgecascade.shared.model_card import DetectionCard
@@ -69,11 +69,27 @@ class CloudDetectionSection(Section):
     )
 
 
+class ModelHealthSection(Section):
+    """This model's error-rate limits after an update; unset = the [updates] value."""
+
+    max_error_rate: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Roll this model back if its error rate in the watch window exceeds this.",
+    )
+    min_requests: int | None = Field(
+        None, ge=1, description="Judge this model's error rate only after this many calls in the window."
+    )
+
+
 class ModelEntry(Section):
     """One served model."""
 
-    name: str = Field(
-        min_length=1, description="Model name: the V2 URL /v2/models/<name> and MQTT requests use it."
+    name: ModelName = Field(
+        description="Model name: the V2 URL /v2/models/<name>, MQTT requests, and its update topics "
+        "(edgecascade/<fleet>/models/<name>/...) and store (<data_dir>/models/<name>/) use it; one "
+        "topic level, not starting with '.'."
     )
     path: ProfilePath = Field(
         description="Model artifact (.tflite/.onnx), or a path without extension to pick by "
@@ -113,4 +129,8 @@ class ModelEntry(Section):
         ge=1,
         le=1_000_000,
         description="Stateful models: sessions whose state is kept (least recent dropped).",
+    )
+    health: ModelHealthSection = Field(
+        default_factory=ModelHealthSection,
+        description="Error-rate limits of this model's watch window after an update (default: [updates]).",
     )

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from edgecascade.edge.config.base import ProfilePath, Section
+from edgecascade.edge.config.base import ModelName, ProfilePath, Section
 from edgecascade.shared.backends.base import BackendOptions, OnnxProvider, TFLiteDelegate
 from edgecascade.shared.backends.registry import BACKENDS, BackendName
 
@@ -115,7 +115,7 @@ class RuntimeSection(Section):
 
 
 class ModelSection(Section):
-    name: str = Field("digits-edge", description="Model name; updates for this name replace it.")
+    name: ModelName = Field("digits-edge", description="Model name; updates for this name replace it.")
     path: ProfilePath = Field(
         description="Factory model artifact (.tflite/.onnx), or a path without extension to pick "
         "by runtime.backend_preference. A model card <file>.card.json must sit beside it."

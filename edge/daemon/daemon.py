@@ -22,6 +22,7 @@ from edgecascade.edge.cascade import AnswerObserver
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.daemon.metrics import AgentMetrics
 from edgecascade.edge.daemon.sd_notify import SystemdNotifier
+from edgecascade.edge.local_model import backend_options
 from edgecascade.edge.model_check import check_in_child
 from edgecascade.edge.service import Service
 from edgecascade.shared.mqtt import Topics
@@ -90,11 +91,13 @@ class Daemon:
         p = self.profile
         self.connection = _mqtt_connection(p)  # None offline: every part then works without MQTT
         self.telemetry = telemetry.build(p, self.connection, counters=self.counters)
-        self.health = updates.health_monitor(p) if p.updates.enabled else updates.HealthMonitor([])
+        # Post-update health watches, one per model, each fed by that model only (_observers_for).
+        self.health: dict[str, updates.HealthMonitor] = {}
         # Deferred escalation for the first classifier: built while the agent wires that model.
         self.deferral = deferred.Deferral(p, self.connection, self.telemetry.recorder)
         # Every model loads first in a child process: one that crashes its interpreter never serves.
-        check_in_child(model_files(p))
+        # A pass is remembered per artifact, card, runtime and options: unchanged models skip it.
+        check_in_child(model_files(p), options=backend_options(p), cache_dir=p.data_dir)
         self.agent = Agent.from_profile(p, observers_for=self._observers_for)
         self.deferred = self.deferral.parts
         self.metrics.track_models(lambda: [served.slot.current for served in self.agent.models.values()])
@@ -114,28 +117,29 @@ class Daemon:
         self.services = [*self.background, *self.front_ends]
 
     def _observers_for(self, model: ModelWiring) -> list[AnswerObserver]:
-        """Who hears one model's answers: metrics, telemetry naming the model, and for
-        classifiers the post-update health watch and (the first one) deferral."""
+        """Who hears one model's answers: metrics, telemetry naming the model, its own
+        post-update health watch (a classifier's answers; every task's model calls through
+        its slot) and, for the first classifier, deferral."""
+        from edgecascade.edge import updates
+
         observers = [self.metrics.observe, self.telemetry.observer_for(model.name, model.kind)]
-        if model.kind == "classification":
-            observers.append(self.health.observe)
+        if self.profile.updates.enabled:
+            health = self.health[model.name] = updates.health_monitor(self.profile, model.entry, model.kind)
+            model.slot.observers.append(health.observe_run)  # the slot is new: nothing runs yet
+            if model.kind == "classification":
+                observers.append(health.observe)
         return [*observers, *self.deferral.observers_for(model)]
 
     def _update_services(self) -> list[Service]:
-        """The model updater, where MQTT and updates are on."""
+        """One model updater per served model, where MQTT and updates are on, each watching
+        that model's health only."""
         from edgecascade.edge import updates
 
-        p, classifier = self.profile, self.agent.classifier
+        p = self.profile
         if self.connection is None or not p.updates.enabled:
             return []
-        found: list[Service] = []
-        if classifier is not None:
-            found.append(
-                updates.build(
-                    p, self.connection, classifier.slot, health=self.health, cascade=classifier.cascade
-                )
-            )
-        return found
+        tasks = [served.task for served in self.agent.models.values()]
+        return [*updates.build_model_updaters(p, self.connection, tasks, self.health)]
 
     def _table_updaters(self) -> list[Service]:
         """One lookup-table updater per model with a table, where MQTT and table updates are on."""

@@ -36,6 +36,8 @@ class ClassificationTask(Task):
             observers=parts.observers,
             send_raw_input=parts.send_raw_input,
         )
+        self._names_of: object = None
+        self._outputs: tuple[str | None, list[str]] = (None, [])
 
     def output_info(self) -> list[OutputInfo]:
         classes = len(self.card.labels)
@@ -92,9 +94,17 @@ class ClassificationTask(Task):
             for i, (row, key, raw) in enumerate(zip(batch, key_list, raws, strict=True))
         ]
 
+    def _all_outputs(self) -> tuple[str | None, list[str]]:
+        """(own scores output, every output name), per model (swaps change it), not per request."""
+        card = self.card
+        if card is not self._names_of:
+            self._names_of = card
+            self._outputs = (self._own_output(), [o.name for o in self.output_info()])
+        return self._outputs
+
     def reply(self, answers: list[Answer], wanted: list[str] | None) -> TaskReply:
-        own = self._own_output()
-        names = wanted or [o.name for o in self.output_info()]
+        own, every = self._all_outputs()
+        names = wanted or every
         standard = [n for n in names if n != own]
         outputs = to_outputs(answers, standard) if standard else {}
         if own is not None and own in names:

@@ -32,6 +32,9 @@ class TensorTask(Task):
         self.states = SessionStates(parts.entry.sessions)
         self.requests = 0
         self.escalated = 0
+        self._state_of: object = None
+        self._state_inputs: frozenset[str] = frozenset()
+        self._state_specs: list[TensorSpec] = []
 
     def output_info(self) -> list[OutputInfo]:
         return model_outputs(self.slot.current.card, self.slot.current.backend.signature.outputs)
@@ -39,8 +42,14 @@ class TensorTask(Task):
     def infer(self, request: TaskRequest) -> TaskReply:
         start = time.perf_counter()
         card = self.card
-        state_inputs = {p.input for p in card.state}
-        inputs = self.model_inputs(request, optional=state_inputs)
+        if card is not self._state_of:
+            # Per model (swaps change it), not per request: the state inputs and their specs.
+            self._state_of = card
+            self._state_inputs = frozenset(p.input for p in card.state)
+            self._state_specs = [
+                s for s in self.slot.current.backend.signature.inputs if s.name in self._state_inputs
+            ]
+        inputs = self.model_inputs(request, optional=self._state_inputs)
         session = request.session_id
         if card.state:
             inputs = self._with_state(inputs, session)
@@ -76,12 +85,7 @@ class TensorTask(Task):
         return TaskReply(outputs, [record] * max(batch, 1), model.card.version)
 
     def _with_state(self, inputs: dict[str, np.ndarray], session: str | None) -> dict[str, np.ndarray]:
-        specs = [
-            s
-            for s in self.slot.current.backend.signature.inputs
-            if s.name in {p.input for p in self.card.state}
-        ]
-        missing = [s for s in specs if s.name not in inputs]
+        missing = [s for s in self._state_specs if s.name not in inputs]
         if not missing:
             return inputs
         if session is None:

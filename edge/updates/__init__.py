@@ -1,14 +1,15 @@
-"""Model updates on the device: signed manifests, resumable delivery, test-then-swap, rollback.
+"""Model updates on the device: signed manifests, resumable delivery, test-then-swap, rollback,
+each served model on its own (its topics, store, status, health watch).
 
 For the daemon:
-    health = edge.updates.health_monitor(profile)      # cascade observer: health.observe
-    service = edge.updates.build(profile, connection, slot, health=health, cascade=cascade)
-    path = edge.updates.active_model_path(profile)     # what to load at start-up
+    path = edge.updates.active_model_path(profile, entry)  # what to load at start-up, per model
+    services = edge.updates.build_model_updaters(profile, connection, agent_tasks)
     tables = edge.updates.build_table_updater(profile, connection, lookups.table, model=name)
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from edgecascade.edge.updates.health_watch import ErrorRateWatch, HealthMonitor, HealthWatch
@@ -16,9 +17,11 @@ from edgecascade.edge.updates.store import active_model, active_model_path
 
 if TYPE_CHECKING:
     from edgecascade.edge.cascade import Cascade
+    from edgecascade.edge.config.models import ModelEntry
     from edgecascade.edge.config.profile import DeviceProfile
     from edgecascade.edge.lookup.table_lookup import TableLookup
     from edgecascade.edge.model_slot import ModelSlot
+    from edgecascade.edge.tasks.base import Task
     from edgecascade.edge.updates.table_updater import TableUpdater
     from edgecascade.edge.updates.updater import ModelUpdater
     from edgecascade.shared.mqtt import MqttConnection
@@ -30,19 +33,27 @@ __all__ = [
     "active_model",
     "active_model_path",
     "build",
+    "build_model_updaters",
     "build_table_updater",
     "health_monitor",
 ]
 
 
-def health_monitor(profile: DeviceProfile) -> HealthMonitor:
-    """The post-swap health watches: error rate (profile limits), then escalation rate, confidence,
-    latency and disagreement against the previous model (manifest limits)."""
+def health_monitor(
+    profile: DeviceProfile, entry: ModelEntry | None = None, task: str = "classification"
+) -> HealthMonitor:
+    """The post-swap health watches of one model (`entry`, default: the first): error rate
+    (its `health` limits, else [updates]), then the ML-aware watches of its task (manifest
+    limits): escalation rate, confidence, latency and disagreement for a classifier, the
+    latency of its model calls for the other tasks."""
     from edgecascade.edge.updates.ml_health_watches import ml_watches
 
     cfg = profile.updates
+    own = (entry or profile.model_entries()[0]).health
+    max_rate = cfg.max_error_rate if own.max_error_rate is None else own.max_error_rate
+    min_requests = cfg.min_requests if own.min_requests is None else own.min_requests
     # ML-aware watches judge only when the manifest carries `health` limits.
-    return HealthMonitor([ErrorRateWatch(cfg.max_error_rate, cfg.min_requests), *ml_watches()])
+    return HealthMonitor([ErrorRateWatch(max_rate, min_requests), *ml_watches(task)])
 
 
 def build(
@@ -50,19 +61,50 @@ def build(
     connection: MqttConnection,
     slot: ModelSlot,
     *,
+    model: str | None = None,
     health: HealthMonitor | None = None,
     cascade: Cascade | None = None,
 ) -> ModelUpdater:
-    """The updater Service for the daemon. `slot` must hold the model at active_model_path(profile).
-    With `cascade`, each model that starts serving brings its manifest's escalation thresholds
-    (the profile's [cascade] policy for a model without any), applied from `start()` on."""
+    """The updater Service of one served model (`model`, default: the first). `slot` must hold
+    the model at active_model_path(profile, its entry); `health` must be fed by that model only.
+    With `cascade` (a classifier's), each model that starts serving brings its manifest's
+    escalation thresholds (the model's [cascade] policy for a model without any), applied from
+    `start()` on."""
     from edgecascade.edge.updates.thresholds import ThresholdApplier
     from edgecascade.edge.updates.updater import ModelUpdater
 
-    updater = ModelUpdater(profile, connection, slot, health=health)
+    updater = ModelUpdater(profile, connection, slot, model=model, health=health)
     if cascade is not None:
-        updater.on_activated.append(ThresholdApplier(cascade, profile.cascade).apply)
+        section = updater.entry.cascade or profile.cascade
+        updater.on_activated.append(ThresholdApplier(cascade, section).apply)
     return updater
+
+
+def build_model_updaters(
+    profile: DeviceProfile,
+    connection: MqttConnection,
+    tasks: Iterable[Task],
+    health: Mapping[str, HealthMonitor] | None = None,
+) -> list[ModelUpdater]:
+    """One updater per served model (the agent's tasks, in profile order), each with its own
+    health monitor, fed only by that model: its slot's calls, and a classifier's answers.
+    `health`: the monitors the daemon wired while the agent was built, by model name; without
+    it, each is made here and hooked to its model (an agent built without them, e.g. tests).
+    Thresholds from a manifest apply to that classifier's cascade only."""
+    from edgecascade.edge.tasks.classification import ClassificationTask
+
+    found = []
+    for task in tasks:
+        entry = task.parts.entry
+        cascade = task.cascade if isinstance(task, ClassificationTask) else None
+        monitor = health.get(entry.name) if health is not None else None
+        if monitor is None:
+            monitor = health_monitor(profile, entry, task.kind)
+            task.slot.observers.append(monitor.observe_run)
+            if cascade is not None:
+                cascade.observers.append(monitor.observe)
+        found.append(build(profile, connection, task.slot, model=entry.name, health=monitor, cascade=cascade))
+    return found
 
 
 def build_table_updater(

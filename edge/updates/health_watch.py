@@ -1,9 +1,11 @@
 """Health watching after a swap: pluggable signals that can ask for an automatic rollback.
 
-A HealthWatch is fed every answer (as an edge.cascade AnswerObserver, via `HealthMonitor.observe`)
-and every failed request (`record_error`, called by the front end that caught it). The updater
-opens a window after each swap and asks `verdict()` until the window closes. ML-aware signals
-(escalation rate, confidence, latency, edge/cloud disagreement) are further implementations."""
+Each served model has its own HealthMonitor, fed only by that model: every call of its model
+(`observe_run`, from its ModelSlot, whatever the task: answered or failed, and how long it
+took), every answer of a classification model (`observe`, as an edge.cascade AnswerObserver)
+and failed requests a front end reports (`record_error`). The model's updater opens a window
+after each swap and asks `verdict()` until the window closes. ML-aware signals (escalation
+rate, confidence, latency, edge/cloud disagreement) are further implementations."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol
 
-from edgecascade.edge.answer import Answer
+from edgecascade.edge.answer import Answer, ModelRef
 from edgecascade.edge.cascade import CascadeRequest
 from edgecascade.edge.policies import Decision
 from edgecascade.shared.manifest import HealthFigure, Manifest
@@ -25,17 +27,23 @@ class HealthWatch(Protocol):
         """A new watch window starts (after a swap to `manifest`'s model); reset counters."""
 
     def observe(self, request: CascadeRequest, answer: Answer, decision: Decision | None) -> None:
-        """One answer served. Must be fast and must not raise."""
+        """One classification answer served. Must be fast and must not raise."""
+
+    def observe_run(self, model: ModelRef, latency_ms: float, error: BaseException | None) -> None:
+        """One call of the model (any task) took `latency_ms`; `error` if it raised. Must be
+        fast and must not raise (a ModelSlot RunObserver)."""
 
     def record_error(self, error: BaseException) -> None:
-        """One request failed in the model path."""
+        """One request failed in the model path outside a model call."""
 
     def verdict(self) -> str | None:
         """A reason to roll back now, or None while healthy (or not enough evidence yet)."""
 
 
 class ErrorRateWatch:
-    """Rolls back when failed / (answered + failed) exceeds `max_rate` after `min_requests`."""
+    """Rolls back when failed / (answered + failed) model calls exceed `max_rate` after
+    `min_requests` (counted the same for every task; answers from a lookup table never ran
+    the model and do not count)."""
 
     def __init__(self, max_rate: float, min_requests: int) -> None:
         self.max_rate = max_rate
@@ -49,8 +57,14 @@ class ErrorRateWatch:
             self.answered = self.failed = 0
 
     def observe(self, request: CascadeRequest, answer: Answer, decision: Decision | None) -> None:
+        return None  # the model calls behind the answer are counted by observe_run
+
+    def observe_run(self, model: ModelRef, latency_ms: float, error: BaseException | None) -> None:
         with self._lock:
-            self.answered += 1
+            if error is None:
+                self.answered += 1
+            else:
+                self.failed += 1
 
     def record_error(self, error: BaseException) -> None:
         with self._lock:
@@ -68,7 +82,8 @@ class ErrorRateWatch:
 
 
 class HealthMonitor:
-    """Fans answers and errors out to several watches; `observe` is the cascade observer."""
+    """Fans one model's answers, calls and errors out to several watches; `observe` is its
+    cascade's observer, `observe_run` its slot's."""
 
     def __init__(self, watches: Sequence[HealthWatch]) -> None:
         self.watches = list(watches)
@@ -80,6 +95,10 @@ class HealthMonitor:
     def observe(self, request: CascadeRequest, answer: Answer, decision: Decision | None) -> None:
         for watch in self.watches:
             watch.observe(request, answer, decision)
+
+    def observe_run(self, model: ModelRef, latency_ms: float, error: BaseException | None) -> None:
+        for watch in self.watches:
+            watch.observe_run(model, latency_ms, error)
 
     def record_error(self, error: BaseException) -> None:
         for watch in self.watches:

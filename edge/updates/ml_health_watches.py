@@ -16,7 +16,7 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 
-from edgecascade.edge.answer import Answer
+from edgecascade.edge.answer import Answer, ModelRef
 from edgecascade.edge.cascade import CascadeRequest
 from edgecascade.edge.policies import Decision
 from edgecascade.shared.manifest import HealthFigure, HealthLimits, Manifest
@@ -45,6 +45,10 @@ class SignalWatch(abc.ABC):
     @abc.abstractmethod
     def sample(self, answer: Answer, decision: Decision | None) -> float | None:
         """This answer's value of the signal, or None when it says nothing about it."""
+
+    def sample_run(self, latency_ms: float, error: BaseException | None) -> float | None:
+        """This model call's value of the signal (models without answers: detection, tensor)."""
+        return None
 
     @abc.abstractmethod
     def exceeded(self, before: float, after: float, limits: HealthLimits) -> str | None:
@@ -76,9 +80,15 @@ class SignalWatch(abc.ABC):
         if answer.edge_model is None:
             return
         value = self.sample(answer, decision)
-        if value is None:
-            return
-        version = answer.edge_model.version
+        if value is not None:
+            self._add(answer.edge_model.version, value)
+
+    def observe_run(self, model: ModelRef, latency_ms: float, error: BaseException | None) -> None:
+        value = self.sample_run(latency_ms, error)
+        if value is not None:
+            self._add(model.version, value)
+
+    def _add(self, version: str, value: float) -> None:
         with self._lock:
             values = self._windows.get(version)
             if values is None:
@@ -173,6 +183,17 @@ class LatencyWatch(SignalWatch):
         return None if limit is None or after <= before * limit else f"x{limit:g}"
 
 
+class RunLatencyWatch(LatencyWatch):
+    """Median time of the model's successful calls: the latency signal of models whose task
+    gives no classification answers (detection, tensor)."""
+
+    def sample(self, answer: Answer, decision: Decision | None) -> float | None:
+        return None
+
+    def sample_run(self, latency_ms: float, error: BaseException | None) -> float | None:
+        return latency_ms if error is None else None
+
+
 class DisagreementWatch(SignalWatch):
     """Share of random-sample escalations where the cloud's label differs from the edge's:
     an online estimate of the edge model's error on the cases it thinks easy."""
@@ -192,8 +213,12 @@ class DisagreementWatch(SignalWatch):
         return None if limit is None or after - before <= limit else f"+{limit:.2f}"
 
 
-def ml_watches(window: int = 500) -> list[SignalWatch]:
-    """The four ML-aware watches, in the order their verdicts are asked."""
+def ml_watches(task: str = "classification", window: int = 500) -> list[SignalWatch]:
+    """The ML-aware watches for a model of `task`, in the order their verdicts are asked: all
+    four for a classifier; for other tasks, which give no labels or confidences, the latency
+    of the model's calls."""
+    if task != "classification":
+        return [RunLatencyWatch(window)]
     return [
         EscalationRateWatch(window),
         ConfidenceWatch(window),

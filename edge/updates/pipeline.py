@@ -35,8 +35,11 @@ class UpdatePipeline:
         current: Installed,
         transport_for: Callable[[str], ArtifactTransport],
         on_swap: Callable[[Manifest], None] | None = None,
+        backend: str | None = None,
     ) -> None:
         self.profile = profile
+        #: The profile's backend override for this model's factory artifact (rolling back to it).
+        self.backend = backend
         self.slot = slot
         self.store = store
         self.current = current
@@ -82,8 +85,10 @@ class UpdatePipeline:
         if self.previous is None:
             raise UpdateError("no previous version kept to roll back to")
         target = self.previous
+        stored = self.store.manifest_of(target)
+        backend = stored.backend if stored is not None else self.backend
         try:
-            model = LocalModel.load(target.path, backend_options(self.profile), None)
+            model = LocalModel.load(target.path, backend_options(self.profile), backend)
         except EdgecascadeError as exc:
             raise UpdateError(f"rollback failed: {exc}") from exc
         self._swap_to(target, model, previous=None)

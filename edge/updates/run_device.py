@@ -1,7 +1,7 @@
 """`python -m edgecascade.edge.updates.run_device --config PROFILE`: a minimal device that only takes updates.
 
 Used by tests (kill -9 at any step) and the benchmark; the agent daemon supersedes it. It loads
-the active model, starts the updater on its own MQTT connection and runs until SIGTERM."""
+the active model (the profile's first), starts its updater on its own MQTT connection and runs until SIGTERM."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     slot = ModelSlot(LocalModel.load(active_model_path(profile), backend_options(profile)))
     presence = Topics(profile.fleet).presence(profile.device_id)
     connection = MqttConnection(profile.mqtt.settings(profile.device_id, presence))
-    updater = build(profile, connection, slot, health=health_monitor(profile))
+    health = health_monitor(profile)
+    slot.observers.append(health.observe_run)
+    updater = build(profile, connection, slot, health=health)
     updater.start()
     connection.start()
     done = threading.Event()

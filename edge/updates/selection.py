@@ -84,13 +84,22 @@ def check_not_older(manifest: M, current_version: str | None, is_current: bool) 
         )
 
 
+def check_model_name(manifest: Manifest, model: str, served: list[str]) -> None:
+    """Raise UpdateError unless a signed manifest is for `model`, the one whose topics it came
+    on. Another name is no instruction for this model: refused (counted), like garbage."""
+    if manifest.name == model:
+        return
+    if manifest.name in served:
+        raise UpdateError(f"manifest for model {manifest.name!r} came on the topics of {model!r}")
+    raise UpdateError(f"manifest is for model {manifest.name!r}; this device serves {', '.join(served)}")
+
+
 def check_manifest(manifest: Manifest, profile: DeviceProfile, agent_version: str, max_bytes: int) -> None:
     """Raise UpdateError with the reason if this device cannot apply an admitted model manifest
-    (reported to the fleet as failed: it is a real instruction the device cannot follow)."""
+    for one of its models (reported to the fleet as failed: it is a real instruction the device
+    cannot follow)."""
     from edgecascade.edge.updates.transports.registry import check_route
 
-    if manifest.name != profile.model.name:
-        raise UpdateError(f"manifest is for model {manifest.name!r}, device serves {profile.model.name!r}")
     _check_common(manifest, profile, agent_version, max_bytes, "artifact")
     check_route(manifest.route)
     if manifest.card.name != manifest.name or manifest.card.version != manifest.version:

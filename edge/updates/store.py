@@ -1,4 +1,5 @@
-"""The on-device model store under `<data_dir>/models/`, safe against kill -9 and power loss.
+"""The on-device model stores, one per served model under `<data_dir>/models/<model name>/`,
+safe against kill -9 and power loss. Each holds:
 
     staging/<sha256>.part       a blob being downloaded (resumable: chunks are re-checked by hash)
     versions/<version>/         a complete, verified model: artifact, card, manifest.json
@@ -9,6 +10,10 @@
 A version directory appears only by an atomic rename of a fully written and fsynced temporary
 directory, and `active` only by write-temp + fsync + os.replace + fsync-dir, so after a crash the
 device finds either the old pointer or the new one, each naming a complete model.
+
+Agents before per-model updates kept one store, the first model's, directly in
+`<data_dir>/models/`; `model_store` moves it to `<data_dir>/models/<its model>/` the first
+time it runs, so an upgraded device keeps serving the update it had installed.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgecascade.edge.config.models import ModelEntry
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.local_model import resolve_artifact
 from edgecascade.shared.atomic_file import atomic_write, fsync_dir
@@ -91,10 +97,22 @@ class VersionStore:
                 self.what,
             )
             return None
+        current = self._here(current)
+        previous = self._here(previous) if previous else None
         if not current.path.is_file():
             log.error("%s pointer names missing %s; using the factory %s", self.what, current.path, self.what)
             return None
         return current, previous
+
+    def _here(self, installed: Installed) -> Installed:
+        """A version the pointer recorded under the store's old place (the store was moved, see
+        migrate_single_store): the same version folder in this store."""
+        path = installed.path
+        if not path.is_file() and path.parent.parent.name == self.versions.name:
+            moved = self.versions / path.parent.name / path.name
+            if moved.is_file():
+                return Installed(installed.version, moved)
+        return installed
 
     def set_active(self, current: Installed, previous: Installed | None) -> None:
         body = {"current": current.to_json(), "previous": previous.to_json() if previous else None}
@@ -213,31 +231,97 @@ class UpdateStore(VersionStore):
         )
 
 
+#: Marks `<data_dir>/models/` as holding one store per model (written before any store is made).
+LAYOUT_MARKER = ".per-model"
+
+
 def models_root(profile: DeviceProfile) -> Path:
+    """The folder holding every model's store."""
     return profile.data_dir / "models"
 
 
-def factory_model(profile: DeviceProfile) -> Installed:
-    path = resolve_artifact(profile.model.path, list(profile.runtime.backend_preference))
+def model_store(profile: DeviceProfile, name: str) -> UpdateStore:
+    """The store of model `name`, `<data_dir>/models/<name>/` (an older agent's single store
+    moved there first). Raises StorageError if the folder cannot be used."""
+    migrate_single_store(profile)
+    root = models_root(profile) / name
+    try:
+        return UpdateStore(root)
+    except OSError as exc:
+        raise StorageError(f"model store {root} is unusable: {exc}") from exc
+
+
+def migrate_single_store(profile: DeviceProfile) -> None:
+    """Move an older agent's single store (`<data_dir>/models/` itself) to the folder of the
+    model it served. Only renames, each atomic, and a marker written before the last one, so a
+    crash at any step leaves a state the next call finishes: the old layout, the store set aside
+    in `<data_dir>/models.single-store`, or the new layout."""
+    root = models_root(profile)
+    aside = root.with_name("models.single-store")
+    try:
+        if not (root / LAYOUT_MARKER).exists():
+            # The old layout: store folders and files at the top (dot files are temporaries).
+            if root.is_dir() and any(not p.name.startswith(".") for p in root.iterdir()):
+                os.replace(root, aside)
+                fsync_dir(root.parent)
+            root.mkdir(parents=True, exist_ok=True)
+            atomic_write(root / LAYOUT_MARKER, b"one store per model: <model name>/\n")
+        if not aside.exists():
+            return
+        target = root / _single_store_owner(aside, profile)
+        if target.exists():
+            log.error(
+                "cannot move the old model store %s to %s: that folder exists; left in place", aside, target
+            )
+            return
+        os.replace(aside, target)
+        fsync_dir(root)
+        store = UpdateStore(target)
+        found = store.read_pointer()  # names the versions at their new place
+        if found is not None:
+            store.set_active(*found)
+        log.info("moved the model store of %s to %s (per-model stores)", target.name, target)
+    except OSError as exc:
+        raise StorageError(f"model store {root} is unusable: {exc}") from exc
+
+
+def _single_store_owner(folder: Path, profile: DeviceProfile) -> str:
+    """The model an older agent's store belongs to: the name in the manifest of the version it
+    serves, else the profile's first model (the only one older agents updated)."""
+    found = UpdateStore(folder).read_pointer()
+    if found is not None:
+        manifest = UpdateStore(folder).manifest_of(found[0])
+        if manifest is not None:
+            return manifest.name
+    return profile.model.name
+
+
+def _entry(profile: DeviceProfile, entry: ModelEntry | None) -> ModelEntry:
+    return entry if entry is not None else profile.model_entries()[0]
+
+
+def factory_model(profile: DeviceProfile, entry: ModelEntry | None = None) -> Installed:
+    """The model `entry` (default: the first) names in the profile, as shipped."""
+    entry = _entry(profile, entry)
+    path = resolve_artifact(entry.path, list(profile.runtime.backend_preference))
     from edgecascade.shared.backends.registry import backend_name_for
     from edgecascade.shared.model_card import ModelCard
 
     # Report the artifact's own problems (format, absence) before its card's.
-    backend_name_for(path, profile.model.backend)
+    backend_name_for(path, entry.backend)
     if not path.is_file():
         raise ModelLoadError(str(path), "file not found")
     return Installed(ModelCard.load_for(path).version, path)
 
 
-def active_model(profile: DeviceProfile) -> Installed:
-    """The model to serve at start-up: the update store's pointer, else the factory model."""
-    try:
-        found = UpdateStore(models_root(profile)).read_pointer()
-    except OSError as exc:
-        raise StorageError(f"model store {models_root(profile)} is unusable: {exc}") from exc
-    return found[0] if found else factory_model(profile)
+def active_model(profile: DeviceProfile, entry: ModelEntry | None = None) -> Installed:
+    """The model to serve at start-up for `entry` (default: the first): its store's pointer,
+    else the factory model."""
+    entry = _entry(profile, entry)
+    found = model_store(profile, entry.name).read_pointer()
+    return found[0] if found else factory_model(profile, entry)
 
 
-def active_model_path(profile: DeviceProfile) -> Path:
-    """Path of the artifact the agent should load at start-up (updated, rolled back or factory)."""
-    return active_model(profile).path
+def active_model_path(profile: DeviceProfile, entry: ModelEntry | None = None) -> Path:
+    """Path of the artifact to load at start-up for `entry` (updated, rolled back or factory)."""
+    return active_model(profile, entry).path

@@ -119,6 +119,10 @@ class ManifestSubscriber(abc.ABC, Generic[M]):
     def _make_status(self, state: UpdateState, **fields: object) -> BaseModel:
         """The retained status message for `state`."""
 
+    def _addressed(self, manifest: M) -> None:
+        """UpdateError if an admitted (signed) manifest is not for this subscriber: refused and
+        counted like garbage. Default: every admitted manifest is."""
+
     def _starting(self) -> None:
         """Called by start() before the worker runs (which may make another artifact serve)."""
 
@@ -157,6 +161,7 @@ class ManifestSubscriber(abc.ABC, Generic[M]):
             try:
                 manifest = self._parse(bytes(msg.payload))
                 admit(manifest, self.audience, self.last)
+                self._addressed(manifest)
             except UpdateError as exc:
                 self.refusals.refuse(msg.topic, exc.reason)
                 return

@@ -1,7 +1,9 @@
-"""The device's model updater: a ManifestSubscriber (see subscriber.py) for model manifests.
+"""The device's updater of one served model: a ManifestSubscriber (see subscriber.py) for that
+model's manifests, on that model's own topics, with its own store and status.
 
 On top of what every subscriber does, it tells `on_activated` callbacks which manifest's model
-serves (its thresholds apply), watches health after a swap and rolls back on trouble."""
+serves (its thresholds apply), watches the model's health after a swap and rolls it back on
+trouble. A device runs one per served model (edge.updates.build_model_updaters)."""
 
 from __future__ import annotations
 
@@ -11,28 +13,42 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
+from edgecascade.edge.config.models import ModelEntry
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.model_slot import ModelSlot
 from edgecascade.edge.updates.health_watch import HealthMonitor
 from edgecascade.edge.updates.pipeline import UpdatePipeline
-from edgecascade.edge.updates.selection import ManifestBook, check_manifest
-from edgecascade.edge.updates.store import Installed, UpdateStore, active_model, models_root
+from edgecascade.edge.updates.selection import ManifestBook, check_manifest, check_model_name
+from edgecascade.edge.updates.store import Installed, UpdateStore, active_model, model_store
 from edgecascade.edge.updates.subscriber import ManifestSubscriber, profile_public_key_text
-from edgecascade.shared.errors import EdgecascadeError, UpdateError
+from edgecascade.shared.errors import ConfigError, EdgecascadeError, UpdateError
 from edgecascade.shared.manifest import Manifest, UpdateState, UpdateStatus
 from edgecascade.shared.mqtt import MqttConnection
 from edgecascade.shared.version import __version__
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ModelUpdater", "profile_public_key_text"]
+__all__ = ["ModelUpdater", "model_entry", "profile_public_key_text"]
+
+
+def model_entry(profile: DeviceProfile, name: str | None) -> ModelEntry:
+    """The profile's entry named `name` (default: the first); ConfigError naming the served ones."""
+    entries = profile.model_entries()
+    if name is None:
+        return entries[0]
+    found = next((e for e in entries if e.name == name), None)
+    if found is None:
+        raise ConfigError(
+            f"no served model {name!r}; the profile serves {[e.name for e in entries]}", key="models"
+        )
+    return found
 
 
 class ModelUpdater(ManifestSubscriber[Manifest]):
-    """Service `model-updater`. `health` (optional) is fed by the cascade; `on_activated`
-    callbacks get each manifest whose model starts serving (e.g. to apply its thresholds)."""
+    """Service `model-updater-<model>` for the served model `model` (default: the first), whose
+    `slot` it swaps. `health` (optional) is fed by that model only; `on_activated` callbacks
+    get each manifest whose model starts serving (e.g. to apply its thresholds)."""
 
-    name = "model-updater"
     kind = "model"
     store: UpdateStore
     pipeline: UpdatePipeline
@@ -43,35 +59,51 @@ class ModelUpdater(ManifestSubscriber[Manifest]):
         connection: MqttConnection,
         slot: ModelSlot,
         *,
+        model: str | None = None,
         health: HealthMonitor | None = None,
         current: Installed | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(profile, connection, clock)
+        self.entry = model_entry(profile, model)
+        self.model = self.entry.name
+        self.name = f"model-updater-{self.model}"
         self.health = health
-        device = profile.device_id
-        store = UpdateStore(models_root(profile))
+        device, name = profile.device_id, self.model
+        store = model_store(profile, name)
         self._attach(
             ManifestBook(
-                self.topics.manifest_device(device),
-                [self.topics.manifest_group(g) for g in profile.groups],
-                self.topics.manifest_all(),
+                self.topics.manifest_device(name, device),
+                [self.topics.manifest_group(name, g) for g in profile.groups],
+                self.topics.manifest_all(name),
             ),
             store,
             UpdatePipeline(
                 profile,
                 slot,
                 store,
-                current or active_model(profile),
+                current or active_model(profile, self.entry),
                 self.transports,
                 on_swap=self._open_window,
+                backend=self.entry.backend,
             ),
-            self.topics.update_status(device),
+            self.topics.update_status(device, name),
         )
         #: Called with the manifest of each model that starts serving (None: the factory model),
         #: at start() for the model serving then, after every swap and every rollback.
         self.on_activated: list[Callable[[Manifest | None], None]] = []
         self.status = self._make_status("active")
+
+    def start(self) -> None:
+        if self.model == self.profile.model_entries()[0].name:
+            # An older agent's one retained status would linger beside the per-model ones.
+            self.connection.on_connect_hooks.append(self._clear_legacy_status)
+            if self.connection.connected.is_set():
+                self._clear_legacy_status()
+        super().start()
+
+    def _clear_legacy_status(self) -> None:
+        self.connection.publish(self.topics.legacy_update_status(self.profile.device_id), b"", retain=True)
 
     # -- the model kind -----------------------------------------------------------------------
     def _starting(self) -> None:
@@ -79,6 +111,9 @@ class ModelUpdater(ManifestSubscriber[Manifest]):
 
     def _parse(self, payload: bytes) -> Manifest:
         return Manifest.parse(payload)
+
+    def _addressed(self, manifest: Manifest) -> None:
+        check_model_name(manifest, self.model, [e.name for e in self.profile.model_entries()])
 
     def _check(self, manifest: Manifest) -> None:
         check_manifest(manifest, self.profile, __version__, self.max_bytes)
@@ -92,7 +127,7 @@ class ModelUpdater(ManifestSubscriber[Manifest]):
             profile=self.profile.profile,
             groups=list(self.profile.groups),
             agent_version=__version__,
-            model=self.profile.model.name,
+            model=self.model,
             active_version=self.pipeline.current.version,
             state=state,
             updated_at=self.clock(),

@@ -30,8 +30,13 @@ class Topics:
         """Late cloud verdicts for deferred hard cases."""
         return f"{ROOT}/{self.fleet}/{device}/verdicts"
 
-    def update_status(self, device: str) -> str:
-        """Retained model-update state of the device."""
+    def update_status(self, device: str, model: str) -> str:
+        """Retained update state of one model the device serves (each model has its own)."""
+        return f"{ROOT}/{self.fleet}/{device}/status/{model}"
+
+    def legacy_update_status(self, device: str) -> str:
+        """The one status topic of agents before per-model updates: read by the fleet manager
+        during a fleet upgrade, cleared by an upgraded device."""
         return f"{ROOT}/{self.fleet}/{device}/status"
 
     def table_status(self, device: str, model: str | None = None) -> str:
@@ -67,14 +72,15 @@ class Topics:
         return f"{ROOT}/{self.fleet}/{device}/telemetry-ack"
 
     # --- model manifests (retained), read by devices, written by the fleet manager ---
-    def manifest_device(self, device: str) -> str:
-        return f"{ROOT}/{self.fleet}/models/device/{device}"
+    # One retained manifest per model and level: a push of one model never replaces another's.
+    def manifest_device(self, model: str, device: str) -> str:
+        return f"{ROOT}/{self.fleet}/models/{model}/device/{device}"
 
-    def manifest_group(self, group: str) -> str:
-        return f"{ROOT}/{self.fleet}/models/group/{group}"
+    def manifest_group(self, model: str, group: str) -> str:
+        return f"{ROOT}/{self.fleet}/models/{model}/group/{group}"
 
-    def manifest_all(self) -> str:
-        return f"{ROOT}/{self.fleet}/models/all"
+    def manifest_all(self, model: str) -> str:
+        return f"{ROOT}/{self.fleet}/models/{model}/all"
 
     def artifact_chunks(self, model: str, version: str) -> str:
         """Chunked artifact delivery over MQTT (one message per numbered chunk)."""
@@ -105,6 +111,11 @@ class Topics:
         return f"{ROOT}/{self.fleet}/+/telemetry"
 
     def all_status(self) -> str:
+        """Every device's per-model update status."""
+        return f"{ROOT}/{self.fleet}/+/status/+"
+
+    def all_legacy_status(self) -> str:
+        """Every older device's single update status (see legacy_update_status)."""
         return f"{ROOT}/{self.fleet}/+/status"
 
     def all_table_status(self) -> str:

@@ -163,7 +163,7 @@ def fleet_scale(args: argparse.Namespace, work: Path, port: int, key: Ed25519Pri
                         f"{np.median(got) / 1e3:.1f} kB per device vs {full.stat().st_size / 1e3:.1f} kB full "
                         f"({np.median(got) / full.stat().st_size:.2%})"
                     )
-        fleet.publish_retained(fleet.topics.manifest_all(), b"")  # part 3's agent starts clean
+        fleet.publish_retained(fleet.topics.manifest_all("digits-edge"), b"")  # part 3's agent starts clean
         ref = results.get((args.sizes[0], args.routes[0]))
         if ref:
             print("time to all active, ratio to the first size/route:")

@@ -63,20 +63,20 @@ def test_acl_limits_devices_to_their_topics(acl_broker: BrokerProcess) -> None:
     d1 = _connect(acl_broker.port, "d1", "d1-pw")
     try:
         # A device cannot publish manifests (the broker drops it), the fleet can.
-        d1.publish_and_wait(topics.manifest_all(), b"evil", 2, retain=True)
-        d1.publish_and_wait(topics.update_status("d2"), b"forged", 2, retain=True)
-        d1.publish_and_wait(topics.update_status("d1"), b"mine", 2, retain=True)
+        d1.publish_and_wait(topics.manifest_all("m"), b"evil", 2, retain=True)
+        d1.publish_and_wait(topics.update_status("d2", "m"), b"forged", 2, retain=True)
+        d1.publish_and_wait(topics.update_status("d1", "m"), b"mine", 2, retain=True)
         time.sleep(0.2)
-        assert _collect(fleet, topics.manifest_all()) == []
-        assert _collect(fleet, topics.update_status("d2")) == []
-        assert _collect(fleet, topics.update_status("d1")) == [b"mine"]
+        assert _collect(fleet, topics.manifest_all("m")) == []
+        assert _collect(fleet, topics.update_status("d2", "m")) == []
+        assert _collect(fleet, topics.update_status("d1", "m")) == [b"mine"]
 
-        assert fleet.publish_and_wait(topics.manifest_all(), b"signed", 2, retain=True)
-        assert fleet.publish_and_wait(topics.manifest_device("d2"), b"for-d2", 2, retain=True)
-        assert fleet.publish_and_wait(topics.manifest_device("d1"), b"for-d1", 2, retain=True)
-        assert _collect(d1, topics.manifest_all()) == [b"signed"]
-        assert _collect(d1, topics.manifest_device("d1")) == [b"for-d1"]
-        assert _collect(d1, topics.manifest_device("d2")) == []  # not its topic
+        assert fleet.publish_and_wait(topics.manifest_all("m"), b"signed", 2, retain=True)
+        assert fleet.publish_and_wait(topics.manifest_device("m", "d2"), b"for-d2", 2, retain=True)
+        assert fleet.publish_and_wait(topics.manifest_device("m", "d1"), b"for-d1", 2, retain=True)
+        assert _collect(d1, topics.manifest_all("m")) == [b"signed"]
+        assert _collect(d1, topics.manifest_device("m", "d1")) == [b"for-d1"]
+        assert _collect(d1, topics.manifest_device("m", "d2")) == []  # not its topic
 
         wrong = MqttConnection(
             MqttSettings(port=acl_broker.port, client_id="x", username="d1", password="no")

@@ -28,9 +28,13 @@ def test_status_needs_no_signing_key(
     device = MqttConnection(MqttSettings(port=broker.port, client_id="pi-7"))
     assert device.start(wait_s=5)
     try:
-        device.publish(
-            Topics("north").update_status("pi-7"), status.model_dump_json().encode(), qos=1, retain=True
-        )
+        topics = Topics("north")
+        # One status per model the device serves; an older agent's single status is shown too.
+        for model, version in (("digits-edge", "1.0.0"), ("door-detector", "2.1.0")):
+            mine = status.model_copy(update={"model": model, "active_version": version})
+            device.publish(topics.update_status("pi-7", model), mine.model_dump_json(), qos=1, retain=True)
+        old = status.model_copy(update={"device": "pi-6", "active_version": "0.9.0"})
+        device.publish(topics.legacy_update_status("pi-6"), old.model_dump_json(), qos=1, retain=True)
         time.sleep(0.3)
         monkeypatch.chdir(tmp_path)  # the default --state-dir var/fleet would be created here
         key = tmp_path / "no-such.key"
@@ -41,7 +45,11 @@ def test_status_needs_no_signing_key(
         device.stop()
     assert rc == 0
     assert out[0].split()[:4] == ["DEVICE", "MODEL", "VERSION", "STATE"]
-    assert [line.split()[:4] for line in out[1:]] == [["pi-7", "digits-edge", "1.0.0", "idle"]]
+    assert [line.split()[:4] for line in out[1:]] == [
+        ["pi-6", "digits-edge", "0.9.0", "idle"],
+        ["pi-7", "digits-edge", "1.0.0", "idle"],
+        ["pi-7", "door-detector", "2.1.0", "idle"],
+    ]
     assert not key.exists() and not (tmp_path / "var").exists()
 
 

@@ -156,7 +156,9 @@ def test_fleet_wide_push_after_a_device_push_reaches_every_device_also_after_a_r
         # The push cleared the older device-level manifest: nothing retained there any more.
         probe = MqttConnection(MqttSettings(port=broker.port, client_id="probe"))
         retained: list[bytes] = []
-        probe.subscribe(Topics(FLEET).manifest_device("d0"), lambda m: retained.append(bytes(m.payload)))
+        probe.subscribe(
+            Topics(FLEET).manifest_device("digits-edge", "d0"), lambda m: retained.append(bytes(m.payload))
+        )
         assert probe.start(wait_s=5)
         time.sleep(0.5)
         probe.stop()

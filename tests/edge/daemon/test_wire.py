@@ -263,12 +263,16 @@ def test_image_decoding_never_stalls_the_event_loop(tmp_path: Path) -> None:
         prober.start()
         time.sleep(0.2)
         start = time.perf_counter()
+        codes: list[int] = []
         with ThreadPoolExecutor(2) as pool:
-            codes = [r.status_code for r in pool.map(lambda _: post(proc, body, headers), range(4))]
+            # Batches of 4 until the decodes have kept the daemon busy long enough to tell
+            # (a fast, quiet machine decodes one in under 0.1 s).
+            while time.perf_counter() - start < 0.6 and len(codes) < 32:
+                codes += [r.status_code for r in pool.map(lambda _: post(proc, body, headers), range(4))]
         decoding = time.perf_counter() - start
         done.set()
         prober.join()
-        assert codes == [200] * 4
+        assert codes == [200] * len(codes)
         assert decoding > 0.5  # the decodes really took time
         assert max(gaps) < 0.15, f"health stalled {max(gaps):.3f} s while decoding for {decoding:.2f} s"
     finally:

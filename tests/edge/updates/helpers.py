@@ -119,7 +119,9 @@ class Device:
         settings.reconnect_min_s = 0.2
         settings.reconnect_max_s = 1.0
         connection = MqttConnection(settings)
-        updater = build(profile, connection, slot, health=health_monitor(profile))
+        health = health_monitor(profile)
+        slot.observers.append(health.observe_run)  # as the daemon does: every call of this model
+        updater = build(profile, connection, slot, health=health)
         updater.start()
         connection.start(wait_s=5)
         return cls(profile, connection, slot, updater)

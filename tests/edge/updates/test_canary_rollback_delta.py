@@ -107,7 +107,7 @@ def test_error_rate_after_swap_rolls_back_automatically(
         "d1",
         broker.port,
         signing_key.public_key(),
-        updates={"watch_window_s": 20.0, "max_error_rate": 0.2, "min_requests": 10},
+        updates={"watch_window_s": 20.0, "max_error_rate": 0.1, "min_requests": 10},
     )
     device = Device.start(profile)
     fleet = start_fleet(broker.port, signing_key, tmp_path / "fleet")
@@ -130,9 +130,8 @@ def test_error_rate_after_swap_rolls_back_automatically(
                 device.slot.probabilities(batch)
                 for row in batch:
                     cascade.answer(CascadeRequest(np.asarray(row)))
-            except EdgecascadeError as exc:
-                failures += 1
-                health.record_error(exc)
+            except EdgecascadeError:
+                failures += 1  # the slot told the health watch: 1 failed call per 5
             if device.version == "1.0.0":
                 break
             time.sleep(0.01)

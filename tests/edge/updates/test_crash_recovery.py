@@ -59,7 +59,7 @@ def _kill9(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _pointer_version(profile: Path) -> str | None:
-    pointer = profile.parent / "data" / "models" / "active"
+    pointer = profile.parent / "data" / "models" / "digits-edge" / "active"
     if not pointer.exists():
         return None
     data = json.loads(pointer.read_text())
@@ -123,7 +123,7 @@ def test_kill9_mid_download_resumes_and_mid_swap_serves_old_or_new(
         manifest, payloads = build_manifest(v3, fleet=FLEET, target="device:k1")
         wait_until(lambda: fleet.board.statuses()["k1"].state == "active", what="restarted")
         signed, _ = fleet.push(manifest, payloads)
-        installed = profile.parent / "data" / "models" / "versions" / "1.2.0"
+        installed = profile.parent / "data" / "models" / "digits-edge" / "versions" / "1.2.0"
         wait_until(installed.exists, what="1.2.0 installed")
         _kill9(proc)
         assert _pointer_version(profile) in {"1.1.0", "1.2.0"}

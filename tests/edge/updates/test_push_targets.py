@@ -89,7 +89,7 @@ def test_tampered_chunk_and_wrong_signature_are_refused(
         manifest, payloads = build_manifest(model_v2, fleet=FLEET, target="device:d1", chunk_size=2048)
         fleet.publish_payloads(payloads)
         assert fleet.connection.publish_and_wait(
-            fleet.topics.manifest_device("d1"), manifest.model_dump_json(), 5, retain=True
+            fleet.topics.manifest_device("digits-edge", "d1"), manifest.model_dump_json(), 5, retain=True
         )
         wait_until(lambda: fleet.board.statuses()["d1"].refused_manifests == 2, what="unsigned refusal")
         st = fleet.board.statuses()["d1"]

@@ -48,13 +48,19 @@ def test_replays_to_another_device_and_of_older_pushes_are_refused(
 
         # A's manifest, republished on B's topics: its signed target does not cover B.
         body = for_a.model_dump_json().encode()
-        for topic in (fleet.topics.manifest_device("b"), fleet.topics.manifest_group("gb")):
+        for topic in (
+            fleet.topics.manifest_device("digits-edge", "b"),
+            fleet.topics.manifest_group("digits-edge", "gb"),
+        ):
             assert fleet.connection.publish_and_wait(topic, body, 5, retain=True)
         st = _refusals(fleet, "b", 2)
         assert "signed for device:a, which does not cover device b" in (st.last_refusal or "")
         # B's own older push replayed on its device topic and on the fleet-wide one.
         replay = older_b.model_dump_json().encode()
-        for topic in (fleet.topics.manifest_device("b"), fleet.topics.manifest_all()):
+        for topic in (
+            fleet.topics.manifest_device("digits-edge", "b"),
+            fleet.topics.manifest_all("digits-edge"),
+        ):
             assert fleet.connection.publish_and_wait(topic, replay, 5, retain=True)
         st = _refusals(fleet, "b", 4)
         assert f"push {older_b.push_id} was issued before push {newer_b.push_id}" in (st.last_refusal or "")
@@ -99,7 +105,7 @@ def test_a_fresh_push_of_an_older_version_fails_unless_it_is_a_rollback(
         # Up again, then the old signed rollback replayed: a rollback attack, refused unread.
         up = _push(fleet, model_v3, "device:d", ["d"])
         assert fleet.connection.publish_and_wait(
-            fleet.topics.manifest_all(), back.model_dump_json(), 5, retain=True
+            fleet.topics.manifest_all("digits-edge"), back.model_dump_json(), 5, retain=True
         )
         st = _refusals(fleet, "d", 1)
         assert f"push {back.push_id} was issued before push {up.push_id}" in (st.last_refusal or "")
@@ -145,9 +151,9 @@ def test_garbage_on_manifest_topics_is_counted_and_never_flips_the_status(
         kept = fleet.board.statuses()["d"]
         payloads = _garbage(good, Ed25519PrivateKey.generate())
         topics = [
-            fleet.topics.manifest_device("d"),
-            fleet.topics.manifest_group("g"),
-            fleet.topics.manifest_all(),
+            fleet.topics.manifest_device("digits-edge", "d"),
+            fleet.topics.manifest_group("digits-edge", "g"),
+            fleet.topics.manifest_all("digits-edge"),
         ]
         sent = 0
         for payload in payloads:
