@@ -53,107 +53,126 @@ def make_authenticator(settings: ServerSettings) -> TokenAuthenticator | NoAuth:
 
 def create_app(settings: ServerSettings) -> Starlette:
     """The ASGI app. Models load in the lifespan start-up (before uvicorn accepts requests)."""
-    auth = make_authenticator(settings)
-    metrics = CloudMetrics()
-    limits = settings.request_limits()
-    state: dict[str, DataPlane] = {}
+    api = _HttpApi(settings)
+    return Starlette(routes=api.routes(), lifespan=api.lifespan)
+
+
+class _HttpApi:
+    """The routes of one app and what they share: the authenticator, the metrics, the limits and
+    the data plane, which exists only between the lifespan's start-up and shutdown."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.auth = make_authenticator(settings)
+        self.metrics = CloudMetrics()
+        self.limits = settings.request_limits()
+        self._plane: DataPlane | None = None
+
+    def plane(self) -> DataPlane:
+        if self._plane is None:
+            raise RuntimeError("the cloud API has not started (lifespan start-up did not run)")
+        return self._plane
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        settings = self.settings
         registry = ModelRegistry.from_repository(
-            settings.repository, metrics.observe_batch, settings.debug_delay_ms / 1000.0
+            settings.repository, self.metrics.observe_batch, settings.debug_delay_ms / 1000.0
         )
         cache: IdempotencyCache = IdempotencyCache(
             settings.idempotency_max_entries, settings.idempotency_ttl_s
         )
-        state["plane"] = DataPlane(
-            registry, metrics, cache, convert_datatypes=settings.allow_datatype_conversion
+        self._plane = DataPlane(
+            registry, self.metrics, cache, convert_datatypes=settings.allow_datatype_conversion
         )
-        grpc_server = await start_grpc(settings, lambda: state["plane"], auth, metrics)
+        grpc_server = await start_grpc(settings, self.plane, self.auth, self.metrics)
         log.info("cloud API ready (pid %d): models %s", os.getpid(), sorted(registry.entries))
         try:
             yield
         finally:
             await stop_grpc(grpc_server, settings.graceful_timeout_s)
-            await state["plane"].close()
+            await self.plane().close()
             log.info("cloud API stopped (pid %d)", os.getpid())
 
-    def endpoint(name: str, fn: Callable[[Request, DataPlane], Awaitable[Response]]) -> Handler:
+    def routes(self) -> list[Route]:
+        endpoint = self._endpoint
+        routes = [
+            Route("/v2", endpoint("server_metadata", self.server_metadata)),
+            Route("/v2/health/live", endpoint("live", self.live)),
+            Route("/v2/health/ready", endpoint("ready", self.ready)),
+            Route("/metrics", endpoint("metrics", self.prometheus)),
+        ]
+        for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+            routes += [
+                Route(prefix, endpoint("model_metadata", self.model_metadata)),
+                Route(prefix + "/ready", endpoint("model_ready", self.model_ready)),
+                Route(prefix + "/infer", endpoint("infer", self.infer), methods=["POST"]),
+            ]
+        if self.settings.artifacts_dir is not None:
+            # The HTTP(S) route for model updates: signed artifacts with range requests. No token:
+            # integrity comes from the Ed25519-signed manifest, and devices resume with Range.
+            routes += artifact_routes(self.settings.artifacts_dir)
+        return routes
+
+    def _endpoint(self, name: str, fn: Callable[[Request, DataPlane], Awaitable[Response]]) -> Handler:
         async def handle(request: Request) -> Response:
-            metrics.requests.labels(name).inc()
+            self.metrics.requests.labels(name).inc()
             try:
-                return await fn(request, state["plane"])
+                return await fn(request, self.plane())
             except EdgecascadeError as exc:
-                return _error(metrics, exc, str(exc))
+                return _error(self.metrics, exc, str(exc))
             except Exception as exc:  # a bug: log it with its traceback, answer 500
                 log.exception("%s %s failed", request.method, request.url.path)
-                return _error(metrics, exc, "internal server error")
+                return _error(self.metrics, exc, "internal server error")
 
         return handle
 
-    def caller_of(request: Request, model: str) -> str:
+    def _caller_of(self, request: Request, model: str) -> str:
         """A verified client certificate's device, else the bearer token's."""
-        if settings.tls_client_ca is not None:
+        if self.settings.tls_client_ca is not None:
             device = certificate_identity(request.scope)
             if device is not None:
-                return auth.authorize(device, model)
-        return auth.authenticate(request.headers.get("authorization"), model)
+                return self.auth.authorize(device, model)
+        return self.auth.authenticate(request.headers.get("authorization"), model)
 
-    def version_of(request: Request) -> str | None:
-        return request.path_params.get("version")
-
-    async def server_metadata(request: Request, plane: DataPlane) -> Response:
+    async def server_metadata(self, request: Request, plane: DataPlane) -> Response:
         return JSONResponse(plane.server_metadata().model_dump())
 
-    async def live(request: Request, plane: DataPlane) -> Response:
+    async def live(self, request: Request, plane: DataPlane) -> Response:
         return _status(plane.live())
 
-    async def ready(request: Request, plane: DataPlane) -> Response:
+    async def ready(self, request: Request, plane: DataPlane) -> Response:
         return _status(plane.ready())
 
-    async def model_metadata(request: Request, plane: DataPlane) -> Response:
+    async def model_metadata(self, request: Request, plane: DataPlane) -> Response:
         name = request.path_params["name"]
-        caller_of(request, name)
-        return JSONResponse(plane.model_metadata(name, version_of(request)).model_dump(exclude_none=True))
+        self._caller_of(request, name)
+        return JSONResponse(plane.model_metadata(name, _version_of(request)).model_dump(exclude_none=True))
 
-    async def model_ready(request: Request, plane: DataPlane) -> Response:
-        return _status(plane.model_ready(request.path_params["name"], version_of(request)))
+    async def model_ready(self, request: Request, plane: DataPlane) -> Response:
+        return _status(plane.model_ready(request.path_params["name"], _version_of(request)))
 
-    async def infer(request: Request, plane: DataPlane) -> Response:
+    async def infer(self, request: Request, plane: DataPlane) -> Response:
         name = request.path_params["name"]
-        version = version_of(request)
-        caller = caller_of(request, name)
+        version = _version_of(request)
+        caller = self._caller_of(request, name)
         plane.check_model(name, version)
-        body = await read_body(request, limits)
+        body = await read_body(request, self.limits)
 
         async def serve(decoded: InferRequest) -> InferResponse:
             return await plane.infer(name, version, decoded, caller=caller)
 
-        reply = await answer_v2(body, request.headers, serve, limits=limits)
+        reply = await answer_v2(body, request.headers, serve, limits=self.limits)
         if reply.status >= 400:
-            metrics.errors.labels(str(reply.status)).inc()
+            self.metrics.errors.labels(str(reply.status)).inc()
         return Response(reply.body, status_code=reply.status, headers=reply.headers)
 
-    async def prometheus(request: Request, plane: DataPlane) -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+    async def prometheus(self, request: Request, plane: DataPlane) -> Response:
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    routes = [
-        Route("/v2", endpoint("server_metadata", server_metadata)),
-        Route("/v2/health/live", endpoint("live", live)),
-        Route("/v2/health/ready", endpoint("ready", ready)),
-        Route("/metrics", endpoint("metrics", prometheus)),
-    ]
-    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
-        routes += [
-            Route(prefix, endpoint("model_metadata", model_metadata)),
-            Route(prefix + "/ready", endpoint("model_ready", model_ready)),
-            Route(prefix + "/infer", endpoint("infer", infer), methods=["POST"]),
-        ]
-    if settings.artifacts_dir is not None:
-        # The HTTP(S) route for model updates: signed artifacts with range requests. No token:
-        # integrity comes from the Ed25519-signed manifest, and devices resume with Range.
-        routes += artifact_routes(settings.artifacts_dir)
-    return Starlette(routes=routes, lifespan=lifespan)
+
+def _version_of(request: Request) -> str | None:
+    return request.path_params.get("version")
 
 
 def app_from_env() -> Starlette:

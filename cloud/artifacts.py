@@ -159,10 +159,69 @@ def _resolve(root: Path, name: str, version: str, file_name: str) -> Path | None
 def artifact_routes(root: Path, *, served: ServedLog | None = None) -> list[Route]:
     """Routes serving the artifacts under `root` (mount them in the cloud app). `served`
     (optional) records every answered request."""
-    hashes = _Hashes()
-    record = served or ServedLog(keep=1)
+    route = _ArtifactRoute(root, served or ServedLog(keep=1))
+    return [Route(ROUTE, route.artifact, methods=["GET", "HEAD"], name="artifact")]
 
-    def _body(fd: int, start: int, end: int) -> Iterator[bytes]:
+
+class _ArtifactRoute:
+    """Answers GET/HEAD for one artifact folder: find the file, pick the range, send it."""
+
+    def __init__(self, root: Path, record: ServedLog) -> None:
+        self.root = root
+        self.record = record
+        self.hashes = _Hashes()
+
+    def artifact(self, request: Request) -> Response:
+        p = request.path_params
+        rel = artifact_relpath(p["name"], p["version"], p["file"])
+        path = _resolve(self.root, p["name"], p["version"], p["file"])
+        if path is None:
+            self.record.record(Served(rel, request.method, 404, 0, 0))
+            return PlainTextResponse("no such artifact", status_code=404)
+        fd = os.open(path, os.O_RDONLY)  # one open file: the ETag and the bytes sent agree
+        try:
+            st = os.fstat(fd)
+            etag = f'"{self.hashes.of(fd, st)}"'
+            size = st.st_size
+            headers = {"Accept-Ranges": "bytes", "ETag": etag, "Cache-Control": "no-cache"}
+            if_range = request.headers.get("if-range")
+            bounds = parse_range(request.headers.get("range") if if_range in (None, etag) else None, size)
+        except RangeNotSatisfiable:
+            os.close(fd)
+            self.record.record(Served(rel, request.method, 416, 0, 0))
+            return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+        except BaseException:
+            os.close(fd)
+            raise
+        return self._send(request.method, rel, fd, size, bounds, headers)
+
+    def _send(
+        self,
+        method: str,
+        rel: str,
+        fd: int,
+        size: int,
+        bounds: tuple[int, int] | None,
+        headers: dict[str, str],
+    ) -> Response:
+        """The 200 or 206 answer for the open file `fd`; it closes `fd` once the body is sent."""
+        start, end = bounds or (0, size)
+        status = 206 if bounds is not None else 200
+        if bounds is not None:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        headers["Content-Length"] = str(end - start)
+        self.record.record(Served(rel, method, status, start, end))
+        if method == "HEAD":
+            os.close(fd)
+            return Response(status_code=status, headers=headers, media_type="application/octet-stream")
+        return StreamingResponse(
+            self._body(fd, start, end),
+            status_code=status,
+            headers=headers,
+            media_type="application/octet-stream",
+        )
+
+    def _body(self, fd: int, start: int, end: int) -> Iterator[bytes]:
         try:
             offset = start
             while offset < end:
@@ -171,44 +230,7 @@ def artifact_routes(root: Path, *, served: ServedLog | None = None) -> list[Rout
                     log.error("artifact shrank while being served (fd %d at %d)", fd, offset)
                     return
                 offset += len(block)
-                record.add_bytes(len(block))
+                self.record.add_bytes(len(block))
                 yield block
         finally:
             os.close(fd)
-
-    def artifact(request: Request) -> Response:
-        p = request.path_params
-        rel = artifact_relpath(p["name"], p["version"], p["file"])
-        path = _resolve(root, p["name"], p["version"], p["file"])
-        if path is None:
-            record.record(Served(rel, request.method, 404, 0, 0))
-            return PlainTextResponse("no such artifact", status_code=404)
-        fd = os.open(path, os.O_RDONLY)  # one open file: the ETag and the bytes sent agree
-        try:
-            st = os.fstat(fd)
-            etag = f'"{hashes.of(fd, st)}"'
-            size = st.st_size
-            headers = {"Accept-Ranges": "bytes", "ETag": etag, "Cache-Control": "no-cache"}
-            if_range = request.headers.get("if-range")
-            bounds = parse_range(request.headers.get("range") if if_range in (None, etag) else None, size)
-        except RangeNotSatisfiable:
-            os.close(fd)
-            record.record(Served(rel, request.method, 416, 0, 0))
-            return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
-        except BaseException:
-            os.close(fd)
-            raise
-        start, end = bounds or (0, size)
-        status = 206 if bounds is not None else 200
-        if bounds is not None:
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-        headers["Content-Length"] = str(end - start)
-        record.record(Served(rel, request.method, status, start, end))
-        if request.method == "HEAD":
-            os.close(fd)
-            return Response(status_code=status, headers=headers, media_type="application/octet-stream")
-        return StreamingResponse(
-            _body(fd, start, end), status_code=status, headers=headers, media_type="application/octet-stream"
-        )
-
-    return [Route(ROUTE, artifact, methods=["GET", "HEAD"], name="artifact")]

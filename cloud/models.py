@@ -49,6 +49,29 @@ def batchable(sig: Signature) -> bool:
     ) and all(t.dtype != STRING_DTYPE for t in sig.inputs)
 
 
+def _batch_size(model: str, asked: int, sig: Signature) -> int:
+    """The batch size asked for, or 1 (with a log line) when the model's tensors cannot be merged."""
+    if asked > 1 and not batchable(sig):
+        log.info(
+            "model %s: requests are not merged (its tensors have no variable leading batch axis, "
+            "or other variable sizes): %s",
+            model,
+            sig.describe(),
+        )
+        return 1
+    return asked
+
+
+def _detection_decoding(card: ModelCard | None) -> tuple[Decoder | None, list[TensorSpec]]:
+    """The decoder and the standard decoded outputs of a detector whose card has a detection
+    section (shared/detection/served.py); none for any other model."""
+    if card is None or card.task != "detection" or card.detection is None:
+        return None, []
+    return decoder_for(card.detection.format), [
+        TensorSpec(n, shape, str(DATATYPES[d])) for n, d, shape in SERVED_OUTPUTS
+    ]
+
+
 class ServedModel:
     """One model version: `instances` backends, a batcher over them, and its V2 metadata."""
 
@@ -74,11 +97,7 @@ class ServedModel:
         self.model_outputs = [t.name for t in self.signature.outputs]
         # A detector whose card has a detection section also serves the standard decoded
         # outputs (shared/detection/served.py): devices ask for those, whatever its own format.
-        self._decoder: Decoder | None = None
-        self.decoded_outputs: list[TensorSpec] = []
-        if self.card is not None and self.card.task == "detection" and self.card.detection is not None:
-            self._decoder = decoder_for(self.card.detection.format)
-            self.decoded_outputs = [TensorSpec(n, shape, str(DATATYPES[d])) for n, d, shape in SERVED_OUTPUTS]
+        self._decoder, self.decoded_outputs = _detection_decoding(self.card)
         self.output_names = self.model_outputs + [t.name for t in self.decoded_outputs]
         # Inputs with an image pipeline in the card also take BYTES images (PNG, JPEG, ...),
         # prepared here by the card's pipeline: a device can send its frame whatever its own
@@ -89,20 +108,10 @@ class ServedModel:
             for card_input in (self.card.inputs if self.card is not None else [])
             if card_input.name == spec.name and card_input.pipeline is not None
         }
-        max_batch = settings.max_batch_size
-        if max_batch > 1 and not batchable(self.signature):
-            log.info(
-                "model %s %s: requests are not merged (its tensors have no variable leading batch axis, "
-                "or other variable sizes): %s",
-                name,
-                entry.version,
-                self.signature.describe(),
-            )
-            max_batch = 1
         self.batcher = AdaptiveBatcher(
             f"{name}:{entry.version}",
             [self._predictor(b) for b in self.backends],
-            max_batch_size=max_batch,
+            max_batch_size=_batch_size(f"{name} {entry.version}", settings.max_batch_size, self.signature),
             max_queue_delay_s=settings.max_queue_delay_ms / 1000.0,
             max_queue_size=settings.max_queue_size,
             on_batch=(lambda n: on_batch(name, n)) if on_batch else None,

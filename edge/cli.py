@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+    _register_predict_command(sub)
+    _register_run_command(sub)
+    _register_config_command(sub)
+
+
+def _register_predict_command(sub: Any) -> None:
     p = sub.add_parser(
         "predict",
         help="predict once for each input file, with a device profile or straight from model files",
@@ -42,6 +48,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per input (for machines)")
     p.set_defaults(func=_predict)
 
+
+def _register_run_command(sub: Any) -> None:
     r = sub.add_parser(
         "run",
         help="run the device daemon (local V2 HTTP API, MQTT requests, camera, telemetry, updates)",
@@ -67,7 +75,6 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--host", default="127.0.0.1", help="with --model: local API address (default: %(default)s)"
     )
     r.set_defaults(func=_run)
-    _register_config_command(sub)
 
 
 def _add_profile_flag(p: argparse.ArgumentParser) -> None:

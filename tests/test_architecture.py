@@ -115,3 +115,37 @@ def test_no_import_circles() -> None:
         if node not in state:
             walk(node)
     assert circles == []
+
+
+#: The most lines (from `def` to its last line) a function in edge/, cloud/ or shared/ may take.
+#: A longer one holds several steps: split it along them, so a reader can hold each.
+FUNCTION_LINES = 75
+GENERATED = ("_pb2.py", "_pb2_grpc.py")
+
+
+def _long_functions(path: Path, limit: int) -> Iterator[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+
+    def walk(node: ast.AST, prefix: str) -> Iterator[str]:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                name = f"{prefix}{child.name}"
+                if not isinstance(child, ast.ClassDef):
+                    lines = (child.end_lineno or child.lineno) - child.lineno + 1
+                    if lines > limit:
+                        yield f"{path.relative_to(REPO)}:{child.lineno} {name} is {lines} lines"
+                yield from walk(child, f"{name}.")
+            else:
+                yield from walk(child, prefix)
+
+    yield from walk(tree, "")
+
+
+def test_functions_fit_in_a_screen() -> None:
+    too_long = [
+        found
+        for part, path in _sources()
+        if part != "tools" and not path.name.endswith(GENERATED)
+        for found in _long_functions(path, FUNCTION_LINES)
+    ]
+    assert too_long == [], f"over {FUNCTION_LINES} lines; split along their steps: {too_long}"

@@ -9,41 +9,29 @@ Artifacts (all committed under tests/fixtures/models/, rebuilt by this command):
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import platform
 import warnings
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgecascade.shared.backends import load_backend
-from edgecascade.shared.model_card import ModelCard, TensorCard
-from edgecascade.tools.datasets import DATASET_NAME, DIGITS_FEATURES, LABELS, SPLIT, load_split
+from edgecascade.shared.model_card import ModelCard
+from edgecascade.tools.artifact_card import probabilities_output, save_artifact_card, tool_versions
+from edgecascade.tools.datasets import DATASET_NAME, DIGITS_FEATURES, LABELS, SPLIT, Split, load_split
 from edgecascade.tools.onnx_export import mlp_to_onnx, quantize_onnx_int8, svc_to_onnx
+
+if TYPE_CHECKING:
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.svm import SVC
 
 log = logging.getLogger(__name__)
 
 EDGE_HIDDEN = (128,)
 EDGE_ALPHA = 0.1  # L2: a smoother, better-calibrated edge model escalates the right cases
 EDGE_NAME, CLOUD_NAME = "digits-edge", "digits-cloud"
-
-
-def _versions(*packages: str) -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for pkg in packages:
-        try:
-            found[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
-
-
-def probabilities_output(names: list[str]) -> str:
-    """The probabilities output: the only output, or the one named `probabilities`."""
-    return names[0] if len(names) == 1 else "probabilities"
 
 
 def evaluate(path: Path, features: np.ndarray) -> np.ndarray:
@@ -67,80 +55,43 @@ def write_card(
     float_source: str | None,
     tools: dict[str, str],
 ) -> ModelCard:
-    backend = load_backend(path)
-    sig = backend.signature
-    backend.close()
-    card = ModelCard(
+    """Write the card of a digits classifier beside `path`, scored by its held-out `probs`."""
+    return save_artifact_card(
+        path,
         name=name,
         version=version,
-        backend=path.suffix.lstrip("."),
-        file=path.name,
-        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-        size_bytes=path.stat().st_size,
-        dataset=f"{DATASET_NAME}; {SPLIT}",
-        heldout_accuracy=round(float((probs.argmax(axis=1) == labels).mean()), 6),
-        heldout_size=int(labels.shape[0]),
         quantization=quantization,
-        inputs=[TensorCard(name=t.name, dtype=t.dtype, shape=list(t.shape)) for t in sig.inputs],
-        outputs=[TensorCard(name=t.name, dtype=t.dtype, shape=list(t.shape)) for t in sig.outputs],
-        probabilities_output=probabilities_output([t.name for t in sig.outputs]),
+        accuracy=float((probs.argmax(axis=1) == labels).mean()),
+        size=int(labels.shape[0]),
+        probabilities=None,
         labels=LABELS,
         features=DIGITS_FEATURES,
-        tool_versions=tools,
+        dataset=f"{DATASET_NAME}; {SPLIT}",
+        tools=tools,
         float_source=float_source,
     )
-    card.save_beside(path)
-    return card
 
 
 def build_demo(
     out_dir: Path, *, tflite: bool = True, progress: Callable[[str], None] = print
 ) -> list[ModelCard]:
     """Train, export, evaluate with the serving backends and write cards. Returns the cards."""
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.svm import SVC
-
     out_dir.mkdir(parents=True, exist_ok=True)
     train, held = load_split()
-    tools = _versions("scikit-learn", "onnx", "skl2onnx", "onnxruntime", "numpy", "opencv-python-headless")
-    cards = []
+    tools = tool_versions(
+        "scikit-learn", "onnx", "skl2onnx", "onnxruntime", "numpy", "opencv-python-headless"
+    )
 
     progress(f"[1/4] training edge MLP{EDGE_HIDDEN} on {len(train.labels)} digits")
-    mlp = MLPClassifier(EDGE_HIDDEN, alpha=EDGE_ALPHA, max_iter=2000, random_state=0).fit(
-        train.features, train.labels
-    )
+    mlp = _train_edge(train)
     fp32 = out_dir / "digits_edge_fp32.onnx"
     mlp_to_onnx(mlp, train.features.shape[1], fp32)
-    probs = evaluate(fp32, held.features)
-    cards.append(
-        write_card(
-            fp32,
-            name=EDGE_NAME,
-            version="1.0.0",
-            quantization="none",
-            probs=probs,
-            labels=held.labels,
-            float_source=None,
-            tools=tools,
-        )
-    )
+    cards = [_evaluated_card(fp32, EDGE_NAME, "none", held, float_source=None, tools=tools)]
 
     progress("[2/4] quantizing edge model to int8 ONNX (static, calibrated on training digits)")
     int8_onnx = out_dir / "digits_edge_int8.onnx"
     quantize_onnx_int8(fp32, int8_onnx, train.features)
-    probs = evaluate(int8_onnx, held.features)
-    cards.append(
-        write_card(
-            int8_onnx,
-            name=EDGE_NAME,
-            version="1.0.0",
-            quantization="int8-qdq",
-            probs=probs,
-            labels=held.labels,
-            float_source=fp32.name,
-            tools=tools,
-        )
-    )
+    cards.append(_evaluated_card(int8_onnx, EDGE_NAME, "int8-qdq", held, float_source=fp32.name, tools=tools))
 
     if tflite:
         from edgecascade.tools.tflite_export import mlp_to_tflite_int8
@@ -148,41 +99,49 @@ def build_demo(
         progress("[3/4] converting edge model to full-integer int8 TFLite")
         int8_tflite = out_dir / "digits_edge_int8.tflite"
         tf_version = mlp_to_tflite_int8(mlp, train.features, int8_tflite)
-        probs = evaluate(int8_tflite, held.features)
+        tf_tools = {**tools, "tensorflow": tf_version}
         cards.append(
-            write_card(
-                int8_tflite,
-                name=EDGE_NAME,
-                version="1.0.0",
-                quantization="int8",
-                probs=probs,
-                labels=held.labels,
-                float_source=fp32.name,
-                tools={**tools, "tensorflow": tf_version},
-            )
+            _evaluated_card(int8_tflite, EDGE_NAME, "int8", held, float_source=fp32.name, tools=tf_tools)
         )
     else:
         progress("[3/4] skipped the .tflite conversion (--no-tflite)")
 
     progress("[4/4] training the cloud model: RBF SVC (C=10) with probabilities")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # SVC(probability=True) is deprecated, not gone
-        svc = SVC(C=10, probability=True, random_state=0).fit(train.features, train.labels)
     cloud = out_dir / "digits_cloud.onnx"
-    svc_to_onnx(svc, train.features.shape[1], cloud)
-    probs = evaluate(cloud, held.features)
-    cards.append(
-        write_card(
-            cloud,
-            name=CLOUD_NAME,
-            version="1.0.0",
-            quantization="none",
-            probs=probs,
-            labels=held.labels,
-            float_source=None,
-            tools=tools,
-        )
-    )
+    svc_to_onnx(_train_cloud(train), train.features.shape[1], cloud)
+    cards.append(_evaluated_card(cloud, CLOUD_NAME, "none", held, float_source=None, tools=tools))
     for card in cards:
         progress(f"  {card.file:26s} {card.size_bytes:>8d} B  held-out accuracy {card.heldout_accuracy:.2%}")
     return cards
+
+
+def _train_edge(train: Split) -> MLPClassifier:
+    from sklearn.neural_network import MLPClassifier
+
+    return MLPClassifier(EDGE_HIDDEN, alpha=EDGE_ALPHA, max_iter=2000, random_state=0).fit(
+        train.features, train.labels
+    )
+
+
+def _train_cloud(train: Split) -> SVC:
+    from sklearn.svm import SVC
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # SVC(probability=True) is deprecated, not gone
+        return SVC(C=10, probability=True, random_state=0).fit(train.features, train.labels)
+
+
+def _evaluated_card(
+    path: Path, name: str, quantization: str, held: Split, *, float_source: str | None, tools: dict[str, str]
+) -> ModelCard:
+    """Evaluate the artifact at `path` on the held-out split and write its card (version 1.0.0)."""
+    return write_card(
+        path,
+        name=name,
+        version="1.0.0",
+        quantization=quantization,
+        probs=evaluate(path, held.features),
+        labels=held.labels,
+        float_source=float_source,
+        tools=tools,
+    )

@@ -198,13 +198,34 @@ def export_raw(heads: DetectorHeads, path: Path) -> None:
 
 def export_postprocessed(heads: DetectorHeads, path: Path) -> None:
     """SSD-style outputs with decoding and class-agnostic NMS inside the graph (batch 1)."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     nodes: list = []
     inits: list = []
     scores, deltas = _raw_heads(heads, nodes, inits)
+    inits += _postprocess_constants()
+    nodes += _decode_nodes(deltas) + _nms_nodes(scores)
+    _save(
+        nodes,
+        inits,
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, CANVAS, CANVAS])],
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, "K", 4]),
+            helper.make_tensor_value_info("classes", TensorProto.FLOAT, [1, "K"]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, "K"]),
+            helper.make_tensor_value_info("count", TensorProto.FLOAT, [1]),
+        ],
+        "digit_detector_ssd",
+        path,
+    )
+
+
+def _postprocess_constants() -> list:
+    """The anchors, box variances and NMS settings the post-processing nodes read."""
+    from onnx import numpy_helper
+
     anchors = ANCHORS.cxcywh()[None]  # [1, A, 4]
-    inits += [
+    return [
         numpy_helper.from_array(anchors[..., :2].copy(), "anchor_xy"),
         numpy_helper.from_array(anchors[..., 2:].copy(), "anchor_wh"),
         numpy_helper.from_array(np.array([0.1], np.float32), "var_xy"),
@@ -223,8 +244,14 @@ def export_postprocessed(heads: DetectorHeads, path: Path) -> None:
         numpy_helper.from_array(np.array([SCORE_THRESHOLD], np.float32), "score_thr"),
         numpy_helper.from_array(np.array([2], np.int64), "col2"),
     ]
+
+
+def _decode_nodes(deltas: str) -> list:
+    """Anchor-relative deltas to [y1, x1, y2, x2] boxes ("boxes_all")."""
+    from onnx import helper
+
     mk = helper.make_node
-    nodes += [
+    return [
         # decode: centers = a_xy + d_xy * 0.1 * a_wh; sizes = a_wh * exp(clip(d_wh * 0.2))
         mk("Split", [deltas, "split_2_2"], ["d_xy", "d_wh"], axis=2),
         mk("Mul", ["d_xy", "var_xy"], ["d_xy_s"]),
@@ -239,6 +266,15 @@ def export_postprocessed(heads: DetectorHeads, path: Path) -> None:
         mk("Add", ["centers", "half_sizes"], ["bottom_right"]),
         mk("Concat", ["top_left", "bottom_right"], ["boxes_xyxy"], axis=2),
         mk("Gather", ["boxes_xyxy", "to_yxyx"], ["boxes_all"], axis=2),
+    ]
+
+
+def _nms_nodes(scores: str) -> list:
+    """The best foreground class per anchor, class-agnostic NMS, and the kept boxes."""
+    from onnx import TensorProto, helper
+
+    mk = helper.make_node
+    return [
         # best foreground class per anchor
         mk("Slice", [scores, "sl_fg_start", "sl_fg_end", "ax2"], ["fg"]),
         mk("ReduceMax", ["fg"], ["best"], axes=[2], keepdims=0),
@@ -254,19 +290,6 @@ def export_postprocessed(heads: DetectorHeads, path: Path) -> None:
         mk("Shape", ["keep"], ["count_i"]),
         mk("Cast", ["count_i"], ["count"], to=TensorProto.FLOAT),
     ]
-    _save(
-        nodes,
-        inits,
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, CANVAS, CANVAS])],
-        [
-            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, "K", 4]),
-            helper.make_tensor_value_info("classes", TensorProto.FLOAT, [1, "K"]),
-            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, "K"]),
-            helper.make_tensor_value_info("count", TensorProto.FLOAT, [1]),
-        ],
-        "digit_detector_ssd",
-        path,
-    )
 
 
 # ---- decoding, as every user of these models does it ---------------------------------------

@@ -18,7 +18,6 @@ warm-up and golden vectors). The detectors learn from real digits placed on canv
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import warnings
@@ -30,57 +29,17 @@ import numpy as np
 
 from edgecascade.shared.backends import BackendOptions, load_backend
 from edgecascade.shared.features import FeatureSpec, ImageEncoding, VectorEncoding
-from edgecascade.shared.model_card import ModelCard, TensorCard
 from edgecascade.tools import build_detector as det
-from edgecascade.tools.build_demo import _versions
-from edgecascade.tools.build_detector_data import canvas_splits
+from edgecascade.tools.artifact_card import save_artifact_card, tool_versions
+from edgecascade.tools.build_detector_data import Canvases, canvas_splits
 from edgecascade.tools.datasets import DATASET_NAME, LABELS, SPLIT, load_split
+from edgecascade.tools.onnx_export import mlp_layers
 from edgecascade.tools.quantize import quantize_static_int8
 
 log = logging.getLogger(__name__)
 
 CANVAS_DATASET = f"{DATASET_NAME}, 1-3 digits of 12-20 px on 64x64 canvases; {SPLIT}"
 ROW_STATE = 56  # the last 7 rows of 8 pixels
-
-
-def _card(
-    path: Path,
-    *,
-    name: str,
-    quantization: str,
-    accuracy: float,
-    size: int,
-    probabilities: str,
-    labels: list[str],
-    features: FeatureSpec,
-    dataset: str,
-    tools: dict[str, str],
-    float_source: str | None = None,
-) -> ModelCard:
-    backend = load_backend(path, BackendOptions(warmup_runs=0))
-    sig = backend.signature
-    backend.close()
-    card = ModelCard(
-        name=name,
-        version="1.0.0",
-        backend=path.suffix.lstrip("."),
-        file=path.name,
-        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-        size_bytes=path.stat().st_size,
-        dataset=dataset,
-        heldout_accuracy=round(accuracy, 6),
-        heldout_size=size,
-        quantization=quantization,
-        inputs=[TensorCard(name=t.name, dtype=t.dtype, shape=list(t.shape)) for t in sig.inputs],
-        outputs=[TensorCard(name=t.name, dtype=t.dtype, shape=list(t.shape)) for t in sig.outputs],
-        probabilities_output=probabilities,
-        labels=labels,
-        features=features,
-        tool_versions=tools,
-        float_source=float_source,
-    )
-    card.save_beside(path)
-    return card
 
 
 def _sidecar(path: Path, info: dict[str, Any], sample: dict[str, np.ndarray]) -> None:
@@ -129,7 +88,7 @@ def describe_raw_detector(
         input_name="image",
         encoding=ImageEncoding(width=64, height=64, color="gray", scale=1 / 255, layout=layout),
     )
-    _card(path, name="digit-detector", quantization=quantization, accuracy=counts.recall, size=counts.tp + counts.fn,
+    save_artifact_card(path, name="digit-detector", quantization=quantization, accuracy=counts.recall, size=counts.tp + counts.fn,
           probabilities="scores", labels=LABELS, features=spec, dataset=CANVAS_DATASET, tools=tools,
           float_source=float_source)  # fmt: skip
     metrics = {"recall_iou50": round(counts.recall, 4), "precision_iou50": round(counts.precision, 4)}
@@ -139,11 +98,6 @@ def describe_raw_detector(
 
 def build_detectors(out: Path, tools: dict[str, str], progress: Callable[[str], None]) -> None:
     train, held = canvas_splits()
-    image_spec = FeatureSpec(
-        input_name="image",
-        encoding=ImageEncoding(width=64, height=64, color="gray", scale=1 / 255, layout="nchw"),
-    )
-    sample = {"image": held.images[:1]}
     progress("[detector 1/4] training the edge detector heads (MLP(32) + MLP(16) over 8x8 patches)")
     edge = det.train_heads(train, pooled=True, cls_hidden=(32,), reg_hidden=(16,))
     fp32 = out / "digit_detector_fp32.onnx"
@@ -164,6 +118,20 @@ def build_detectors(out: Path, tools: dict[str, str], progress: Callable[[str], 
         progress(
             f"  {path.name:28s} {path.stat().st_size:>8d} B  recall {recall:.2%} precision {precision:.2%}"
         )
+    recall, precision = _describe_cloud_detector(cloud, held, tools)
+    progress(
+        f"  {cloud.name:28s} {cloud.stat().st_size:>8d} B  recall {recall:.2%} precision {precision:.2%}"
+    )
+
+
+def _describe_cloud_detector(cloud: Path, held: Canvases, tools: dict[str, str]) -> tuple[float, float]:
+    """Evaluate the post-processed cloud detector on the held-out canvases and write its card
+    and sidecar. Returns (recall, precision)."""
+    image_spec = FeatureSpec(
+        input_name="image",
+        encoding=ImageEncoding(width=64, height=64, color="gray", scale=1 / 255, layout="nchw"),
+    )
+    sample = {"image": held.images[:1]}
     backend = load_backend(cloud, BackendOptions(warmup_inputs=sample))
     dets = [
         det.cloud_detections(backend.predict({"image": held.images[i : i + 1]}))
@@ -171,7 +139,7 @@ def build_detectors(out: Path, tools: dict[str, str], progress: Callable[[str], 
     ]
     backend.close()
     counts = det.evaluate(dets, held)
-    _card(cloud, name="digit-detector-cloud", quantization="none", accuracy=counts.recall,
+    save_artifact_card(cloud, name="digit-detector-cloud", quantization="none", accuracy=counts.recall,
           size=counts.tp + counts.fn, probabilities="scores", labels=LABELS, features=image_spec,
           dataset=CANVAS_DATASET, tools=tools)  # fmt: skip
     cloud_info = {
@@ -188,9 +156,7 @@ def build_detectors(out: Path, tools: dict[str, str], progress: Callable[[str], 
         "metrics": {"recall_iou50": round(counts.recall, 4), "precision_iou50": round(counts.precision, 4)},
     }
     _sidecar(cloud, cloud_info, sample)
-    progress(
-        f"  {cloud.name:28s} {cloud.stat().st_size:>8d} B  recall {counts.recall:.2%} precision {counts.precision:.2%}"
-    )
+    return counts.recall, counts.precision
 
 
 def colour_digits(images: np.ndarray, seed: int) -> np.ndarray:
@@ -206,23 +172,10 @@ def colour_digits(images: np.ndarray, seed: int) -> np.ndarray:
 def _mlp_graph(mlp: Any, inputs: list, outputs: list, pre: list, source: str, out_name: str, name: str, path: Path,
                extra_nodes: list | None = None, extra_inits: list | None = None) -> None:  # fmt: skip
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
-    nodes, inits = list(pre), list(extra_inits or [])
-    prev = source
-    for i, (w, b) in enumerate(zip(mlp.coefs_, mlp.intercepts_, strict=True)):
-        inits += [
-            numpy_helper.from_array(w.astype(np.float32), f"W{i}"),
-            numpy_helper.from_array(b.astype(np.float32), f"B{i}"),
-        ]
-        nodes += [
-            helper.make_node("MatMul", [prev, f"W{i}"], [f"mm{i}"]),
-            helper.make_node("Add", [f"mm{i}", f"B{i}"], [f"z{i}"]),
-        ]
-        prev = f"z{i}"
-        if i < len(mlp.coefs_) - 1:
-            nodes.append(helper.make_node("Relu", [prev], [f"h{i}"]))
-            prev = f"h{i}"
+    layer_nodes, layer_inits, prev = mlp_layers(mlp, source)
+    nodes, inits = [*pre, *layer_nodes], [*(extra_inits or []), *layer_inits]
     nodes.append(helper.make_node("Softmax", [prev], [out_name], axis=-1))
     nodes += extra_nodes or []
     model = helper.make_model(helper.make_graph(nodes, name, inputs, outputs, inits),
@@ -261,7 +214,7 @@ def build_rgb_classifier(out: Path, tools: dict[str, str], progress: Callable[[s
         input_name="image",
         encoding=ImageEncoding(width=16, height=16, color="rgb", scale=1 / 255, layout="nchw"),
     )
-    _card(path, name="digits-rgb", quantization="none", accuracy=acc, size=len(held.labels), probabilities="probabilities",
+    save_artifact_card(path, name="digits-rgb", quantization="none", accuracy=acc, size=len(held.labels), probabilities="probabilities",
           labels=LABELS, features=spec, dataset=f"{DATASET_NAME}, coloured at random and upscaled 2x; {SPLIT}", tools=tools)  # fmt: skip
     _sidecar(path, {"task": "classification", "outputs": {"probabilities": "softmax over 10 digits"}, "labels": LABELS,
                     "metrics": {"heldout_accuracy": round(acc, 4)}}, {"image": x_held[:1]})  # fmt: skip
@@ -316,7 +269,7 @@ def build_stateful(out: Path, tools: dict[str, str], progress: Callable[[str], N
     acc = float((run_rows(backend, held.features).argmax(1) == held.labels).mean())
     backend.close()
     spec = FeatureSpec(input_name="row", encoding=VectorEncoding(length=8))
-    _card(path, name="digits-rows", quantization="none", accuracy=acc, size=len(held.labels), probabilities="probabilities",
+    save_artifact_card(path, name="digits-rows", quantization="none", accuracy=acc, size=len(held.labels), probabilities="probabilities",
           labels=LABELS, features=spec, dataset=f"{DATASET_NAME}, fed row by row; {SPLIT}", tools=tools)  # fmt: skip
     _sidecar(path, {"task": "tensor", "state": {"input": "state", "output": "state_out", "initial": "zeros"},
                     "outputs": {"probabilities": "softmax over 10 digits given the rows so far", "state_out": "next state"},
@@ -338,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
-    tools = _versions("scikit-learn", "onnx", "onnxruntime", "numpy", "opencv-python-headless")
+    tools = tool_versions("scikit-learn", "onnx", "onnxruntime", "numpy", "opencv-python-headless")
     for name in args.only or list(BUILDERS):
         BUILDERS[name](args.out, tools, print)
     return 0

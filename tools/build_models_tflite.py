@@ -142,57 +142,82 @@ def _data(b: flatbuffers.Builder, array: np.ndarray) -> int:
     return b.EndVector()
 
 
+class _Subgraph:
+    """The tensors, their constant buffers and the operators of one model being written, in
+    the order they are added (the bytes written depend on it)."""
+
+    def __init__(self) -> None:
+        self.b = flatbuffers.Builder(1 << 16)
+        self.buffers: list[int] = []
+        self.tensors: list[int] = []
+        self.ops: list[int] = []
+
+    def tensor(
+        self,
+        name: str,
+        shape: list[int],
+        dtype: int = FLOAT32,
+        quant: tuple | None = None,
+        data: np.ndarray | None = None,
+    ) -> int:
+        """A static-shape tensor, constant when `data` is given; returns its index."""
+        buffer = 0
+        if data is not None:
+            self.buffers.append(_data(self.b, data))
+            buffer = len(self.buffers)
+        self.tensors.append(_tensor(self.b, name, shape, shape, dtype, quant, buffer=buffer))
+        return len(self.tensors) - 1
+
+    def op(
+        self, opcode_index: int, inputs: list[int], outputs: list[int], options: tuple[int, int] | None = None
+    ) -> None:
+        self.ops.append(_operator(self.b, opcode_index, inputs, outputs, options))
+
+    def model(self, inputs: list[int], outputs: list[int], codes: list[int | tuple[int, int]]) -> bytes:
+        return _model(self.b, self.tensors, self.ops, inputs, outputs, codes, self.buffers)
+
+
+def _onnx_weights(onnx_path: Path) -> dict[str, np.ndarray]:
+    import onnx
+    from onnx import numpy_helper
+
+    return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(onnx_path)).graph.initializer}
+
+
 def detector_from_onnx(onnx_path: Path) -> bytes:
     """The raw edge digit detector (tools/build_detector.py) as float TFLite, NHWC, with the
     trained weights read from its ONNX file: AVERAGE_POOL_2D, CONV_2D (+RELU), RESHAPE and
     SOFTMAX; outputs `scores` [1, 169, 11] and `deltas` [1, 169, 4], batch 1."""
-    import onnx
-    from onnx import numpy_helper
+    weights = _onnx_weights(onnx_path)
+    g = _Subgraph()
+    image = g.tensor("image", [1, 64, 64, 1])
+    pooled = g.tensor("pooled", [1, 32, 32, 1])
+    g.op(0, [image], [pooled], _pool_options(g.b, 2))
+    heads = {
+        head: _float_head(g, weights, head, classes, pooled) for head, classes in (("cls", 11), ("reg", 4))
+    }
+    scores = g.tensor("scores", [1, 169, 11])
+    g.op(3, [heads["cls"]], [scores], _softmax_options(g.b))
+    return g.model([image], [scores, heads["reg"]], [AVERAGE_POOL_2D, CONV_2D, RESHAPE, SOFTMAX])
 
-    weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(onnx_path)).graph.initializer}
-    b = flatbuffers.Builder(1 << 16)
-    buffers: list[int] = []
-    tensors: list[int] = []
 
-    def tensor(name: str, shape: list[int], data: np.ndarray | None = None, dtype: int = FLOAT32) -> int:
-        buffer = 0
-        if data is not None:
-            buffers.append(_data(b, data))
-            buffer = len(buffers)
-        tensors.append(_tensor(b, name, shape, shape, dtype, buffer=buffer))
-        return len(tensors) - 1
-
-    image = tensor("image", [1, 64, 64, 1])
-    pooled = tensor("pooled", [1, 32, 32, 1])
-    ops = [_operator(b, 0, [image], [pooled], _pool_options(b, 2))]
-    heads = {}
-    for head, classes in (("cls", 11), ("reg", 4)):
-        w0, b0 = weights[f"{head}_W0"], weights[f"{head}_B0"]  # [H, 1, 8, 8] OIHW
-        w1, b1 = weights[f"{head}_W1"], weights[f"{head}_B1"]  # [C, H, 1, 1]
-        hidden = w0.shape[0]
-        tw0 = tensor(f"{head}_W0", [hidden, 8, 8, 1], w0.transpose(0, 2, 3, 1).astype("<f4"))
-        tb0 = tensor(f"{head}_B0", [hidden], b0.astype("<f4"))
-        h0 = tensor(f"{head}_h0", [1, 13, 13, hidden])
-        ops.append(_operator(b, 1, [pooled, tw0, tb0], [h0], _conv_options(b, 2, relu=True)))
-        tw1 = tensor(f"{head}_W1", [classes, 1, 1, hidden], w1.transpose(0, 2, 3, 1).astype("<f4"))
-        tb1 = tensor(f"{head}_B1", [classes], b1.astype("<f4"))
-        z = tensor(f"{head}_z", [1, 13, 13, classes])
-        ops.append(_operator(b, 1, [h0, tw1, tb1], [z], _conv_options(b, 1, relu=False)))
-        shape = tensor(f"{head}_shape", [3], np.array([1, 169, classes], "<i4"), INT32)
-        flat = tensor("logits" if head == "cls" else "deltas", [1, 169, classes])
-        ops.append(_operator(b, 2, [z, shape], [flat]))
-        heads[head] = flat
-    scores = tensor("scores", [1, 169, 11])
-    ops.append(_operator(b, 3, [heads["cls"]], [scores], _softmax_options(b)))
-    return _model(
-        b,
-        tensors,
-        ops,
-        [image],
-        [scores, heads["reg"]],
-        [AVERAGE_POOL_2D, CONV_2D, RESHAPE, SOFTMAX],
-        buffers,
-    )
+def _float_head(g: _Subgraph, weights: dict[str, np.ndarray], head: str, classes: int, pooled: int) -> int:
+    """One head's two convolutions and the reshape to [1, 169, classes]; returns that tensor."""
+    w0, b0 = weights[f"{head}_W0"], weights[f"{head}_B0"]  # [H, 1, 8, 8] OIHW
+    w1, b1 = weights[f"{head}_W1"], weights[f"{head}_B1"]  # [C, H, 1, 1]
+    hidden = w0.shape[0]
+    tw0 = g.tensor(f"{head}_W0", [hidden, 8, 8, 1], data=w0.transpose(0, 2, 3, 1).astype("<f4"))
+    tb0 = g.tensor(f"{head}_B0", [hidden], data=b0.astype("<f4"))
+    h0 = g.tensor(f"{head}_h0", [1, 13, 13, hidden])
+    g.op(1, [pooled, tw0, tb0], [h0], _conv_options(g.b, 2, relu=True))
+    tw1 = g.tensor(f"{head}_W1", [classes, 1, 1, hidden], data=w1.transpose(0, 2, 3, 1).astype("<f4"))
+    tb1 = g.tensor(f"{head}_B1", [classes], data=b1.astype("<f4"))
+    z = g.tensor(f"{head}_z", [1, 13, 13, classes])
+    g.op(1, [h0, tw1, tb1], [z], _conv_options(g.b, 1, relu=False))
+    shape = g.tensor(f"{head}_shape", [3], INT32, data=np.array([1, 169, classes], "<i4"))
+    flat = g.tensor("logits" if head == "cls" else "deltas", [1, 169, classes])
+    g.op(2, [z, shape], [flat])
+    return flat
 
 
 def _opcode(b: flatbuffers.Builder, code: int | tuple[int, int]) -> int:
@@ -288,73 +313,77 @@ def detector_int8_from_onnx(onnx_path: Path, calibration: np.ndarray) -> bytes:
     """The same detector as full-integer int8 TFLite with int8 input and outputs: per-channel
     symmetric int8 weights, int32 biases, and activation ranges measured on `calibration`
     ((N, 1, 64, 64) training canvases), as TensorFlow's converter would set them."""
-    import onnx
-    from onnx import numpy_helper
-
     from edgecascade.tools.build_detector import patch_features
 
-    weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(onnx_path)).graph.initializer}
+    weights = _onnx_weights(onnx_path)
     feats = patch_features(calibration.astype(np.float32), pooled=True)  # (N, 169, 64)
     feats64 = feats.astype(np.float64)
-    b = flatbuffers.Builder(1 << 16)
-    buffers: list[int] = []
-    tensors: list[int] = []
-
-    def tensor(name: str, shape: list[int], dtype: int, quant: tuple, data: np.ndarray | None = None) -> int:
-        buffer = 0
-        if data is not None:
-            buffers.append(_data(b, data))
-            buffer = len(buffers)
-        tensors.append(_tensor(b, name, shape, shape, dtype, quant, buffer=buffer))
-        return len(tensors) - 1
-
+    g = _Subgraph()
     in_q = (1 / 255, -128)  # pixels 0..1
-    image = tensor("image", [1, 64, 64, 1], INT8, in_q)
-    pooled = tensor("pooled", [1, 32, 32, 1], INT8, in_q)  # average pooling keeps the scale
-    ops = [_operator(b, 0, [image], [pooled], _pool_options(b, 2))]
-    outputs = {}
-    for head, classes in (("cls", 11), ("reg", 4)):
-        w0 = weights[f"{head}_W0"].reshape(-1, 64)  # [H, 64]: the MLP's first layer
-        b0 = weights[f"{head}_B0"]
-        w1 = weights[f"{head}_W1"].reshape(classes, -1)  # [C, H]
-        b1 = weights[f"{head}_B1"]
-        # Ranges in float64, rounded to 5 significant digits: float32 BLAS sums differ in their
-        # last bits between CPUs, and the rebuilt file must be byte for byte the committed one.
-        hidden = np.maximum(feats64 @ w0.T.astype(np.float64) + b0, 0)
-        z = hidden @ w1.T.astype(np.float64) + b1
-        h_q = _asymmetric(0.0, _rounded(hidden.max()))
-        z_q = _asymmetric(_rounded(z.min()), _rounded(z.max()))
-        layers = (
-            (w0, b0, in_q, h_q, [w0.shape[0], 8, 8, 1], 2, True),
-            (w1, b1, h_q, z_q, [classes, 1, 1, w1.shape[1]], 1, False),
-        )
-        source = pooled
-        for i, (w, bias, src_q, out_q, shape, stride, relu) in enumerate(layers):
-            peak = np.abs(w).max(axis=1)
-            w_scale = np.where(peak > 1e-6, peak, 1.0) / 127.0  # a dead unit's bias must still fit
-            w_int = np.clip(np.rint(w / w_scale[:, None]), -127, 127).astype(np.int8)
-            if i == 0:
-                w_int = w_int.reshape(-1, 8, 8, 1)  # OHWI (C_in = 1)
-            else:
-                w_int = w_int.reshape(classes, 1, 1, -1)
-            bias_scale = (src_q[0] * w_scale).astype(np.float32)
-            b_int = np.clip(np.rint(bias / bias_scale), -(2**31), 2**31 - 1).astype("<i4")
-            tw = tensor(f"{head}_W{i}", shape, INT8, ([float(v) for v in w_scale], [0] * len(w_scale)), w_int)
-            tb = tensor(
-                f"{head}_B{i}", [len(bias)], INT32, ([float(v) for v in bias_scale], [0] * len(bias)), b_int
-            )
-            out_shape = [1, 13, 13, shape[0]]
-            out = tensor(f"{head}_z{i}", out_shape, INT8, out_q)
-            ops.append(_operator(b, 1, [source, tw, tb], [out], _conv_options(b, stride, relu=relu)))
-            source = out
-        shape_t = tensor(f"{head}_shape", [3], INT32, (1.0, 0), np.array([1, 169, classes], "<i4"))
-        flat = tensor("logits" if head == "cls" else "deltas", [1, 169, classes], INT8, z_q)
-        ops.append(_operator(b, 2, [source, shape_t], [flat]))
-        outputs[head] = flat
-    scores = tensor("scores", [1, 169, 11], INT8, (1 / 256, -128))  # the int8 softmax's fixed range
-    ops.append(_operator(b, 3, [outputs["cls"]], [scores], _softmax_options(b)))
+    image = g.tensor("image", [1, 64, 64, 1], INT8, in_q)
+    pooled = g.tensor("pooled", [1, 32, 32, 1], INT8, in_q)  # average pooling keeps the scale
+    g.op(0, [image], [pooled], _pool_options(g.b, 2))
+    outputs = {
+        head: _int8_head(g, weights, feats64, head, classes, pooled, in_q)
+        for head, classes in (("cls", 11), ("reg", 4))
+    }
+    scores = g.tensor("scores", [1, 169, 11], INT8, (1 / 256, -128))  # the int8 softmax's fixed range
+    g.op(3, [outputs["cls"]], [scores], _softmax_options(g.b))
     codes: list[int | tuple[int, int]] = [(AVERAGE_POOL_2D, 2), (CONV_2D, 3), RESHAPE, (SOFTMAX, 2)]
-    return _model(b, tensors, ops, [image], [scores, outputs["reg"]], codes, buffers)
+    return g.model([image], [scores, outputs["reg"]], codes)
+
+
+def _int8_head(
+    g: _Subgraph,
+    weights: dict[str, np.ndarray],
+    feats: np.ndarray,
+    head: str,
+    classes: int,
+    pooled: int,
+    in_q: tuple[float, int],
+) -> int:
+    """One head's two int8 convolutions, with activation ranges measured on `feats` (float64),
+    and the reshape to [1, 169, classes]; returns that tensor."""
+    w0 = weights[f"{head}_W0"].reshape(-1, 64)  # [H, 64]: the MLP's first layer
+    b0 = weights[f"{head}_B0"]
+    w1 = weights[f"{head}_W1"].reshape(classes, -1)  # [C, H]
+    b1 = weights[f"{head}_B1"]
+    # Ranges in float64, rounded to 5 significant digits: float32 BLAS sums differ in their
+    # last bits between CPUs, and the rebuilt file must be byte for byte the committed one.
+    hidden = np.maximum(feats @ w0.T.astype(np.float64) + b0, 0)
+    z = hidden @ w1.T.astype(np.float64) + b1
+    h_q = _asymmetric(0.0, _rounded(hidden.max()))
+    z_q = _asymmetric(_rounded(z.min()), _rounded(z.max()))
+    layers = (
+        (w0, b0, in_q, h_q, [w0.shape[0], 8, 8, 1], 2, True),
+        (w1, b1, h_q, z_q, [classes, 1, 1, w1.shape[1]], 1, False),
+    )
+    source = pooled
+    for i, (w, bias, src_q, out_q, shape, stride, relu) in enumerate(layers):
+        w_int, w_scale, b_int, bias_scale = _int8_weights(w, bias, src_q[0], shape)
+        tw = g.tensor(f"{head}_W{i}", shape, INT8, ([float(v) for v in w_scale], [0] * len(w_scale)), w_int)
+        tb = g.tensor(
+            f"{head}_B{i}", [len(bias)], INT32, ([float(v) for v in bias_scale], [0] * len(bias)), b_int
+        )
+        out = g.tensor(f"{head}_z{i}", [1, 13, 13, shape[0]], INT8, out_q)
+        g.op(1, [source, tw, tb], [out], _conv_options(g.b, stride, relu=relu))
+        source = out
+    shape_t = g.tensor(f"{head}_shape", [3], INT32, (1.0, 0), np.array([1, 169, classes], "<i4"))
+    flat = g.tensor("logits" if head == "cls" else "deltas", [1, 169, classes], INT8, z_q)
+    g.op(2, [source, shape_t], [flat])
+    return flat
+
+
+def _int8_weights(
+    w: np.ndarray, bias: np.ndarray, input_scale: float, shape: list[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(int8 weights in `shape` (OHWI), their per-channel scales, int32 biases, their scales)."""
+    peak = np.abs(w).max(axis=1)
+    w_scale = np.where(peak > 1e-6, peak, 1.0) / 127.0  # a dead unit's bias must still fit
+    w_int = np.clip(np.rint(w / w_scale[:, None]), -127, 127).astype(np.int8).reshape(shape)
+    bias_scale = (input_scale * w_scale).astype(np.float32)
+    b_int = np.clip(np.rint(bias / bias_scale), -(2**31), 2**31 - 1).astype("<i4")
+    return w_int, w_scale, b_int, bias_scale
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -379,10 +408,10 @@ def main(argv: list[str] | None = None) -> int:
     int8 = args.out / "digit_detector_int8.tflite"
     int8.write_bytes(detector_int8_from_onnx(source, train.images))
     print(f"wrote {int8} ({int8.stat().st_size} B)")
-    from edgecascade.tools.build_demo import _versions
+    from edgecascade.tools.artifact_card import tool_versions
     from edgecascade.tools.build_models import describe_raw_detector
 
-    tools = _versions("onnx", "numpy", "flatbuffers", "ai-edge-litert")
+    tools = tool_versions("onnx", "numpy", "flatbuffers", "ai-edge-litert")
     for file, quant, float_source in ((path, "none", source.name), (int8, "int8", source.name)):
         recall, precision = describe_raw_detector(
             file, quantization=quant, float_source=float_source, layout="nhwc", tools=tools

@@ -9,15 +9,13 @@ from typing import Any
 import numpy as np
 
 
-def mlp_to_onnx(mlp: Any, n_features: int, path: Path, input_name: str = "input") -> None:
-    """Write an MLPClassifier as plain MatMul/Add/Relu/Softmax ops (quantizable, unlike
-    skl2onnx's ZipMap/ArgMax graph), with a dynamic batch axis and a `probabilities` output."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+def mlp_layers(mlp: Any, source: str) -> tuple[list, list, str]:
+    """An MLPClassifier's layers as MatMul/Add (+Relu between layers) nodes reading `source`:
+    (nodes, initializers W0, B0, ..., the name of the last layer's logits)."""
+    from onnx import helper, numpy_helper
 
     nodes, inits = [], []
-    prev = input_name
-    n_layers = len(mlp.coefs_)
+    prev = source
     for i, (w, b) in enumerate(zip(mlp.coefs_, mlp.intercepts_, strict=True)):
         inits += [
             numpy_helper.from_array(w.astype(np.float32), f"W{i}"),
@@ -27,10 +25,21 @@ def mlp_to_onnx(mlp: Any, n_features: int, path: Path, input_name: str = "input"
             helper.make_node("MatMul", [prev, f"W{i}"], [f"mm{i}"]),
             helper.make_node("Add", [f"mm{i}", f"B{i}"], [f"z{i}"]),
         ]
-        if i < n_layers - 1:
-            nodes.append(helper.make_node("Relu", [f"z{i}"], [f"h{i}"]))
+        prev = f"z{i}"
+        if i < len(mlp.coefs_) - 1:
+            nodes.append(helper.make_node("Relu", [prev], [f"h{i}"]))
             prev = f"h{i}"
-    nodes.append(helper.make_node("Softmax", [f"z{n_layers - 1}"], ["probabilities"], axis=1))
+    return nodes, inits, prev
+
+
+def mlp_to_onnx(mlp: Any, n_features: int, path: Path, input_name: str = "input") -> None:
+    """Write an MLPClassifier as plain MatMul/Add/Relu/Softmax ops (quantizable, unlike
+    skl2onnx's ZipMap/ArgMax graph), with a dynamic batch axis and a `probabilities` output."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes, inits, logits = mlp_layers(mlp, input_name)
+    nodes.append(helper.make_node("Softmax", [logits], ["probabilities"], axis=1))
     n_classes = mlp.coefs_[-1].shape[1]
     graph = helper.make_graph(
         nodes,

@@ -187,42 +187,55 @@ def compare(
     report = QuantizeReport(
         float_path.stat().st_size, int8_path.stat().st_size, f_us, q_us, examples=len(feeds)
     )
-    for name in f_out[0]:
-        fa = [np.asarray(r[name], dtype=np.float64) for r in f_out]
-        qa = [np.asarray(r[name], dtype=np.float64) for r in q_out]
-        same_shapes = all(a.shape == b.shape for a, b in zip(fa, qa, strict=True))
-        diffs = (
-            np.concatenate([np.abs(a - b).ravel() for a, b in zip(fa, qa, strict=True)])
-            if same_shapes
-            else None
-        )
-        agreement = None
-        if same_shapes and fa[0].ndim >= 2 and fa[0].shape[-1] > 1:
-            agreement = float(
-                np.mean(
-                    np.concatenate(
-                        [(a.argmax(-1) == b.argmax(-1)).ravel() for a, b in zip(fa, qa, strict=True)]
-                    )
-                )
-            )
-        report.outputs.append(
-            OutputAgreement(
-                name,
-                float(diffs.max()) if diffs is not None and diffs.size else float("nan"),
-                float(diffs.mean()) if diffs is not None and diffs.size else float("nan"),
-                agreement,
-            )
-        )
+    report.outputs = [_agreement(name, f_out, q_out) for name in f_out[0]]
     if labels is not None:
-        first = next(iter(f_out[0]))
-        f_pred = np.concatenate([r[first].reshape(-1, r[first].shape[-1]).argmax(-1) for r in f_out])
-        q_pred = np.concatenate([r[first].reshape(-1, r[first].shape[-1]).argmax(-1) for r in q_out])
-        if len(f_pred) != len(labels):
-            raise ConfigError(f"{len(labels)} labels for {len(f_pred)} examples", file=LABELS_FILE)
-        report.examples = len(f_pred)
-        report.float_accuracy = float((f_pred == labels).mean())
-        report.int8_accuracy = float((q_pred == labels).mean())
+        _add_accuracy(report, f_out, q_out, labels)
     return report
+
+
+def _agreement(
+    name: str, f_out: list[dict[str, np.ndarray]], q_out: list[dict[str, np.ndarray]]
+) -> OutputAgreement:
+    """How close output `name` of the int8 model stays to the float model's, over every feed."""
+    fa = [np.asarray(r[name], dtype=np.float64) for r in f_out]
+    qa = [np.asarray(r[name], dtype=np.float64) for r in q_out]
+    same_shapes = all(a.shape == b.shape for a, b in zip(fa, qa, strict=True))
+    diffs = (
+        np.concatenate([np.abs(a - b).ravel() for a, b in zip(fa, qa, strict=True)]) if same_shapes else None
+    )
+    agreement = None
+    if same_shapes and fa[0].ndim >= 2 and fa[0].shape[-1] > 1:
+        agreement = float(
+            np.mean(
+                np.concatenate([(a.argmax(-1) == b.argmax(-1)).ravel() for a, b in zip(fa, qa, strict=True)])
+            )
+        )
+    return OutputAgreement(
+        name,
+        float(diffs.max()) if diffs is not None and diffs.size else float("nan"),
+        float(diffs.mean()) if diffs is not None and diffs.size else float("nan"),
+        agreement,
+    )
+
+
+def _add_accuracy(
+    report: QuantizeReport,
+    f_out: list[dict[str, np.ndarray]],
+    q_out: list[dict[str, np.ndarray]],
+    labels: np.ndarray,
+) -> None:
+    """Both models' accuracy against `labels`, by the argmax of their first output."""
+    first = next(iter(f_out[0]))
+
+    def predictions(outs: list[dict[str, np.ndarray]]) -> np.ndarray:
+        return np.concatenate([r[first].reshape(-1, r[first].shape[-1]).argmax(-1) for r in outs])
+
+    f_pred, q_pred = predictions(f_out), predictions(q_out)
+    if len(f_pred) != len(labels):
+        raise ConfigError(f"{len(labels)} labels for {len(f_pred)} examples", file=LABELS_FILE)
+    report.examples = len(f_pred)
+    report.float_accuracy = float((f_pred == labels).mean())
+    report.int8_accuracy = float((q_pred == labels).mean())
 
 
 def tflite_int8_from_saved_model(

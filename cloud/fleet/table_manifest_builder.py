@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 from edgecascade.cloud.artifacts import artifact_relpath, delta_file_name
-from edgecascade.cloud.fleet.manifest_builder import DEFAULT_CHUNK, Payload, make_blob
+from edgecascade.cloud.fleet.manifest_builder import DEFAULT_CHUNK, Payload, _url, make_blob
 from edgecascade.shared.errors import StorageError, UpdateError
 from edgecascade.shared.lookup import TableFile, TableMeta
 from edgecascade.shared.manifest import MANIFEST_SCHEMA, Delta
@@ -25,10 +25,10 @@ def table_http_name(name: str) -> str:
 
 def read_meta(path: Path) -> TableMeta:
     """The header of a table file, fully validated (checksum included) at its own encoding."""
-    from edgecascade.shared.lookup.table_file import _read_header
+    from edgecascade.shared.lookup.table_file import read_header
 
     try:
-        meta, _ = _read_header(path)
+        meta, _ = read_header(path)
         TableFile.open(path, encoding_version=meta.encoding_version).close()
     except StorageError as exc:
         raise UpdateError(f"not a pushable table: {exc}") from exc
@@ -53,37 +53,20 @@ def build_table_manifest(
     header's: devices report the header's version in every answer, so the two cannot differ.
     `model` names the device model whose table it is (None: each device's default)."""
     meta = read_meta(table)
-    if version is not None and version != meta.version:
-        raise UpdateError(
-            f"{table} holds table version {meta.version!r}, not {version!r}; rebuild it with "
-            f"`edgecascade models build-table --version {version}`"
-        )
-    if route == "http" and not base_url:
-        raise UpdateError("the http route needs the cloud's base URL (--base-url)")
+    _check_request(table, meta, version, route, base_url)
     data = table.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
     topics = Topics(fleet)
     http_name = table_http_name(meta.name)
     full_path = artifact_relpath(http_name, meta.version, table.name)
-    full_url = f"{base_url.rstrip('/')}/artifacts/{full_path}" if base_url else None
     # Chunk topics carry the hash too: a version pushed again with other bytes never mixes chunks.
-    full = make_blob(data, topics.table_chunks(meta.name, f"{meta.version}-{sha[:12]}"), chunk_size, full_url)
+    full_topic = topics.table_chunks(meta.name, f"{meta.version}-{sha[:12]}")
+    full = make_blob(data, full_topic, chunk_size, _url(base_url, full_path))
     payloads = [Payload(full, data, full_path)]
     delta = None
     if delta_base is not None:
-        import bsdiff4
-
-        base_meta = read_meta(delta_base)
-        base_bytes = delta_base.read_bytes()
-        diff = bsdiff4.diff(base_bytes, data)
-        tag = f"{meta.version}-delta-{base_meta.version}-{hashlib.sha256(diff).hexdigest()[:12]}"
-        delta_path = artifact_relpath(http_name, meta.version, delta_file_name(table.name, base_meta.version))
-        delta_url = f"{base_url.rstrip('/')}/artifacts/{delta_path}" if base_url else None
-        blob = make_blob(diff, topics.table_chunks(meta.name, tag), chunk_size, delta_url)
-        delta = Delta(
-            base_version=base_meta.version, base_sha256=hashlib.sha256(base_bytes).hexdigest(), blob=blob
-        )
-        payloads.append(Payload(blob, diff, delta_path))
+        delta, payload = _delta_payload(delta_base, data, meta, table.name, topics, chunk_size, base_url)
+        payloads.append(payload)
     manifest = TableManifest(
         schema_version=MANIFEST_SCHEMA,
         kind="table",
@@ -110,3 +93,41 @@ def build_table_manifest(
         signature=None,
     )
     return manifest, payloads
+
+
+def _check_request(
+    table: Path, meta: TableMeta, version: str | None, route: str, base_url: str | None
+) -> None:
+    if version is not None and version != meta.version:
+        raise UpdateError(
+            f"{table} holds table version {meta.version!r}, not {version!r}; rebuild it with "
+            f"`edgecascade models build-table --version {version}`"
+        )
+    if route == "http" and not base_url:
+        raise UpdateError("the http route needs the cloud's base URL (--base-url)")
+
+
+def _delta_payload(
+    delta_base: Path,
+    data: bytes,
+    meta: TableMeta,
+    file_name: str,
+    topics: Topics,
+    chunk_size: int,
+    base_url: str | None,
+) -> tuple[Delta, Payload]:
+    """A bsdiff delta from `delta_base` (an earlier table file) to `data`."""
+    import bsdiff4
+
+    base_meta = read_meta(delta_base)
+    base_bytes = delta_base.read_bytes()
+    diff = bsdiff4.diff(base_bytes, data)
+    tag = f"{meta.version}-delta-{base_meta.version}-{hashlib.sha256(diff).hexdigest()[:12]}"
+    path = artifact_relpath(
+        table_http_name(meta.name), meta.version, delta_file_name(file_name, base_meta.version)
+    )
+    blob = make_blob(diff, topics.table_chunks(meta.name, tag), chunk_size, _url(base_url, path))
+    delta = Delta(
+        base_version=base_meta.version, base_sha256=hashlib.sha256(base_bytes).hexdigest(), blob=blob
+    )
+    return delta, Payload(blob, diff, path)

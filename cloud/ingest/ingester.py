@@ -146,21 +146,7 @@ class Ingester:
         try:
             batch = decode_batch(payload, Topics.device_of(msg.topic), max_bytes=self.max_payload_bytes)
         except ProtocolError as exc:
-            with self._lock:
-                self.refused += 1
-                refused = self.refused
-                logged = self._refused_log.allow()
-                held = self._refused_log.take_held_back() if logged else 0
-            if logged:
-                log.warning(
-                    "refused a telemetry message on %s (%d bytes; %d refused so far%s): %s",
-                    msg.topic[:200],
-                    len(payload),
-                    refused,
-                    f", {held} not logged" if held else "",
-                    exc,
-                )
-            self.connection.ack(msg)  # garbage stays garbage: do not have it redelivered
+            self._refuse(msg, payload, exc)
             return
         result = self._store_with_retries(batch)
         if result is None:
@@ -169,6 +155,28 @@ class Ingester:
             return
         self._acknowledge(batch)
         self.connection.ack(msg)
+        self._count_stored(batch, result)
+
+    def _refuse(self, msg: mqtt.MQTTMessage, payload: bytes, exc: ProtocolError) -> None:
+        """Count and (throttled) log a payload that is not a batch, and ack it to the broker."""
+        with self._lock:
+            self.refused += 1
+            refused = self.refused
+            logged = self._refused_log.allow()
+            held = self._refused_log.take_held_back() if logged else 0
+        if logged:
+            log.warning(
+                "refused a telemetry message on %s (%d bytes; %d refused so far%s): %s",
+                msg.topic[:200],
+                len(payload),
+                refused,
+                f", {held} not logged" if held else "",
+                exc,
+            )
+        self.connection.ack(msg)  # garbage stays garbage: do not have it redelivered
+
+    def _count_stored(self, batch: TelemetryBatch, result: StoreResult) -> None:
+        """Add a stored batch to the counters; a (throttled) log line for dead-lettered records."""
         with self._lock:
             self.batches += 1
             self.stored += result.stored

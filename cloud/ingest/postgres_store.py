@@ -13,23 +13,14 @@ import psycopg
 
 from edgecascade.cloud.ingest.store import (
     COLUMNS,
-    DEAD_COUNTS_SQL,
     DEAD_LETTER_COLUMNS,
-    LATEST_METRICS_SQL,
-    MODEL_COUNTS_SQL,
-    SUMMARY_SQL,
-    DeadLetter,
-    DeviceSummary,
-    ModelCount,
+    SqlReads,
     StoreResult,
-    dead_letters_from,
     dead_row_of_record,
-    model_counts_from,
     shape,
-    summaries_from,
 )
 from edgecascade.shared.errors import StorageError
-from edgecascade.shared.telemetry import RecordKind, TelemetryBatch
+from edgecascade.shared.telemetry import TelemetryBatch
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS telemetry (
@@ -66,7 +57,10 @@ _INSERT_DEAD = (
 _ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError, OverflowError, ValueError)
 
 
-class PostgresStore:
+class PostgresStore(SqlReads):
+    PARAM = "%s"
+    DEAD_ORDER = "id"
+
     def __init__(self, url: str, *, table_schema: str | None = None) -> None:
         self.url = url
         self.table_schema = table_schema
@@ -119,53 +113,12 @@ class PostgresStore:
         total = len(batch.records) + len(batch.rejected)
         return StoreResult(stored, total - stored - dead, dead, tuple(reasons) if dead else ())
 
+    def _flag(self, name: str) -> str:
+        return f"(body->>'{name}')::boolean::int"
+
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
                 return self._conn().execute(sql, args).fetchall()
             except psycopg.Error as exc:
                 raise StorageError(f"PostgreSQL telemetry store: {exc}") from exc
-
-    def count(self, device: str | None = None) -> int:
-        if device is None:
-            return int(self._query("SELECT COUNT(*) FROM telemetry")[0][0])
-        return int(self._query("SELECT COUNT(*) FROM telemetry WHERE device = %s", (device,))[0][0])
-
-    def seqs(self, device: str) -> list[int]:
-        return [
-            r[0] for r in self._query("SELECT seq FROM telemetry WHERE device = %s ORDER BY seq", (device,))
-        ]
-
-    def bodies(self, device: str, kind: RecordKind) -> list[dict[str, Any]]:
-        rows = self._query(
-            "SELECT body FROM telemetry WHERE device = %s AND kind = %s ORDER BY seq", (device, kind.value)
-        )
-        return [r[0] for r in rows]
-
-    def dead_letters(self, device: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        cols = ", ".join(DEAD_LETTER_COLUMNS)
-        if device is None:
-            rows = self._query(f"SELECT {cols} FROM dead_letters ORDER BY id DESC LIMIT %s", (limit,))
-        else:
-            rows = self._query(
-                f"SELECT {cols} FROM dead_letters WHERE device = %s ORDER BY id DESC LIMIT %s",
-                (device, limit),
-            )
-        return dead_letters_from(rows)
-
-    def summaries(self) -> list[DeviceSummary]:
-        return summaries_from(
-            self._query(SUMMARY_SQL), self._query(LATEST_METRICS_SQL), self._query(DEAD_COUNTS_SQL)
-        )
-
-    def model_counts(self, device: str | None = None) -> list[ModelCount]:
-        sql = MODEL_COUNTS_SQL.format(
-            escalated="(body->>'escalated')::boolean::int",
-            degraded="(body->>'degraded')::boolean::int",
-            where="" if device is None else "AND device = %s",
-        )
-        return model_counts_from(self._query(sql, () if device is None else (device,)))
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()

@@ -12,24 +12,15 @@ from typing import Any
 
 from edgecascade.cloud.ingest.store import (
     COLUMNS,
-    DEAD_COUNTS_SQL,
     DEAD_LETTER_COLUMNS,
-    LATEST_METRICS_SQL,
-    MODEL_COUNTS_SQL,
-    SUMMARY_SQL,
-    DeadLetter,
-    DeviceSummary,
-    ModelCount,
+    SqlReads,
     StoreResult,
-    dead_letters_from,
     dead_row_of_record,
-    model_counts_from,
     shape,
-    summaries_from,
 )
 from edgecascade.shared.errors import StorageError
 from edgecascade.shared.sqlite_file import open_checked
-from edgecascade.shared.telemetry import RecordKind, TelemetryBatch
+from edgecascade.shared.telemetry import TelemetryBatch
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS telemetry (
@@ -66,7 +57,10 @@ _INSERT_DEAD = (
 _ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, OverflowError, ValueError)
 
 
-class SqliteStore:
+class SqliteStore(SqlReads):
+    PARAM = "?"
+    DEAD_ORDER = "rowid"
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
@@ -113,53 +107,15 @@ class SqliteStore:
         total = len(batch.records) + len(batch.rejected)
         return StoreResult(stored, total - stored - dead, dead, tuple(reasons) if dead else ())
 
+    def _body(self, stored: Any) -> dict[str, Any]:
+        return dict(json.loads(stored))  # bodies are stored as JSON text
+
+    def _flag(self, name: str) -> str:
+        return f"json_extract(body, '$.{name}')"
+
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
                 return self._db.execute(sql, args).fetchall()
             except sqlite3.Error as exc:
                 raise StorageError(f"telemetry store {self.path}: {exc}") from exc
-
-    def count(self, device: str | None = None) -> int:
-        if device is None:
-            return int(self._query("SELECT COUNT(*) FROM telemetry")[0][0])
-        return int(self._query("SELECT COUNT(*) FROM telemetry WHERE device = ?", (device,))[0][0])
-
-    def seqs(self, device: str) -> list[int]:
-        return [
-            r[0] for r in self._query("SELECT seq FROM telemetry WHERE device = ? ORDER BY seq", (device,))
-        ]
-
-    def bodies(self, device: str, kind: RecordKind) -> list[dict[str, Any]]:
-        rows = self._query(
-            "SELECT body FROM telemetry WHERE device = ? AND kind = ? ORDER BY seq", (device, kind.value)
-        )
-        return [json.loads(r[0]) for r in rows]
-
-    def dead_letters(self, device: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        cols = ", ".join(DEAD_LETTER_COLUMNS)
-        if device is None:
-            rows = self._query(f"SELECT {cols} FROM dead_letters ORDER BY rowid DESC LIMIT ?", (limit,))
-        else:
-            rows = self._query(
-                f"SELECT {cols} FROM dead_letters WHERE device = ? ORDER BY rowid DESC LIMIT ?",
-                (device, limit),
-            )
-        return dead_letters_from(rows)
-
-    def summaries(self) -> list[DeviceSummary]:
-        return summaries_from(
-            self._query(SUMMARY_SQL), self._query(LATEST_METRICS_SQL), self._query(DEAD_COUNTS_SQL)
-        )
-
-    def model_counts(self, device: str | None = None) -> list[ModelCount]:
-        sql = MODEL_COUNTS_SQL.format(
-            escalated="json_extract(body, '$.escalated')",
-            degraded="json_extract(body, '$.degraded')",
-            where="" if device is None else "AND device = ?",
-        )
-        return model_counts_from(self._query(sql, () if device is None else (device,)))
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()

@@ -14,8 +14,9 @@ for the ingester to retry the whole batch."""
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from edgecascade.shared.telemetry import MAX_SEQ, RecordKind, RejectedRecord, TelemetryBatch, TelemetryRecord
 
@@ -230,3 +231,71 @@ def dead_letters_from(rows: list[Row]) -> list[DeadLetter]:
     return [
         DeadLetter(d, seq, kind, reason, record, float(rec)) for d, seq, kind, reason, record, rec in rows
     ]
+
+
+class SqlReads:
+    """The read side the SQL stores share, written once in each store's placeholder style:
+    a store sets PARAM (its parameter placeholder) and DEAD_ORDER (the column that orders
+    dead letters by arrival) and provides `_query`, `_lock` and `_db`."""
+
+    PARAM: ClassVar[str]
+    DEAD_ORDER: ClassVar[str]
+    _lock: threading.Lock
+    _db: Any
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _body(self, stored: Any) -> dict[str, Any]:
+        """A record's body from the value the database returns (here: already decoded)."""
+        return dict(stored)
+
+    def count(self, device: str | None = None) -> int:
+        if device is None:
+            return int(self._query("SELECT COUNT(*) FROM telemetry")[0][0])
+        return int(
+            self._query(f"SELECT COUNT(*) FROM telemetry WHERE device = {self.PARAM}", (device,))[0][0]
+        )
+
+    def seqs(self, device: str) -> list[int]:
+        sql = f"SELECT seq FROM telemetry WHERE device = {self.PARAM} ORDER BY seq"
+        return [r[0] for r in self._query(sql, (device,))]
+
+    def bodies(self, device: str, kind: RecordKind) -> list[dict[str, Any]]:
+        p = self.PARAM
+        rows = self._query(
+            f"SELECT body FROM telemetry WHERE device = {p} AND kind = {p} ORDER BY seq", (device, kind.value)
+        )
+        return [self._body(r[0]) for r in rows]
+
+    def dead_letters(self, device: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        cols, p, order = ", ".join(DEAD_LETTER_COLUMNS), self.PARAM, self.DEAD_ORDER
+        if device is None:
+            rows = self._query(f"SELECT {cols} FROM dead_letters ORDER BY {order} DESC LIMIT {p}", (limit,))
+        else:
+            rows = self._query(
+                f"SELECT {cols} FROM dead_letters WHERE device = {p} ORDER BY {order} DESC LIMIT {p}",
+                (device, limit),
+            )
+        return dead_letters_from(rows)
+
+    def summaries(self) -> list[DeviceSummary]:
+        return summaries_from(
+            self._query(SUMMARY_SQL), self._query(LATEST_METRICS_SQL), self._query(DEAD_COUNTS_SQL)
+        )
+
+    def _flag(self, name: str) -> str:
+        """SQL reading the boolean `name` of a record's body as 0 or 1, in this dialect."""
+        raise NotImplementedError
+
+    def model_counts(self, device: str | None = None) -> list[ModelCount]:
+        sql = MODEL_COUNTS_SQL.format(
+            escalated=self._flag("escalated"),
+            degraded=self._flag("degraded"),
+            where="" if device is None else f"AND device = {self.PARAM}",
+        )
+        return model_counts_from(self._query(sql, () if device is None else (device,)))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

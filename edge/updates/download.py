@@ -6,7 +6,6 @@ partial file in staging is kept across stops and restarts)."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Protocol
 from edgecascade.edge.updates.staging import StagedBlob
 from edgecascade.edge.updates.store import Installed, sha256_file
 from edgecascade.edge.updates.transports import ArtifactTransport
+from edgecascade.shared.atomic_file import atomic_write
 from edgecascade.shared.errors import UpdateError
 from edgecascade.shared.manifest import Blob, Delta
 
@@ -44,13 +44,7 @@ def fetch_verified(
     """(path of the verified artifact in staging, bytes received on the wire). The path is None
     if `stop` ended the download early. The delta is used only when `base` is its base (by
     version and hash). Raises UpdateError on a size/hash mismatch, a bad delta or a timeout."""
-    use_delta = (
-        delta is not None
-        and base is not None
-        and delta.base_version == base.version
-        and base.path.is_file()
-        and sha256_file(base.path) == delta.base_sha256
-    )
+    use_delta = delta is not None and _delta_applies(delta, base)
     blob = delta.blob if (use_delta and delta is not None) else artifact
     if blob.size_bytes > max_bytes:
         raise UpdateError(f"download of {blob.size_bytes} bytes exceeds the limit of {max_bytes}")
@@ -58,14 +52,7 @@ def fetch_verified(
     path = staging.staging_file(blob.sha256)
     staged = StagedBlob(path, blob)
     before = staged.received_bytes
-    last = [-1.0]
-
-    def on_progress(s: StagedBlob) -> None:
-        progress = round(s.progress, 2)
-        if progress >= last[0] + 0.1 or s.done.is_set():
-            last[0] = progress
-            report("downloading", progress=progress, bytes_received=s.received_bytes)
-
+    on_progress = _progress_reporter(report)
     report("downloading", progress=round(staged.progress, 2), bytes_received=before)
     try:
         transport.fetch(staged, stop, on_progress)
@@ -83,6 +70,30 @@ def fetch_verified(
     return path, received
 
 
+def _delta_applies(delta: Delta, base: Installed | None) -> bool:
+    """Whether `base` is the installed file the delta was made from (by version and hash)."""
+    return (
+        base is not None
+        and delta.base_version == base.version
+        and base.path.is_file()
+        and sha256_file(base.path) == delta.base_sha256
+    )
+
+
+def _progress_reporter(report: Report) -> Callable[[StagedBlob], None]:
+    """A progress callback that reports every tenth of the way, and once when done."""
+    last = -1.0
+
+    def on_progress(s: StagedBlob) -> None:
+        nonlocal last
+        progress = round(s.progress, 2)
+        if progress >= last + 0.1 or s.done.is_set():
+            last = progress
+            report("downloading", progress=progress, bytes_received=s.received_bytes)
+
+    return on_progress
+
+
 def _patch(delta_path: Path, base: Installed, out: Path) -> Path:
     import bsdiff4
 
@@ -92,8 +103,5 @@ def _patch(delta_path: Path, base: Installed, out: Path) -> Path:
         raise UpdateError(f"delta does not apply to version {base.version}: {exc}") from exc
     finally:
         delta_path.unlink(missing_ok=True)
-    with open(out, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    atomic_write(out, data)
     return out

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import mmap
-import os
 import struct
 import zlib
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edgecascade.shared.atomic_file import atomic_write_parts
 from edgecascade.shared.errors import InputError, StorageError
 from edgecascade.shared.lookup.keys import KEY_BYTES, KeyScheme
 
@@ -89,19 +89,8 @@ def write_table(
         raise InputError(
             f"expected probabilities of shape {[len(keys), len(labels)]}, got {list(probs.shape)}"
         )
-    flat = keys.view(f"S{KEY_BYTES}").ravel()
-    order = np.argsort(flat, kind="stable")
-    flat, probs16 = flat[order], probs[order].astype(_PROBS)
-    dup = np.zeros(len(flat), dtype=bool)
-    dup[1:] = flat[1:] == flat[:-1]
-    if dup.any():
-        conflicts = np.flatnonzero(dup & np.any(probs16 != np.roll(probs16, 1, axis=0), axis=1))
-        if conflicts.size:
-            raise InputError(f"{conflicts.size} duplicate keys carry different outputs")
-        log.info("table %s: %d duplicate keys stored once", name, int(dup.sum()))
-        flat, probs16 = flat[~dup], probs16[~dup]
+    flat, probs16 = _sorted_unique(keys, probs, name)
     body_keys, body_probs = flat.tobytes(), probs16.tobytes()
-    crc = zlib.crc32(body_probs, zlib.crc32(body_keys))
     meta = TableMeta(
         name=name,
         version=version,
@@ -114,21 +103,36 @@ def write_table(
         entries=len(flat),
         output="probabilities-f16",
         body_bytes=len(body_keys) + len(body_probs),
-        body_crc32=crc,
+        body_crc32=zlib.crc32(body_probs, zlib.crc32(body_keys)),
         source=source,
     )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_parts(path, (_header(meta), body_keys, body_probs))
+    return meta
+
+
+def _sorted_unique(keys: np.ndarray, probs: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The keys (as S16) sorted, each once, with their float16 outputs. InputError when a
+    repeated key carries different outputs."""
+    flat = keys.view(f"S{KEY_BYTES}").ravel()
+    order = np.argsort(flat, kind="stable")
+    flat, probs16 = flat[order], probs[order].astype(_PROBS)
+    dup = np.zeros(len(flat), dtype=bool)
+    dup[1:] = flat[1:] == flat[:-1]
+    if dup.any():
+        conflicts = np.flatnonzero(dup & np.any(probs16 != np.roll(probs16, 1, axis=0), axis=1))
+        if conflicts.size:
+            raise InputError(f"{conflicts.size} duplicate keys carry different outputs")
+        log.info("table %s: %d duplicate keys stored once", name, int(dup.sum()))
+        flat, probs16 = flat[~dup], probs16[~dup]
+    return flat, probs16
+
+
+def _header(meta: TableMeta) -> bytes:
+    """Fixed header and metadata, zero-padded to where the body starts."""
     meta_bytes = meta.model_dump_json().encode()
     header = _HEADER.pack(MAGIC, FORMAT_VERSION, len(meta_bytes), zlib.crc32(meta_bytes)) + meta_bytes
-    header += b"\x00" * (_body_offset(len(meta_bytes)) - len(header))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        for part in (header, body_keys, body_probs):
-            f.write(part)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return meta
+    return header + b"\x00" * (_body_offset(len(meta_bytes)) - len(header))
 
 
 class TableFile:
@@ -149,7 +153,7 @@ class TableFile:
     def open(cls, path: Path, *, encoding_version: int, verify_checksum: bool = True) -> TableFile:
         """Validate and map `path`. Raises StorageError naming the file and the problem: not a
         table, truncated, corrupt (CRC), or built for another feature-encoding version."""
-        meta, offset = _read_header(path)
+        meta, offset = read_header(path)
         if meta.encoding_version != encoding_version:
             raise StorageError(
                 f"table {path}: built for feature-encoding version {meta.encoding_version}, "
@@ -192,7 +196,9 @@ class TableFile:
         self._mmap.close()
 
 
-def _read_header(path: Path) -> tuple[TableMeta, int]:
+def read_header(path: Path) -> tuple[TableMeta, int]:
+    """The header of the table at `path` and where its body starts, without reading the body.
+    Raises StorageError for a file that is not a table or whose header is corrupt."""
     try:
         with open(path, "rb") as f:
             fixed = f.read(_HEADER.size)

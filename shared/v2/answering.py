@@ -91,17 +91,7 @@ async def answer_v2(
             body = decompress_body(body, encoding, limits.max_body_bytes)
         request = decode_infer_request(body, headers, limits)
         response = await serve(request)
-        params = dict(response.parameters)
-        if parameters:
-            params.update(parameters)
-        payload, out_headers = encode_infer_response(
-            response.model_name,
-            response.model_version,
-            response.id,
-            response.outputs,
-            binary_outputs=binary_outputs_for(request) if binary_allowed else False,
-            parameters=params,
-        )
+        payload, out_headers = _encode(response, request, binary_allowed, parameters)
         reply = Reply(200, payload, out_headers, request)
     except Exception as exc:  # noqa: BLE001 - every error becomes a reply; bugs are logged with traceback
         extra = dict(parameters or {})
@@ -110,15 +100,35 @@ async def answer_v2(
         reply = reply_for_error(exc, extra=extra)
         reply.request = request
         return reply
-    if compression:
-        accepted = headers.get("accept-encoding")
-        if accepted:
-            chosen = choose_encoding(accepted)
-            if chosen is not None:
-                reply.body = compress_body(reply.body, chosen)
-                reply.headers["Content-Encoding"] = chosen
-                reply.headers["Vary"] = "Accept-Encoding"
+    accepted = headers.get("accept-encoding") if compression else None
+    if accepted:
+        _compress(reply, accepted)
     return reply
+
+
+def _encode(
+    response: InferResponse, request: InferRequest, binary_allowed: bool, parameters: Mapping[str, Any] | None
+) -> tuple[bytes, dict[str, str]]:
+    params = dict(response.parameters)
+    if parameters:
+        params.update(parameters)
+    return encode_infer_response(
+        response.model_name,
+        response.model_version,
+        response.id,
+        response.outputs,
+        binary_outputs=binary_outputs_for(request) if binary_allowed else False,
+        parameters=params,
+    )
+
+
+def _compress(reply: Reply, accepted: str) -> None:
+    """Compress the reply's body in the first encoding of Accept-Encoding we offer, if any."""
+    chosen = choose_encoding(accepted)
+    if chosen is not None:
+        reply.body = compress_body(reply.body, chosen)
+        reply.headers["Content-Encoding"] = chosen
+        reply.headers["Vary"] = "Accept-Encoding"
 
 
 def binary_outputs_for(request: InferRequest) -> set[str] | bool:

@@ -12,8 +12,10 @@ machine noise hits both alike; the read-to-published latency of every frame is r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -81,54 +83,70 @@ def main() -> int:
 
     from edgecascade.edge.agent import Agent
     from edgecascade.edge.config import load_profile
-    from edgecascade.tools.datasets import load_split
-    from edgecascade.tools.make_video import write_digits_video
 
-    _, held = load_split()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        video = tmp / "digits.avi"
-        frames = len(held.labels) * args.repeat
-        write_digits_video(
-            video,
-            np.concatenate([held.images] * args.repeat),
-            np.concatenate([held.labels] * args.repeat),
-            fps=30.0,
-            scale=args.scale,
-        )
+        video, frames = _video(tmp, args.repeat, args.scale)
         profile = tmp / "bench.toml"
         profile.write_text(
             f'profile = "bench"\ndata_dir = "{tmp}"\nmemory_budget_mb = 120\n[model]\npath = "{MODEL}"\n'
             f'[cloud]\nurl = ""\n[camera]\nenabled = true\nsource = "{video}"\nfps = 30\n'
         )
         agent = Agent.from_profile(load_profile(profile, environ={}))
-        broker, connection, inner = None, None, None
-        if args.mqtt:
-            from edgecascade.edge.sources.mqtt_sink import MqttEventSink
-            from edgecascade.shared.mqtt import MqttConnection, MqttSettings, Topics
-            from edgecascade.tools.mqtt_broker import BrokerProcess
-
-            broker = BrokerProcess(workdir=tmp).start()
-            connection = MqttConnection(MqttSettings(port=broker.port, client_id="bench-camera"))
-            connection.start(wait_s=5.0)
-            inner = MqttEventSink(connection, Topics("demo").events("bench"), qos=0)
         bare, piped, latency = [], [], []
-        try:
+        with contextlib.ExitStack() as cleanup:
+            cleanup.callback(agent.close)
+            inner = cleanup.enter_context(_mqtt_sink(tmp)) if args.mqtt else None
             for _ in range(args.rounds):
                 bare.append(bare_decode_fps(video))
                 sink = LatencySink(inner)
                 piped.append(pipeline_fps(agent, sink, frames))
                 latency.extend(sink.latency_ms)
-        finally:
-            agent.close()
-            if connection is not None:
-                connection.stop()
-            if broker is not None:
-                broker.stop()
-    b, p, lat = np.median(bare), np.median(piped), np.asarray(latency)
     side = 8 * args.scale
     sink_name = "MQTT QoS 0" if args.mqtt else "in-memory sink"
     print(f"video: {frames} frames {side}x{side} FFV1; {args.rounds} rounds; events to {sink_name}")
+    _report(bare, piped, np.asarray(latency))
+    return 0
+
+
+def _video(tmp: Path, repeat: int, scale: int) -> tuple[Path, int]:
+    """The held-out digits `repeat` times as an FFV1 video; returns it and its frame count."""
+    from edgecascade.tools.datasets import load_split
+    from edgecascade.tools.make_video import write_digits_video
+
+    _, held = load_split()
+    video = tmp / "digits.avi"
+    write_digits_video(
+        video,
+        np.concatenate([held.images] * repeat),
+        np.concatenate([held.labels] * repeat),
+        fps=30.0,
+        scale=scale,
+    )
+    return video, len(held.labels) * repeat
+
+
+@contextlib.contextmanager
+def _mqtt_sink(tmp: Path) -> Iterator[object]:
+    """An event sink publishing QoS 0 to a local Mosquitto started for the run."""
+    from edgecascade.edge.sources.mqtt_sink import MqttEventSink
+    from edgecascade.shared.mqtt import MqttConnection, MqttSettings, Topics
+    from edgecascade.tools.mqtt_broker import BrokerProcess
+
+    broker = BrokerProcess(workdir=tmp).start()
+    try:
+        connection = MqttConnection(MqttSettings(port=broker.port, client_id="bench-camera"))
+        connection.start(wait_s=5.0)
+        try:
+            yield MqttEventSink(connection, Topics("demo").events("bench"), qos=0)
+        finally:
+            connection.stop()
+    finally:
+        broker.stop()
+
+
+def _report(bare: list[float], piped: list[float], lat: np.ndarray) -> None:
+    b, p = np.median(bare), np.median(piped)
     print(f"bare decode      median {b:9.0f} frames/s   (min {min(bare):.0f}, max {max(bare):.0f})")
     print(f"camera pipeline  median {p:9.0f} frames/s   (min {min(piped):.0f}, max {max(piped):.0f})")
     print(
@@ -138,7 +156,6 @@ def main() -> int:
         f"read-to-published latency median {np.median(lat):.3f} ms   p99 {np.percentile(lat, 99):.3f} ms"
         f"   (queue of 4 frames included)"
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -57,57 +57,16 @@ def _free_port() -> int:
 
 def latency(repeats: int) -> None:
     from edgecascade.cloud.repository import seed_demo_repository
-    from edgecascade.edge.agent import Agent
-    from edgecascade.edge.config import load_profile
     from edgecascade.tools.datasets import load_split
 
     _, held = load_split()
     with tempfile.TemporaryDirectory() as tmp:
         repo = seed_demo_repository(Path(tmp) / "repo", MODELS)
         port = _free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "edgecascade",
-                "--log-level",
-                "WARNING",
-                "cloud",
-                "serve",
-                "--repository",
-                str(repo),
-                "--port",
-                str(port),
-                "--no-auth",
-            ],
-            cwd=REPO,
-        )
+        server = _start_cloud(repo, port)
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    if (
-                        requests.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=0.5).status_code
-                        == 200
-                    ):
-                        break
-                except requests.ConnectionError:
-                    time.sleep(0.1)
             for binary in (True, False):
-                profile = Path(tmp) / f"p{binary}.toml"
-                profile.write_text(
-                    f'profile = "bench"\ndata_dir = "{tmp}/d{binary}"\nmemory_budget_mb = 200\n[model]\n'
-                    f'path = "{MODELS / "digits_edge_int8.tflite"}"\n[cloud]\nurl = "http://127.0.0.1:{port}"\n'
-                    f"binary_tensors = {str(binary).lower()}\n[lookup.cache]\nenabled = false\n"
-                )
-                agent = Agent.from_profile(load_profile(profile, environ={}))
-                by_source: dict[str, list[float]] = {"edge": [], "cloud": []}
-                for r in range(repeats):
-                    for i, row in enumerate(held.features):
-                        start = time.perf_counter()
-                        answer = agent.predict(row, request_id=f"{binary}-{r}-{i}")
-                        by_source[answer.source].append((time.perf_counter() - start) * 1e6)
-                agent.close()
+                by_source = _timed_answers(Path(tmp), port, binary, held.features, repeats)
                 label = "binary tensors" if binary else "JSON tensors"
                 for source, values in by_source.items():
                     v = np.array(values)
@@ -118,6 +77,45 @@ def latency(repeats: int) -> None:
         finally:
             server.terminate()
             server.wait(15)
+
+
+def _start_cloud(repo: Path, port: int) -> subprocess.Popen[bytes]:
+    """`edgecascade cloud serve` on `repo`, once ready (or after 30 s of trying)."""
+    cmd = [sys.executable, "-m", "edgecascade", "--log-level", "WARNING", "cloud", "serve"]
+    cmd += ["--repository", str(repo), "--port", str(port), "--no-auth"]
+    server = subprocess.Popen(cmd, cwd=REPO)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=0.5).status_code == 200:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    return server
+
+
+def _timed_answers(
+    tmp: Path, port: int, binary: bool, features: np.ndarray, repeats: int
+) -> dict[str, list[float]]:
+    """µs per Agent.predict of every row `repeats` times, by the answer's source."""
+    from edgecascade.edge.agent import Agent
+    from edgecascade.edge.config import load_profile
+
+    profile = tmp / f"p{binary}.toml"
+    profile.write_text(
+        f'profile = "bench"\ndata_dir = "{tmp}/d{binary}"\nmemory_budget_mb = 200\n[model]\n'
+        f'path = "{MODELS / "digits_edge_int8.tflite"}"\n[cloud]\nurl = "http://127.0.0.1:{port}"\n'
+        f"binary_tensors = {str(binary).lower()}\n[lookup.cache]\nenabled = false\n"
+    )
+    agent = Agent.from_profile(load_profile(profile, environ={}))
+    by_source: dict[str, list[float]] = {"edge": [], "cloud": []}
+    for r in range(repeats):
+        for i, row in enumerate(features):
+            start = time.perf_counter()
+            answer = agent.predict(row, request_id=f"{binary}-{r}-{i}")
+            by_source[answer.source].append((time.perf_counter() - start) * 1e6)
+    agent.close()
+    return by_source
 
 
 def main() -> int:

@@ -178,7 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     from edgecascade.tools.datasets import load_split
 
     rows = load_split()[1].features[:1].astype(np.float32)
-    rounds: dict[tuple[str, str, str], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-cloud-") as tmp:
         work = Path(tmp)
         models = build_models(work, args.hidden)
@@ -188,56 +187,83 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["--grpc-port", str(grpc_port)]
         log_file = open(work / "edgecascade.log", "wb")
         ours = subprocess.Popen(cmd, cwd=ROOT, stdout=log_file, stderr=log_file)
-        # server -> (REST base URL, gRPC target)
-        servers = {"edgecascade": (f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}")}
+        servers: Servers = {"edgecascade": (f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}")}
         theirs: MlServerProcess | None = None
         try:
             wait_ready(servers["edgecascade"][0], ours)
             if not args.skip_mlserver:
                 theirs = MlServerProcess(install(), mlserver_models(models), work).start()
                 servers["mlserver-1.7.1"] = (theirs.url, theirs.grpc_target)
-            configs = [
-                (f"{model}-{mode}", server, proto)
-                for model in models
-                for mode in MODES
-                for server in servers
-                for proto in ("rest", "grpc")
-            ]
-            for model_mode, server, proto in configs:  # warm-up: first requests load caches, pools
-                where = (
-                    f"{servers[server][0]}/v2/models/{model_mode}/infer"
-                    if proto == "rest"
-                    else servers[server][1]
-                )
-                load(proto, where, bodies(rows, model_mode)[proto], 0.5, args.clients)
-            for r in range(args.rounds):
-                shift = r % len(configs)
-                for model_mode, server, proto in configs[shift:] + configs[:shift]:
-                    base, target = servers[server]
-                    where = f"{base}/v2/models/{model_mode}/infer" if proto == "rest" else target
-                    result = load(proto, where, bodies(rows, model_mode)[proto], args.seconds, args.clients)
-                    rounds.setdefault((model_mode, server, proto), []).append(result)
-                    print(
-                        f"round {r + 1}: {server:15s} {proto:4s} {model_mode:22s} {result['rps']:8.1f} req/s   "
-                        f"p50 {result['p50_ms']:7.2f} ms   p99 {result['p99_ms']:7.2f} ms   errors {int(result['errors'])}",
-                        flush=True,
-                    )
+            rounds = measure(servers, list(models), rows, args.rounds, args.seconds, args.clients)
         finally:
             if theirs is not None:
                 theirs.stop()
             ours.terminate()
             ours.wait(30)
             log_file.close()
-
-    def med(key: tuple[str, str, str], field: str = "rps") -> float:
-        return statistics.median(x[field] for x in rounds[key])
-
     print(f"\nmedians over {args.rounds} rounds of {args.seconds:.0f} s, {args.clients} clients:")
+    print_medians(rounds)
+    print_ratios(rounds, list(models), list(servers))
+    return 0
+
+
+#: server -> (REST base URL, gRPC target)
+Servers = dict[str, tuple[str, str]]
+#: (model-mode, server, protocol) -> one result per round
+Rounds = dict[tuple[str, str, str], list[dict[str, float]]]
+
+
+def measure(
+    servers: Servers, models: list[str], rows: np.ndarray, rounds: int, seconds: float, clients: int
+) -> Rounds:
+    """Every (model, mode, server, protocol) once a round, in an order that rotates per round."""
+    configs = [
+        (f"{model}-{mode}", server, proto)
+        for model in models
+        for mode in MODES
+        for server in servers
+        for proto in ("rest", "grpc")
+    ]
+
+    def where(model_mode: str, server: str, proto: str) -> str:
+        base, target = servers[server]
+        return f"{base}/v2/models/{model_mode}/infer" if proto == "rest" else target
+
+    for model_mode, server, proto in configs:  # warm-up: first requests load caches, pools
+        load(proto, where(model_mode, server, proto), bodies(rows, model_mode)[proto], 0.5, clients)
+    results: Rounds = {}
+    for r in range(rounds):
+        shift = r % len(configs)
+        for model_mode, server, proto in configs[shift:] + configs[:shift]:
+            result = load(
+                proto, where(model_mode, server, proto), bodies(rows, model_mode)[proto], seconds, clients
+            )
+            results.setdefault((model_mode, server, proto), []).append(result)
+            print(
+                f"round {r + 1}: {server:15s} {proto:4s} {model_mode:22s} {result['rps']:8.1f} req/s   "
+                f"p50 {result['p50_ms']:7.2f} ms   p99 {result['p99_ms']:7.2f} ms   errors {int(result['errors'])}",
+                flush=True,
+            )
+    return results
+
+
+def _median(rounds: Rounds, key: tuple[str, str, str], field: str = "rps") -> float:
+    return statistics.median(x[field] for x in rounds[key])
+
+
+def print_medians(rounds: Rounds) -> None:
     print(f"{'model':24s} {'server':15s} {'proto':5s} {'req/s':>8s} {'p50 ms':>8s} {'p99 ms':>8s}")
     for key in sorted(rounds):
         print(
-            f"{key[0]:24s} {key[1]:15s} {key[2]:5s} {med(key):8.1f} {med(key, 'p50_ms'):8.2f} {med(key, 'p99_ms'):8.2f}"
+            f"{key[0]:24s} {key[1]:15s} {key[2]:5s} {_median(rounds, key):8.1f} "
+            f"{_median(rounds, key, 'p50_ms'):8.2f} {_median(rounds, key, 'p99_ms'):8.2f}"
         )
+
+
+def print_ratios(rounds: Rounds, models: list[str], servers: list[str]) -> None:
+    def med(key: tuple[str, str, str]) -> float:
+        return _median(rounds, key)
+
     print("\nratios of medians (requests/s):")
     for model in models:
         for mode in MODES:
@@ -253,7 +279,6 @@ def main(argv: list[str] | None = None) -> int:
             (f"{model}-unbatched", "edgecascade", "rest")
         )
         print(f"  {model}: edgecascade batched / unbatched (REST) = {ratio:.2f}x")
-    return 0
 
 
 if __name__ == "__main__":

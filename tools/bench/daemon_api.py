@@ -25,13 +25,18 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import requests
 
 from edgecascade.shared.v2 import encode_infer_request
 from edgecascade.tools.bench.stats import summary, time_calls
+
+if TYPE_CHECKING:
+    from edgecascade.edge.agent import Agent
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "tests" / "fixtures" / "models" / "digits_edge_int8.tflite"
@@ -159,6 +164,41 @@ def _cadenced(fn: Callable[[], object], gap_s: float, n: int) -> np.ndarray:
     return out
 
 
+class _Samples:
+    """Timings per measurement name, gathered over the rounds."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, list[np.ndarray]] = {}
+
+    def add(self, name: str, values: np.ndarray) -> None:
+        self._by_name.setdefault(name, []).append(values)
+
+    def all(self, name: str) -> np.ndarray:
+        return np.concatenate(self._by_name[name])
+
+    def median(self, name: str) -> float:
+        return float(np.median(self.all(name)))
+
+
+@dataclass(frozen=True)
+class _Requests:
+    """One held-out digit, as the in-process call takes it and as encoded HTTP requests."""
+
+    row: np.ndarray
+    body: bytes
+    headers: dict[str, str]
+    infer: bytes
+    live: bytes
+
+
+@dataclass(frozen=True)
+class _TcpLoad:
+    idle: dict[str, float]
+    loaded: dict[str, float]
+    answered: int
+    elapsed_s: float
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -166,100 +206,131 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=3000, help="calls per measurement (default 3000)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds they are split into")
     args = parser.parse_args()
-    from edgecascade.edge.agent import Agent
-    from edgecascade.edge.config import load_profile
+    reqs = _requests()
+    per_round = max(1, args.requests // args.rounds)
+    samples = _Samples()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        load = _measure_tcp(tmp, reqs, samples, args.rounds, per_round, args.requests)
+        _measure_uds(tmp, reqs, samples, args.rounds, per_round)
+    _print_report(samples, load)
+    return 0
+
+
+def _requests() -> _Requests:
     from edgecascade.tools.datasets import load_split
 
     _, held = load_split()
     row = held.features[0]
-    per_round = max(1, args.requests // args.rounds)
     body, headers = encode_infer_request({"input": row[None, :]}, request_id="bench")
-    infer_request = RawHttpClient.encode("POST", INFER_PATH, body, headers)
-    live_request = RawHttpClient.encode("GET", "/v2/health/live")
-    samples: dict[str, list[np.ndarray]] = {}
+    return _Requests(
+        row,
+        body,
+        headers,
+        RawHttpClient.encode("POST", INFER_PATH, body, headers),
+        RawHttpClient.encode("GET", "/v2/health/live"),
+    )
 
-    def add(name: str, values: np.ndarray) -> None:
-        samples.setdefault(name, []).append(values)
 
-    def med(name: str) -> float:
-        return float(np.median(np.concatenate(samples[name])))
+def _measure_tcp(
+    tmp: Path, reqs: _Requests, samples: _Samples, rounds: int, per_round: int, total: int
+) -> _TcpLoad:
+    """The in-process call and the daemon over TCP loopback, round by round; then 8 clients."""
+    from edgecascade.edge.agent import Agent
+    from edgecascade.edge.config import load_profile
 
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        port = _free_port()
-        tcp_profile = _write_profile(tmp, "tcp", f"port = {port}")
-        agent = Agent.from_profile(load_profile(tcp_profile, environ={}))
-        daemon = _start_daemon(
-            tcp_profile,
-            lambda: requests.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=0.5).status_code == 200,
+    port = _free_port()
+    tcp_profile = _write_profile(tmp, "tcp", f"port = {port}")
+    agent = Agent.from_profile(load_profile(tcp_profile, environ={}))
+    daemon = _start_daemon(
+        tcp_profile,
+        lambda: requests.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=0.5).status_code == 200,
+    )
+    try:
+        idle = _status(daemon.pid)
+        _tcp_rounds(agent, port, reqs, samples, rounds, per_round)
+        answered, elapsed = _concurrent(port, reqs.infer, total)
+        loaded = _status(daemon.pid)
+    finally:
+        _stop(daemon)
+    agent.close()
+    return _TcpLoad(idle, loaded, answered, elapsed)
+
+
+def _tcp_rounds(
+    agent: Agent, port: int, reqs: _Requests, samples: _Samples, rounds: int, per_round: int
+) -> None:
+    raw = RawHttpClient(("127.0.0.1", port))
+    stdlib = http.client.HTTPConnection("127.0.0.1", port)
+
+    def stdlib_call(method: str, path: str, payload: bytes | None = None) -> bytes:
+        stdlib.request(method, path, body=payload, headers=reqs.headers if payload else {})
+        resp = stdlib.getresponse()
+        data = resp.read()
+        assert resp.status == 200, data
+        return data
+
+    for r in range(rounds):
+        print(f"round {r + 1}/{rounds} (TCP)", flush=True)
+        samples.add("inproc", time_calls(lambda: agent.predict(reqs.row), per_round))
+        samples.add("raw", time_calls(lambda: raw.call(reqs.infer), per_round, warmup=100))
+        samples.add("raw_live", time_calls(lambda: raw.call(reqs.live), per_round, warmup=100))
+        samples.add(
+            "stdlib", time_calls(lambda: stdlib_call("POST", INFER_PATH, reqs.body), per_round, warmup=100)
         )
+        samples.add(
+            "stdlib_live",
+            time_calls(lambda: stdlib_call("GET", "/v2/health/live"), per_round, warmup=100),
+        )
+    # The in-process call again, spaced as the HTTP calls were.
+    samples.add(
+        "inproc_cadence", _cadenced(lambda: agent.predict(reqs.row), samples.median("raw") / 1e6, per_round)
+    )
+    raw.close()
+    stdlib.close()
+
+
+def _concurrent(port: int, infer_request: bytes, total: int) -> tuple[int, float]:
+    """(requests answered, seconds) for `total` requests from 8 raw clients at once."""
+
+    def worker(n: int) -> int:
+        client = RawHttpClient(("127.0.0.1", port))
+        for _ in range(n):
+            client.call(infer_request)
+        client.close()
+        return n
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        answered = sum(pool.map(worker, [total // 8] * 8))
+    return answered, time.perf_counter() - started
+
+
+def _measure_uds(tmp: Path, reqs: _Requests, samples: _Samples, rounds: int, per_round: int) -> None:
+    sock_path = str(tmp / "agent.sock")
+    uds_profile = _write_profile(tmp, "uds", f'unix_socket = "{sock_path}"')
+
+    def uds_ready() -> bool:
+        client = RawHttpClient(sock_path)
         try:
-            idle = _status(daemon.pid)
-            raw = RawHttpClient(("127.0.0.1", port))
-            stdlib = http.client.HTTPConnection("127.0.0.1", port)
-
-            def stdlib_call(method: str, path: str, payload: bytes | None = None) -> bytes:
-                stdlib.request(method, path, body=payload, headers=headers if payload else {})
-                resp = stdlib.getresponse()
-                data = resp.read()
-                assert resp.status == 200, data
-                return data
-
-            for r in range(args.rounds):
-                print(f"round {r + 1}/{args.rounds} (TCP)", flush=True)
-                add("inproc", time_calls(lambda: agent.predict(row), per_round))
-                add("raw", time_calls(lambda: raw.call(infer_request), per_round, warmup=100))
-                add("raw_live", time_calls(lambda: raw.call(live_request), per_round, warmup=100))
-                add(
-                    "stdlib", time_calls(lambda: stdlib_call("POST", INFER_PATH, body), per_round, warmup=100)
-                )
-                add(
-                    "stdlib_live",
-                    time_calls(lambda: stdlib_call("GET", "/v2/health/live"), per_round, warmup=100),
-                )
-            # The in-process call again, spaced as the HTTP calls were.
-            add("inproc_cadence", _cadenced(lambda: agent.predict(row), med("raw") / 1e6, per_round))
-            raw.close()
-            stdlib.close()
-
-            def worker(n: int) -> int:
-                client = RawHttpClient(("127.0.0.1", port))
-                for _ in range(n):
-                    client.call(infer_request)
-                client.close()
-                return n
-
-            started = time.perf_counter()
-            with ThreadPoolExecutor(8) as pool:
-                answered = sum(pool.map(worker, [args.requests // 8] * 8))
-            elapsed = time.perf_counter() - started
-            loaded = _status(daemon.pid)
+            client.call(reqs.live)
+            return True
         finally:
-            _stop(daemon)
-        agent.close()
+            client.close()
 
-        sock_path = str(tmp / "agent.sock")
-        uds_profile = _write_profile(tmp, "uds", f'unix_socket = "{sock_path}"')
+    daemon = _start_daemon(uds_profile, uds_ready)
+    try:
+        uds = RawHttpClient(sock_path)
+        for r in range(rounds):
+            print(f"round {r + 1}/{rounds} (Unix socket)", flush=True)
+            samples.add("uds", time_calls(lambda: uds.call(reqs.infer), per_round, warmup=100))
+        uds.close()
+    finally:
+        _stop(daemon)
 
-        def uds_ready() -> bool:
-            client = RawHttpClient(sock_path)
-            try:
-                client.call(live_request)
-                return True
-            finally:
-                client.close()
 
-        daemon = _start_daemon(uds_profile, uds_ready)
-        try:
-            uds = RawHttpClient(sock_path)
-            for r in range(args.rounds):
-                print(f"round {r + 1}/{args.rounds} (Unix socket)", flush=True)
-                add("uds", time_calls(lambda: uds.call(infer_request), per_round, warmup=100))
-            uds.close()
-        finally:
-            _stop(daemon)
-
-    inproc = med("inproc")
+def _print_report(samples: _Samples, load: _TcpLoad) -> None:
+    inproc = samples.median("inproc")
     print()
     for name, label in [
         ("inproc", "in-process Agent.predict, back to back"),
@@ -270,28 +341,27 @@ def main() -> int:
         ("raw_live", "GET /v2/health/live, raw client"),
         ("stdlib_live", "GET /v2/health/live, http.client"),
     ]:
-        print(f"{label:44s} {summary(np.concatenate(samples[name]))}")
+        print(f"{label:44s} {summary(samples.all(name))}")
     print()
     for name, label in [
         ("raw", "raw client, TCP loopback"),
         ("uds", "raw client, Unix socket"),
         ("stdlib", "stdlib http.client"),
     ]:
-        overhead = med(name) - inproc
+        overhead = samples.median(name) - inproc
         verdict = "meets" if overhead <= TARGET_US else "misses"
         print(
             f"overhead over the in-process call, {label:26s} +{overhead:4.0f} µs at the median "
-            f"(ratio {med(name) / inproc:4.1f}x; {verdict} the {TARGET_US} µs target)"
+            f"(ratio {samples.median(name) / inproc:4.1f}x; {verdict} the {TARGET_US} µs target)"
         )
     print(
-        f"throughput, 8 concurrent raw clients: {answered / elapsed:.0f} requests/s "
-        f"({answered} answered in {elapsed:.1f}s)"
+        f"throughput, 8 concurrent raw clients: {load.answered / load.elapsed_s:.0f} requests/s "
+        f"({load.answered} answered in {load.elapsed_s:.1f}s)"
     )
     print(
-        f"daemon RSS idle {idle['VmRSS']:.1f} MiB, after load {loaded['VmRSS']:.1f} MiB, "
-        f"peak {loaded['VmHWM']:.1f} MiB"
+        f"daemon RSS idle {load.idle['VmRSS']:.1f} MiB, after load {load.loaded['VmRSS']:.1f} MiB, "
+        f"peak {load.loaded['VmHWM']:.1f} MiB"
     )
-    return 0
 
 
 if __name__ == "__main__":

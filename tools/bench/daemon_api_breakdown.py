@@ -17,13 +17,19 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgecascade.shared.v2 import encode_infer_request
 from edgecascade.tools.bench.daemon_api import INFER_PATH, RawHttpClient, _free_port, _write_profile
 from edgecascade.tools.bench.stats import time_calls
+
+if TYPE_CHECKING:
+    from edgecascade.edge.agent import Agent
+    from edgecascade.edge.daemon.v2_service import AgentV2
 
 _FLOOR_APP = """
 import sys, uvicorn
@@ -43,6 +49,16 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), lifespan="off", access
 STEPS = ["decode", "checks", "translate", "local phase", "outputs", "provenance", "encode"]
 
 
+@dataclass
+class _InProcess:
+    """Per-call timings in µs: Agent.predict, AgentV2.answer, and ns per answer step."""
+
+    predict: list[np.ndarray] = field(default_factory=list)
+    whole: list[float] = field(default_factory=list)
+    parts: list[list[int]] = field(default_factory=list)
+    reply_size: int = 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -50,54 +66,40 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=3000, help="calls per measurement (default 3000)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds they are split into")
     args = parser.parse_args()
-    from edgecascade.edge.agent import Agent
-    from edgecascade.edge.config import load_profile
-    from edgecascade.edge.daemon.translate import OUTPUTS, provenance, to_outputs
-    from edgecascade.edge.daemon.v2_service import AgentV2
-    from edgecascade.edge.serving import task_request
-    from edgecascade.edge.tasks.classification import ClassificationTask
-    from edgecascade.shared.v2 import decode_infer_request, encode_infer_response
-    from edgecascade.shared.v2.answering import binary_outputs_for, check_output_names
     from edgecascade.tools.datasets import load_split
 
     row = load_split()[1].features[0]
     body, headers = encode_infer_request({"input": row[None, :]}, request_id="bench")
-    lower = {k.lower(): v for k, v in headers.items()}
     per_round = max(1, args.requests // args.rounds)
+    timed = _in_process(row, body, headers, args.rounds, per_round)
+    floor = _server_floor(body, headers, timed.reply_size, args.rounds, per_round)
+    medians = np.median(np.array(timed.parts), axis=0) / 1000
+    print(
+        f"{'HTTP server floor (uvicorn, fixed answer, same request)':58s} median {np.median(floor):8.1f} µs"
+    )
+    print(
+        f"{'in-process Agent.predict, back to back':58s} median {np.median(np.concatenate(timed.predict)):8.1f} µs"
+    )
+    print(f"{'in-process AgentV2.answer (the API without HTTP)':58s} median {np.median(timed.whole):8.1f} µs")
+    for name, value in zip(STEPS, medians, strict=True):
+        print(f"  {name:56s} median {value:8.1f} µs")
+    return 0
+
+
+def _in_process(
+    row: np.ndarray, body: bytes, headers: dict[str, str], rounds: int, per_round: int
+) -> _InProcess:
+    from edgecascade.edge.agent import Agent
+    from edgecascade.edge.config import load_profile
+    from edgecascade.edge.daemon.v2_service import AgentV2
+
+    lower = {k.lower(): v for k, v in headers.items()}
+    timed = _InProcess()
     with tempfile.TemporaryDirectory() as tmp:
         agent = Agent.from_profile(load_profile(_write_profile(Path(tmp), "x", "port = 0"), environ={}))
         v2 = AgentV2(agent, ThreadPoolExecutor(1))
-        served = agent.get()
-        task = served.task
-        assert isinstance(task, ClassificationTask), "the demo model is a classifier"
         loop = asyncio.new_event_loop()
-        reply_size = len(loop.run_until_complete(v2.answer("digits-edge", None, body, lower)).body)
-
-        async def steps() -> list[int]:
-            t = [time.perf_counter_ns()]
-            request = decode_infer_request(body, lower, v2.limits)
-            t.append(time.perf_counter_ns())
-            card = agent.model.card
-            wanted = check_output_names(request, list(OUTPUTS), card.name)
-            t.append(time.perf_counter_ns())
-            cascade_requests = task.cascade_requests(task_request(request, served))
-            t.append(time.perf_counter_ns())
-            answers = [task.cascade.local_phase(r) for r in cascade_requests]
-            t.append(time.perf_counter_ns())
-            outputs = to_outputs(answers, wanted)  # type: ignore[arg-type]
-            t.append(time.perf_counter_ns())
-            params = {"provenance": [provenance(a) for a in answers]}  # type: ignore[arg-type]
-            t.append(time.perf_counter_ns())
-            encode_infer_response(
-                card.name,
-                card.version,
-                request.id,
-                outputs,
-                binary_outputs=binary_outputs_for(request),
-                parameters=params,
-            )
-            t.append(time.perf_counter_ns())
-            return [b - a for a, b in zip(t, t[1:], strict=False)]
+        timed.reply_size = len(loop.run_until_complete(v2.answer("digits-edge", None, body, lower)).body)
 
         async def answers(n: int) -> list[float]:
             out = []
@@ -108,17 +110,57 @@ def main() -> int:
             return out
 
         async def many_steps(n: int) -> list[list[int]]:
-            return [await steps() for _ in range(n)]
+            return [await _steps(agent, v2, body, lower) for _ in range(n)]
 
-        predict: list[np.ndarray] = []
-        whole: list[float] = []
-        parts: list[list[int]] = []
-        for _ in range(args.rounds):
-            predict.append(time_calls(lambda: agent.predict(row), per_round))
-            whole += loop.run_until_complete(answers(per_round))
-            parts += loop.run_until_complete(many_steps(per_round))
+        for _ in range(rounds):
+            timed.predict.append(time_calls(lambda: agent.predict(row), per_round))
+            timed.whole += loop.run_until_complete(answers(per_round))
+            timed.parts += loop.run_until_complete(many_steps(per_round))
         agent.close()
+    return timed
 
+
+async def _steps(agent: Agent, v2: AgentV2, body: bytes, lower: dict[str, str]) -> list[int]:
+    """Nanoseconds of each of STEPS for one request, done as AgentV2.answer does them."""
+    from edgecascade.edge.daemon.translate import OUTPUTS, provenance, to_outputs
+    from edgecascade.edge.serving import task_request
+    from edgecascade.edge.tasks.classification import ClassificationTask
+    from edgecascade.shared.v2 import decode_infer_request, encode_infer_response
+    from edgecascade.shared.v2.answering import binary_outputs_for, check_output_names
+
+    served = agent.get()
+    task = served.task
+    assert isinstance(task, ClassificationTask), "the demo model is a classifier"
+    t = [time.perf_counter_ns()]
+    request = decode_infer_request(body, lower, v2.limits)
+    t.append(time.perf_counter_ns())
+    card = agent.model.card
+    wanted = check_output_names(request, list(OUTPUTS), card.name)
+    t.append(time.perf_counter_ns())
+    cascade_requests = task.cascade_requests(task_request(request, served))
+    t.append(time.perf_counter_ns())
+    answers = [task.cascade.local_phase(r) for r in cascade_requests]
+    t.append(time.perf_counter_ns())
+    outputs = to_outputs(answers, wanted)  # type: ignore[arg-type]
+    t.append(time.perf_counter_ns())
+    params = {"provenance": [provenance(a) for a in answers]}  # type: ignore[arg-type]
+    t.append(time.perf_counter_ns())
+    encode_infer_response(
+        card.name,
+        card.version,
+        request.id,
+        outputs,
+        binary_outputs=binary_outputs_for(request),
+        parameters=params,
+    )
+    t.append(time.perf_counter_ns())
+    return [b - a for a, b in zip(t, t[1:], strict=False)]
+
+
+def _server_floor(
+    body: bytes, headers: dict[str, str], reply_size: int, rounds: int, per_round: int
+) -> np.ndarray:
+    """Round trips (µs) to a uvicorn app that answers `reply_size` fixed bytes."""
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-c", _FLOOR_APP, str(port), str(reply_size)])
     try:
@@ -133,23 +175,13 @@ def main() -> int:
                 time.sleep(0.1)
         request = RawHttpClient.encode("POST", INFER_PATH, body, headers)
         floor = np.concatenate(
-            [time_calls(lambda: client.call(request), per_round, warmup=100) for _ in range(args.rounds)]
+            [time_calls(lambda: client.call(request), per_round, warmup=100) for _ in range(rounds)]
         )
         client.close()
     finally:
         server.terminate()
         server.wait(10)
-    medians = np.median(np.array(parts), axis=0) / 1000
-    print(
-        f"{'HTTP server floor (uvicorn, fixed answer, same request)':58s} median {np.median(floor):8.1f} µs"
-    )
-    print(
-        f"{'in-process Agent.predict, back to back':58s} median {np.median(np.concatenate(predict)):8.1f} µs"
-    )
-    print(f"{'in-process AgentV2.answer (the API without HTTP)':58s} median {np.median(whole):8.1f} µs")
-    for name, value in zip(STEPS, medians, strict=True):
-        print(f"  {name:56s} median {value:8.1f} µs")
-    return 0
+    return floor
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,21 @@ def _push(
     return took, blob.size_bytes
 
 
+def _push_measured(
+    fleet: FleetManager,
+    agents: dict[str, Agent],
+    artifact: Path,
+    route: str,
+    base_url: str | None,
+    delta_base: Path | None = None,
+) -> tuple[float, list[int], int]:
+    """Push to every agent: (seconds until all are active, bytes each downloaded, blob size)."""
+    before = [a.updater.pipeline.bytes_downloaded for a in agents.values()]
+    took, nbytes = _push(fleet, list(agents), artifact, route, base_url, delta_base=delta_base)
+    got = [a.updater.pipeline.bytes_downloaded - b for a, b in zip(agents.values(), before, strict=True)]
+    return took, got, nbytes
+
+
 def fleet_scale(args: argparse.Namespace, work: Path, port: int, key: Ed25519PrivateKey) -> None:
     art_root = work / "artifacts"
     art_root.mkdir()
@@ -129,9 +145,9 @@ def fleet_scale(args: argparse.Namespace, work: Path, port: int, key: Ed25519Pri
             base = sized_model(work / "models", size, "1.0.0")
             for n, route in enumerate(args.routes):
                 full = with_version(base, work / f"full-{size:g}-{route}", f"{size:g}.{n}.0")
-                before = [a.updater.pipeline.bytes_downloaded for a in agents]
-                took, nbytes = _push(fleet, names, full, route, base_url)
-                got = [a.updater.pipeline.bytes_downloaded - b for a, b in zip(agents, before, strict=True)]
+                took, got, nbytes = _push_measured(
+                    fleet, dict(zip(names, agents, strict=True)), full, route, base_url
+                )
                 results[(size, route)] = took
                 print(
                     f"  full {size:g} MiB over {route:4s}: all {args.agents} active after {took:6.1f}s "
@@ -139,11 +155,9 @@ def fleet_scale(args: argparse.Namespace, work: Path, port: int, key: Ed25519Pri
                 )
                 if n == 0:
                     tuned = refit_readout(full, work / f"tuned-{size:g}", f"{size:g}.{n}.1")
-                    before = [a.updater.pipeline.bytes_downloaded for a in agents]
-                    took, nbytes = _push(fleet, names, tuned, route, base_url, delta_base=full)
-                    got = [
-                        a.updater.pipeline.bytes_downloaded - b for a, b in zip(agents, before, strict=True)
-                    ]
+                    took, got, _ = _push_measured(
+                        fleet, dict(zip(names, agents, strict=True)), tuned, route, base_url, delta_base=full
+                    )
                     print(
                         f"  delta {size:g} MiB (readout refitted) over {route}: all active after {took:6.1f}s; "
                         f"{np.median(got) / 1e3:.1f} kB per device vs {full.stat().st_size / 1e3:.1f} kB full "
@@ -198,6 +212,28 @@ def _load(
         lat.append((time.perf_counter() - t) * 1e6)
 
 
+def _under_load(
+    cascade: object, rows: np.ndarray, threads: int, during: Callable[[], None] | float
+) -> tuple[list[float], list[str], float]:
+    """`threads` threads calling the cascade while `during` runs (or for that many seconds):
+    (latencies in µs, failures, seconds)."""
+    stop = threading.Event()
+    lat: list[list[float]] = [[] for _ in range(threads)]
+    errors: list[str] = []
+    workers = [
+        threading.Thread(target=_load, args=(cascade, rows, stop, lat[i], errors), daemon=True)
+        for i in range(threads)
+    ]
+    t = time.perf_counter()
+    for th in workers:
+        th.start()
+    during() if callable(during) else time.sleep(float(during))
+    stop.set()
+    for th in workers:
+        th.join()
+    return [x for part in lat for x in part], errors, time.perf_counter() - t
+
+
 def swap_under_load(args: argparse.Namespace, work: Path, port: int, key: Ed25519PrivateKey) -> None:
     from edgecascade.edge.cascade import Cascade
     from edgecascade.edge.policies import MaxProbabilityPolicy
@@ -210,23 +246,6 @@ def swap_under_load(args: argparse.Namespace, work: Path, port: int, key: Ed2551
     agent = Agent(work / "swap-agent", "s001", port, key, FACTORY)
     cascade = Cascade(agent.slot, MaxProbabilityPolicy(0.0))  # the model path only, no cloud
 
-    def run(phase: str, during: object) -> tuple[list[float], list[str], float]:
-        stop = threading.Event()
-        lat: list[list[float]] = [[] for _ in range(args.load_threads)]
-        errors: list[str] = []
-        threads = [
-            threading.Thread(target=_load, args=(cascade, rows, stop, lat[i], errors), daemon=True)
-            for i in range(args.load_threads)
-        ]
-        t = time.perf_counter()
-        for th in threads:
-            th.start()
-        during() if callable(during) else time.sleep(float(during))  # type: ignore[arg-type]
-        stop.set()
-        for th in threads:
-            th.join()
-        return [x for part in lat for x in part], errors, time.perf_counter() - t
-
     def swaps() -> None:
         for k in range(args.swaps):
             artifact = with_version(FACTORY, work / f"swap-{k}", f"3.0.{k + 1}")
@@ -236,8 +255,8 @@ def swap_under_load(args: argparse.Namespace, work: Path, port: int, key: Ed2551
     try:
         while "s001" not in fleet.board.statuses():
             time.sleep(0.05)
-        base, base_err, base_s = run("baseline", args.load_s)
-        during, errors, during_s = run("swaps", swaps)
+        base, base_err, base_s = _under_load(cascade, rows, args.load_threads, args.load_s)
+        during, errors, during_s = _under_load(cascade, rows, args.load_threads, swaps)
         for name, lat, err, secs in (
             ("no swaps", base, base_err, base_s),
             ("swapping", during, errors, during_s),

@@ -5,10 +5,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from edgecascade.edge.updates.staging import StagedBlob
 from edgecascade.edge.updates.transports.base import Progress, TransportContext
 from edgecascade.shared.errors import TransportError, UpdateError
+
+if TYPE_CHECKING:
+    import requests
+
+    from edgecascade.shared.manifest import Blob
 
 log = logging.getLogger(__name__)
 
@@ -92,39 +98,8 @@ class HttpRangeTransport:
             stream=True,
             verify=self.verify,
         ) as resp:
-            if resp.status_code >= 500:
-                raise TransportError(f"artifact server answered {resp.status_code}")
-            if resp.status_code != 206:
-                raise UpdateError(f"artifact server answered {resp.status_code} to a range request for {url}")
-            etag = resp.headers.get("ETag", "").strip('"')
-            if etag and etag != blob.sha256:
-                raise UpdateError(
-                    f"artifact server holds other bytes than the signed manifest (ETag {etag[:16]})"
-                )
-            expected = f"bytes {start}-{end - 1}/{blob.size_bytes}"
-            if resp.headers.get("Content-Range") != expected:
-                raise UpdateError(
-                    f"artifact server sent Content-Range {resp.headers.get('Content-Range')!r}, expected {expected!r}"
-                )
-            buf = bytearray()
-            index = first
-            for piece in resp.iter_content(64 * 1024):
-                if stop.is_set():
-                    return
-                buf += piece
-                while index <= last:
-                    lo, hi = blob.chunk_bounds(index)
-                    if len(buf) < hi - lo:
-                        break
-                    if not staged.write_chunk(index, bytes(buf[: hi - lo])):
-                        raise UpdateError(
-                            f"chunk {index} failed the SHA-256 in the signed manifest (tampered?)"
-                        )
-                    del buf[: hi - lo]
-                    on_progress(staged)
-                    index += 1
-            if index <= last:
-                raise TransportError(f"response ended after chunk {index - 1} of {first}..{last}")
+            _check_response(resp, url, blob, start, end)
+            _store_chunks(resp, staged, first, last, stop, on_progress)
 
     def close(self) -> None:
         self.session.close()
@@ -138,3 +113,48 @@ class HttpRangeTransport:
             range_bytes=cfg.http_range_kb * 1024,
             verify=context.verify,
         )
+
+
+def _check_response(resp: requests.Response, url: str, blob: Blob, start: int, end: int) -> None:
+    """Refuse an answer that is not the asked range of the manifest's bytes; a 5xx is retried."""
+    if resp.status_code >= 500:
+        raise TransportError(f"artifact server answered {resp.status_code}")
+    if resp.status_code != 206:
+        raise UpdateError(f"artifact server answered {resp.status_code} to a range request for {url}")
+    etag = resp.headers.get("ETag", "").strip('"')
+    if etag and etag != blob.sha256:
+        raise UpdateError(f"artifact server holds other bytes than the signed manifest (ETag {etag[:16]})")
+    expected = f"bytes {start}-{end - 1}/{blob.size_bytes}"
+    if resp.headers.get("Content-Range") != expected:
+        raise UpdateError(
+            f"artifact server sent Content-Range {resp.headers.get('Content-Range')!r}, expected {expected!r}"
+        )
+
+
+def _store_chunks(
+    resp: requests.Response,
+    staged: StagedBlob,
+    first: int,
+    last: int,
+    stop: threading.Event,
+    on_progress: Progress,
+) -> None:
+    """Write chunks first..last from the streamed body as each one completes."""
+    blob = staged.blob
+    buf = bytearray()
+    index = first
+    for piece in resp.iter_content(64 * 1024):
+        if stop.is_set():
+            return
+        buf += piece
+        while index <= last:
+            lo, hi = blob.chunk_bounds(index)
+            if len(buf) < hi - lo:
+                break
+            if not staged.write_chunk(index, bytes(buf[: hi - lo])):
+                raise UpdateError(f"chunk {index} failed the SHA-256 in the signed manifest (tampered?)")
+            del buf[: hi - lo]
+            on_progress(staged)
+            index += 1
+    if index <= last:
+        raise TransportError(f"response ended after chunk {index - 1} of {first}..{last}")
