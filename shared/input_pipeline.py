@@ -81,15 +81,7 @@ def _images(arr: np.ndarray, pipeline: ImageEncoding, spec: TensorSpec, max_pixe
                 raise InputError(f"input {spec.name!r}: image {k}: {exc}") from None
     else:
         rows = [encode_image(arr, pipeline)]
-    if not rows:
-        raise InputError(f"input {spec.name!r} holds no images; expected {describe(spec, pipeline)}")
-    batch = np.stack(rows)
-    if not _fits(batch.shape, spec.shape):
-        raise InputError(
-            f"input {spec.name!r}: the card's pipeline makes {list(batch.shape)}, the model expects "
-            f"{describe(spec)}; fix inputs[].pipeline in the card"
-        )
-    return _cast(batch, spec, pipeline)
+    return _batch(rows, spec, pipeline, "images")
 
 
 def _clips(arr: np.ndarray, pipeline: AudioEncoding, spec: TensorSpec) -> np.ndarray:
@@ -99,8 +91,13 @@ def _clips(arr: np.ndarray, pipeline: AudioEncoding, spec: TensorSpec) -> np.nda
             rows.append(encode_audio(*decode_wav(_raw(v, "WAV"), pipeline.max_seconds), pipeline))
         except InputError as exc:
             raise InputError(f"input {spec.name!r}: clip {k}: {exc}") from None
+    return _batch(rows, spec, pipeline, "clips")
+
+
+def _batch(rows: list[np.ndarray], spec: TensorSpec, pipeline: Pipeline, what: str) -> np.ndarray:
+    """Prepared examples stacked into the model's input: it must fit the model's shape."""
     if not rows:
-        raise InputError(f"input {spec.name!r} holds no clips; expected {describe(spec, pipeline)}")
+        raise InputError(f"input {spec.name!r} holds no {what}; expected {describe(spec, pipeline)}")
     batch = np.stack(rows)
     if not _fits(batch.shape, spec.shape):
         raise InputError(
