@@ -56,7 +56,8 @@ class DeviceProfile(Section):
     @model_validator(mode="before")
     @classmethod
     def _model_from_models(cls, data: Any) -> Any:
-        # With [[models]] and no [model], the first entry is the model updates and tools address.
+        # With [[models]] and no [model], the first entry is the default model (requests and tools
+        # that name none address it).
         if isinstance(data, dict) and "model" not in data and data.get("models"):
             first = data["models"][0]
             if isinstance(first, dict):
@@ -73,7 +74,7 @@ class DeviceProfile(Section):
         if first is not None and (first.name, first.path) != (self.model.name, self.model.path):
             raise ValueError(
                 f"[model] ({self.model.name!r}) and the first [[models]] entry ({first.name!r}) differ; "
-                "use [[models]] alone (the first entry is the model updates replace)"
+                "use [[models]] alone (its first entry is the default model)"
             )
         return self
 

@@ -93,7 +93,7 @@ class Daemon:
         self.telemetry = telemetry.build(p, self.connection, counters=self.counters)
         # Post-update health watches, one per model, each fed by that model only (_observers_for).
         self.health: dict[str, updates.HealthMonitor] = {}
-        # Deferred escalation for the first classifier: built while the agent wires that model.
+        # Deferred escalation (late verdicts) for the first classifier, wired while the agent builds it.
         self.deferral = deferred.Deferral(p, self.connection, self.telemetry.recorder)
         # Every model loads first in a child process: one that crashes its interpreter never serves.
         # A pass is remembered per artifact, card, runtime and options: unchanged models skip it.
