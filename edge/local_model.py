@@ -129,9 +129,14 @@ class LocalModel:
         """Every output of the model, by name, for inputs already checked by the pipeline."""
         return self._predict(inputs)
 
-    def _predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run_prepared(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`run` for every input prepared against this model's signature by the input pipeline
+        (shared/input_pipeline: names, shapes, dtypes), which the backend need not check again."""
+        return self._predict(inputs, prepared=True)
+
+    def _predict(self, inputs: dict[str, np.ndarray], prepared: bool = False) -> dict[str, np.ndarray]:
         try:
-            return self.backend.predict(inputs)
+            return self.backend.predict(inputs, prepared=prepared)
         except EdgecascadeError:
             raise
         except Exception as exc:  # the runtimes raise their own untyped errors

@@ -49,13 +49,18 @@ class ModelSlot:
                 if not model.closed:
                     return model, self._observed(model, model.probabilities, features)
 
-    def run(self, inputs: dict[str, np.ndarray]) -> tuple[LocalModel, dict[str, np.ndarray]]:
-        """Every output of the current model for one checked batch; same swap rules as above."""
+    def run(
+        self, inputs: dict[str, np.ndarray], prepared_for: LocalModel | None = None
+    ) -> tuple[LocalModel, dict[str, np.ndarray]]:
+        """Every output of the current model for one checked batch; same swap rules as above.
+        `prepared_for`: the model whose signature the input pipeline prepared every input for
+        (Task.prepared_inputs); while it serves, the backend does not check them again."""
         while True:
             model = self._model
             with model.lock:
                 if not model.closed:
-                    return model, self._observed(model, model.run, inputs)
+                    call = model.run_prepared if model is prepared_for else model.run
+                    return model, self._observed(model, call, inputs)
 
     def _observed(self, model: LocalModel, call: Callable[[_In], _Out], arg: _In) -> _Out:
         if not self.observers:

@@ -135,4 +135,11 @@ def _cast(arr: np.ndarray, spec: TensorSpec, pipeline: Pipeline | None) -> np.nd
 
 
 def _fits(shape: tuple[int, ...], want: tuple[int, ...]) -> bool:
-    return len(shape) == len(want) and all(w < 0 or s == w for s, w in zip(shape, want, strict=True))
+    """`shape` matches `want`, where -1 in `want` is any size. A loop, not all() over a
+    generator: it runs for every input of every request."""
+    if len(shape) != len(want):
+        return False
+    for got, expected in zip(shape, want, strict=True):
+        if expected >= 0 and got != expected:
+            return False
+    return True

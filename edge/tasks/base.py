@@ -14,6 +14,7 @@ from edgecascade.edge.cascade import AnswerLookup, AnswerObserver, CascadeReques
 from edgecascade.edge.cloud_client import CloudClient
 from edgecascade.edge.config.models import ModelEntry
 from edgecascade.edge.escalation_budget import EscalationBudget
+from edgecascade.edge.local_model import LocalModel
 from edgecascade.edge.model_slot import ModelSlot
 from edgecascade.shared.backends.base import TensorSpec
 from edgecascade.shared.errors import CloudError, InputError
@@ -89,9 +90,12 @@ class Task(abc.ABC):
     def __init__(self, parts: TaskParts) -> None:
         self.parts = parts
         self.slot = parts.slot
-        self._inputs_of: object = None
-        self._inputs: list[tuple[TensorSpec, TensorCard | None]] = []
-        self._names: frozenset[str] = frozenset()
+        # (model, its input specs with their cards, their names): one tuple, swapped whole
+        self._prepared: tuple[object, list[tuple[TensorSpec, TensorCard | None]], frozenset[str]] = (
+            None,
+            [],
+            frozenset(),
+        )
 
     @property
     def card(self) -> ModelCard:
@@ -151,35 +155,43 @@ class Task(abc.ABC):
         self, request: TaskRequest, optional: frozenset[str] | set[str] = frozenset()
     ) -> dict[str, np.ndarray]:
         """Every model input prepared by its pipeline; `optional` inputs may be absent."""
+        return self.prepared_inputs(request, optional)[1]
+
+    def prepared_inputs(
+        self, request: TaskRequest, optional: frozenset[str] | set[str] = frozenset()
+    ) -> tuple[LocalModel, dict[str, np.ndarray]]:
+        """`model_inputs` and the model they were prepared for: `slot.run(inputs, model)` skips
+        the backend's second check of names, shapes and dtypes when that model still serves."""
         model = self.slot.current
-        if model is not self._inputs_of:
+        prepared = self._prepared
+        if model is not prepared[0]:
             # Per model (swaps change it), not per request: its input specs and their cards.
-            self._inputs_of = model
-            self._inputs = [
+            specs = [
                 (s, next((t for t in model.card.inputs if t.name == s.name), None))
                 for s in model.backend.signature.inputs
             ]
-            self._names = frozenset(s.name for s, _ in self._inputs)
+            prepared = self._prepared = (model, specs, frozenset(s.name for s, _ in specs))
+        _, specs, names = prepared
         given = request.inputs
-        if not self._names.issuperset(given):
-            unknown = sorted(set(given) - self._names)
+        if not names.issuperset(given):
+            unknown = sorted(set(given) - names)
             raise InputError(
-                f"unknown input(s) {unknown}; model {self.card.name!r} takes {_expected(model.card)}"
+                f"unknown input(s) {unknown}; model {model.card.name!r} takes {_expected(model.card)}"
             )
         out: dict[str, np.ndarray] = {}
-        for spec, card_input in self._inputs:
+        for spec, card_input in specs:
             value = given.get(spec.name)
             if value is None:
                 if spec.name in optional:
                     continue
                 raise InputError(
-                    f"missing input {spec.name!r}; model {self.card.name!r} takes {_expected(model.card)}"
+                    f"missing input {spec.name!r}; model {model.card.name!r} takes {_expected(model.card)}"
                 )
             out[spec.name] = prepare_input(value, card_input, spec, max_pixels=self.parts.max_image_pixels)
         batches = {a.shape[0] for a in out.values() if a.ndim}
         if len(batches) > 1:
             raise InputError(f"inputs have different batch sizes {sorted(batches)}")
-        return out
+        return model, out
 
 
 _NO_FEATURES = np.zeros(0, dtype=np.float32)

@@ -142,19 +142,21 @@ class DetectionTask(Task):
 
     def infer(self, request: TaskRequest) -> TaskReply:
         start = time.perf_counter()
-        inputs = self.model_inputs(request)
-        model, outputs = self.slot.run(inputs)
+        prepared_for, inputs = self.prepared_inputs(request)
+        model, outputs = self.slot.run(inputs, prepared_for)
         frames = self.decode(outputs)
         records = []
         answers: Frames = []
-        reader = self.cloud_reader()
+        single = len(frames) == 1
+        observed = bool(self.parts.observers)
         for i, found in enumerate(frames):
             self.frames += 1
             self.parts.budget.record_request()  # the budget's fraction counts every frame
-            request_id = request.request_id if len(frames) == 1 else f"{request.request_id or ''}#{i}"
+            request_id = request.request_id if single else f"{request.request_id or ''}#{i}"
             hard = self.policy.decide(found)
             source, reason, cloud_ref, degraded = "edge", "confident", None, False
             if hard is not None:
+                reader = self.cloud_reader()
                 sent = self._cloud_inputs(request, inputs, i)
                 outcome = ask_cloud(self.parts, sent, hard, request_id or "", reader.outputs)
                 read = self._read_cloud(reader, outcome.outputs) if outcome.outputs is not None else None
@@ -179,15 +181,20 @@ class DetectionTask(Task):
             )
             record["detections"] = [d.to_dict() for d in reported]
             records.append(record)
-            top = max(reported, key=lambda d: d.score, default=None)
-            self.notify(
-                record,
-                model.ref,
-                cloud_ref,
-                label=top.label if top else "",
-                confidence=float(top.score) if top else 0.0,
-            )
-        return TaskReply({**outputs, **_decoded(answers, records)}, records, model.card.version)
+            if observed:  # the summary is for the observers only
+                top = max(reported, key=lambda d: d.score, default=None)
+                self.notify(
+                    record,
+                    model.ref,
+                    cloud_ref,
+                    label=top.label if top else "",
+                    confidence=float(top.score) if top else 0.0,
+                )
+        reply = dict(outputs)
+        reply.update(to_served(answers))
+        reply["detections"] = np.array([orjson.dumps(r["detections"]) for r in records], dtype=object)
+        reply["source"] = np.array([r["source"].encode() for r in records], dtype=object)
+        return TaskReply(reply, records, model.card.version)
 
     def _read_cloud(
         self, reader: CloudAnswerReader, outputs: dict[str, np.ndarray]
@@ -249,11 +256,3 @@ def _image_bytes(value: object, i: int) -> bytes | None:
         ok, png = cv2.imencode(".png", value)
         return png.tobytes() if ok else None
     return None
-
-
-def _decoded(answers: Frames, records: list[dict[str, object]]) -> dict[str, np.ndarray]:
-    return {
-        **to_served(answers),
-        "detections": np.array([orjson.dumps(r["detections"]) for r in records], dtype=object),
-        "source": np.array([str(r["source"]).encode() for r in records], dtype=object),
-    }

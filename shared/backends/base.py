@@ -141,12 +141,21 @@ class ModelBackend(abc.ABC):
         """Inputs and outputs as callers see them (float32 for quantized tensors)."""
 
     @abc.abstractmethod
-    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def predict(self, inputs: dict[str, np.ndarray], *, prepared: bool = False) -> dict[str, np.ndarray]:
         """Run one batch. Inputs are keyed by input name; arrays have the batch first.
 
         Returns one array per output name, batch first. Raises `SignatureMismatchError`
-        when an input has the wrong shape or dtype.
+        when an input has the wrong shape or dtype. `prepared`: the caller's input pipeline
+        made every input for this signature (shared/input_pipeline), so `prepared_inputs`
+        checks no more than their number.
         """
+
+    def prepared_inputs(self, inputs: dict[str, np.ndarray], prepared: bool) -> dict[str, np.ndarray]:
+        """`inputs` as they are when `prepared` and all there (the pipeline checked each against
+        this signature, by name); else `check_inputs(inputs)`."""
+        if prepared and len(inputs) == len(self.signature.inputs):
+            return inputs
+        return self.check_inputs(inputs)
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -146,8 +146,8 @@ class OnnxBackend(ModelBackend):
     def signature(self) -> Signature:
         return self._signature
 
-    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        checked = self.check_inputs(inputs)
+    def predict(self, inputs: dict[str, np.ndarray], *, prepared: bool = False) -> dict[str, np.ndarray]:
+        checked = self.prepared_inputs(inputs, prepared)
         feed = {name: (q(checked[name]) if q is not None else checked[name]) for name, q in self._quantizers}
         try:
             values = self._session.run(self._output_names, feed)

@@ -209,8 +209,8 @@ class TFLiteBackend(ModelBackend):
                 raise self.refused(checked, exc) from exc
             self._shapes = [checked[name].shape for _, name, _ in self._feeds]
 
-    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        checked = self.check_inputs(inputs)
+    def predict(self, inputs: dict[str, np.ndarray], *, prepared: bool = False) -> dict[str, np.ndarray]:
+        checked = self.prepared_inputs(inputs, prepared)
         self._resize_if_needed(checked)
         interp = self._interp
         for index, name, convert in self._feeds:

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgecascade.shared.detection.anchors import card_anchors
 from edgecascade.shared.detection.boxes import to_xyxy
-from edgecascade.shared.detection.detections import from_anchor_outputs
+from edgecascade.shared.detection.detections import anchor_kept
 from edgecascade.shared.errors import InputError, ModelError
 from edgecascade.shared.model_card import DetectionCard
 
@@ -107,19 +107,21 @@ def decode_anchors(
             f"[N, {len(anchors)}, classes] and [N, {len(anchors)}, {width}] for the card's anchors"
         )
     result = []
+    offset, known = card.label_offset, len(labels)
     for i in range(scores.shape[0]):
-        found = from_anchor_outputs(
+        # Straight to labelled detections: no intermediate Detection per object (every frame).
+        classes, kept, boxes = anchor_kept(
             scores[i : i + 1], deltas[i : i + 1], spec, score_threshold=card.min_score
         )
         result.append(
             [
                 LabeledDetection(
-                    labels[c] if 0 <= (c := d.class_id + card.label_offset) < len(labels) else str(c),
+                    labels[c] if 0 <= (c := k + offset) < known else str(c),
                     c,
-                    d.score,
-                    d.box,
+                    score,
+                    (b[0], b[1], b[2], b[3]),
                 )
-                for d in found
+                for k, score, b in zip(classes, kept, boxes, strict=True)
             ]
         )
     return result

@@ -78,6 +78,14 @@ def from_anchor_outputs(
 ) -> list[Detection]:
     """Detections of one image from raw anchor outputs as a card's `detection.anchors` describes
     them: scores [1, A, C] (probabilities or logits), boxes [1, A, >=4] by its box coding."""
+    return _as_detections(*anchor_kept(class_scores, raw_boxes, spec, score_threshold=score_threshold))
+
+
+def anchor_kept(
+    class_scores: np.ndarray, raw_boxes: np.ndarray, spec: AnchorDecoding, *, score_threshold: float
+) -> Kept:
+    """`from_anchor_outputs` as (class ids, scores, xyxy boxes) lists, best first: for a caller
+    that builds its own detection objects (the agent's decoder) without a Detection each."""
     anchors = card_anchors(spec)
     s = np.asarray(class_scores, dtype=np.float32).reshape(len(anchors), -1)
     if spec.score_activation == "sigmoid":
@@ -86,7 +94,11 @@ def from_anchor_outputs(
         boxes = decode_center_size(raw_boxes, anchors, spec.image_size)
     else:
         boxes = decode_deltas(raw_boxes, anchors)
-    return _reduce(s, boxes, spec.background_class, score_threshold, spec.nms_iou, spec.max_detections, False)
+    return _kept(s, boxes, spec.background_class, score_threshold, spec.nms_iou, spec.max_detections, False)
+
+
+#: Kept detections as plain lists: class ids, scores, boxes (x_min, y_min, x_max, y_max).
+Kept = tuple[list[int], list[float], list[list[float]]]
 
 
 def _reduce(
@@ -98,6 +110,20 @@ def _reduce(
     max_detections: int,
     class_aware: bool,
 ) -> list[Detection]:
+    return _as_detections(
+        *_kept(s, boxes, background, score_threshold, iou_threshold, max_detections, class_aware)
+    )
+
+
+def _kept(
+    s: np.ndarray,
+    boxes: np.ndarray,
+    background: int | None,
+    score_threshold: float,
+    iou_threshold: float,
+    max_detections: int,
+    class_aware: bool,
+) -> Kept:
     if background is not None:
         s = np.delete(s, background, axis=1)
     best = s.argmax(axis=1)
@@ -110,7 +136,12 @@ def _reduce(
         max_detections=max_detections,
         classes=best if class_aware else None,
     )
+    # One .tolist() per array: the same Python ints and floats as int()/float() per value.
+    return best[keep].tolist(), best_score[keep].tolist(), boxes[keep].tolist()
+
+
+def _as_detections(classes: list[int], scores: list[float], boxes: list[list[float]]) -> list[Detection]:
     return [
-        Detection(int(best[i]), float(best_score[i]), tuple(float(v) for v in boxes[i]))  # type: ignore[arg-type]
-        for i in keep
+        Detection(c, score, (b[0], b[1], b[2], b[3]))
+        for c, score, b in zip(classes, scores, boxes, strict=True)
     ]

@@ -39,6 +39,8 @@ REQUIRED_NAMES = (BOXES, SCORES, CLASSES, COUNT)
 
 def to_served(frames: list[list[LabeledDetection]]) -> dict[str, np.ndarray]:
     """One list of detections per example -> the standard outputs, padded to the longest list."""
+    if len(frames) == 1 and frames[0]:
+        return _one_frame(frames[0])
     n, width = len(frames), max((len(f) for f in frames), default=0)
     boxes = np.zeros((n, width, 4), dtype=np.float32)
     scores = np.zeros((n, width), dtype=np.float32)
@@ -53,6 +55,18 @@ def to_served(frames: list[list[LabeledDetection]]) -> dict[str, np.ndarray]:
             labels[i, :k] = [d.label.encode() for d in found]
     count = np.array([len(f) for f in frames], dtype=np.int64)
     return {BOXES: boxes, SCORES: scores, CLASSES: classes, LABELS: labels, COUNT: count}
+
+
+def _one_frame(found: list[LabeledDetection]) -> dict[str, np.ndarray]:
+    """`to_served` of a single non-empty frame (every device request): no padding, so each
+    output is one array built from a list, a few µs less per request than fill-and-assign."""
+    return {
+        BOXES: np.array([[d.box for d in found]], dtype=np.float32),
+        SCORES: np.array([[d.score for d in found]], dtype=np.float32),
+        CLASSES: np.array([[d.class_index for d in found]], dtype=np.int64),
+        LABELS: np.array([[d.label.encode() for d in found]], dtype=object),  # bytes stay items
+        COUNT: np.array([len(found)], dtype=np.int64),
+    }
 
 
 def serves_decoded(outputs: dict[str, np.ndarray]) -> bool:

@@ -115,3 +115,15 @@ def test_backend_names_are_the_registrys_everywhere() -> None:
     assert RuntimeSection().backend_preference == list(BACKENDS)
     with pytest.raises(ValidationError, match="unknown backend 'tensorrt'; known backends: onnx, tflite"):
         RuntimeSection(backend_preference=["tensorrt"])
+
+
+@pytest.mark.parametrize("artifact", EDGE_ARTIFACTS)
+def test_prepared_inputs_with_one_left_out_are_checked(models_dir: Path, artifact: str) -> None:
+    """`prepared=True` skips only the check the input pipeline already did; inputs that are not
+    all there are checked (and refused) as before."""
+    backend = load_backend(models_dir / artifact)
+    row = np.zeros((1, 64), np.float32)
+    assert next(iter(backend.predict({"input": row}, prepared=True).values())).shape == (1, 10)
+    with pytest.raises(SignatureMismatchError, match="expected inputs"):
+        backend.predict({}, prepared=True)
+    backend.close()
