@@ -64,3 +64,25 @@ def test_reserved_words_cover_every_fixed_topic_level() -> None:
         levels.update(method(*arguments).split("/"))
     fixed = levels - {ROOT, "FLEET", "ARG", "+", "#"}
     assert fixed and fixed <= RESERVED_SEGMENTS, fixed - RESERVED_SEGMENTS
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("a/b", "must not contain a '/'"),
+        ("m+", "must not contain a '+' (an MQTT wildcard)"),
+        ("m#", "must not contain a '#'"),
+        ("..", "must not start with '.'"),
+        ("$x", "must not start with '$'"),
+        ("", "must not be empty"),
+        ("m" * 300, "at most 128 bytes, got 300"),
+        ("m\x00", "must not contain control characters"),
+    ],
+    ids=["slash", "plus", "hash", "dotdot", "dollar", "empty", "300-chars", "nul"],
+)
+def test_unsafe_model_names_are_refused(tmp_path: Path, name: str, why: str) -> None:
+    # A model name is a level of its manifest and status topics and a folder on the device.
+    with pytest.raises(ConfigError) as info:
+        load_profile(write_profile(tmp_path), environ={"EDGECASCADE_MODEL__NAME": name})
+    assert info.value.key == "EDGECASCADE_MODEL__NAME"
+    assert why in str(info.value)
