@@ -191,3 +191,46 @@ def test_commands_import_only_what_the_profile_uses(
     loaded = {m.split(".")[0] for m in report["modules"]} | set(report["modules"])
     assert not (set(absent) & loaded), sorted(set(absent) & loaded)
     assert set(present) <= loaded
+
+
+def test_the_daemon_is_ready_without_a_web_framework_or_what_its_profile_switches_off(tmp_path: Path) -> None:
+    """`agent run` with the LiteRT demo profile (local API on, MQTT and cloud off): what is
+    imported by the time it says READY=1. The local API runs on httptools alone; paho,
+    cryptography, manifests, OpenCV, ONNX Runtime and HTTP clients wait for a profile that uses them."""
+    assert cli("init", "--dir", str(tmp_path), "--cloud-url", "", cwd=tmp_path).returncode == 0
+    probe = (
+        "import json, os, sys\n"
+        "from edgecascade.edge.daemon import sd_notify\n"
+        "def ready(self):\n"
+        "    print(json.dumps(sorted(sys.modules)), flush=True)\n"
+        "    os._exit(0)\n"
+        "sd_notify.SystemdNotifier.ready = ready\n"
+        "from edgecascade.cli import main\n"
+        f"main(['agent', 'run', '--config', {str(tmp_path / 'raspberry-pi-4.toml')!r}])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**ENV, "EDGECASCADE_API__PORT": "0"},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    modules = set(json.loads(result.stdout.splitlines()[-1]))
+    loaded = {m.split(".")[0] for m in modules} | modules
+    absent = {
+        "uvicorn",
+        "starlette",
+        "prometheus_client",
+        "paho",
+        "cryptography",
+        "bsdiff4",
+        "requests",
+        "cv2",
+        "onnxruntime",
+        "edgecascade.shared.manifest",
+        "edgecascade.shared.table_manifest",
+    }
+    assert not (absent & loaded), sorted(absent & loaded)
+    assert {"httptools", "ai_edge_litert", "edgecascade.edge.daemon.http_server"} <= loaded

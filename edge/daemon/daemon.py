@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -67,8 +68,10 @@ class BrokerLink:
 
 
 class Daemon:
-    def __init__(self, profile: DeviceProfile) -> None:
+    def __init__(self, profile: DeviceProfile, *, on_ready: Callable[[], None] | None = None) -> None:
+        """`on_ready` runs once READY=1 is sent (edge/cli.py: the garbage collector's return)."""
         self.profile = profile
+        self.on_ready = on_ready
         self.stop_requested = threading.Event()
         self._signals = 0
         self.services: list[Service] = []  # background services, then front ends
@@ -143,11 +146,11 @@ class Daemon:
 
     def _table_updaters(self) -> list[Service]:
         """One lookup-table updater per model with a table, where MQTT and table updates are on."""
-        from edgecascade.edge.updates.table_updater import TableUpdater
-
         p, connection = self.profile, self.connection
         if connection is None or not (p.updates.enabled and p.updates.tables):
             return []
+        from edgecascade.edge.updates.table_updater import TableUpdater
+
         return [
             TableUpdater(p, connection, lookups.table, model=name)
             for name, lookups in self.agent.model_lookups.items()
@@ -215,6 +218,8 @@ class Daemon:
             len(self.services),
         )
         self.systemd.ready()
+        if self.on_ready is not None:
+            self.on_ready()
         last_memory_check = 0.0
         while not self.stop_requested.wait(1.0):
             self.systemd.watchdog()

@@ -25,8 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import paho.mqtt.client as mqtt
-
 from edgecascade.edge.config.telemetry import TelemetrySection
 from edgecascade.edge.telemetry.buffer import BufferedRecord, TelemetryBuffer
 from edgecascade.edge.telemetry.sinks import SinkContext
@@ -36,7 +34,8 @@ from edgecascade.shared.telemetry import PRIORITY, RecordKind, encode_batch
 from edgecascade.shared.telemetry_ack import decode_ack
 
 if TYPE_CHECKING:
-    from paho.mqtt.client import MQTTMessageInfo
+    # paho arrives with the device's MqttConnection; a device with MQTT off never imports it.
+    from paho.mqtt.client import MQTTMessage, MQTTMessageInfo
 
     from edgecascade.shared.mqtt import MqttConnection
 
@@ -140,7 +139,7 @@ class TelemetryUplink:
         }
 
     # -- acknowledgements (paho's network thread) -------------------------------------------
-    def _on_ack(self, msg: mqtt.MQTTMessage) -> None:
+    def _on_ack(self, msg: MQTTMessage) -> None:
         try:
             ranges = decode_ack(bytes(msg.payload), self.device)
         except ProtocolError as exc:

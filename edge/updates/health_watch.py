@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from edgecascade.edge.answer import Answer, ModelRef
 from edgecascade.edge.cascade import CascadeRequest
 from edgecascade.edge.policies import Decision
-from edgecascade.shared.manifest import HealthFigure, Manifest
+
+if TYPE_CHECKING:
+    from edgecascade.shared.manifest import HealthFigure, Manifest
 
 log = logging.getLogger(__name__)
 

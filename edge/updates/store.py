@@ -25,13 +25,17 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgecascade.edge.config.models import ModelEntry
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.local_model import resolve_artifact
 from edgecascade.shared.atomic_file import atomic_write, fsync_dir
 from edgecascade.shared.errors import ModelLoadError, StorageError
-from edgecascade.shared.manifest import Manifest
+
+if TYPE_CHECKING:
+    # Manifests are parsed when an update arrives; a device that starts up reads only pointers.
+    from edgecascade.shared.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +216,8 @@ class UpdateStore(VersionStore):
         (the factory model) or an unreadable one."""
         if installed.path.parent.parent != self.versions:
             return None
+        from edgecascade.shared.manifest import Manifest
+
         try:
             return Manifest.model_validate_json((installed.path.parent / "manifest.json").read_bytes())
         except (OSError, ValueError) as exc:

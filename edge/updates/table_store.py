@@ -14,9 +14,12 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgecascade.edge.updates.store import Installed, VersionStore, sha256_file
-from edgecascade.shared.table_manifest import TableManifest
+
+if TYPE_CHECKING:
+    from edgecascade.shared.table_manifest import TableManifest
 
 log = logging.getLogger(__name__)
 
