@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgecascade.shared.backends.base import Signature, TensorSpec
-from edgecascade.shared.detection.anchors import card_anchors
 from edgecascade.shared.errors import ModelLoadError
 from edgecascade.shared.model_card import AnchorDecoding, ModelCard, TensorCard, shape_fits
 
@@ -89,6 +88,8 @@ def _tensors(field: str, declared: list[TensorCard], actual: tuple[TensorSpec, .
 
 def _anchors(spec: AnchorDecoding, scores: TensorSpec | None, name: str) -> list[str]:
     """The card's anchors must be as many as the model's per-anchor scores."""
+    from edgecascade.shared.detection.anchors import card_anchors  # detectors only
+
     if scores is None or len(scores.shape) != 3:
         return []
     problems = []

@@ -2,9 +2,9 @@
 
     python -m edgecascade.tools.bench.daemon_api_breakdown [--requests 3000] [--rounds 5]
 
-Measures, in one run: the floor of the HTTP server itself (uvicorn with the daemon's settings,
-an ASGI app that answers the same request with fixed bytes, in its own process, with the same
-raw client as `daemon_api`); and, in process, each step of the agent's V2 answer
+Measures, in one run: the floor of the HTTP server itself (the agent's own server, and uvicorn
+for comparison where it is installed: an ASGI app that answers the same request with fixed
+bytes, in its own process, with the same raw client as `daemon_api`); and, in process, each step of the agent's V2 answer
 (`edge.daemon.v2_service.AgentV2.answer`) for the same request: decode, checks, translation,
 the cascade's local phase, outputs, provenance, encode. Medians of per-call timings."""
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import subprocess
 import sys
 import tempfile
@@ -32,8 +33,8 @@ if TYPE_CHECKING:
     from edgecascade.edge.daemon.v2_service import AgentV2
 
 _FLOOR_APP = """
-import sys, uvicorn
-BODY = b"x" * int(sys.argv[2])
+import sys, time
+BODY = b"x" * int(sys.argv[3])
 HEAD = [(b"content-type", b"application/octet-stream"), (b"content-length", str(len(BODY)).encode())]
 async def app(scope, receive, send):
     if scope["type"] != "http":
@@ -42,9 +43,18 @@ async def app(scope, receive, send):
         pass
     await send({"type": "http.response.start", "status": 200, "headers": HEAD})
     await send({"type": "http.response.body", "body": BODY})
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), lifespan="off", access_log=False,
-            proxy_headers=False, server_header=False, log_level="warning")
+port = int(sys.argv[2])
+if sys.argv[1] == "uvicorn":
+    import uvicorn
+    uvicorn.run(app, host="127.0.0.1", port=port, lifespan="off", access_log=False,
+                proxy_headers=False, server_header=False, log_level="warning")
+else:
+    from edgecascade.edge.daemon.http_server import HttpServer
+    HttpServer(app, "127.0.0.1", port).start()
+    time.sleep(3600)
 """
+#: The agent's own server, and uvicorn (the cloud's; the agent's until issue 13) for comparison.
+FLOOR_SERVERS = ["agent", "uvicorn"]
 
 STEPS = ["decode", "checks", "translate", "local phase", "outputs", "provenance", "encode"]
 
@@ -72,11 +82,18 @@ def main() -> int:
     body, headers = encode_infer_request({"input": row[None, :]}, request_id="bench")
     per_round = max(1, args.requests // args.rounds)
     timed = _in_process(row, body, headers, args.rounds, per_round)
-    floor = _server_floor(body, headers, timed.reply_size, args.rounds, per_round)
+    floors = {
+        name: _server_floor(name, body, headers, timed.reply_size, args.rounds, per_round)
+        for name in FLOOR_SERVERS
+        if name != "uvicorn" or importlib.util.find_spec("uvicorn") is not None
+    }
     medians = np.median(np.array(timed.parts), axis=0) / 1000
-    print(
-        f"{'HTTP server floor (uvicorn, fixed answer, same request)':58s} median {np.median(floor):8.1f} µs"
-    )
+    for name, floor in floors.items():
+        label = f"HTTP server floor ({name} server, fixed answer, same request)"
+        print(f"{label:58s} median {np.median(floor):8.1f} µs")
+    if len(floors) == 2:
+        ratio = np.median(floors["agent"]) / np.median(floors["uvicorn"])
+        print(f"{'  agent server / uvicorn':58s} {ratio:8.2f}x")
     print(
         f"{'in-process Agent.predict, back to back':58s} median {np.median(np.concatenate(timed.predict)):8.1f} µs"
     )
@@ -158,11 +175,11 @@ async def _steps(agent: Agent, v2: AgentV2, body: bytes, lower: dict[str, str]) 
 
 
 def _server_floor(
-    body: bytes, headers: dict[str, str], reply_size: int, rounds: int, per_round: int
+    server_name: str, body: bytes, headers: dict[str, str], reply_size: int, rounds: int, per_round: int
 ) -> np.ndarray:
-    """Round trips (µs) to a uvicorn app that answers `reply_size` fixed bytes."""
+    """Round trips (µs) to an app on `server_name` that answers `reply_size` fixed bytes."""
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-c", _FLOOR_APP, str(port), str(reply_size)])
+    server = subprocess.Popen([sys.executable, "-c", _FLOOR_APP, server_name, str(port), str(reply_size)])
     try:
         deadline = time.monotonic() + 20
         while True:
