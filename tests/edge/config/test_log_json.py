@@ -1,5 +1,5 @@
 """Under --log-json every stderr line is JSON: log records, native runtime output on fd 2
-(LiteRT's C++ start-up line), the fatal `error:` line and uvicorn's errors."""
+(LiteRT's C++ start-up line), the fatal `error:` line (a bind error of the local API among them)."""
 
 from __future__ import annotations
 
