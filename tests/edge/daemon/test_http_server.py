@@ -9,7 +9,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ import pytest
 from edgecascade.edge.daemon.http_server import HttpServer, Limits
 
 
-async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def echo_app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
     """Replies with the method, path, query and the length of the body it read whole."""
     if scope["path"] == "/fail":
         raise RuntimeError("boom")
@@ -74,7 +74,7 @@ def _connect(server: HttpServer) -> socket.socket:
 def _read_replies(sock: socket.socket, count: int) -> list[tuple[int, dict[str, str], bytes]]:
     """`count` replies (status, headers, body), read by their content-length."""
     buf = b""
-    out = []
+    out: list[tuple[int, dict[str, str], bytes]] = []
     while len(out) < count:
         while b"\r\n\r\n" not in buf:
             chunk = sock.recv(65536)
@@ -257,7 +257,7 @@ def test_connections_past_the_cap_get_503_and_the_others_still_work(server: Http
 def test_stop_lets_a_request_in_progress_finish(tmp_path: Any) -> None:
     release = threading.Event()
 
-    async def slow_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def slow_app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         import asyncio
 
         while not release.is_set():

@@ -425,3 +425,41 @@ def test_every_mqtt_request_is_answered_also_when_the_agent_is_busy(
     finally:
         app.loop_stop()
         proc.stop()
+
+
+@pytest.mark.parametrize("compression", [None, "gzip"])
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_tritonclient_talks_to_the_agents_own_http_server(
+    daemon: DaemonProcess, digits_split, binary: bool, compression: str | None
+) -> None:
+    """The official client, with its keep-alive connection pool, against the local API: the
+    same calls an application makes to the cloud work on the device."""
+    import tritonclient.http as triton
+
+    rows = digits_split[1].features[:8].astype(np.float32)
+    client = triton.InferenceServerClient(daemon.url.removeprefix("http://"))
+    try:
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.is_model_ready("digits-edge")
+        assert client.get_model_metadata("digits-edge")["inputs"][0]["datatype"] == "FP32"
+        assert client.get_server_metadata()["name"] == "edgecascade-agent"
+        answers = []
+        for _ in range(3):  # the same pooled connection, several requests
+            tensor = triton.InferInput("input", list(rows.shape), "FP32")
+            tensor.set_data_from_numpy(rows, binary_data=binary)
+            result = client.infer(
+                "digits-edge",
+                [tensor],
+                outputs=[triton.InferRequestedOutput("label", binary_data=binary)],
+                request_id="t-1",
+                request_compression_algorithm=compression,
+                response_compression_algorithm=compression,
+            )
+            answers.append([v.decode() if isinstance(v, bytes) else str(v) for v in result.as_numpy("label")])
+        with pytest.raises(triton.InferenceServerException, match="404|unknown|not"):
+            client.get_model_metadata("no-such-model")
+    finally:
+        client.close()
+    assert answers[0] == answers[1] == answers[2]
+    truth = [str(y) for y in digits_split[1].labels[:8]]
+    assert sum(a == t for a, t in zip(answers[0], truth, strict=True)) >= 7  # the demo model: 96.9%
