@@ -5,8 +5,6 @@ written only by the fleet manager. The signature covers the canonical bytes: JSO
 sorted, no whitespace. Devices hold only the public key.
 """
 
-from __future__ import annotations
-
 import base64
 import json
 import math
@@ -88,7 +86,7 @@ class GoldenTensor(_Strict):
     data_b64: str = Field(description="Base64 of the elements, row-major, little-endian.")
 
     @classmethod
-    def from_array(cls, name: str, array: np.ndarray) -> GoldenTensor:
+    def from_array(cls, name: str, array: np.ndarray) -> Self:
         """Raises UpdateError for a dtype a golden cannot carry (strings, objects, complex)."""
         dtype = array.dtype
         if dtype.name not in GoldenDatatype.__args__:  # type: ignore[attr-defined]
@@ -177,12 +175,12 @@ class _Signed(_Strict):
         body = self.model_dump(mode="json", exclude={"signature"})
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
-    def signed(self, key: Ed25519PrivateKey) -> Self:
+    def signed(self, key: "Ed25519PrivateKey") -> Self:
         unsigned = self.model_copy(update={"key_id": key_id(key.public_key()), "signature": None})
         sig = key.sign(unsigned.canonical_bytes())
         return unsigned.model_copy(update={"signature": base64.b64encode(sig).decode()})
 
-    def verify(self, public: Ed25519PublicKey) -> None:
+    def verify(self, public: "Ed25519PublicKey") -> None:
         """Raise UpdateError("unsigned manifest" / "bad signature ...") unless signed by `public`."""
         if not self.signature:
             raise UpdateError("unsigned manifest")
@@ -307,19 +305,19 @@ def target_covers(target: str, device: str, groups: list[str] | tuple[str, ...])
 
 
 # -- keys ---------------------------------------------------------------------------------------
-def key_id(public: Ed25519PublicKey) -> str:
+def key_id(public: "Ed25519PublicKey") -> str:
     import hashlib
 
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def public_key_b64(public: Ed25519PublicKey) -> str:
+def public_key_b64(public: "Ed25519PublicKey") -> str:
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return base64.b64encode(raw).decode()
 
 
-def load_public_key(text: str) -> Ed25519PublicKey:
+def load_public_key(text: str) -> "Ed25519PublicKey":
     """A public key from base64 of the 32 raw bytes, or PEM text. Raises ConfigError."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -336,7 +334,7 @@ def load_public_key(text: str) -> Ed25519PublicKey:
     return key
 
 
-def save_private_key(key: Ed25519PrivateKey, path: Path) -> None:
+def save_private_key(key: "Ed25519PrivateKey", path: Path) -> None:
     """Write PEM with mode 0600: the signing key never leaves the fleet manager."""
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -346,7 +344,7 @@ def save_private_key(key: Ed25519PrivateKey, path: Path) -> None:
     path.write_bytes(pem)
 
 
-def load_private_key(path: Path) -> Ed25519PrivateKey:
+def load_private_key(path: Path) -> "Ed25519PrivateKey":
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     try:

@@ -5,11 +5,9 @@ Schema 2 adds the task (classification, detection, tensor), a pipeline per input
 meanings (logits, detection outputs and box format, an escalation score), and state pairs.
 Schema 1 cards (one encoded input, one probabilities output) are read and upgraded on load."""
 
-from __future__ import annotations
-
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -93,7 +91,7 @@ class AnchorDecoding(_Strict):
         return data
 
     @model_validator(mode="after")
-    def _kind_fields(self) -> AnchorDecoding:
+    def _kind_fields(self) -> Self:
         if self.kind == "grid" and (self.size is None or self.stride is None):
             raise ValueError("anchors of kind grid need size and stride (pixels)")
         if self.kind == "ssd" and (not self.strides or min(self.strides) <= 0):
@@ -218,7 +216,7 @@ class ModelCard(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _task_fields(self) -> ModelCard:
+    def _task_fields(self) -> Self:
         names = {t.name for t in self.outputs}
         if self.task == "classification" and self.probabilities_output is None:
             raise ValueError("a classification card names its probabilities_output")
@@ -281,7 +279,7 @@ class ModelCard(BaseModel):
         return artifact.with_name(artifact.name + CARD_SUFFIX)
 
     @classmethod
-    def load_for(cls, artifact: Path) -> ModelCard:
+    def load_for(cls, artifact: Path) -> Self:
         """Read the card beside `artifact`; raises ModelLoadError naming the card if absent or invalid."""
         card_path = cls.path_for(artifact)
         try:

@@ -9,8 +9,6 @@ is for (`model`, a [[models]] name) and travels on that model's topics, so a pus
 never replaces another's retained manifest; `model` unset (manifests from before per-model
 tables) means the device's default lookup model, on the topics without a model level."""
 
-from __future__ import annotations
-
 import re
 from typing import Literal
 

@@ -32,8 +32,6 @@ Record kinds and their priority (higher survives eviction from a full device buf
     4  drops          cumulative count of evicted records (never evicted by size)
 """
 
-from __future__ import annotations
-
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum

@@ -1,10 +1,8 @@
 """[camera]: a camera or video source sampled at a fixed rate, its answers published as events."""
 
-from __future__ import annotations
-
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -90,7 +88,7 @@ class CameraSection(Section):
         return str(path)
 
     @model_validator(mode="after")
-    def _backoff_order(self) -> CameraSection:
+    def _backoff_order(self) -> Self:
         if self.reopen_min_s > self.reopen_max_s:
             raise ValueError(
                 f"reopen_min_s ({self.reopen_min_s}) must not exceed reopen_max_s ({self.reopen_max_s})"

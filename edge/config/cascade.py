@@ -1,8 +1,6 @@
 """[cascade]: when to escalate and how much (the cloud itself is [cloud], edge/config/cloud.py)."""
 
-from __future__ import annotations
-
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -46,7 +44,7 @@ class AdaptiveSection(Section):
     )
 
     @model_validator(mode="after")
-    def _bounds_ordered(self) -> AdaptiveSection:
+    def _bounds_ordered(self) -> Self:
         if self.min_threshold > self.max_threshold:
             raise ValueError(
                 f"min_threshold {self.min_threshold} is above max_threshold {self.max_threshold}"
@@ -78,7 +76,7 @@ class CascadeSection(Section):
     )
 
     @model_validator(mode="after")
-    def _per_class_only_for_max_prob(self) -> CascadeSection:
+    def _per_class_only_for_max_prob(self) -> Self:
         for spec in self.policies:
             if spec.per_class and spec.kind != "max_prob":
                 raise ValueError(f"per_class thresholds apply to max_prob policies, not {spec.kind}")

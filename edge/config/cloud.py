@@ -1,6 +1,6 @@
 """[cloud]: the V2 inference server hard cases are escalated to, and how to call it."""
 
-from __future__ import annotations
+from typing import Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -64,7 +64,7 @@ class CloudSection(Section):
         return url.rstrip("/")
 
     @model_validator(mode="after")
-    def _client_cert_pair(self) -> CloudSection:
+    def _client_cert_pair(self) -> Self:
         if (self.client_cert is None) != (self.client_key is None):
             raise ValueError("give client_cert and client_key together")
         return self

@@ -1,7 +1,5 @@
 """[api] and [daemon]: how applications reach the agent, and how it starts and stops."""
 
-from __future__ import annotations
-
 from pydantic import Field
 
 from edgecascade.edge.config.base import ProfilePath, Section

@@ -1,7 +1,5 @@
 """[deferred]: queue hard cases the cloud could not answer, and deliver late verdicts."""
 
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import Field

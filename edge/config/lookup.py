@@ -1,7 +1,5 @@
 """[lookup]: the precomputed prediction table and the on-device cache of cloud answers."""
 
-from __future__ import annotations
-
 from pydantic import Field
 
 from edgecascade.edge.config.base import ProfilePath, Section

@@ -2,9 +2,7 @@
 task settings, cascade, cloud model and budget. A profile with the single [model] section
 (and [cascade], cloud.model) is read as a repository of one."""
 
-from __future__ import annotations
-
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -35,7 +33,7 @@ class DetectionPolicySection(Section):
     )
 
     @model_validator(mode="after")
-    def _band_ordered(self) -> DetectionPolicySection:
+    def _band_ordered(self) -> Self:
         if self.uncertain_low > self.uncertain_high:
             raise ValueError(
                 f"uncertain_low {self.uncertain_low} is above uncertain_high {self.uncertain_high}"

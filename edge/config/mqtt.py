@@ -1,7 +1,5 @@
 """[mqtt]: the device's one broker connection (telemetry, model updates, requests, events)."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -37,7 +35,7 @@ class MqttSection(Section):
         # Environment overrides arrive as text ("5").
         return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
-    def settings(self, client_id: str, presence_topic: str | None) -> MqttSettings:
+    def settings(self, client_id: str, presence_topic: str | None) -> "MqttSettings":
         from edgecascade.shared.mqtt import MqttSettings
 
         return MqttSettings(

@@ -1,8 +1,6 @@
 """The device profile: the root of an agent's configuration (one TOML file per device kind)."""
 
-from __future__ import annotations
-
-from typing import Any
+from typing import Any, Self
 
 from pydantic import Field, model_validator
 
@@ -65,7 +63,7 @@ class DeviceProfile(Section):
         return data
 
     @model_validator(mode="after")
-    def _unique_names(self) -> DeviceProfile:
+    def _unique_names(self) -> Self:
         names = [m.name for m in self.models]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

@@ -1,9 +1,7 @@
 """[runtime] and [model]: how the local model is loaded and run, and on which accelerator."""
 
-from __future__ import annotations
-
 from dataclasses import replace
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -41,7 +39,7 @@ class DelegateSettings(Section):
     )
 
     @model_validator(mode="after")
-    def _library_for_external(self) -> DelegateSettings:
+    def _library_for_external(self) -> Self:
         if self.kind == "external" and self.library is None:
             raise ValueError("an external delegate needs `library` (the delegate's .so path)")
         if self.kind != "external" and self.library is not None:

@@ -1,7 +1,5 @@
 """[telemetry]: the durable on-device buffer, aggregation and the MQTT uplink."""
 
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import Field, field_validator

@@ -1,6 +1,6 @@
 """[updates]: signed model updates over MQTT or HTTP, tested in a child process, rolled back on trouble."""
 
-from __future__ import annotations
+from typing import Self
 
 from pydantic import Field, model_validator
 
@@ -50,7 +50,7 @@ class UpdatesSection(Section):
     )
 
     @model_validator(mode="after")
-    def _key_when_enabled(self) -> UpdatesSection:
+    def _key_when_enabled(self) -> Self:
         if self.enabled and not (self.public_key or self.public_key_file):
             raise ValueError("updates.enabled needs public_key or public_key_file")
         return self

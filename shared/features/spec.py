@@ -1,9 +1,7 @@
 """How raw input becomes a model's input tensor. Stored in model cards and manifests."""
 
-from __future__ import annotations
-
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -46,7 +44,7 @@ class ImageEncoding(BaseModel):
         return std
 
     @model_validator(mode="after")
-    def _per_channel(self) -> ImageEncoding:
+    def _per_channel(self) -> Self:
         # A list of means/stds is per channel: as many as the colour order has channels.
         for key in ("mean", "std"):
             value = getattr(self, key)

@@ -16,15 +16,13 @@ few pages of RAM, and a lookup is a binary search over the mapped key array. The
 is checked at open by streaming the file in 1 MiB reads (page cache, not the agent's RSS).
 """
 
-from __future__ import annotations
-
 import logging
 import mmap
 import struct
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -150,7 +148,7 @@ class TableFile:
         ).reshape(n, classes)
 
     @classmethod
-    def open(cls, path: Path, *, encoding_version: int, verify_checksum: bool = True) -> TableFile:
+    def open(cls, path: Path, *, encoding_version: int, verify_checksum: bool = True) -> Self:
         """Validate and map `path`. Raises StorageError naming the file and the problem: not a
         table, truncated, corrupt (CRC), or built for another feature-encoding version."""
         meta, offset = read_header(path)

@@ -3,8 +3,6 @@
 Wire models ignore unknown keys, since the protocol lets extensions add fields; their types are
 strict, so `"shape": "3"` is an error naming the field rather than a silent coercion."""
 
-from __future__ import annotations
-
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
