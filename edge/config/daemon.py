@@ -10,7 +10,8 @@ class ApiSection(Section):
     host: str = Field("127.0.0.1", description="Listen address; keep it on loopback unless the LAN needs it.")
     port: int = Field(8080, ge=0, le=65535, description="Listen port (0 = pick a free one, logged at start).")
     unix_socket: ProfilePath | None = Field(
-        None, description="Listen on this Unix socket instead of host:port."
+        None,
+        description="Listen on this Unix socket instead of host:port (mode 0666: any local user can connect, as to the loopback port).",
     )
     max_inflight: int = Field(
         32, ge=1, description="Requests in progress before new ones get 503 + Retry-After."

@@ -420,8 +420,11 @@ class HttpServer:
     async def _listen(self) -> asyncio.AbstractServer:
         loop = asyncio.get_running_loop()
         if self.unix_socket is not None:
-            self.unix_socket.unlink(missing_ok=True)  # a socket file left by a killed agent
+            if self.unix_socket.is_socket():
+                self.unix_socket.unlink()  # left by an agent that was killed; anything else stays
             server = await loop.create_unix_server(lambda: _Connection(self), str(self.unix_socket))
+            # Any local user may connect, as to the loopback port (and as under uvicorn before).
+            self.unix_socket.chmod(0o666)
             self.sockname = ("unix", 0)
             return server
         server = await loop.create_server(

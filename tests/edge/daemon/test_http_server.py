@@ -290,3 +290,24 @@ def test_a_port_in_use_is_a_clear_error() -> None:
     with pytest.raises(Exception, match=rf"could not listen on http://127.0.0.1:{port}"):
         srv.start()
     holder.close()
+
+
+def test_a_stale_socket_file_is_replaced_but_another_file_is_never_removed(tmp_path: Any) -> None:
+    path = tmp_path / "api.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))  # what a killed agent leaves behind
+    stale.close()
+    srv = HttpServer(echo_app, "127.0.0.1", 0, unix_socket=path)
+    srv.start()
+    assert path.is_socket() and path.stat().st_mode & 0o777 == 0o666  # like the loopback port
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(str(path))
+    client.sendall(b"GET /up HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert _read_replies(client, 1)[0][0] == 200
+    client.close()
+    srv.stop(2.0)
+    precious = tmp_path / "notes.txt"
+    precious.write_text("keep me")
+    with pytest.raises(Exception, match="could not listen"):
+        HttpServer(echo_app, "127.0.0.1", 0, unix_socket=precious).start()
+    assert precious.read_text() == "keep me"
