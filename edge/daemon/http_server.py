@@ -32,6 +32,8 @@ App = Callable[
     [Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
 ]
 
+#: Connections the kernel queues before they are accepted (a burst of clients at start-up).
+_BACKLOG = 2048
 #: A body chunk buffer above this pauses reading until the app has taken it.
 _HIGH_WATER = 256 * 1024
 _REASONS = {
@@ -422,13 +424,20 @@ class HttpServer:
         if self.unix_socket is not None:
             if self.unix_socket.is_socket():
                 self.unix_socket.unlink()  # left by an agent that was killed; anything else stays
-            server = await loop.create_unix_server(lambda: _Connection(self), str(self.unix_socket))
+            server = await loop.create_unix_server(
+                lambda: _Connection(self), str(self.unix_socket), backlog=_BACKLOG
+            )
             # Any local user may connect, as to the loopback port (and as under uvicorn before).
             self.unix_socket.chmod(0o666)
             self.sockname = ("unix", 0)
             return server
         server = await loop.create_server(
-            lambda: _Connection(self), self.host, self.port, family=socket.AF_UNSPEC, reuse_address=True
+            lambda: _Connection(self),
+            self.host,
+            self.port,
+            family=socket.AF_UNSPEC,
+            reuse_address=True,
+            backlog=_BACKLOG,
         )
         host, port = server.sockets[0].getsockname()[:2]
         self.sockname = (host, port)
