@@ -252,7 +252,9 @@ class _Connection(asyncio.Protocol):
     # -- replies --------------------------------------------------------------------------------
     def _start(self, exchange: _Exchange) -> None:
         self.server.inflight += 1
-        asyncio.ensure_future(self._run(exchange))
+        task = asyncio.ensure_future(self._run(exchange))
+        self.server.tasks.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self.server.tasks.discard)
 
     async def _run(self, exchange: _Exchange) -> None:
         scope = exchange.scope
@@ -369,6 +371,7 @@ class HttpServer:
         self.host, self.port, self.unix_socket = host, port, unix_socket
         self.limits = limits or Limits()
         self.connections: set[_Connection] = set()
+        self.tasks: set[asyncio.Future[None]] = set()
         self.inflight = 0
         self.stopping = False
         self.sockname: tuple[str, int] | None = None
