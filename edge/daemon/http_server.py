@@ -179,6 +179,14 @@ class _Connection(asyncio.Protocol):
         for exchange in self.queue:
             exchange.arrived.set()
 
+    def eof_received(self) -> bool | None:
+        """The client will send nothing more (a half-close): requests that arrived whole are
+        still answered, then the connection closes; a request cut short is dropped."""
+        if self.in_message or not self.queue:
+            return None  # asyncio closes the transport
+        self.queue[-1].keep_alive = False  # the connection closes after the last reply
+        return True  # keep the transport open for the replies
+
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)

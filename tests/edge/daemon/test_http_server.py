@@ -311,3 +311,71 @@ def test_a_stale_socket_file_is_replaced_but_another_file_is_never_removed(tmp_p
     with pytest.raises(Exception, match="could not listen"):
         HttpServer(echo_app, "127.0.0.1", 0, unix_socket=precious).start()
     assert precious.read_text() == "keep me"
+
+
+def _mutations(seed: int, count: int) -> Iterator[bytes]:
+    """Valid requests broken at random: bytes flipped, cut, repeated, or CR, LF, NUL, spaces,
+    huge and negative numbers put in, chunked framing damaged."""
+    import random
+
+    rng = random.Random(seed)
+    valid = [
+        b"GET /v2/health/ready HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ]
+    junk = [b"\r", b"\n", b"\x00", b" ", b":", b"\xff", b"99999999999999999999", b"-1", b"\r\n\r\n", b"%"]
+    for _ in range(count):
+        data = bytearray(rng.choice(valid))
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(data) + 1)
+            action = rng.randrange(4)
+            if action == 0 and data:
+                data[min(at, len(data) - 1)] ^= 1 << rng.randrange(8)
+            elif action == 1:
+                del data[at:]
+            elif action == 2:
+                data[at:at] = rng.choice(junk)
+            else:
+                data[at:at] = data[at : at + rng.randint(1, 40)] * rng.randint(1, 50)
+        yield bytes(data)
+
+
+def test_a_request_followed_by_a_half_close_is_still_answered(server: HttpServer) -> None:
+    sock = _connect(server)
+    sock.sendall(
+        b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    sock.shutdown(socket.SHUT_WR)  # `nc -N` and some clients do this after the request
+    replies = _read_replies(sock, 2)
+    assert [json.loads(b)["path"] for _, _, b in replies] == ["/a", "/b"]
+    assert _closed_by_peer(sock)
+    cut = _connect(server)
+    cut.sendall(b"POST /c HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+    cut.shutdown(socket.SHUT_WR)  # the body can never arrive whole: closed, nothing answered
+    assert _closed_by_peer(cut)
+
+
+def test_broken_requests_never_hang_crash_or_get_more_than_one_reply_each(
+    server: HttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    statuses: set[int] = set()
+    for data in [*_mutations(seed=13, count=300), b"GET /whole HTTP/1.1\r\nHost: t\r\n\r\n"]:
+        sock = _connect(server)
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)  # nothing more comes: the server must answer or close
+        sock.settimeout(5)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        sock.close()
+        for line in received.split(b"\r\n"):
+            if line.startswith(b"HTTP/"):
+                assert line.startswith(b"HTTP/1.1 "), received
+                statuses.add(int(line.split()[1]))
+    assert statuses <= {100, 200, 400, 408, 431}, statuses
+    assert 400 in statuses and 200 in statuses
+    assert "unexpected error" not in caplog.text and "Traceback" not in caplog.text
+    sock = _connect(server)  # and it still serves
+    sock.sendall(b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert json.loads(_read_replies(sock, 1)[0][2])["path"] == "/after"
