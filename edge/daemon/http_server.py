@@ -27,10 +27,12 @@ from edgecascade.shared.errors import UnavailableError
 
 log = logging.getLogger(__name__)
 
+#: The ASGI shapes this server speaks (edge/daemon/local_api.py is the app).
 Message = MutableMapping[str, Any]
-App = Callable[
-    [Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
-]
+Scope = Message
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Connections the kernel queues before they are accepted (a burst of clients at start-up).
 _BACKLOG = 2048
@@ -301,9 +303,8 @@ class _Connection(asyncio.Protocol):
         if not exchange.keep_alive:
             self.close()
             return
-        if self.queue:
+        if self.queue:  # the next pipelined request
             self._start(self.queue[0])
-        if self.queue:
             self.resume_for(self.queue[0])
         else:
             self.resume()

@@ -1,8 +1,9 @@
 """The local HTTP API: the Open Inference Protocol (same as the cloud's, so an application uses
 one client for both), health, Prometheus metrics. It only translates; the cascade answers.
 
-The app is plain ASGI on uvicorn: infer, the hot route, reads its body here; the other routes
-are a table of path patterns to small methods that return a Reply. A web framework would cost
+The app is plain ASGI on the agent's own server (http_server.py): infer, the hot route, reads
+its body here; the other routes are a table of path patterns to small methods that return a
+Reply. A web framework would cost
 about 40 µs a request on the 2-core test machine (more than the local model itself) and ~20 ms
 of imports at every start.
 
@@ -13,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
 import orjson
 
 from edgecascade.edge.agent import Agent
+from edgecascade.edge.daemon.http_server import Receive, Scope, Send
 from edgecascade.edge.daemon.metrics import AgentMetrics
 from edgecascade.edge.daemon.v2_service import AgentV2
 from edgecascade.shared.errors import NotFoundError
@@ -27,9 +29,6 @@ from edgecascade.shared.v2 import EXTENSIONS, JSON_TYPE, Reply, ServerMetadata, 
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 #: A read-only route: its path parameters in, a Reply out.
 Handler = Callable[[dict[str, str]], Reply]
 
