@@ -8,8 +8,12 @@ ru_maxrss); the daemon's idle figure is its VmHWM after `--idle-s` seconds of id
 child's ru_maxrss cannot read below this process's own peak at the fork, so this script
 imports neither numpy nor the agent (its own peak is printed).
 
-- floor: python + numpy + LiteRT with the demo model loaded and run once, + pydantic,
-  orjson and sqlite3 (what any agent needs);
+- floor: python + numpy + LiteRT with the demo model loaded and run once, + orjson and
+  sqlite3 (what any agent needs), with one OpenBLAS thread as the agent sets; `import pydantic`
+  there is lazy (its modules load with the first model class), so pydantic adds ~nothing;
+- floor + pydantic: the same process that also defines one pydantic model class, which loads
+  pydantic and pydantic-core for real: the share of start-up and memory that is pydantic's own
+  whatever the profile, card and protocol classes cost on top;
 - `agent predict` on a .npy digit with the LiteRT demo model, offline profile (no cloud);
   the same on a PNG (OpenCV decodes it) and with the ONNX model, for reference;
 - `agent run` (LiteRT, local API on, MQTT off): start to READY=1 on $NOTIFY_SOCKET (the
@@ -63,6 +67,7 @@ KEY_PACKAGES = [
 ]
 
 FLOOR = """
+import os; os.environ["OPENBLAS_NUM_THREADS"] = "1"
 import sqlite3, orjson, pydantic, numpy as np
 from ai_edge_litert.interpreter import Interpreter
 i = Interpreter(model_path={model!r}, num_threads=1)
@@ -70,6 +75,12 @@ i.allocate_tensors()
 d = i.get_input_details()[0]
 i.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
 i.invoke()
+"""
+#: The floor that also builds one pydantic model, so pydantic's modules really load.
+FLOOR_PYDANTIC = f"""{FLOOR}
+class Probe(pydantic.BaseModel):
+    x: int = 0
+Probe(x=1)
 """
 
 
@@ -185,6 +196,7 @@ def main() -> int:
         model = str(bundled.models_dir() / f"{bundled.DEMO_MODEL}.tflite")
         cases = {
             "floor_mib": [sys.executable, "-c", FLOOR.format(model=model)],
+            "floor_pydantic_mib": [sys.executable, "-c", FLOOR_PYDANTIC.format(model=model)],
             "predict_litert_mib": [*cli, "agent", "predict", "--config", str(litert), str(npy)],
             "predict_litert_png_mib": [*cli, "agent", "predict", "--config", str(litert), str(png)],
             "predict_onnx_mib": [*cli, "agent", "predict", "--config", str(onnx), str(npy)],
@@ -197,8 +209,8 @@ def main() -> int:
                 if rc != 0:
                     raise SystemExit(f"{name}: exit {rc}: {' '.join(cmd)}")
                 got[name] = peak
-                if name == "floor_mib":
-                    got["floor_ms"] = wall_ms
+                if name.startswith("floor"):
+                    got[name.replace("_mib", "_ms")] = wall_ms
             _, got["version_ms"], _ = run_child([*script, "--version"], env)
             _, got["python_ms"], _ = run_child([sys.executable, "-c", "pass"], env)
             checks.unlink(missing_ok=True)
@@ -213,12 +225,14 @@ def main() -> int:
                     results.setdefault(name, []).append(value)
 
     labels = {
-        "floor_mib": "floor: python+numpy+LiteRT(model)+pydantic+orjson+sqlite3",
+        "floor_mib": "floor: python+numpy+LiteRT(model)+orjson+sqlite3",
+        "floor_pydantic_mib": "floor + pydantic (one model class)",
         "predict_litert_mib": "agent predict, LiteRT, .npy (peak RSS)",
         "predict_litert_png_mib": "agent predict, LiteRT, .png (OpenCV)",
         "predict_onnx_mib": "agent predict, ONNX Runtime, .npy",
         "daemon_idle_mib": "agent run idle, LiteRT, API on (VmHWM)",
         "floor_ms": "floor: the same process, start to exit (wall)",
+        "floor_pydantic_ms": "floor + pydantic: start to exit (wall)",
         "ready_ms": "agent run: start to READY=1 (wall), restart",
         "ready_cpu_ms": "agent run: CPU used by READY=1 (user+sys), restart",
         "first_ready_ms": "agent run: start to READY=1 (wall), first start",
@@ -237,8 +251,13 @@ def main() -> int:
             met = statistics.median(results[name]) <= target
             verdict = f"  target <= {target:g} {unit}: {'met' if met else 'NOT met'}"
         print(f"  {label:62s} {_fmt(results[name], unit)}{verdict}")
-    ready, floor = statistics.median(results["ready_ms"]), statistics.median(results["floor_ms"])
-    print(f"  start to READY=1 over the floor's start: {ready / floor:.2f}x (+{ready - floor:.0f} ms)")
+    median = {name: statistics.median(values) for name, values in results.items()}
+    for floor in ("floor", "floor_pydantic"):
+        ready, base = median["ready_ms"], median[f"{floor}_ms"]
+        print(f"  start to READY=1 over {floor}'s start: {ready / base:.2f}x (+{ready - base:.0f} ms)")
+    for floor in ("floor", "floor_pydantic"):
+        peak, base = median["predict_litert_mib"], median[f"{floor}_mib"]
+        print(f"  agent predict over {floor}'s peak: {peak / base:.2f}x (+{peak - base:.1f} MiB)")
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / MiB
     print(f"  (this script's own peak, below which no figure can read: {own:.1f} MiB)")
     versions = ", ".join(f"{p} {_version(p)}" for p in KEY_PACKAGES)
