@@ -56,6 +56,10 @@ PART_GAUGES: dict[str, tuple[str, str]] = {
     ),
     "adaptive_window_fill": ("edgecascade_adaptive_window_requests", "Requests in the adaptive window"),
     "camera_queue_high_water": ("edgecascade_camera_queue_high_water", "Most frames ever queued at once"),
+    "camera_events_ends_pending": (
+        "edgecascade_camera_events_ends_pending",
+        "Ends of tracked objects not yet delivered, sent when the broker is back",
+    ),
 }
 #: Part figures not exposed here: the process collector reports memory in bytes.
 PART_SKIPPED = {"rss_mib"}
