@@ -6,7 +6,6 @@ shared/config_errors.py, the same as every other command's."""
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from edgecascade.shared.config_env import read_environment, warn_unknown
 from edgecascade.shared.config_errors import explain_validation_error
 from edgecascade.shared.config_files import check_files
 from edgecascade.shared.errors import ConfigError
+from edgecascade.shared.toml_files import read_toml
 
 #: Names the profile `agent run` and `agent predict` use when --config is not given.
 CONFIG_ENV = "EDGECASCADE_CONFIG"
@@ -54,14 +54,7 @@ def load_profile(
     Raises ConfigError naming the file and key (or the environment variable) and what was
     expected. Unknown EDGECASCADE_* variables are warned about once and ignored."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError("profile file not found", file=str(path)) from None
-    except IsADirectoryError:
-        raise ConfigError("expected a profile file, got a folder", file=str(path)) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from exc
+    raw = read_toml(path, what="profile file")
     env = read_environment(DeviceProfile, os.environ if environ is None else environ)
     warn_unknown(env, COMMAND)
     try:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from edgecascade.shared.errors import NonFiniteInputError, ProtocolError
+from edgecascade.shared.finite import non_finite_count
 from edgecascade.shared.v2.datatypes import DATATYPES, datatype_of
 
 #: Datatypes a numeric input may be converted from, where conversion is allowed.
@@ -45,8 +46,8 @@ def check_datatypes(
 def check_finite(inputs: dict[str, np.ndarray]) -> None:
     """Raise InputError naming the input when a float tensor holds NaN or +-infinity."""
     for i, (name, arr) in enumerate(inputs.items()):
-        if arr.dtype.kind == "f" and not bool(np.isfinite(arr).all()):
-            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        bad = non_finite_count(arr)
+        if bad:
             raise NonFiniteInputError(
                 f"input {name!r} has {bad} non-finite value(s) (NaN or infinity); the model takes finite numbers",
                 field=f"inputs[{i}].data",
