@@ -18,7 +18,7 @@ from edgecascade.edge.cloud_client import CloudClient, NullCloudClient
 from edgecascade.edge.config.models import ModelEntry
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.escalation_budget import EscalationBudget
-from edgecascade.edge.inputs import read_input_file
+from edgecascade.edge.inputs import encode_input_bytes, read_input_bytes
 from edgecascade.edge.local_model import LocalModel, backend_options
 from edgecascade.edge.lookup import LookupParts
 from edgecascade.edge.lookup import build as build_lookups
@@ -174,8 +174,9 @@ class Agent:
         return self.cascade.answer(CascadeRequest(features, request_id=request_id, key=key))
 
     def predict_file(self, path: Path) -> Answer:
-        features = read_input_file(path, _features(self.cascade.slot.current))
-        raw = path.read_bytes() if self.cascade.send_raw_input else None
+        data = read_input_bytes(path, int(self.profile.api.max_body_mb * (1 << 20)))
+        features = encode_input_bytes(path, data, _features(self.cascade.slot.current))
+        raw = data if self.cascade.send_raw_input else None
         return self.cascade.answer(CascadeRequest(features, request_id=path.name, raw=raw))
 
     def infer(self, name: str | None, request: TaskRequest, wanted: list[str] | None = None) -> TaskReply:

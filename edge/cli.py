@@ -232,7 +232,9 @@ def _print_reply(agent: Agent, name: str, path: Path, as_json: bool) -> None:
     from edgecascade.edge.tasks import TaskRequest
 
     served = agent.get(name)
-    inputs = read_request_inputs(path, served.slot.current.card)
+    inputs = read_request_inputs(
+        path, served.slot.current.card, int(agent.profile.api.max_body_mb * (1 << 20))
+    )
     reply = agent.infer(name, TaskRequest(inputs, request_id=path.name, session_id=path.name))
     outputs = {n: _plain(a) for n, a in reply.outputs.items()}
     if as_json:

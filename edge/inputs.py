@@ -4,16 +4,46 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
 
-from edgecascade.shared.errors import InputError
+from edgecascade.shared.errors import InputError, NonFiniteInputError
 from edgecascade.shared.features import FeatureSpec, ImageEncoding, decode_image, encode_image, encode_vector
+from edgecascade.shared.finite import non_finite_count
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pbm", ".pgm", ".ppm", ".webp"}
 #: Clips for an input whose card pipeline is `kind: audio` (decoded by shared/features/audio.py).
 AUDIO_SUFFIXES = {".wav"}
+#: The most an input file may hold, as the local API's default body limit (api.max_body_mb).
+MAX_INPUT_BYTES = 16 << 20
+
+
+def read_input_bytes(path: Path, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
+    """The bytes of an input file, in bounded memory: InputError for a file over `max_bytes`
+    or one that is not a regular file (a FIFO or /dev/zero would be read forever)."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise InputError(f"{path}: not a regular file (a folder, device, pipe or socket)")
+            data = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read input ({exc.strerror or exc})") from None
+    if len(data) > max_bytes:
+        raise InputError(f"{path}: over the limit of {max_bytes:,} bytes for an input (api.max_body_mb)")
+    return data
+
+
+def check_finite(name: str, arr: np.ndarray) -> None:
+    """NonFiniteInputError naming the input when a float array holds NaN or infinity."""
+    bad = non_finite_count(arr)
+    if bad:
+        raise NonFiniteInputError(
+            f"input {name!r} has {bad} non-finite value(s) (NaN or infinity); the model takes finite numbers"
+        )
 
 
 def encode_raw(raw: np.ndarray, spec: FeatureSpec) -> np.ndarray:
@@ -38,24 +68,31 @@ def encode_raw(raw: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     return encode_vector(arr, enc)
 
 
-def read_input_file(path: Path, spec: FeatureSpec) -> np.ndarray:
+def read_input_file(path: Path, spec: FeatureSpec, max_bytes: int = MAX_INPUT_BYTES) -> np.ndarray:
     """Read an image, .npy or .json file into one encoded feature row."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read input ({exc.strerror})") from None
+    return encode_input_bytes(path, read_input_bytes(path, max_bytes), spec)
+
+
+def encode_input_bytes(path: Path, data: bytes, spec: FeatureSpec) -> np.ndarray:
+    """The bytes of an image, .npy or .json file (`path` names it and its kind) -> one
+    encoded feature row; NaN or infinity in it is refused."""
     suffix = path.suffix.lower()
     try:
         if suffix in IMAGE_SUFFIXES:
             return encode_raw(decode_image(data), spec)
-        if suffix == ".npy":
-            return encode_raw(np.load(io.BytesIO(data), allow_pickle=False), spec)
-        if suffix == ".json":
-            return encode_raw(np.asarray(json.loads(data), dtype=np.float32), spec)
-    except (ValueError, json.JSONDecodeError) as exc:
+        if suffix in (".npy", ".json"):
+            if suffix == ".npy":
+                raw = np.load(io.BytesIO(data), allow_pickle=False)
+            else:
+                raw = np.asarray(json.loads(data), dtype=np.float32)
+            check_finite(spec.input_name, raw)
+            return encode_raw(raw, spec)
+    except (ValueError, TypeError, OverflowError) as exc:  # json.JSONDecodeError is a ValueError
         raise InputError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deeply") from None
     except InputError as exc:
-        raise InputError(f"{path}: {exc}") from None
+        raise type(exc)(f"{path}: {exc}") from None
     raise InputError(
         f"{path}: unsupported input type {suffix!r}; use an image ({', '.join(sorted(IMAGE_SUFFIXES))}), .npy or .json"
     )

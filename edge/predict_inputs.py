@@ -10,17 +10,33 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecascade.edge.inputs import AUDIO_SUFFIXES, IMAGE_SUFFIXES
+from edgecascade.edge.inputs import (
+    AUDIO_SUFFIXES,
+    IMAGE_SUFFIXES,
+    MAX_INPUT_BYTES,
+    check_finite,
+    read_input_bytes,
+)
 from edgecascade.shared.errors import InputError
 from edgecascade.shared.features import AudioEncoding, ImageEncoding
 from edgecascade.shared.model_card import ModelCard
 
 
-def read_request_inputs(path: Path, card: ModelCard) -> dict[str, np.ndarray]:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read input ({exc.strerror})") from None
+def read_request_inputs(
+    path: Path, card: ModelCard, max_bytes: int = MAX_INPUT_BYTES
+) -> dict[str, np.ndarray]:
+    """The inputs by name that the file at `path` holds; InputError naming the file for one
+    that is too big, not an input the model takes, or holds NaN or infinity."""
+    arrays = _read(path, read_input_bytes(path, max_bytes), card)
+    for name, arr in arrays.items():
+        try:
+            check_finite(name, arr)
+        except InputError as exc:
+            raise type(exc)(f"{path}: {exc}") from None
+    return arrays
+
+
+def _read(path: Path, data: bytes, card: ModelCard) -> dict[str, np.ndarray]:
     suffix = path.suffix.lower()
     state = {p.input for p in card.state}
     feeds = [t for t in card.inputs if t.name not in state]

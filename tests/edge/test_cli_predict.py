@@ -66,6 +66,60 @@ def test_bad_inputs_are_reported_without_traceback(
     assert result.stdout.count("digits-edge") == 1  # the good input is still answered
 
 
+def test_hostile_input_files_are_refused_in_bounded_memory(tmp_path: Path) -> None:
+    """NaN, infinity, deep nesting, a FIFO, /dev/zero, an oversized file: each refused with
+    its name, none reaches the model, nothing hangs or reads without end."""
+    nan = tmp_path / "nan.npy"
+    np.save(nan, np.full(64, np.nan, np.float32))
+    (tmp_path / "inf.json").write_text("[1e400" + ", 0" * 63 + "]")
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    fifo = tmp_path / "pipe.npy"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.npy"
+    np.save(big, np.zeros((1, 64), np.float32))
+    profile = tmp_path / "small.toml"
+    profile.write_text(
+        PROFILE.read_text().replace("[runtime]", "[api]\nmax_body_mb = 0.0001\n\n[runtime]", 1)
+    )
+    profile_dir = PROFILE.parent
+    profile.write_text(profile.read_text().replace('"../', f'"{profile_dir}/../'))
+    files = [nan, tmp_path / "inf.json", tmp_path / "deep.json", fifo, Path("/dev/zero")]
+    result = agent("predict", "--config", str(PROFILE), *map(str, files))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == len(files) and result.stdout == "", result.stderr
+    assert f"{nan}: input 'input' has 64 non-finite value(s)" in errors[0]
+    assert "has 1 non-finite value(s)" in errors[1]
+    assert "JSON nested too deeply" in errors[2]
+    assert f"{fifo}: not a regular file" in errors[3] and "/dev/zero: not a regular file" in errors[4]
+    over = agent("predict", "--config", str(profile), str(big))
+    assert (
+        over.returncode == 1 and "over the limit of 104 bytes for an input (api.max_body_mb)" in over.stderr
+    ), over.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"x = " + b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+        (b'profile = "\xff\xfe"', "not UTF-8 text (byte 11 is 0xff)"),
+        (b"#" * (2 << 20), "over 1024 KiB"),
+        (None, "expected a profile file, got a device, pipe or socket"),
+    ],
+    ids=["deep", "not-utf8", "huge", "fifo"],
+)
+def test_hostile_profile_files_name_the_file(tmp_path: Path, content: bytes | None, expected: str) -> None:
+    profile = tmp_path / "p.toml"
+    if content is None:
+        os.mkfifo(profile)
+    else:
+        profile.write_bytes(content)
+    result = agent("predict", "--config", str(profile), "x.npy")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"error: {profile}: " in result.stderr and expected in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("damage", ["missing", "truncated", "unsupported"])
 def test_bad_model_file_is_a_clear_error(tmp_path: Path, models_dir: Path, damage: str, inputs) -> None:
     model = tmp_path / ("model.tflite" if damage != "unsupported" else "model.caffemodel")
