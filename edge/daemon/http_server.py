@@ -38,6 +38,8 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 _BACKLOG = 2048
 #: A body chunk buffer above this pauses reading until the app has taken it.
 _HIGH_WATER = 256 * 1024
+#: How long a connection closed with requests still unread keeps reading (and dropping) them.
+_LINGER_S = 2.0
 _REASONS = {
     100: "Continue",
     200: "OK",
@@ -68,12 +70,21 @@ class Limits:
         max_headers: int = 100,
         keepalive_s: float = 5.0,
         request_timeout_s: float = 30.0,
+        max_pipelined: int = 32,
     ) -> None:
         self.max_connections = max_connections
+        #: Requests parsed but not answered on one connection. One read can hold thousands of
+        #: tiny pipelined requests (~1.4 KiB of memory each); past this, the connection answers
+        #: the ones it has and closes (clients resend unanswered pipelined requests).
+        self.max_pipelined = max_pipelined
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
         self.keepalive_s = keepalive_s
         self.request_timeout_s = request_timeout_s
+
+
+class _PipelineFull(Exception):
+    """Raised from a parser callback to stop parsing the rest of a read."""
 
 
 def _plain_reply(status: int, text: str) -> bytes:
@@ -153,6 +164,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.lost = asyncio.Event()
         self.paused = False
+        self.draining = False  # reads no more: answers what is queued, then closes
         # Parsed requests not yet answered, oldest first: the first is running. `parsing` is
         # the one whose body is still arriving (the last, or None between requests).
         self.queue: deque[_Exchange] = deque()
@@ -190,8 +202,17 @@ class _Connection(asyncio.Protocol):
         return True  # keep the transport open for the replies
 
     def data_received(self, data: bytes) -> None:
+        if self.draining:
+            return
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if not isinstance(exc.__context__, _PipelineFull):
+                self._parse_error(exc)
+                return
+            self.queue[-1].keep_alive = False
+            self.draining = True
+            self.pause()
         except httptools.HttpParserUpgrade:
             # Upgrades (websocket, h2c) are not offered: the request is answered as plain
             # HTTP/1.1 and the connection closes after it (what follows is not HTTP/1.1).
@@ -201,10 +222,13 @@ class _Connection(asyncio.Protocol):
                 self.queue[-1].keep_alive = False
             self.pause()
         except httptools.HttpParserError as exc:
-            if self._header_bytes > self.limits.max_header_bytes:
-                self._fail(431, "request line and headers are over the local API's limit")
-            else:
-                self._fail(400, f"malformed HTTP request: {exc}")
+            self._parse_error(exc)
+
+    def _parse_error(self, exc: httptools.HttpParserError) -> None:
+        if self._header_bytes > self.limits.max_header_bytes:
+            self._fail(431, "request line and headers are over the local API's limit")
+        else:
+            self._fail(400, f"malformed HTTP request: {exc}")
 
     # -- parser callbacks -----------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -258,6 +282,8 @@ class _Connection(asyncio.Protocol):
             self.parsing = None
         if len(self.queue) > 1:
             self.pause()  # pipelined requests wait their turn: read no more until they are answered
+        if len(self.queue) >= self.limits.max_pipelined:
+            raise _PipelineFull  # the rest of this read is not parsed (data_received)
 
     # -- replies --------------------------------------------------------------------------------
     def _start(self, exchange: _Exchange) -> None:
@@ -301,7 +327,10 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             return
         if not exchange.keep_alive:
-            self.close()
+            if self.draining:
+                self._linger_close()
+            else:
+                self.close()
             return
         if self.queue:  # the next pipelined request
             self._start(self.queue[0])
@@ -332,7 +361,7 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume(self) -> None:
-        if self.paused and not self.closed:
+        if self.paused and not self.closed and not self.draining:
             self.paused = False
             self.transport.resume_reading()
 
@@ -340,6 +369,20 @@ class _Connection(asyncio.Protocol):
         """Read again once `exchange` (the running request) has room and nothing else waits."""
         if len(self.queue) <= 1 and exchange.buffered <= _HIGH_WATER:
             self.resume()
+
+    def _linger_close(self) -> None:
+        """Close while the client may still be sending (requests past the pipelining cap,
+        unread): a close with unread data makes the kernel send a reset, which can destroy
+        replies still in flight. So: FIN after the replies, then read and drop whatever
+        arrives until the client closes too, for at most _LINGER_S."""
+        if self.closed:
+            return
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.paused = False
+        self.transport.resume_reading()
+        self._disarm()
+        self._timer = asyncio.get_running_loop().call_later(_LINGER_S, self.close)
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:

@@ -129,6 +129,26 @@ def test_keep_alive_and_pipelined_requests_are_answered_in_order(server: HttpSer
     sock.close()
 
 
+def test_a_flood_of_pipelined_requests_is_capped_then_the_connection_closes(server: HttpServer) -> None:
+    """Thousands of tiny requests in one read would each hold memory until answered: the
+    first `max_pipelined` (32) are answered in order, the last with `connection: close`, then
+    the connection closes; the rest are never parsed. Other connections are unaffected."""
+    request = b"GET /p HTTP/1.1\r\nHost: t\r\n\r\n"
+    sock = _connect(server)
+    sock.sendall(request * 5000)
+    replies = _read_replies(sock, 5000)
+    assert len(replies) == 32 and all(status == 200 for status, _, _ in replies)
+    assert [h.get("connection") for _, h, _ in replies] == [None] * 31 + ["close"]
+    assert _closed_by_peer(sock)
+    sock.close()
+    other = _connect(server)  # a pipelining client under the cap gets every reply
+    other.sendall(request * 20)
+    assert len(_read_replies(other, 20)) == 20
+    other.sendall(request)  # and its connection stays open
+    assert _read_replies(other, 1)[0][0] == 200
+    other.close()
+
+
 def test_a_body_sent_in_pieces_and_chunked_arrives_whole(server: HttpServer) -> None:
     sock = _connect(server)
     big = 3 * 1024 * 1024  # past the read buffer's high water mark: reading pauses and resumes
