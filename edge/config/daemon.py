@@ -24,6 +24,12 @@ class ApiSection(Section):
         description="Largest infer request body accepted (HTTP and MQTT), also after decompression; "
         "a bigger one gets 413.",
     )
+    max_buffered_mb: float = Field(
+        64.0,
+        gt=0,
+        description="Request bodies held in memory at once, across all connections (at least one of "
+        "max_body_mb always fits); a request past it gets 503 + Retry-After before its body is read.",
+    )
     max_json_mb: float = Field(
         4.0,
         gt=0,

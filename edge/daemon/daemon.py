@@ -182,6 +182,7 @@ class Daemon:
             max_inflight=p.api.max_inflight,
             retry_after_s=p.api.retry_after_s,
             max_body_bytes=int(p.api.max_body_mb * (1 << 20)),
+            max_buffered_bytes=int(p.api.max_buffered_mb * (1 << 20)),
             counters=self.counters,
             verdicts=self.deferred.verdicts,
             pending=self.deferred.queue,

@@ -7,8 +7,10 @@ Reply. A web framework would cost
 about 40 µs a request on the 2-core test machine (more than the local model itself) and ~20 ms
 of imports at every start.
 
-Backpressure: at most `max_inflight` requests in progress; the next gets 503 with Retry-After
-instead of queueing without bound."""
+Backpressure: at most `max_inflight` requests in progress, and at most `max_buffered_bytes` of
+their bodies in memory (a Content-Length is taken at its word before the body is read, a
+chunked body as it arrives); the next gets 503 with Retry-After instead of queueing without
+bound. A body declared over `max_body_bytes` gets 413 before it is read."""
 
 from __future__ import annotations
 
@@ -34,6 +36,9 @@ Handler = Callable[[dict[str, str]], Reply]
 
 _INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 _READ_METHODS = ("GET", "HEAD")
+_BUFFERED_FULL = (
+    "agent is busy: request bodies in memory are at their limit (api.max_buffered_mb); retry later"
+)
 
 
 def _json(doc: Any, status: int = 200) -> Reply:
@@ -74,6 +79,7 @@ class LocalApi:
         max_inflight: int,
         retry_after_s: int,
         max_body_bytes: int = 16 << 20,
+        max_buffered_bytes: int = 64 << 20,
         counters: Callable[[], dict[str, float]],
         verdicts: VerdictLookup | None = None,
         pending: PendingLookup | None = None,
@@ -85,6 +91,9 @@ class LocalApi:
         self.max_inflight = max_inflight
         self.retry_after_s = retry_after_s
         self.max_body_bytes = max_body_bytes
+        # Request bodies held in memory at once, across connections; one of max_body_bytes always fits.
+        self.max_buffered_bytes = max(max_buffered_bytes, max_body_bytes)
+        self.body_bytes = 0
         self.counters = counters
         self.verdicts = verdicts  # None when deferral is off
         self.pending = pending
@@ -181,49 +190,84 @@ class LocalApi:
     async def _serve_infer(
         self, name: str, version: str | None, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        # The common case is one message holding the whole body: no copy.
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return  # the client left; nobody to answer
-        body: bytes | bytearray = message.get("body", b"")
-        too_big = len(body) > self.max_body_bytes
-        if message.get("more_body", False):
-            body = bytearray(body)
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                if not too_big:
-                    body += message.get("body", b"")
-                    # Read (and drop) the rest of an oversized body so the connection stays usable.
-                    too_big = len(body) > self.max_body_bytes
-                if not message.get("more_body", False):
-                    break
-        if too_big:
-            self.metrics.bad_requests.labels("http").inc()
-            limit_mb = self.max_body_bytes / (1 << 20)
-            reply = error_reply(
-                413, f"request body is over the {limit_mb:g} MiB limit (api.max_body_mb)", field_name="body"
-            )
-        else:
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            reply = await self.infer(
-                name, version, bytes(body) if isinstance(body, bytearray) else body, headers
-            )
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        # llhttp has checked Content-Length; a chunked body declares nothing (0) and is
+        # counted as it arrives.
+        declared = int(headers.get("content-length") or 0)
+        refused = self._admit(declared)
+        if refused is not None:
+            await _send(send, refused)  # before the body is read: the server drops it
+            return
+        self.inflight += 1
+        self.body_bytes += declared
+        held = declared  # this request's share of body_bytes, held until it is answered
+        try:
+            # The common case is one message holding the whole body: no copy.
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left; nobody to answer
+            body: bytes | bytearray = message.get("body", b"")
+            refused = None
+            if message.get("more_body", False):
+                body = bytearray(body)
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    # Once refused, the rest is read and dropped so the connection stays usable.
+                    if refused is None:
+                        body += message.get("body", b"")
+                        if len(body) > self.max_body_bytes:
+                            refused = self._too_big()
+                        elif len(body) > held:  # a chunked body: take its share as it grows
+                            refused = self._admit_more(len(body) - held)
+                            held = len(body) if refused is None else held
+                    if not message.get("more_body", False):
+                        break
+            if refused is None and len(body) > self.max_body_bytes:
+                refused = self._too_big()
+            if refused is not None:
+                reply = refused
+            else:
+                raw = bytes(body) if isinstance(body, bytearray) else body
+                reply = await self._answer(name, version, raw, headers)
+        finally:
+            self.inflight -= 1
+            self.body_bytes -= held
         await _send(send, reply)
 
-    async def infer(self, name: str, version: str | None, body: bytes, headers: dict[str, str]) -> Reply:
-        """One V2 infer call: body and headers in, a Reply out (never raises)."""
+    def _admit(self, declared: int) -> Reply | None:
+        """The refusal of a request before its body is read, or None to take it."""
         if not self.accepting:
             return error_reply(503, "agent is shutting down", {"Retry-After": str(self.retry_after_s)})
         if self.inflight >= self.max_inflight:
-            self.metrics.rejected.labels("http").inc()
-            return error_reply(503, "agent is busy; retry later", {"Retry-After": str(self.retry_after_s)})
-        self.inflight += 1
-        try:
-            reply = await self.v2.answer(name, version, body, headers)
-        finally:
-            self.inflight -= 1
+            return self._busy("agent is busy; retry later")
+        if declared > self.max_body_bytes:
+            return self._too_big()
+        if self.body_bytes + declared > self.max_buffered_bytes:
+            return self._busy(_BUFFERED_FULL)
+        return None
+
+    def _admit_more(self, extra: int) -> Reply | None:
+        if self.body_bytes + extra > self.max_buffered_bytes:
+            return self._busy(_BUFFERED_FULL)
+        self.body_bytes += extra
+        return None
+
+    def _busy(self, why: str) -> Reply:
+        self.metrics.rejected.labels("http").inc()
+        return error_reply(503, why, {"Retry-After": str(self.retry_after_s)})
+
+    def _too_big(self) -> Reply:
+        self.metrics.bad_requests.labels("http").inc()
+        limit_mb = self.max_body_bytes / (1 << 20)
+        return error_reply(
+            413, f"request body is over the {limit_mb:g} MiB limit (api.max_body_mb)", field_name="body"
+        )
+
+    async def _answer(self, name: str, version: str | None, body: bytes, headers: dict[str, str]) -> Reply:
+        """One admitted V2 infer call: body and headers in, a Reply out (never raises)."""
+        reply = await self.v2.answer(name, version, body, headers)
         if 400 <= reply.status < 500 and reply.status != 404:
             self.metrics.bad_requests.labels("http").inc()
         return reply

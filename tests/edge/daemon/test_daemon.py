@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -328,3 +329,58 @@ def test_a_second_signal_forces_the_exit(
     finally:
         daemon.stop()
         slow.stop()
+
+
+def _start_upload(port: int, length: int, sent: int) -> socket.socket:
+    """An infer request declaring `length` bytes of body, of which `sent` are sent now."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(
+        b"POST /v2/models/digits-edge/infer HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {length}\r\n\r\n".encode()
+        + b" " * sent
+    )
+    return sock
+
+
+def _status(sock: socket.socket) -> tuple[int, str]:
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(65536)
+        assert chunk, "closed without a reply"
+        head += chunk
+    return int(head.split()[1]), head.decode("latin-1")
+
+
+def test_request_bodies_in_memory_are_bounded_across_connections(tmp_path: Path) -> None:
+    """Many clients uploading big bodies at once: bodies past api.max_buffered_mb get 503 +
+    Retry-After before they are read, one declared over api.max_body_mb gets 413 unread, and
+    the budget is given back when a request is answered."""
+    mib = 1 << 20
+    port = free_port()
+    profile = write_profile(tmp_path, api_port=port, api_extra="max_body_mb = 4\nmax_buffered_mb = 8")
+    daemon = DaemonProcess(profile, port, tmp_path / "d.log").start()
+    uploads: list[socket.socket] = []
+    try:
+        rss_before = daemon.rss_mib()
+        admitted = [_start_upload(port, int(3.5 * mib), 3 * mib) for _ in range(2)]  # 7 of 8 MiB
+        time.sleep(0.5)
+        uploads = [_start_upload(port, int(3.5 * mib), 0) for _ in range(30)]
+        for sock in uploads:
+            status, head = _status(sock)
+            assert status == 503 and "retry-after: 1" in head.lower(), head
+        too_big = _start_upload(port, 5 * mib, 0)
+        status, head = _status(too_big)
+        assert status == 413, head
+        assert daemon.rss_mib() < rss_before + 30
+        for sock in admitted:  # the admitted ones finish (not JSON: 400) and give the budget back
+            sock.sendall(b" " * (int(3.5 * mib) - 3 * mib))
+            assert _status(sock)[0] == 400
+        again = _start_upload(port, int(3.5 * mib), int(3.5 * mib))
+        assert _status(again)[0] == 400  # admitted and answered, not 503
+        uploads += [*admitted, too_big, again]
+        metrics = requests.get(daemon.url + "/metrics", timeout=5).text
+        assert 'edgecascade_rejected_total{frontend="http"} 30' in metrics
+    finally:
+        for sock in uploads:
+            sock.close()
+        daemon.stop()
