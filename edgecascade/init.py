@@ -134,10 +134,18 @@ def _init(args: argparse.Namespace) -> int:
                 file=str(target_dir),
             )
 
-    for path, data in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    for flag, folder in (("--dir", target_dir), ("--data-dir", data_dir)):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{folder} exists and is not a folder", key=flag)
+    try:
+        for path, data in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        # A --dir that is a file, under a read-only or missing mount, or not ours to write.
+        where = exc.filename or target_dir
+        raise ConfigError(f"cannot write {where}: {exc.strerror or exc}", key="--dir") from None
 
     from edgecascade.edge.config import load_profile
 

@@ -64,6 +64,19 @@ def test_unknown_profile_lists_the_bundled_ones(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr and not (tmp_path / "d").exists()
 
 
+def test_init_into_a_file_or_an_unwritable_place_names_the_flag(tmp_path: Path) -> None:
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    for args, expected in [
+        (["--dir", str(a_file)], f"error: --dir: {a_file} exists and is not a folder"),
+        (["--dir", str(tmp_path / "d"), "--data-dir", str(a_file)], "error: --data-dir: "),
+        (["--dir", str(a_file / "below")], f"error: --dir: cannot write {a_file / 'below'}"),
+    ]:
+        result = cli("init", *args, cwd=tmp_path)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert expected in result.stderr, result.stderr
+
+
 def test_init_writes_a_ready_device_folder(tmp_path: Path) -> None:
     target = tmp_path / "device"
     result = cli(
