@@ -10,7 +10,9 @@ import pytest
 
 from edgecascade.edge.agent import Agent
 from edgecascade.edge.config import load_profile
+from edgecascade.shared.mqtt import MqttConnection, MqttSettings
 from edgecascade.tools.make_video import write_digits_video
+from edgecascade.tools.mqtt_broker import BrokerProcess
 
 MODEL = Path(__file__).parents[2] / "fixtures" / "models" / "digits_edge_int8.tflite"
 
@@ -61,3 +63,12 @@ def make_agent(tmp_path: Path) -> Iterator[AgentFactory]:
     yield make
     for agent in agents:
         agent.close()
+
+
+@pytest.fixture
+def connection(broker: BrokerProcess) -> Iterator[MqttConnection]:
+    """The camera's MQTT connection (client id cam-0001) to the test's own broker."""
+    conn = MqttConnection(MqttSettings(port=broker.port, client_id="cam-0001", reconnect_max_s=1))
+    assert conn.start(wait_s=5.0)
+    yield conn
+    conn.stop()

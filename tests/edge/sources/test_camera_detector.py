@@ -5,17 +5,15 @@ per-object events (new, update, end) over a real broker to a real subscriber."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from edgecascade.edge.agent import Agent
 from edgecascade.edge.config.profile import DeviceProfile
 from edgecascade.edge.sources import DetectorFrames, build_camera_source
 from edgecascade.shared.detection.boxes import iou_matrix
-from edgecascade.shared.mqtt import MqttConnection, MqttSettings, Topics
+from edgecascade.shared.mqtt import MqttConnection, Topics
 from edgecascade.tools.build_detector_data import canvas_splits
 from edgecascade.tools.make_video import read_objects, write_canvas_video
 from edgecascade.tools.mqtt_broker import BrokerProcess
@@ -24,14 +22,6 @@ from tests.edge.tasks.test_cloud_detector_formats import _digit_detector
 from tests.support.cloud_server import cloud_server
 
 CANVASES, HOLD = 10, 3
-
-
-@pytest.fixture
-def connection(broker: BrokerProcess) -> Iterator[MqttConnection]:
-    conn = MqttConnection(MqttSettings(port=broker.port, client_id="cam-0001", reconnect_max_s=1))
-    assert conn.start(wait_s=5.0)
-    yield conn
-    conn.stop()
 
 
 def _profile(tmp_path: Path, video: Path, cloud_url: str) -> DeviceProfile:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -19,7 +18,7 @@ from edgecascade.edge.sources import (
     build_event_sink,
 )
 from edgecascade.edge.sources.mqtt_sink import MqttEventSink
-from edgecascade.shared.mqtt import MqttConnection, MqttSettings, Topics
+from edgecascade.shared.mqtt import MqttConnection, Topics
 from edgecascade.tools.make_video import read_labels
 from edgecascade.tools.mqtt_broker import BrokerProcess
 from tests.edge.sources.conftest import AgentFactory, VideoFactory
@@ -46,14 +45,6 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-@pytest.fixture
-def connection(broker: BrokerProcess) -> Iterator[MqttConnection]:
-    conn = MqttConnection(MqttSettings(port=broker.port, client_id="cam-0001", reconnect_max_s=1))
-    assert conn.start(wait_s=5.0)
-    yield conn
-    conn.stop()
 
 
 def test_video_events_reach_a_subscriber_over_mosquitto(

@@ -4,15 +4,13 @@ but a subscriber still sees every object begin with `new` and end with one `end`
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Literal
-
-import pytest
 
 from edgecascade.edge.sources.events import CameraEvent, DetectionEvent
 from edgecascade.edge.sources.lifecycles import Lifecycles
 from edgecascade.edge.sources.mqtt_sink import MqttEventSink
-from edgecascade.shared.mqtt import MqttConnection, MqttSettings, Topics
+from edgecascade.shared.mqtt import MqttConnection, Topics
 from edgecascade.tools.mqtt_broker import BrokerProcess
 from tests.edge.sources.test_camera_mqtt import Subscriber
 
@@ -44,14 +42,6 @@ def _wait(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert condition(), "timed out"
-
-
-@pytest.fixture
-def connection(broker: BrokerProcess) -> Iterator[MqttConnection]:
-    conn = MqttConnection(MqttSettings(port=broker.port, client_id="cam-0001", reconnect_max_s=1))
-    assert conn.start(wait_s=5.0)
-    yield conn
-    conn.stop()
 
 
 def test_object_lifecycles_stay_whole_across_a_broker_outage(
