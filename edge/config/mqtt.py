@@ -35,7 +35,9 @@ class MqttSection(Section):
         # Environment overrides arrive as text ("5").
         return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
-    def settings(self, client_id: str, presence_topic: str | None) -> "MqttSettings":
+    def settings(
+        self, client_id: str, presence_topic: str | None, max_packet_bytes: int | None = None
+    ) -> "MqttSettings":
         from edgecascade.shared.mqtt import MqttSettings
 
         return MqttSettings(
@@ -51,4 +53,5 @@ class MqttSection(Section):
             tls_key=str(self.tls_key) if self.tls_key else None,
             reconnect_max_s=self.reconnect_max_s,
             presence_topic=presence_topic,
+            max_packet_bytes=max_packet_bytes,
         )

@@ -291,8 +291,13 @@ def _mqtt_connection(profile: DeviceProfile) -> MqttConnection | None:
     from edgecascade.shared.mqtt import MqttConnection
 
     presence = Topics(profile.fleet).presence(profile.device_id)
+    # The largest packet the agent takes (MQTT 5): a request body (api.max_body_mb) with room
+    # for its topic and properties; update chunks (256 KiB by default) are far below it.
+    max_packet = int(profile.api.max_body_mb * (1 << 20)) + (1 << 20)
     return MqttConnection(
-        profile.mqtt.settings(client_id=f"edgecascade-{profile.device_id}", presence_topic=presence)
+        profile.mqtt.settings(
+            client_id=f"edgecascade-{profile.device_id}", presence_topic=presence, max_packet_bytes=max_packet
+        )
     )
 
 

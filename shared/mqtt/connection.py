@@ -41,6 +41,9 @@ class MqttSettings:
     # Manual acknowledgement: a QoS 1 message is PUBACKed only when its handler calls ack(),
     # so a consumer that failed to store it leaves it with the broker for redelivery.
     manual_ack: bool = False
+    # MQTT 5 Maximum Packet Size: the broker must not send this client a bigger packet (it
+    # drops it instead), so no publish to our topics can make paho read it whole into memory.
+    max_packet_bytes: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -83,7 +86,16 @@ class MqttConnection:
     def start(self, wait_s: float | None = None) -> bool:
         """Connect in the background (retrying forever). With `wait_s`, wait that long for the
         first connection and return whether it came up; an offline start is not an error."""
-        self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s)
+        properties = None
+        if self.settings.max_packet_bytes and self.settings.protocol == 5:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            properties = Properties(PacketTypes.CONNECT)
+            properties.MaximumPacketSize = self.settings.max_packet_bytes
+        self.client.connect_async(
+            self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s, properties=properties
+        )
         self.client.loop_start()
         return self.connected.wait(wait_s) if wait_s else self.connected.is_set()
 
