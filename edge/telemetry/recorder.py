@@ -70,6 +70,7 @@ class TelemetryRecorder:
         self.hard_over_cap = 0
         self.write_failures = 0
         self.lost_on_failure = 0
+        self._failing = False  # the last commit failed (logged once when they work again)
         self.invalid = 0  # records refused by encode_body (counted as "invalid" drops too)
         self._invalid_by_kind: dict[str, int] = {}
 
@@ -169,11 +170,24 @@ class TelemetryRecorder:
                 self.buffer.count_dropped(invalid, "invalid")
             if rows:
                 self.buffer.append(rows)
-        except StorageError:
-            # Nothing else can hold them: count and log, keep the agent answering.
+        except StorageError as exc:
+            # Nothing else can hold them: count and log, keep the agent answering. One line at
+            # the first failure and every 100th (a full disk fails every commit), no traceback.
             self.write_failures += 1
             self.lost_on_failure += len(rows)
-            log.exception("telemetry: %d records could not be committed and are lost", len(rows))
+            if self.write_failures == 1 or self.write_failures % 100 == 0:
+                log.error(
+                    "telemetry: records could not be committed and are lost (%d so far, in %d "
+                    "failed commits): %s",
+                    self.lost_on_failure,
+                    self.write_failures,
+                    exc,
+                )
+            self._failing = True
+        else:
+            if self._failing:
+                self._failing = False
+                log.info("telemetry: records are committed again (%d lost before)", self.lost_on_failure)
 
     def _hard_case(
         self, ts: float, answer: Answer, request: CascadeRequest, served: tuple[str, str] | None

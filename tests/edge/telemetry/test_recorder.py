@@ -161,3 +161,32 @@ def test_an_unknown_sink_is_a_profile_error_naming_the_known_ones(tmp_path) -> N
     with pytest.raises(ConfigError) as err:
         load_profile(path)
     assert "telemetry.sink" in str(err.value) and "['mqtt']" in str(err.value)
+
+
+def test_a_full_disk_is_counted_and_logged_once_not_per_commit(tmp_path, digits_split, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Every commit fails while the buffer's file cannot grow (SQLite's own size limit gives
+    the same SQLITE_FULL as a full SD card): the agent keeps answering, the loss is counted,
+    the log has one line at the first failure and at every 100th, no traceback, and one when
+    commits work again."""
+    import logging
+
+    agent, parts = _agent(tmp_path, flush_batch=1)
+    assert parts.recorder is not None and parts.buffer is not None
+    features = digits_split[1].features
+    db = parts.buffer._db  # the buffer's own connection: the limit is per connection
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count = {pages}")
+    caplog.set_level(logging.INFO, logger="edgecascade.edge.telemetry.recorder")
+    for i in range(150):
+        agent.predict(features[i % 100], request_id=f"full-{i}")
+        parts.recorder.flush()
+    assert parts.recorder.write_failures >= 100 and parts.recorder.lost_on_failure >= 100
+    failures = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(failures) == 2 and all(r.exc_info is None for r in failures)
+    assert "database or disk is full" in failures[0].getMessage()
+    db.execute(f"PRAGMA max_page_count = {pages * 1000}")
+    agent.predict(features[0], request_id="room-again")
+    parts.recorder.flush()
+    assert any("committed again" in r.getMessage() for r in caplog.records)
+    assert [b["request_id"] for b in _bodies(parts.buffer, "inference")][-1] == "room-again"
+    agent.close()
