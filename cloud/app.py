@@ -17,7 +17,7 @@ from starlette.routing import Route
 from edgecascade.cloud.artifacts import artifact_routes
 from edgecascade.cloud.auth import NoAuth, TokenAuthenticator, load_grants
 from edgecascade.cloud.client_certs import certificate_identity
-from edgecascade.cloud.dataplane import DataPlane
+from edgecascade.cloud.dataplane import DataPlane, response_bytes
 from edgecascade.cloud.grpc_api.server import start_grpc, stop_grpc
 from edgecascade.cloud.http_errors import status_for
 from edgecascade.cloud.idempotency import IdempotencyCache
@@ -79,8 +79,11 @@ class _HttpApi:
         registry = ModelRegistry.from_repository(
             settings.repository, self.metrics.observe_batch, settings.debug_delay_ms / 1000.0
         )
-        cache: IdempotencyCache = IdempotencyCache(
-            settings.idempotency_max_entries, settings.idempotency_ttl_s
+        cache: IdempotencyCache[InferResponse] = IdempotencyCache(
+            settings.idempotency_max_entries,
+            settings.idempotency_ttl_s,
+            max_bytes=int(settings.idempotency_max_mb * (1 << 20)),
+            size_of=response_bytes,
         )
         self._plane = DataPlane(
             registry, self.metrics, cache, convert_datatypes=settings.allow_datatype_conversion

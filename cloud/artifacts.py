@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 ROUTE = "/artifacts/{name}/{version}/{file}"
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 _BLOCK = 64 * 1024
 
 
@@ -107,17 +107,27 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not first and not last:
         return None
     if not first:  # suffix: the last n bytes
-        count = int(last)
+        count = _position(last, size)
         if count == 0 or size == 0:
             raise RangeNotSatisfiable(header)
         return max(0, size - count), size
-    start = int(first)
-    end = int(last) + 1 if last else size
+    start = _position(first, size)
+    end = _position(last, size) + 1 if last else size
     if last and end <= start:
         return None  # invalid (b < a): ignored
     if start >= size:
         raise RangeNotSatisfiable(header)
     return start, min(end, size)
+
+
+def _position(digits: str, size: int) -> int:
+    """A byte position of a Range header, capped just past the file's end: a range starting
+    past the end or running beyond it means the same whatever the number, and int() refuses
+    numbers of more than 4,300 digits (a client may send any)."""
+    digits = digits.lstrip("0") or "0"
+    if len(digits) > len(str(size)):
+        return size + 1
+    return min(int(digits), size + 1)
 
 
 class _Hashes:

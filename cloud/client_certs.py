@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from edgecascade.cloud.http_protocol import BoundedHttpProtocol
 
 #: (peer host, peer port) -> the verified certificate's common name, for open connections of
 #: this process. Forwarded-for headers are off with client certificates (cloud/server.py), so a
@@ -27,12 +27,12 @@ def common_name(cert: Mapping[str, Any]) -> str | None:
     return None
 
 
-class CertificateHttpProtocol(AutoHTTPProtocol):  # type: ignore[valid-type,misc]
-    """uvicorn's HTTP/1.1 protocol, plus the peer certificate's identity."""
+class CertificateHttpProtocol(BoundedHttpProtocol):
+    """uvicorn's HTTP/1.1 protocol (with its bounded request heads), plus the peer certificate's identity."""
 
     _peer: tuple[str, int] | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         cert = transport.get_extra_info("peercert")
         peer = transport.get_extra_info("peername")

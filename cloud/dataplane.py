@@ -37,6 +37,15 @@ log = logging.getLogger(__name__)
 _CONVERT_SETTING = "allow_datatype_conversion (cloud serve --allow-datatype-conversion)"
 
 
+#: Bytes of answers kept for idempotent replay when the caller gives no cache (the setting's default).
+DEFAULT_REPLAY_BYTES = 256 << 20
+
+
+def response_bytes(response: InferResponse) -> int:
+    """What an answer kept for replay takes: its output arrays' bytes."""
+    return sum(int(np.asarray(arr).nbytes) for arr in response.outputs.values())
+
+
 class DataPlane:
     """Health, metadata and inference over a loaded ModelRegistry."""
 
@@ -53,7 +62,11 @@ class DataPlane:
         self.max_image_pixels = max_image_pixels
         self.convert_datatypes = convert_datatypes
         self.metrics = metrics
-        self.idempotency: IdempotencyCache[InferResponse] = idempotency or IdempotencyCache()
+        # `is None`, not `or`: an empty cache is falsy (it has a length), and the server's own,
+        # made from its settings, was replaced by this default.
+        if idempotency is None:
+            idempotency = IdempotencyCache(max_bytes=DEFAULT_REPLAY_BYTES, size_of=response_bytes)
+        self.idempotency: IdempotencyCache[InferResponse] = idempotency
         self._ready = True
 
     def server_metadata(self) -> ServerMetadata:
@@ -102,7 +115,7 @@ class DataPlane:
         except BaseException as exc:
             self.idempotency.fail(cache_key, future, exc)
             raise
-        future.set_result(response)
+        self.idempotency.finish(cache_key, future, response)
         return response
 
     async def _compute(self, name: str, version: str | None, request: InferRequest) -> InferResponse:

@@ -23,6 +23,9 @@ from edgecascade.shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+#: uvicorn's HTTP protocol with a bound on request heads (an import path: workers load it).
+BOUNDED_HTTP = "edgecascade.cloud.http_protocol:BoundedHttpProtocol"
+
 
 def serve(settings: ServerSettings) -> None:
     """Serve until SIGTERM/SIGINT. Bad repositories and token files fail here, before binding."""
@@ -37,8 +40,9 @@ def serve(settings: ServerSettings) -> None:
         access_log=False,
         timeout_graceful_shutdown=settings.graceful_timeout_s,
         lifespan="on",
-        **tls_options(settings),
+        http=BOUNDED_HTTP,
     )
+    common.update(tls_options(settings))
     log.info(
         "serving %s on %s://%s:%d with %d worker(s)%s",
         settings.repository,

@@ -51,6 +51,12 @@ class ServerSettings(BaseSettings):
     idempotency_max_entries: int = Field(
         default=10_000, ge=1, description="Answers kept for replay per worker (least recently used go)."
     )
+    idempotency_max_mb: float = Field(
+        default=256.0,
+        gt=0,
+        description="Most megabytes of answers (their output tensors) kept for replay per worker; "
+        "the least recently used go first.",
+    )
     log_level: str = Field(default="INFO", description="Log level of worker processes.")
     max_body_mb: float = Field(
         default=16.0,

@@ -15,7 +15,7 @@ import grpc
 from edgecascade.cloud.dataplane import DataPlane
 from edgecascade.cloud.grpc_api.status import grpc_status_for
 from edgecascade.cloud.metrics import CloudMetrics
-from edgecascade.shared.errors import EdgecascadeError
+from edgecascade.shared.errors import EdgecascadeError, ProtocolError
 from edgecascade.shared.v2.grpc import grpc_predict_v2_pb2 as pb
 from edgecascade.shared.v2.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from edgecascade.shared.v2.grpc.convert import (
@@ -47,6 +47,17 @@ def certificate_identity(context: grpc.aio.ServicerContext) -> str | None:
     auth = context.auth_context()
     names = auth.get("x509_common_name") or []
     return names[0].decode("utf-8", errors="replace") if names else None
+
+
+def refuse_empty_shapes(request: pb.ModelInferRequest) -> None:
+    """ProtocolError for an input with a zero dimension, as REST refuses it (shared/v2/limits.py):
+    there is nothing to answer, and numpy cannot even build some of them ([0, 2**62] of FP32)."""
+    for i, tensor in enumerate(request.inputs):
+        if 0 in tensor.shape:
+            raise ProtocolError(
+                f"a zero-size shape has no elements (dimension {list(tensor.shape).index(0)} is 0)",
+                field=f"inputs[{i}].shape",
+            )
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
@@ -129,6 +140,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             name, version = request.model_name, request.model_version or None
             caller = self._caller(context, name)
             plane.check_model(name, version)
+            refuse_empty_shapes(request)
             answer = await plane.infer(name, version, request_from_proto(request), caller=caller)
             return response_to_proto(answer)
 

@@ -144,7 +144,7 @@ class Ingester:
         """Validate, store and acknowledge one message. Runs on paho's network thread; never raises."""
         payload = bytes(msg.payload)
         try:
-            batch = decode_batch(payload, Topics.device_of(msg.topic), max_bytes=self.max_payload_bytes)
+            batch = decode_batch(payload, self._device_of(msg.topic), max_bytes=self.max_payload_bytes)
         except ProtocolError as exc:
             self._refuse(msg, payload, exc)
             return
@@ -156,6 +156,16 @@ class Ingester:
         self._acknowledge(batch)
         self.connection.ack(msg)
         self._count_stored(batch, result)
+
+    @staticmethod
+    def _device_of(topic: str) -> str:
+        """The device whose telemetry topic this is. The subscription's `+` also matches topic
+        words (`models`, `tables`, `artifacts`), where no device speaks: a batch there could
+        claim any device and take its sequence numbers, so it is refused (ProtocolError)."""
+        device = Topics.device_of(topic)
+        if device is None:
+            raise ProtocolError("not a device's telemetry topic", field="topic")
+        return device
 
     def _refuse(self, msg: mqtt.MQTTMessage, payload: bytes, exc: ProtocolError) -> None:
         """Count and (throttled) log a payload that is not a batch, and ack it to the broker."""

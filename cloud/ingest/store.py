@@ -125,25 +125,46 @@ class TelemetryStore(Protocol):
 DEAD_LETTER_COLUMNS = ("device", "seq", "kind", "reason", "record", "received")
 
 
+#: The figures of a metrics body kept in their own columns (in COLUMNS order), and whether
+#: each is an integer.
+_METRICS_FIGURES = (
+    ("requests", True),
+    ("escalated", True),
+    ("degraded", True),
+    ("latency_p50_ms", False),
+    ("latency_p99_ms", False),
+    ("dropped_total", True),
+)
+
+
+class UnstorableBody(ValueError):
+    """A body whose figures cannot fill their typed columns (a record for the dead letters)."""
+
+
+def _figure(body: dict[str, Any], key: str, *, integer: bool) -> int | float | None:
+    """A figure of a body for its column: a JSON integer, or any JSON number where not `integer`.
+    The body models are lax ("12" is a valid int there, "NaN" a valid float), but text in a
+    number column is summed wrongly by SQLite and breaks every reader of the latency columns."""
+    value = body.get(key)
+    if value is None or (type(value) is int or (type(value) is float and not integer)):
+        return value
+    wanted = "an integer" if integer else "a number"
+    raise UnstorableBody(f"body.{key} must be {wanted}, got {type(value).__name__} {str(value)[:40]!r}")
+
+
 def row_of(device: str, r: TelemetryRecord, received: float) -> Row:
+    """The record's row. Raises ValueError (UnstorableBody for a figure that is not a number of
+    its column's kind) for a record no store can hold: it goes to the dead letters."""
     b = r.body
-    metrics = r.kind == RecordKind.METRICS
-    dropped = b.get("total") if r.kind == RecordKind.DROPS else b.get("dropped_total") if metrics else None
-    return (
-        device,
-        r.seq,
-        r.ts,
-        r.kind.value,
-        json.dumps(b, allow_nan=False),
-        received,
-        b.get("requests") if metrics else None,
-        b.get("escalated") if metrics else None,
-        b.get("degraded") if metrics else None,
-        b.get("latency_p50_ms") if metrics else None,
-        b.get("latency_p99_ms") if metrics else None,
-        dropped,
-        b.get("served_model") if r.kind in PER_REQUEST_KINDS else None,
-    )
+    text = json.dumps(b, allow_nan=False)
+    if r.kind == RecordKind.METRICS:
+        figures = tuple(_figure(b, key, integer=integer) for key, integer in _METRICS_FIGURES)
+    elif r.kind == RecordKind.DROPS:
+        figures = (None, None, None, None, None, _figure(b, "total", integer=True))
+    else:
+        figures = (None,) * 6
+    served_model = b.get("served_model") if r.kind in PER_REQUEST_KINDS else None
+    return (device, r.seq, r.ts, r.kind.value, text, received, *figures, served_model)
 
 
 def rows_of(batch: TelemetryBatch, received: float) -> list[Row]:
@@ -161,6 +182,9 @@ def shape(
     for record in batch.records:
         try:
             rows.append((record, row_of(batch.device, record, received)))
+        except UnstorableBody as exc:
+            reasons.append(str(exc))
+            dead.append(dead_row_of_record(batch.device, record, reasons[-1], received))
         except ValueError as exc:  # NaN or Infinity: no store's JSON holds them
             reasons.append(f"body cannot be written as JSON: {exc}")
             dead.append(dead_row_of_record(batch.device, record, reasons[-1], received))

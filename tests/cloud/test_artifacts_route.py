@@ -30,3 +30,29 @@ def test_cloud_serves_update_artifacts_with_ranges(cloud_repo: Path, tmp_path: P
             == 404
         )
         assert requests.get(server.url + "/v2/health/ready", timeout=5).status_code == 200
+
+
+def test_range_numbers_of_any_length_are_answered_never_a_500(cloud_repo: Path, tmp_path: Path) -> None:
+    """int() refuses more than 4,300 digits: such a Range once ended in a 500 and a traceback."""
+    artifacts = tmp_path / "artifacts"
+    data = bytes(range(256)) * 4
+    place_artifact(artifacts, "digits-edge/1.1.0/model.onnx", data)
+    huge = "9" * 5000
+    with cloud_server(cloud_repo, extra_args=("--artifacts-dir", str(artifacts))) as server:
+        url = f"{server.url}/artifacts/digits-edge/1.1.0/model.onnx"
+        answers = {
+            header: requests.get(url, headers={"Range": header}, timeout=5)
+            for header in (f"bytes={huge}-", f"bytes=0-{huge}", f"bytes=-{huge}", f"bytes={'0' * 5000}7-9")
+        }
+        statuses = {header[:12]: resp.status_code for header, resp in answers.items()}
+        assert statuses == {
+            "bytes=999999": 416,
+            "bytes=0-9999": 206,
+            "bytes=-99999": 206,
+            "bytes=000000": 206,
+        }
+        assert answers[f"bytes=0-{huge}"].content == data
+        assert answers[f"bytes=-{huge}"].content == data
+        assert answers[f"bytes={'0' * 5000}7-9"].content == data[7:10]
+        log = server.log_tail(200_000)
+    assert "Traceback" not in log and "ERROR" not in log

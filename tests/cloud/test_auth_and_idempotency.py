@@ -1,15 +1,20 @@
-"""Token files and checks; the idempotency cache with an injected clock."""
+"""Token files and checks; the idempotency cache with an injected clock, and its byte bound
+in a real server."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+import numpy as np
 import pytest
+import requests
 
 from edgecascade.cloud.auth import TokenAuthenticator, load_grants
 from edgecascade.cloud.idempotency import IdempotencyCache
 from edgecascade.shared.errors import AuthError, ConfigError
+from edgecascade.shared.v2 import encode_infer_request
+from tests.support.cloud_server import CloudServer, cloud_server
 
 
 def test_tokens_from_file_and_env(tokens_file: Path) -> None:
@@ -69,3 +74,36 @@ def test_idempotency_cache_expires_evicts_and_forgets_failures() -> None:
         assert cache.get(("d", "f")) is None
 
     asyncio.run(run())
+
+
+def _replays(server: CloudServer) -> float:
+    for line in requests.get(server.url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith('edgecascade_cloud_idempotent_replays_total{model="digits-cloud"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_answers_kept_for_replay_are_bounded_in_bytes_not_only_in_number(cloud_repo: Path) -> None:
+    """Every distinct idempotency key kept its whole answer: 10,000 keys on batches of 40,000
+    rows (1.9 MB of outputs each) would keep 19 GB. With --idempotency-max-mb 8 the oldest
+    answers go once 8 MB are kept (30 answers of 0.38 MB here): the newest key still replays,
+    the first is computed again. (The server's cache, made from its settings, was also ignored
+    for a default one: no --idempotency-* setting had any effect.)"""
+    rows = np.random.default_rng(0).random((8_000, 64), dtype=np.float32)
+    with cloud_server(cloud_repo, extra_args=("--idempotency-max-mb", "8")) as server:
+        session = requests.Session()
+        url = f"{server.url}/v2/models/digits-cloud/infer"
+
+        def infer(key: str) -> None:
+            body, headers = encode_infer_request(
+                {"input": rows}, parameters={"idempotency_key": key}, binary_outputs=True
+            )
+            assert session.post(url, data=body, headers=headers, timeout=60).status_code == 200
+
+        for i in range(30):
+            infer(f"key-{i}")
+        replays = _replays(server)
+        infer("key-29")
+        assert _replays(server) == replays + 1  # the newest answer is kept
+        infer("key-0")
+        assert _replays(server) == replays + 1  # the oldest went: computed again

@@ -336,6 +336,44 @@ def test_malformed_requests_are_invalid_argument_never_internal(server: CloudSer
     assert "Traceback" not in server.log_tail(20000)
 
 
+def test_zero_size_shapes_are_invalid_argument_as_over_rest(server: CloudServer) -> None:
+    """A zero dimension next to a huge one once made numpy raise inside the decoder: INTERNAL and
+    a traceback. REST refuses every zero-size shape (400); gRPC now does too."""
+    import grpc
+
+    from edgecascade.shared.v2.grpc import grpc_predict_v2_pb2 as pb
+    from edgecascade.shared.v2.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    def request(shape: list[int], raw: bool) -> pb.ModelInferRequest:
+        req = pb.ModelInferRequest(model_name="digits-cloud")
+        req.inputs.add(name="input", datatype="FP32", shape=shape)
+        if raw:
+            req.raw_input_contents.append(b"")
+        return req
+
+    cases = {
+        f"{shape} {'raw' if raw else 'contents'}": request(shape, raw)
+        for shape in ([0, 2**62], [0, 2**63 - 1], [2**40, 0], [0, 64])
+        for raw in (True, False)
+    }
+    answers = {}
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for what, req in cases.items():
+            try:
+                stub.ModelInfer(req, metadata=tuple(AUTH.items()), timeout=10)
+                answers[what] = "OK"
+            except grpc.RpcError as exc:
+                answers[what] = f"{exc.code().name}: {exc.details()}"
+    assert answers == {
+        what: f"INVALID_ARGUMENT: inputs[0].shape: a zero-size shape has no elements (dimension "
+        f"{0 if what.startswith('[0') else 1} is 0)"
+        for what in cases
+    }
+    log = server.log_tail(200_000)
+    assert "Traceback" not in log and "answering gRPC INTERNAL" not in log
+
+
 def test_a_grpc_port_in_use_stops_start_up_naming_the_setting(cloud_repo: Path, server: CloudServer) -> None:
     taken = server.grpc_port
     cmd = [

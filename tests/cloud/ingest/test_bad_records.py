@@ -86,6 +86,55 @@ def test_a_record_the_database_itself_refuses_becomes_a_dead_letter(store: Telem
     assert "refused by" in letters[0].reason and "cannot be written as JSON" in letters[1].reason
 
 
+def _metrics(**figures: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "start": 0.0, "end": 60.0, "requests": 10, "by_source": {"edge": 10}, "escalated": 1,
+        "degraded": 0, "latency_p50_ms": 2.5, "latency_p99_ms": 9.0, "latency_buckets": [0] * 14,
+        "buffer_records": 0, "buffer_bytes": 0, "dropped_total": 0,
+    }  # fmt: skip
+    return {**body, **figures}
+
+
+def test_metrics_figures_that_are_not_numbers_are_dead_lettered(store: TelemetryStore, capsys) -> None:  # type: ignore[no-untyped-def]
+    """The body schema is lax: "NaN" passes as a float, "12" as an integer. Such text was stored
+    in the number columns: SQLite summed "1_000" as 1, and `fleet telemetry` died with a
+    traceback on a latency of "NaN". Each such record is a dead letter now, naming the figure."""
+    payload = _batch(
+        "dev-m",
+        _rec(1, kind="metrics", body=_metrics()),
+        _rec(2, kind="metrics", body=_metrics(requests="1_000")),
+        _rec(3, kind="metrics", body=_metrics(escalated=True)),
+        _rec(4, kind="metrics", body=_metrics(dropped_total=2.0)),
+        _rec(5, kind="metrics", body=_metrics(latency_p99_ms="Infinity")),
+        _rec(6, kind="drops", body={"total": "7", "by_kind": {}, "by_reason": {}}),
+        _rec(7, kind="metrics", body=_metrics(latency_p50_ms=3, latency_p99_ms=None)),
+        _rec(8, kind="metrics", body=_metrics(latency_p50_ms="NaN")),
+    )
+    result = store.store(decode_batch(payload, "dev-m"), 10.0)
+    assert (result.stored, result.duplicates, result.dead_lettered) == (2, 0, 6)
+    assert store.seqs("dev-m") == [1, 7]
+    reasons = {d.seq: d.reason for d in store.dead_letters("dev-m")}
+    assert reasons == {
+        2: "body.requests must be an integer, got str '1_000'",
+        3: "body.escalated must be an integer, got bool 'True'",
+        4: "body.dropped_total must be an integer, got float '2.0'",
+        5: "body.latency_p99_ms must be a number, got str 'Infinity'",
+        6: "body.total must be an integer, got str '7'",
+        8: "body.latency_p50_ms must be a number, got str 'NaN'",
+    }
+    (summary,) = store.summaries()
+    assert (summary.requests, summary.escalated, summary.latency_p50_ms, summary.latency_p99_ms) == (
+        20,
+        2,
+        3.0,
+        None,
+    )
+    capsys.readouterr()
+    assert main(["fleet", "telemetry", "--store", store.cli_url]) == 0  # type: ignore[attr-defined]
+    (line,) = [row for row in capsys.readouterr().out.splitlines() if row.startswith("dev-m")]
+    assert line.split()[-6:] == ["20", "10.0", "3.00", "-", "0", "6"]  # requests .. dead letters
+
+
 def test_one_devices_bad_data_never_delays_another(
     store: TelemetryStore, broker: BrokerProcess, tmp_path, digits_split, caplog, capsys
 ) -> None:  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgecascade.cloud.ingest.sqlite_store import SqliteStore
 from edgecascade.shared.mqtt import Topics
-from edgecascade.shared.telemetry import encode_batch
+from edgecascade.shared.telemetry import RecordKind, encode_batch
 from edgecascade.tools.mqtt_broker import BrokerProcess
 from tests.cloud.ingest.support import FLEET, wait_for
 from tests.conftest import REPO
@@ -178,3 +178,34 @@ def test_a_flood_of_garbage_is_counted_in_full_but_logged_at_most_100_times_a_mi
             ingester.handle(msg)
     assert ingester.refused == 250
     assert sum("refused a telemetry message" in r.getMessage() for r in caplog.records) == 100
+
+
+def test_a_batch_on_a_topic_word_level_cannot_claim_a_devices_sequence_numbers(
+    tmp_path: Path, broker: BrokerProcess
+) -> None:
+    """The subscription's `+` matches `models`, `tables` and `artifacts` too, where no device
+    speaks. A batch published there, claiming device dev-g, was stored as dev-g's: its real
+    records of the same sequence numbers were then dropped as duplicates. It is refused now."""
+    from tests.cloud.ingest.support import start_ingester
+
+    store_path = tmp_path / "cloud.sqlite3"
+    ingester, connection = start_ingester(broker.port, store_path)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="spoofer")
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    forged = encode_batch(DEVICE, [(seq, 1.0, "event", json.dumps({"forged": True})) for seq in (1, 2, 3)])
+    real = encode_batch(DEVICE, [(seq, 1.0, "event", EVENT) for seq in (1, 2, 3)])
+    try:
+        for word in ("models", "tables", "artifacts"):
+            client.publish(f"edgecascade/{FLEET}/{word}/telemetry", forged, qos=1).wait_for_publish(10)
+        wait_for(lambda: ingester.counters()["refused"] == 3, what="the forged batches refused")
+        client.publish(Topics(FLEET).telemetry(DEVICE), real, qos=1).wait_for_publish(10)
+        store = SqliteStore(store_path)
+        wait_for(lambda: store.count(DEVICE) == 3, what="the device's own records")
+        assert store.bodies(DEVICE, RecordKind.EVENT) == [json.loads(EVENT)] * 3
+        assert ingester.counters()["duplicates"] == 0 and ingester.counters()["acks_sent"] == 1
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        ingester.stop()
+        connection.stop()
