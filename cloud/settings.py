@@ -64,6 +64,13 @@ class ServerSettings(BaseSettings):
         description="Largest infer request body, also after decompression (gzip/deflate); "
         "a bigger one gets 413 before it is read whole.",
     )
+    max_buffered_mb: float = Field(
+        default=256.0,
+        gt=0,
+        description="Request bodies held in memory at once per worker, across connections (at "
+        "least one of max_body_mb always fits); a request past it gets 503 + Retry-After before "
+        "its body is read.",
+    )
     max_json_mb: float = Field(
         default=4.0,
         gt=0,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -246,3 +248,53 @@ def test_metrics_count_errors_by_status(server: CloudServer) -> None:
     requests.post(server.url + "/v2/models/nope/infer", data=b"{}", headers=STORE, timeout=5)
     assert metric(server, "edgecascade_cloud_errors_total", status="404") == before + 1
     assert metric(server, "edgecascade_cloud_infer_latency_seconds_count", model="digits-cloud") >= 1
+
+
+def _upload(server: CloudServer, length: int, sent: int) -> socket.socket:
+    """An authorized infer request declaring `length` bytes of body, `sent` of them sent now."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(
+        b"POST /v2/models/digits-cloud/infer HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        + f"Authorization: {STORE['Authorization']}\r\nContent-Length: {length}\r\n\r\n".encode()
+        + b" " * sent
+    )
+    return sock
+
+
+def _head(sock: socket.socket) -> str:
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(65536)
+        assert chunk, "closed without a reply"
+        head += chunk
+    return head.decode("latin-1")
+
+
+def test_request_bodies_in_memory_are_bounded_per_worker(cloud_repo: Path, tokens_file: Path) -> None:
+    """Bodies past max_buffered_mb get 503 + Retry-After before they are read; the budget is
+    given back once a request is answered."""
+    mib = 1 << 20
+    srv = CloudServer(
+        cloud_repo, tokens_file=tokens_file, extra_args=("--max-body-mb", "4", "--max-buffered-mb", "8")
+    ).start()
+    sockets: list[socket.socket] = []
+    try:
+        admitted = [_upload(srv, int(3.5 * mib), 3 * mib) for _ in range(2)]  # 7 of 8 MiB
+        sockets += admitted
+        time.sleep(0.5)
+        refused = [_upload(srv, int(3.5 * mib), 0) for _ in range(10)]
+        sockets += refused
+        for sock in refused:
+            head = _head(sock)
+            assert head.startswith("HTTP/1.1 503") and "retry-after: 1" in head.lower(), head
+        for sock in admitted:  # not JSON: 400, and the budget comes back
+            sock.sendall(b" " * (int(3.5 * mib) - 3 * mib))
+            assert _head(sock).startswith("HTTP/1.1 400")
+        again = _upload(srv, int(3.5 * mib), int(3.5 * mib))
+        sockets.append(again)
+        assert _head(again).startswith("HTTP/1.1 400")  # admitted, not 503
+        assert metric(srv, "edgecascade_cloud_errors_total", status="503") == 10
+    finally:
+        for sock in sockets:
+            sock.close()
+        srv.stop()
