@@ -54,7 +54,7 @@ async def start_grpc(
     credentials = server_credentials(settings)
     identify = certificate_identity if credentials is not None and settings.tls_client_ca else None
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceService(plane, auth, metrics, identify), server
+        InferenceService(plane, auth, metrics, identify, limits=settings.request_limits()), server
     )
     address = f"{settings.host}:{settings.grpc_port}"
     try:

@@ -15,7 +15,7 @@ import grpc
 from edgecascade.cloud.dataplane import DataPlane
 from edgecascade.cloud.grpc_api.status import grpc_status_for
 from edgecascade.cloud.metrics import CloudMetrics
-from edgecascade.shared.errors import EdgecascadeError, ProtocolError
+from edgecascade.shared.errors import EdgecascadeError
 from edgecascade.shared.v2.grpc import grpc_predict_v2_pb2 as pb
 from edgecascade.shared.v2.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from edgecascade.shared.v2.grpc.convert import (
@@ -24,6 +24,7 @@ from edgecascade.shared.v2.grpc.convert import (
     response_to_proto,
     server_metadata_to_proto,
 )
+from edgecascade.shared.v2.limits import DEFAULT_LIMITS, RequestLimits
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +50,6 @@ def certificate_identity(context: grpc.aio.ServicerContext) -> str | None:
     return names[0].decode("utf-8", errors="replace") if names else None
 
 
-def refuse_empty_shapes(request: pb.ModelInferRequest) -> None:
-    """ProtocolError for an input with a zero dimension, as REST refuses it (shared/v2/limits.py):
-    there is nothing to answer, and numpy cannot even build some of them ([0, 2**62] of FP32)."""
-    for i, tensor in enumerate(request.inputs):
-        if 0 in tensor.shape:
-            raise ProtocolError(
-                f"a zero-size shape has no elements (dimension {list(tensor.shape).index(0)} is 0)",
-                field=f"inputs[{i}].shape",
-            )
-
-
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(
         self,
@@ -67,8 +57,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         auth: Authenticator,
         metrics: CloudMetrics,
         identify: Identify | None = None,
+        *,
+        limits: RequestLimits = DEFAULT_LIMITS,
     ) -> None:
+        """`limits`: the bounds REST applies (cloud serve --max-tensor-elements, ...)."""
         self._plane = plane
+        self._limits = limits
         self._auth = auth
         self._metrics = metrics
         self._identify = identify
@@ -140,8 +134,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             name, version = request.model_name, request.model_version or None
             caller = self._caller(context, name)
             plane.check_model(name, version)
-            refuse_empty_shapes(request)
-            answer = await plane.infer(name, version, request_from_proto(request), caller=caller)
+            answer = await plane.infer(
+                name, version, request_from_proto(request, self._limits), caller=caller
+            )
             return response_to_proto(answer)
 
         return await self._call("infer", context, run)

@@ -7,6 +7,7 @@ parameter `binary_data_size`. Every decoding error is a ProtocolError naming the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -23,6 +24,8 @@ from edgecascade.shared.v2.schema import InferRequestWire, InferResponseWire, Te
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _HEADER_LENGTH_LOWER = HEADER_LENGTH.lower()
+#: Inference-Header-Content-Length: ASCII digits only (int() also takes "1_0" and other scripts).
+_BYTE_COUNT = re.compile(r"\s*[0-9]{1,20}\s*")
 JSON_TYPE = "application/json"
 BINARY_TYPE = "application/octet-stream"
 
@@ -186,11 +189,13 @@ def _split(body: bytes, headers: Mapping[str, str]) -> tuple[bytes, memoryview]:
         length_text = next((v for k, v in headers.items() if k.lower() == _HEADER_LENGTH_LOWER), None)
     if length_text is None:
         return body, memoryview(b"")
-    try:
-        length = int(length_text)
-    except ValueError:
-        raise ProtocolError(f"not an integer: {length_text!r}", field=HEADER_LENGTH) from None
-    if not 0 <= length <= len(body):
+    # A header value is echoed cut short: a client may send thousands of characters.
+    if _BYTE_COUNT.fullmatch(length_text) is None:
+        raise ProtocolError(
+            f"not a byte count within the body: {length_text[:40]!r}", field=HEADER_LENGTH
+        ) from None
+    length = int(length_text)
+    if length > len(body):
         raise ProtocolError(f"{length} is outside the body's {len(body)} bytes", field=HEADER_LENGTH)
     return body[:length], memoryview(body)[length:]
 

@@ -28,7 +28,7 @@ def decompress_body(body: bytes, content_encoding: str | None, limit: int) -> by
         wbits = _WBITS.get(coding)
         if wbits is None:
             raise UnsupportedEncodingError(
-                f"{coding!r} is not supported; use gzip, deflate or identity", field="Content-Encoding"
+                f"{coding[:40]!r} is not supported; use gzip, deflate or identity", field="Content-Encoding"
             )
         body = _inflate(body, wbits, coding, limit)
     return body
@@ -37,38 +37,42 @@ def decompress_body(body: bytes, content_encoding: str | None, limit: int) -> by
 def _inflate(data: bytes, wbits: int, coding: str, limit: int) -> bytes:
     # Raw deflate (no zlib header) is what some clients send as "deflate": try it second.
     attempts = (wbits, -zlib.MAX_WBITS) if coding == "deflate" else (wbits,)
-    for i, bits in enumerate(attempts):
+    first: zlib.error | None = None
+    for bits in attempts:
         try:
             return _inflate_bounded(data, bits, limit)
         except zlib.error as exc:
-            if i == len(attempts) - 1:
-                raise ProtocolError(
-                    f"body is not valid {coding} data ({exc})", field="Content-Encoding"
-                ) from None
-    raise AssertionError("unreachable")
+            first = first or exc  # the reason under the coding the client named
+    raise ProtocolError(f"body is not valid {coding} data ({first})", field="Content-Encoding")
 
 
 def _inflate_bounded(data: bytes, wbits: int, limit: int) -> bytes:
-    inflater = zlib.decompressobj(wbits)
     parts: list[bytes] = []
     size = 0
     pending = data
-    while not inflater.eof:
-        # max_length: zlib stops there and keeps the rest in unconsumed_tail, so the output
-        # is produced (and checked) a chunk at a time.
-        chunk = inflater.decompress(pending, _CHUNK)
-        pending = inflater.unconsumed_tail
-        if not chunk and not pending:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(
-                f"the decompressed body passes the limit of {limit} bytes", field="Content-Encoding"
-            )
-        parts.append(chunk)
-    if not inflater.eof:
-        raise zlib.error("truncated stream")
-    return b"".join(parts)
+    while True:  # gzip allows several members one after another
+        inflater = zlib.decompressobj(wbits)
+        while not inflater.eof:
+            # max_length: zlib stops there and keeps the rest in unconsumed_tail, so the output
+            # is produced (and checked) a chunk at a time.
+            chunk = inflater.decompress(pending, _CHUNK)
+            pending = inflater.unconsumed_tail
+            if not chunk and not pending:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(
+                    f"the decompressed body passes the limit of {limit} bytes", field="Content-Encoding"
+                )
+            parts.append(chunk)
+        if not inflater.eof:
+            raise zlib.error("truncated stream")
+        pending = inflater.unused_data
+        if not pending:
+            return b"".join(parts)
+        # What follows the end is refused, not silently dropped, unless it is another gzip member.
+        if wbits != _WBITS["gzip"] or not pending.startswith(b"\x1f\x8b"):
+            raise zlib.error(f"{len(pending)} bytes after the end of the compressed data")
 
 
 def choose_encoding(accept_encoding: str | None) -> str | None:

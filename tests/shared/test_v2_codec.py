@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import numpy as np
 import pytest
@@ -275,3 +276,29 @@ def test_big_endian_input_is_sent_little_endian() -> None:
     assert datatype_of(arr) == "INT32"
     body, headers = encode_infer_request({"x": arr})
     assert decode_infer_request(body, headers).inputs["x"].tolist() == [0, 1, 2]
+
+
+def test_data_after_a_gzip_stream_is_refused_and_several_members_are_read() -> None:
+    import gzip
+
+    from edgecascade.shared.v2.compression import decompress_body
+
+    body = b'{"inputs": []}'
+    assert decompress_body(gzip.compress(body[:5]) + gzip.compress(body[5:]), "gzip", 1 << 20) == body
+    with pytest.raises(ProtocolError, match="8 bytes after the end of the compressed data"):
+        decompress_body(gzip.compress(body) + b"trailing", "gzip", 1 << 20)
+    with pytest.raises(ProtocolError, match="bytes after the end"):
+        decompress_body(zlib.compress(body) + zlib.compress(body), "deflate", 1 << 20)
+
+
+@pytest.mark.parametrize("value", ["9" * 5000, "x" * 20000, "1_0", "²"])
+def test_a_long_or_odd_header_value_is_cut_short_in_the_error(value: str) -> None:
+    from edgecascade.shared.v2.compression import decompress_body
+
+    doc = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}).encode()
+    with pytest.raises(ProtocolError) as caught:
+        decode_infer_request(doc, {HEADER_LENGTH: value})
+    assert caught.value.field == HEADER_LENGTH and len(str(caught.value)) < 200
+    with pytest.raises(ProtocolError) as encoding:
+        decompress_body(doc, value, 1 << 20)
+    assert len(str(encoding.value)) < 200

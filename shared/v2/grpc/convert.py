@@ -16,6 +16,7 @@ from edgecascade.shared.errors import ProtocolError
 from edgecascade.shared.v2.codec import InferRequest, InferResponse, RequestedOutput
 from edgecascade.shared.v2.datatypes import DATATYPES, datatype_of, element_count, from_raw, to_raw
 from edgecascade.shared.v2.grpc import grpc_predict_v2_pb2 as pb
+from edgecascade.shared.v2.limits import DEFAULT_LIMITS, RequestLimits, TensorBudget
 from edgecascade.shared.v2.schema import MetadataTensor, ModelMetadata, ServerMetadata
 
 #: The typed `contents` field that carries each datatype (FP16 has none: raw only).
@@ -34,8 +35,6 @@ CONTENTS_FIELD = {
     "BYTES": "bytes_contents",
 }
 _INT64_MAX = 2**63 - 1
-#: numpy allows 64 dimensions; no model here has more than a handful.
-MAX_RANK = 32
 
 
 # -- parameters ---------------------------------------------------------------------------------
@@ -67,19 +66,13 @@ def parameters_to_proto(values: Mapping[str, Any], target: MutableMapping[str, p
 
 
 # -- tensors ------------------------------------------------------------------------------------
-def _check_header(name: str, datatype: str, shape: Sequence[int], at: str) -> list[int]:
+def _check_header(name: str, datatype: str, at: str) -> None:
     if not name:
         raise ProtocolError("must be a non-empty string", field=f"{at}.name")
     if datatype not in DATATYPES:
         raise ProtocolError(
-            f"unknown datatype {datatype!r}; one of {list(DATATYPES)}", field=f"{at}.datatype"
+            f"unknown datatype {datatype[:40]!r}; one of {list(DATATYPES)}", field=f"{at}.datatype"
         )
-    dims = list(shape)
-    if len(dims) > MAX_RANK:
-        raise ProtocolError(f"{len(dims)} dimensions; at most {MAX_RANK}", field=f"{at}.shape")
-    if any(d < 0 for d in dims):
-        raise ProtocolError(f"negative dimension in {dims}", field=f"{at}.shape")
-    return dims
 
 
 def _from_contents(contents: pb.InferTensorContents, datatype: str, shape: list[int], at: str) -> np.ndarray:
@@ -111,8 +104,17 @@ def _from_contents(contents: pb.InferTensorContents, datatype: str, shape: list[
 
 
 def _read_tensors(
-    tensors: Sequence[Any], raws: Sequence[bytes], where: str, raw_field: str
+    tensors: Sequence[Any],
+    raws: Sequence[bytes],
+    where: str,
+    raw_field: str,
+    *,
+    limits: RequestLimits,
+    allow_empty: bool,
 ) -> dict[str, np.ndarray]:
+    """The tensors of a message, each shape checked by the limits REST applies (rank, element
+    count, tensor bytes; a zero dimension only where `allow_empty`) before anything is built."""
+    budget = TensorBudget(limits)
     if raws and len(raws) != len(tensors):
         raise ProtocolError(
             f"{len(raws)} raw tensors for {len(tensors)} {where}; give one per tensor", field=raw_field
@@ -120,7 +122,9 @@ def _read_tensors(
     arrays: dict[str, np.ndarray] = {}
     for i, t in enumerate(tensors):
         at = f"{where}[{i}]"
-        shape = _check_header(t.name, t.datatype, t.shape, at)
+        _check_header(t.name, t.datatype, at)
+        shape = list(t.shape)
+        budget.admit(shape, t.datatype, where, i, allow_empty=allow_empty)
         if t.name in arrays:
             raise ProtocolError(f"tensor {t.name!r} appears twice", field=f"{at}.name")
         if raws:
@@ -144,8 +148,9 @@ def _write_tensors(arrays: Mapping[str, np.ndarray], tensors: Any, raws: Any, wh
 
 
 # -- infer --------------------------------------------------------------------------------------
-def request_from_proto(request: pb.ModelInferRequest) -> InferRequest:
-    """The server's view of a ModelInferRequest (raises ProtocolError naming the field)."""
+def request_from_proto(request: pb.ModelInferRequest, limits: RequestLimits = DEFAULT_LIMITS) -> InferRequest:
+    """The server's view of a ModelInferRequest (raises ProtocolError naming the field, and
+    PayloadTooLargeError past `limits`; a zero-size input is refused, as over REST)."""
     outputs: list[RequestedOutput] | None = None
     if request.outputs:
         outputs = []
@@ -154,7 +159,14 @@ def request_from_proto(request: pb.ModelInferRequest) -> InferRequest:
                 raise ProtocolError(f"output {out.name!r} requested twice", field=f"outputs[{i}].name")
             outputs.append(RequestedOutput(out.name, True))
     return InferRequest(
-        inputs=_read_tensors(request.inputs, request.raw_input_contents, "inputs", "raw_input_contents"),
+        inputs=_read_tensors(
+            request.inputs,
+            request.raw_input_contents,
+            "inputs",
+            "raw_input_contents",
+            limits=limits,
+            allow_empty=False,
+        ),
         id=request.id or None,
         parameters=parameters_from_proto(request.parameters),
         outputs=outputs,
@@ -189,15 +201,23 @@ def request_to_proto(
     return message
 
 
-def response_from_proto(response: pb.ModelInferResponse) -> InferResponse:
-    """The client's view of a ModelInferResponse (raises ProtocolError on a malformed one)."""
+def response_from_proto(
+    response: pb.ModelInferResponse, limits: RequestLimits = DEFAULT_LIMITS
+) -> InferResponse:
+    """The client's view of a ModelInferResponse (raises ProtocolError on a malformed one; an
+    empty output, such as a detector's [1, 0, 4], is fine)."""
     return InferResponse(
         model_name=response.model_name,
         model_version=response.model_version or None,
         id=response.id or None,
         parameters=parameters_from_proto(response.parameters),
         outputs=_read_tensors(
-            response.outputs, response.raw_output_contents, "outputs", "raw_output_contents"
+            response.outputs,
+            response.raw_output_contents,
+            "outputs",
+            "raw_output_contents",
+            limits=limits,
+            allow_empty=True,
         ),
     )
 
