@@ -78,7 +78,9 @@ LATENCY_BUCKETS_MS: tuple[float, ...] = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # strict: the wire carries JSON numbers and booleans, never "12" or "NaN" as text, which
+    # lax validation would accept while the raw body (what is stored) keeps the text.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=True)
 
 
 class InferenceBody(_Body):

@@ -96,9 +96,10 @@ def _metrics(**figures: object) -> dict[str, object]:
 
 
 def test_metrics_figures_that_are_not_numbers_are_dead_lettered(store: TelemetryStore, capsys) -> None:  # type: ignore[no-untyped-def]
-    """The body schema is lax: "NaN" passes as a float, "12" as an integer. Such text was stored
-    in the number columns: SQLite summed "1_000" as 1, and `fleet telemetry` died with a
-    traceback on a latency of "NaN". Each such record is a dead letter now, naming the figure."""
+    """The body schema was lax: "NaN" passed as a float, "12" as an integer, and such text was
+    stored in the number columns: SQLite summed "1_000" as 1, and `fleet telemetry` died with a
+    traceback on a latency of "NaN". The schema is strict now (and the store refuses text in a
+    number column too): each such record is a dead letter naming the field."""
     payload = _batch(
         "dev-m",
         _rec(1, kind="metrics", body=_metrics()),
@@ -115,12 +116,12 @@ def test_metrics_figures_that_are_not_numbers_are_dead_lettered(store: Telemetry
     assert store.seqs("dev-m") == [1, 7]
     reasons = {d.seq: d.reason for d in store.dead_letters("dev-m")}
     assert reasons == {
-        2: "body.requests must be an integer, got str '1_000'",
-        3: "body.escalated must be an integer, got bool 'True'",
-        4: "body.dropped_total must be an integer, got float '2.0'",
-        5: "body.latency_p99_ms must be a number, got str 'Infinity'",
-        6: "body.total must be an integer, got str '7'",
-        8: "body.latency_p50_ms must be a number, got str 'NaN'",
+        2: "records.1.requests: Input should be a valid integer",
+        3: "records.2.escalated: Input should be a valid integer",
+        4: "records.3.dropped_total: Input should be a valid integer",
+        5: "records.4.latency_p99_ms: Input should be a valid number",
+        6: "records.5.total: Input should be a valid integer",
+        8: "records.7.latency_p50_ms: Input should be a valid number",
     }
     (summary,) = store.summaries()
     assert (summary.requests, summary.escalated, summary.latency_p50_ms, summary.latency_p99_ms) == (
