@@ -111,7 +111,12 @@ def _delivery_flags(p: argparse.ArgumentParser) -> None:
         type=Path,
         help="http route: the folder the cloud serves /artifacts from; the files are written there",
     )
-    p.add_argument("--chunk-kb", type=int, default=256, help="chunk size in KiB")
+    p.add_argument(
+        "--chunk-kb",
+        type=_chunk_kb,
+        default=256,
+        help="artifact chunk size in KiB, 1 to 4096 (the shipped broker's max_packet_size is 4 MiB)",
+    )
 
 
 def _add_status(sub: Any) -> None:
@@ -195,16 +200,36 @@ def _health_limits(args: argparse.Namespace) -> Any:
         raise ConfigError(first["msg"], key="--health-" + str(first["loc"][0]).replace("_", "-")) from None
 
 
+def _chunk_kb(text: str) -> int:
+    """--chunk-kb: a chunk travels as one MQTT message, which brokers bound (the shipped
+    mosquitto.conf at 4 MiB; a device takes at most api.max_body_mb + 1 MiB)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of KiB: {text[:40]!r}") from None
+    if not 1 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"{value} KiB; give 1 to 4096")
+    return value
+
+
 def keygen(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from edgecascade.shared.errors import ConfigError
     from edgecascade.shared.manifest import key_id, public_key_b64, save_private_key
 
+    if args.key.is_dir():
+        raise ConfigError("is a folder; give the key's file name", file=str(args.key), key="--key")
     if args.key.exists() and not args.force:
         raise ConfigError("a signing key exists already; pass --force to replace it", file=str(args.key))
     key = Ed25519PrivateKey.generate()
-    save_private_key(key, args.key)
+    try:
+        save_private_key(key, args.key)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"cannot write {args.key}: a part of its folder is a file", key="--key") from None
+    except OSError as exc:
+        where = exc.filename or args.key
+        raise ConfigError(f"cannot write {where}: {exc.strerror or exc}", key="--key") from None
     print(f"signing key written to {args.key} (keep it here; key id {key_id(key.public_key())})")
     print("put this in each device profile:\n\n[updates]\nenabled = true")
     print(f'public_key = "{public_key_b64(key.public_key())}"')

@@ -174,3 +174,27 @@ def test_fleet_wide_push_after_a_device_push_reaches_every_device_also_after_a_r
     finally:
         for d in devices:
             d.stop()
+
+
+def test_keygen_into_a_folder_or_below_a_file_names_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    for key, expected in [
+        (tmp_path, "--key: is a folder; give the key's file name"),
+        (
+            a_file / "signing.key",
+            f"--key: cannot write {a_file / 'signing.key'}: a part of its folder is a file",
+        ),
+    ]:
+        assert main(["fleet", "keygen", "--key", str(key)]) == 1
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("value", ["0", "4097", "abc"])
+def test_chunk_size_must_fit_a_broker_message(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["fleet", "push", "model.onnx", "--target", "all", "--chunk-kb", value])
+    assert exited.value.code == 2 and "--chunk-kb" in capsys.readouterr().err
