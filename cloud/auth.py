@@ -12,11 +12,11 @@ Environment: `EDGECASCADE_SERVE__TOKENS="store-12=s3cret,kiosk-3=an0ther"` (all 
 from __future__ import annotations
 
 import hmac
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgecascade.shared.errors import AuthError, ConfigError
+from edgecascade.shared.toml_files import read_toml
 
 
 @dataclass(frozen=True)
@@ -96,12 +96,7 @@ def load_grants(tokens_file: Path | None, env_value: str | None) -> list[DeviceG
 
 
 def _from_file(path: Path) -> list[DeviceGrant]:
-    try:
-        doc = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError("tokens file not found", file=str(path)) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from None
+    doc = read_toml(path, what="tokens file")
     grants = []
     for device, value in doc.items():
         token: object

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from edgecascade.shared.backends.registry import EXTENSIONS
 from edgecascade.shared.errors import ConfigError
 from edgecascade.shared.model_card import ModelCard
+from edgecascade.shared.toml_files import read_toml
 
 MODEL_TOML = "model.toml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -131,10 +131,9 @@ def _scan_model(folder: Path) -> ModelEntry:
 def _read_settings(path: Path) -> ModelSettings:
     if not path.exists():
         return ModelSettings()
+    doc = read_toml(path, what="model settings file")
     try:
-        return ModelSettings.model_validate(tomllib.loads(path.read_text()))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from None
+        return ModelSettings.model_validate(doc)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])

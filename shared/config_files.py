@@ -53,7 +53,12 @@ def check_files(
     for loc, path in input_files(model):
         if path.is_file() and os.access(path, os.R_OK):
             continue
-        problem = "not readable" if path.is_file() else "is a folder" if path.is_dir() else "not found"
+        if path.is_file():
+            problem = "not readable"
+        elif path.is_dir():
+            problem = "is a folder"
+        else:
+            problem = "not a regular file (a device, pipe or socket)" if path.exists() else "not found"
         variable = sources.get(loc)
         key = variable or (name(loc) if name else ".".join(str(p) for p in loc))
         raise ConfigError(f"file {problem}: {path}", file=None if variable else file, key=key)

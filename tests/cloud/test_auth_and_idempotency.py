@@ -4,6 +4,7 @@ in a real server."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,29 @@ def test_bad_tokens_file_names_the_key(tmp_path: Path, text: str, key: str) -> N
     with pytest.raises(ConfigError) as info:
         load_grants(path, None)
     assert info.value.key == key and info.value.file == str(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b'tok = "' + b"\xff" * 8 + b'"', "not UTF-8 text"),
+        (b"x = " + b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+        (b"#" * (2 << 20), "over 1024 KiB"),
+        (None, "got a device, pipe or socket"),
+    ],
+    ids=["not-utf8", "deep", "huge", "fifo"],
+)
+def test_a_hostile_tokens_file_is_a_config_error_never_a_hang(
+    tmp_path: Path, content: bytes | None, words: str
+) -> None:
+    path = tmp_path / "tokens.toml"
+    if content is None:
+        os.mkfifo(path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=words) as info:
+        load_grants(path, None)
+    assert info.value.file == str(path)
 
 
 def test_duplicate_device_and_bad_env_are_refused(tokens_file: Path) -> None:
