@@ -27,6 +27,7 @@ from edgecascade.cloud.settings import ServerSettings
 from edgecascade.shared.errors import (
     ConfigError,
     EdgecascadeError,
+    NotFoundError,
     PayloadTooLargeError,
     ProtocolError,
     UnavailableError,
@@ -160,7 +161,13 @@ class _HttpApi:
         return JSONResponse(plane.model_metadata(name, _version_of(request)).model_dump(exclude_none=True))
 
     async def model_ready(self, request: Request, plane: DataPlane) -> Response:
-        return _status(plane.model_ready(request.path_params["name"], _version_of(request)))
+        name, version = request.path_params["name"], _version_of(request)
+        try:
+            return _status(plane.model_ready(name, version))
+        except NotFoundError:
+            # No token is needed here (load balancers probe it): do not list the served models.
+            what = f"model {name[:100]!r}" + (f" version {version[:40]!r}" if version else "")
+            raise NotFoundError(f"{what} is not served here") from None
 
     async def infer(self, request: Request, plane: DataPlane) -> Response:
         name = request.path_params["name"]

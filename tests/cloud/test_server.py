@@ -70,7 +70,12 @@ def test_health_and_server_metadata_need_no_token(server: CloudServer) -> None:
         requests.get(server.url + "/v2/models/digits-cloud/versions/2.0.0/ready", timeout=5).status_code
         == 200
     )
-    assert requests.get(server.url + "/v2/models/nope/ready", timeout=5).status_code == 404
+    unknown = requests.get(server.url + "/v2/models/nope/ready", timeout=5)
+    assert unknown.status_code == 404
+    # Without a token, a probe learns nothing of the models it did not name.
+    assert unknown.json()["error"] == "model 'nope' is not served here"
+    other_version = requests.get(server.url + "/v2/models/digits-cloud/versions/9/ready", timeout=5)
+    assert other_version.json()["error"] == "model 'digits-cloud' version '9' is not served here"
 
 
 def test_model_metadata_lists_versions_and_signature(server: CloudServer) -> None:
