@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import stat
 from pathlib import Path
 
 import numpy as np
 
+from edgecascade.shared.bounded_read import FileTooLargeError, NotRegularFileError, read_bounded
 from edgecascade.shared.errors import InputError, NonFiniteInputError
 from edgecascade.shared.features import FeatureSpec, ImageEncoding, decode_image, encode_image, encode_vector
 from edgecascade.shared.finite import non_finite_count
@@ -25,16 +24,15 @@ def read_input_bytes(path: Path, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
     """The bytes of an input file, in bounded memory: InputError for a file over `max_bytes`
     or one that is not a regular file (a FIFO or /dev/zero would be read forever)."""
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise InputError(f"{path}: not a regular file (a folder, device, pipe or socket)")
-            data = f.read(max_bytes + 1)
+        return read_bounded(path, max_bytes)
+    except (IsADirectoryError, NotRegularFileError):
+        raise InputError(f"{path}: not a regular file (a folder, device, pipe or socket)") from None
+    except FileTooLargeError:
+        raise InputError(
+            f"{path}: over the limit of {max_bytes:,} bytes for an input (api.max_body_mb)"
+        ) from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read input ({exc.strerror or exc})") from None
-    if len(data) > max_bytes:
-        raise InputError(f"{path}: over the limit of {max_bytes:,} bytes for an input (api.max_body_mb)")
-    return data
 
 
 def check_finite(name: str, arr: np.ndarray) -> None:

@@ -9,11 +9,11 @@ was found, never a traceback."""
 from __future__ import annotations
 
 import os
-import stat
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from edgecascade.shared.bounded_read import FileTooLargeError, NotRegularFileError, read_bounded
 from edgecascade.shared.errors import ConfigError
 
 MAX_TOML_BYTES = 1 << 20
@@ -23,24 +23,19 @@ def read_toml(path: Path, *, what: str = "file", max_bytes: int = MAX_TOML_BYTES
     """The parsed document at `path`; ConfigError (file=path) for anything else."""
     file = str(path)
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
-            info = os.fstat(f.fileno())
-            if stat.S_ISDIR(info.st_mode):
-                raise ConfigError(f"expected a {what}, got a folder", file=file)
-            if not stat.S_ISREG(info.st_mode):
-                raise ConfigError(f"expected a {what}, got a device, pipe or socket", file=file)
-            data = f.read(max_bytes + 1)
+        data = read_bounded(path, max_bytes)
     except FileNotFoundError:
         raise ConfigError(f"{what} not found", file=file) from None
     except IsADirectoryError:
         raise ConfigError(f"expected a {what}, got a folder", file=file) from None
+    except NotRegularFileError:
+        raise ConfigError(f"expected a {what}, got a device, pipe or socket", file=file) from None
+    except FileTooLargeError:
+        raise ConfigError(f"over {max_bytes // 1024} KiB; a {what} is a few KiB of TOML", file=file) from None
     except PermissionError:
         raise ConfigError(f"{what} not readable by this user (uid {os.getuid()})", file=file) from None
     except OSError as exc:
         raise ConfigError(f"cannot read the {what}: {exc.strerror or exc}", file=file) from None
-    if len(data) > max_bytes:
-        raise ConfigError(f"over {max_bytes // 1024} KiB; a {what} is a few KiB of TOML", file=file)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
