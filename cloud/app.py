@@ -33,6 +33,7 @@ from edgecascade.shared.errors import (
     UnavailableError,
 )
 from edgecascade.shared.v2 import InferRequest, InferResponse, RequestLimits, answer_v2
+from edgecascade.shared.v2.limits import BodyBudget
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ class _HttpApi:
         self.auth = make_authenticator(settings)
         self.metrics = CloudMetrics()
         self.limits = settings.request_limits()
-        self.bodies = BodyBudget(max(int(settings.max_buffered_mb * (1 << 20)), self.limits.max_body_bytes))
+        # 40 uploads of 15 MiB at once took a worker to 721 MiB before this bound.
+        self.bodies = BodyBudget(int(settings.max_buffered_mb * (1 << 20)), self.limits.max_body_bytes)
         self._plane: DataPlane | None = None
 
     def plane(self) -> DataPlane:
@@ -204,28 +206,6 @@ def app_from_env() -> Starlette:
     return create_app(settings)
 
 
-class BodyBudget:
-    """Bytes of request bodies one worker holds at once, across its connections: many clients
-    uploading large bodies together would otherwise hold max_body_mb each (40 uploads of 15 MiB
-    took a worker to 721 MiB). One worker runs one event loop, so no lock is needed."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.held = 0
-
-    def take(self, n: int) -> None:
-        """Hold `n` more bytes, or UnavailableError (503 + Retry-After) past the budget."""
-        if self.held + n > self.max_bytes:
-            raise UnavailableError(
-                "the server is busy: request bodies in memory are at their limit (max_buffered_mb); retry later",
-                retry_after=1,
-            )
-        self.held += n
-
-    def give(self, n: int) -> None:
-        self.held -= n
-
-
 async def read_body(request: Request, limits: RequestLimits, budget: BodyBudget) -> tuple[bytes, int]:
     """The request body and the bytes of `budget` it holds (the caller gives them back once
     the request is answered). Refused with PayloadTooLargeError (413) once it passes the
@@ -245,7 +225,7 @@ async def read_body(request: Request, limits: RequestLimits, budget: BodyBudget)
             raise PayloadTooLargeError(
                 f"request body is {size} bytes; the limit is {limit} (max_body_mb)", field="body"
             )
-        budget.take(size)
+        _take(budget, size)
         held = size
     else:
         held = 0
@@ -259,13 +239,21 @@ async def read_body(request: Request, limits: RequestLimits, budget: BodyBudget)
                     f"request body is over the limit of {limit} bytes (max_body_mb)", field="body"
                 )
             if received > held:  # a chunked body takes its share as it grows
-                budget.take(received - held)
+                _take(budget, received - held)
                 held = received
             parts.append(chunk)
     except BaseException:
         budget.give(held)
         raise
     return b"".join(parts), held
+
+
+def _take(budget: BodyBudget, n: int) -> None:
+    if not budget.take(n):
+        raise UnavailableError(
+            "the server is busy: request bodies in memory are at their limit (max_buffered_mb); retry later",
+            retry_after=1,
+        )
 
 
 def _status(ok: bool) -> Response:

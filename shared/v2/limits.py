@@ -44,6 +44,27 @@ class RequestLimits:
 DEFAULT_LIMITS = RequestLimits()
 
 
+class BodyBudget:
+    """Bytes of request bodies a server holds at once, across its connections (the agent's
+    local API, one cloud worker): many clients uploading large bodies together would otherwise
+    hold a body limit each. At least one body of `min_bytes` (the per-request limit) always
+    fits. Used from one event loop, so no lock is needed."""
+
+    def __init__(self, max_bytes: int, min_bytes: int = 0) -> None:
+        self.max_bytes = max(max_bytes, min_bytes)
+        self.held = 0
+
+    def take(self, n: int) -> bool:
+        """Hold `n` more bytes; False (nothing held) past the budget."""
+        if self.held + n > self.max_bytes:
+            return False
+        self.held += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.held -= n
+
+
 class TensorBudget:
     """Counts the elements and bytes a request's tensors will take, across its tensors."""
 
