@@ -31,7 +31,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 class ModelSettings(BaseModel):
     """`<repo>/<model>/model.toml`: how one model is served. Every key is optional."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     default_version: str | None = Field(
         default=None, description="Version served at /v2/models/<name>; the highest version if unset."

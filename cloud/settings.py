@@ -20,7 +20,10 @@ ENV_SECTION = "SERVE"
 
 class ServerSettings(BaseSettings):
     # Worker processes build these from the parent's JSON plus this prefix (for the tokens).
-    model_config = SettingsConfigDict(env_prefix=f"EDGECASCADE_{ENV_SECTION}__", extra="forbid")
+    # allow_inf_nan: a size of inf MiB failed at start-up as a traceback (int(inf)).
+    model_config = SettingsConfigDict(
+        env_prefix=f"EDGECASCADE_{ENV_SECTION}__", extra="forbid", allow_inf_nan=False
+    )
 
     repository: Path = Field(description="Model repository folder (<repo>/<model>/<version>/model.onnx).")
     host: str = Field(default="127.0.0.1", description="Address to listen on.")

@@ -16,7 +16,7 @@ ENV_SECTION = "FLEET"
 
 
 class FleetAccess(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     fleet: TopicName = Field("demo", description="Fleet name (MQTT topic prefix part).")
     broker: HostPort = Field("127.0.0.1:1883", description="MQTT broker HOST:PORT.")

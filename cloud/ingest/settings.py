@@ -16,7 +16,7 @@ ENV_SECTION = "INGEST"
 
 
 class IngestSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     store: str = Field(description="SQLite file (or sqlite:///path), or a postgresql:// URL.")
     broker: HostPort = Field("127.0.0.1:1883", description="MQTT broker HOST:PORT.")

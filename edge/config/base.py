@@ -20,7 +20,9 @@ __all__ = ["DeviceId", "ModelName", "ProfilePath", "Section", "TopicName"]
 class Section(BaseModel):
     """Base for every profile section: unknown keys are errors, so typos never pass silently."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # No infinity or NaN anywhere: no setting means "unbounded" by them, and inf only fails
+    # later, as a traceback (int(inf) when a size in MiB becomes bytes).
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 def _resolve(path: Path, info: ValidationInfo) -> Path:

@@ -90,3 +90,45 @@ def test_many_problems_are_listed_up_to_a_bound(tmp_path: Path) -> None:
     lines = str(info.value).splitlines()
     assert "invalid profile (500 problems):" in lines[0]
     assert len(lines) == 22 and lines[-1] == "  ... and 480 more"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1.0", "0", '"lots"', "[1]", "{ a = 1 }"])
+def test_the_body_budget_refuses_nan_negative_and_wrong_types(tmp_path: Path, value: str) -> None:
+    path = _write(tmp_path, f"[api]\nmax_buffered_mb = {value}\n")
+    with pytest.raises(ConfigError, match=r"api\.max_buffered_mb: "):
+        load_profile(path, environ={})
+    with pytest.raises(ConfigError, match="EDGECASCADE_API__MAX_BUFFERED_MB"):
+        load_profile(_write(tmp_path, ""), environ={"EDGECASCADE_API__MAX_BUFFERED_MB": value.strip('"')})
+
+
+@pytest.mark.parametrize("value", ["nan", "-5", "0", "lots"])
+def test_the_cloud_body_budget_refuses_nan_negative_and_wrong_types(value: str) -> None:
+    from edgecascade.cloud.cli_settings import load_settings
+    from edgecascade.cloud.settings import ServerSettings
+
+    env = {"EDGECASCADE_SERVE__MAX_BUFFERED_MB": value}
+    with pytest.raises(ConfigError, match="EDGECASCADE_SERVE__MAX_BUFFERED_MB"):
+        load_settings(ServerSettings, {}, section="SERVE", command="cloud serve", environ=env)
+    with pytest.raises(ConfigError, match="--max-buffered-mb"):
+        load_settings(
+            ServerSettings, {"max_buffered_mb": value}, section="SERVE", command="cloud serve", environ={}
+        )
+
+
+def test_infinity_is_refused_everywhere_not_a_traceback_at_start(tmp_path: Path) -> None:
+    """`max_body_mb = inf` once passed validation and then failed as an OverflowError traceback
+    when the daemon turned MiB into bytes; no setting takes infinity."""
+    from edgecascade.cloud.cli_settings import load_settings
+    from edgecascade.cloud.settings import ServerSettings
+
+    for body in (
+        "[api]\nmax_body_mb = inf\n",
+        "[daemon]\nshutdown_timeout_s = inf\n",
+        "[cloud]\ndeadline_s = inf\n",
+    ):
+        with pytest.raises(ConfigError, match="Input should be a finite number"):
+            load_profile(_write(tmp_path, body), environ={})
+    with pytest.raises(ConfigError, match="--max-body-mb: Input should be a finite number"):
+        load_settings(
+            ServerSettings, {"max_body_mb": "inf"}, section="SERVE", command="cloud serve", environ={}
+        )
