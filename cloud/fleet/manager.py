@@ -1,12 +1,15 @@
 """The fleet manager: sign and publish manifests and artifact chunks, canaries, promote, rollback.
 
 Every push is recorded in `<state_dir>/pushes.json` (and its signed manifest in
-`<state_dir>/manifests/`), so `promote` and `rollback` work from a later command. Everything
-published in this session is re-published after a reconnect, because a broker restarted without
-persistence forgets retained messages."""
+`<state_dir>/manifests/`), so `promote` and `rollback` work from a later command. These files and
+the kept artifacts (`<state_dir>/blobs/<sha256>`) are written whole or not at all: a command
+killed mid-write never leaves a half record that breaks every later command, nor a half blob
+under a name that claims its hash. Everything published in this session is re-published after
+a reconnect, because a broker restarted without persistence forgets retained messages."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -22,6 +25,7 @@ from edgecascade.cloud.artifacts import artifact_relpath
 from edgecascade.cloud.fleet.manifest_builder import Payload
 from edgecascade.cloud.fleet.status_board import StatusBoard
 from edgecascade.cloud.fleet.table_manifest_builder import table_http_name
+from edgecascade.shared.atomic_file import atomic_write
 from edgecascade.shared.errors import UpdateError
 from edgecascade.shared.manifest import Manifest
 from edgecascade.shared.mqtt import MqttConnection, Topics
@@ -46,6 +50,15 @@ class PushRecord:
 
 
 AnyManifest = Manifest | TableManifest
+
+
+def _kept_blob(path: Path, sha256: str) -> bytes | None:
+    """The kept artifact's bytes when they match their hash; None when absent or damaged."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == sha256 else None
 
 
 def _table_model(manifest: AnyManifest) -> str | None:
@@ -91,19 +104,42 @@ class FleetManager:
 
     # -- records -----------------------------------------------------------------------------
     def pushes(self) -> list[PushRecord]:
+        path = self.state_dir / "pushes.json"
         try:
-            return [PushRecord(**r) for r in json.loads((self.state_dir / "pushes.json").read_text())]
+            raw = path.read_bytes()
         except FileNotFoundError:
             return []
+        except OSError as exc:  # a folder in its place, unreadable
+            raise UpdateError(f"{path}: cannot read the push records: {exc.strerror or exc}") from None
+        try:
+            rows = json.loads(raw)
+            return [PushRecord(**r) for r in rows]
+        except (ValueError, TypeError, RecursionError) as exc:
+            # Edited by hand or left by a release that wrote it in place: say which file, and
+            # leave it for the user to repair (it holds what rollback needs).
+            raise UpdateError(
+                f"{path}: not a list of push records ({type(exc).__name__}); repair it or move it "
+                "aside (promote and rollback then know no earlier push)"
+            ) from None
 
     def _save(self, records: list[PushRecord]) -> None:
-        (self.state_dir / "pushes.json").write_text(json.dumps([asdict(r) for r in records], indent=1))
+        body = json.dumps([asdict(r) for r in records], indent=1).encode()
+        atomic_write(self.state_dir / "pushes.json", body)
 
     def manifest_of(self, push_id: str) -> AnyManifest:
-        raw = (self.state_dir / "manifests" / f"{push_id}.json").read_bytes()
-        if json.loads(raw).get("kind") == "table":
-            return TableManifest.model_validate_json(raw)
-        return Manifest.model_validate_json(raw)
+        path = self.state_dir / "manifests" / f"{push_id}.json"
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise UpdateError(
+                f"{path}: cannot read push {push_id}'s manifest: {exc.strerror or exc}"
+            ) from None
+        try:
+            head = json.loads(raw)
+            kind = TableManifest if isinstance(head, dict) and head.get("kind") == "table" else Manifest
+            return kind.model_validate_json(raw)
+        except (ValueError, RecursionError) as exc:  # pydantic's ValidationError is a ValueError
+            raise UpdateError(f"{path}: not a signed manifest ({type(exc).__name__})") from None
 
     # -- publishing -------------------------------------------------------------------------
     def publish_retained(self, topic: str, payload: bytes) -> None:
@@ -127,8 +163,10 @@ class FleetManager:
         blobs.mkdir(exist_ok=True)
         for payload in payloads:
             kept = blobs / payload.blob.sha256
-            if not kept.exists():  # kept so a rollback can re-send it to devices that lack it
-                kept.write_bytes(payload.data)
+            # Kept so a rollback can re-send it to devices that lack it; one found damaged (an
+            # older release wrote in place) is written again.
+            if _kept_blob(kept, payload.blob.sha256) is None:
+                atomic_write(kept, payload.data)
 
     def place_payloads(self, payloads: list[Payload]) -> None:
         """The http route: write the files where the cloud's /artifacts route serves them."""
@@ -217,7 +255,9 @@ class FleetManager:
         signed = self._sign(manifest)
         kind, model = signed.kind, _topics_model(signed)
         self.topic_for(signed.target, kind, model)  # validate before publishing anything
-        (self.state_dir / "manifests" / f"{signed.push_id}.json").write_text(signed.model_dump_json())
+        atomic_write(
+            self.state_dir / "manifests" / f"{signed.push_id}.json", signed.model_dump_json().encode()
+        )
         # The bytes are in place before the manifest that points devices at them.
         if signed.route == "http":
             self.place_payloads(payloads)
@@ -262,7 +302,9 @@ class FleetManager:
             )
         # Signed again, newer than anything before it, so it wins on every device of the target.
         signed = self._sign(self.manifest_of(record.push_id))
-        (self.state_dir / "manifests" / f"{signed.push_id}.json").write_text(signed.model_dump_json())
+        atomic_write(
+            self.state_dir / "manifests" / f"{signed.push_id}.json", signed.model_dump_json().encode()
+        )
         topic = self.topic_for(record.target, record.kind, _record_model(record))
         self.publish_retained(topic, signed.model_dump_json().encode())
         self._supersede(signed, [r for r in records if r.push_id != record.push_id])
@@ -311,7 +353,18 @@ class FleetManager:
         kept = self.state_dir / "blobs" / base.artifact.sha256
         http_name = table_http_name(base.name) if kind == "table" else base.name
         rel = artifact_relpath(http_name, base.version, base.file_name)
-        payloads = [Payload(base.artifact, kept.read_bytes(), rel)] if kept.exists() else []
+        data = _kept_blob(kept, base.artifact.sha256)
+        if data is None:
+            # Devices that still hold the version swap back all the same; one that lacks it
+            # cannot fetch it, and says so in its status.
+            log.warning(
+                "rollback of %s: no intact copy of %s %s in %s; devices without it on disk cannot swap back",
+                name,
+                base.name,
+                base.version,
+                kept.parent,
+            )
+        payloads = [Payload(base.artifact, data, rel)] if data is not None else []
         signed, devices = self.push(manifest, payloads)
         if bad.canary_devices and not bad.promoted:
             devices = sorted(set(devices) | set(bad.canary_devices))
