@@ -175,7 +175,7 @@ class _NativeStderr:
         if text.startswith("{"):
             try:
                 json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON after all (or absurdly nested)
                 pass
             else:
                 sys.stderr.write(text + "\n")  # already a JSON line (a child process's log)

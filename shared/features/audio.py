@@ -2,10 +2,12 @@
 
 The RIFF parser is our own, not the stdlib `wave` module: `wave` reads integer PCM only
 (3.11 refuses 32-bit float WAV, format 3), and one parser for all three formats keeps one set
-of limits and errors. Samples are decoded to float32 in [-1, 1]; mono by averaging channels."""
+of limits and errors. Samples are decoded to float32 in [-1, 1]; mono by averaging channels;
+a clip at another rate than the model's is resampled (resample)."""
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -14,6 +16,9 @@ from edgecascade.shared.errors import InputError
 from edgecascade.shared.features.spec import AudioEncoding
 
 _PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
+#: Highest sample rate read or resampled to (audio interfaces stop at 768 kHz); a WAV header can
+#: claim any 32-bit rate, and resampling pads by a period of the two rates.
+MAX_RATE = 1_000_000
 _KINDS = {(_PCM, 8): "PCM8", (_PCM, 16): "PCM16", (_PCM, 32): "PCM32", (_FLOAT, 32): "float32"}
 
 
@@ -49,8 +54,10 @@ def _samples(body: bytes, tag: int, channels: int, rate: int, bits: int, *, max_
         raise InputError(
             f"WAV format {tag} with {bits}-bit samples is not supported; use PCM 8/16/32-bit or 32-bit float"
         )
-    if channels < 1 or rate < 1:
-        raise InputError(f"WAV declares {channels} channels at {rate} Hz")
+    if channels < 1:
+        raise InputError(f"WAV declares {channels} channels; expected at least 1")
+    if not 1 <= rate <= MAX_RATE:
+        raise InputError(f"WAV declares {rate} Hz; expected 1 to {MAX_RATE:,} Hz")
     width = bits // 8
     frames = len(body) // (width * channels)
     if frames > max_seconds * rate:
@@ -72,14 +79,44 @@ def _samples(body: bytes, tag: int, channels: int, rate: int, bits: int, *, max_
     return x.reshape(frames, channels).mean(axis=1, dtype=np.float32)
 
 
+def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Mono float samples at `rate` -> the same sound at `target` Hz, band-limited: the spectrum
+    is cut above the lower Nyquist frequency (so a downsampled tone above it vanishes instead of
+    folding back as a false lower one) or zero-padded. The clip is mirrored at both ends first:
+    the FFT treats a clip as periodic, and a jump from its end back to its start would ring."""
+    if not (1 <= rate <= MAX_RATE and 1 <= target <= MAX_RATE):
+        raise InputError(f"cannot resample {rate} Hz to {target} Hz; rates go from 1 to {MAX_RATE:,} Hz")
+    x = np.asarray(samples, dtype=np.float64).reshape(-1)
+    n = len(x)
+    out = round(n * target / rate)
+    if rate == target:
+        return x.astype(np.float32)
+    if n < 2 or out < 2:  # nothing to interpolate between: hold the value
+        return np.full(max(out, 0), x[0] if n else 0.0, dtype=np.float32)
+    # Pads in whole periods of the two rates (q input samples to p output samples), so the
+    # output's samples fall exactly on the target rate's grid.
+    g = math.gcd(rate, target)
+    q, p = rate // g, target // g
+    left = q * -(-max(64, n // 8) // q)
+    length = q * -(-(n + 2 * left) // q)
+    padded = np.pad(x, (left, length - n - left), mode="reflect")
+    total = length // q * p
+    spectrum = np.fft.rfft(padded)
+    kept = np.zeros(total // 2 + 1, dtype=np.complex128)
+    bins = min(len(kept), len(spectrum))
+    kept[:bins] = spectrum[:bins]
+    y = np.fft.irfft(kept, n=total) * (total / length)
+    start = left // q * p
+    return np.clip(y[start : start + out], -1.0, 1.0).astype(np.float32)
+
+
 def encode_audio(samples: np.ndarray, rate: int, enc: AudioEncoding) -> np.ndarray:
-    """Mono float samples in [-1, 1] at `rate` -> one example of `enc.tensor_shape`, zero-padded
-    or cut to enc.samples (fit = pad_crop) or refused unless it has exactly that many (exact)."""
+    """Mono float samples in [-1, 1] at `rate` -> one example of `enc.tensor_shape`: resampled
+    to enc.sample_rate, then zero-padded or cut to enc.samples (fit = pad_crop) or refused
+    unless it has exactly that many (exact)."""
     if rate != enc.sample_rate:
-        raise InputError(
-            f"audio is {rate} Hz; the model expects {enc.sample_rate} Hz (pipeline.sample_rate): "
-            f"resample it first (e.g. `sox in.wav -r {enc.sample_rate} out.wav`)"
-        )
+        samples = resample(samples, rate, enc.sample_rate)
+        rate = enc.sample_rate
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
     n = enc.samples
     if enc.fit == "exact" and len(x) != n:

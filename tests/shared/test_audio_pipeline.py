@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -10,6 +12,7 @@ from pydantic import ValidationError
 from edgecascade.shared.backends.base import TensorSpec
 from edgecascade.shared.errors import ConfigError, InputError
 from edgecascade.shared.features import AudioEncoding, ImageEncoding, decode_wav, encode_audio
+from edgecascade.shared.features.audio import resample
 from edgecascade.shared.input_pipeline import describe, prepare_input
 from edgecascade.shared.model_card import TensorCard
 from edgecascade.tools.build_audio_model import build, wav_bytes
@@ -55,12 +58,44 @@ def test_clips_are_padded_or_cut_to_the_window() -> None:
         encode_audio(x, 16000, exact)
 
 
+def _with_rate(wav: bytes, rate: int) -> bytes:
+    return wav[:24] + struct.pack("<I", rate) + wav[28:]  # the fmt chunk's sample rate field
+
+
+@pytest.mark.parametrize("rate", [44100, 48000, 22050, 8000])
+def test_a_clip_at_another_rate_is_resampled_to_the_models(rate: int) -> None:
+    seconds, f = 0.5, 440.0
+    x = (0.5 * np.sin(2 * np.pi * f * np.arange(int(rate * seconds)) / rate)).astype(np.float32)
+    enc = AudioEncoding(kind="audio", sample_rate=16000, samples=8000, fit="exact")
+    got = encode_audio(*decode_wav(wav_bytes(x, rate, "float32"), 10), enc)
+    want = 0.5 * np.sin(2 * np.pi * f * np.arange(8000) / 16000)
+    # Exactly the window the model takes, the tone where it was; only the clip's first and last
+    # few samples differ (the mirrored ends).
+    assert got.shape == (8000,)
+    np.testing.assert_allclose(got[50:-50], want[50:-50], atol=2e-3)
+    assert np.abs(got - want).max() < 0.2
+
+
+def test_a_tone_above_the_models_nyquist_is_removed_not_folded_back() -> None:
+    # 12 kHz at 44.1 kHz, to a 16 kHz model (Nyquist 8 kHz): dropping samples instead of
+    # filtering would fold it back as a strong 4 kHz tone.
+    x = (0.5 * np.sin(2 * np.pi * 12000 * np.arange(44100) / 44100)).astype(np.float32)
+    enc = AudioEncoding(kind="audio", sample_rate=16000, samples=16000)
+    got = encode_audio(x, 44100, enc)
+    assert np.sqrt(np.mean(np.square(got))) < 0.01  # was 0.354
+
+
+def test_resampling_refuses_absurd_rates_before_allocating() -> None:
+    with pytest.raises(InputError, match="cannot resample 999999937 Hz"):
+        resample(np.zeros(10, np.float32), 999_999_937, 16000)  # a prime: would pad by 1e9 samples
+
+
 def test_refusals_name_what_was_expected() -> None:
     enc = AudioEncoding(kind="audio", sample_rate=16000, samples=400)
-    with pytest.raises(
-        InputError, match=r"audio is 44100 Hz; the model expects 16000 Hz \(pipeline.sample_rate\)"
-    ):
-        encode_audio(*decode_wav(wav_bytes(_tone(), 44100), 10), enc)
+    with pytest.raises(InputError, match=r"WAV declares 4294967295 Hz; expected 1 to 1,000,000 Hz"):
+        decode_wav(_with_rate(wav_bytes(_tone(), 16000), 2**32 - 1), 10)
+    with pytest.raises(InputError, match=r"WAV declares 0 channels"):
+        decode_wav(wav_bytes(_tone(), 16000)[:22] + b"\0\0" + wav_bytes(_tone(), 16000)[24:], 10)
     with pytest.raises(InputError, match="not a WAV file"):
         decode_wav(b"\x89PNG\r\n\x1a\n" + bytes(40), 10)
     with pytest.raises(InputError, match=r"over the limit of 0.01 s \(pipeline.max_seconds\)"):
@@ -70,10 +105,9 @@ def test_refusals_name_what_was_expected() -> None:
         decode_wav(truncated, 10)
     spec = TensorSpec("audio", (-1, 400), "float32")
     card = TensorCard(name="audio", dtype="float32", shape=[-1, 400], pipeline=enc)
-    with pytest.raises(InputError, match=r"input 'audio': clip 1: audio is 8000 Hz"):
-        prepare_input(
-            np.array([wav_bytes(_tone(), 16000), wav_bytes(_tone(), 8000)], dtype=object), card, spec
-        )
+    with pytest.raises(InputError, match=r"input 'audio': clip 1: WAV declares 4294967295 Hz"):
+        bad = _with_rate(wav_bytes(_tone(), 16000), 2**32 - 1)
+        prepare_input(np.array([wav_bytes(_tone(), 16000), bad], dtype=object), card, spec)
     assert describe(spec, enc) == "audio: float32 [-1, 400] or WAV audio (BYTES, 16000 Hz)"
 
 

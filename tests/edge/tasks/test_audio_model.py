@@ -98,12 +98,24 @@ def test_agent_predict_answers_a_wav_file_as_the_bare_interpreter(
         assert row["outputs"]["label"] == [label]
 
 
-def test_agent_predict_refuses_another_sample_rate(models: dict[str, Path], tmp_path: Path) -> None:
-    path = tmp_path / "cd.wav"
-    path.write_bytes(wav_bytes(np.zeros(4410, np.float32), 44100))
-    done = cli("agent", "predict", "--model", str(models["tones"]), str(path))
-    assert done.returncode == 1
-    assert "audio is 44100 Hz; the model expects 16000 Hz" in done.stderr
+def _tone(f0: float, harmonics: tuple[int, ...], rate: int, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return sum(0.4 / h * np.sin(2 * np.pi * f0 * h * t) for h in harmonics).astype(np.float32)
+
+
+def test_agent_predict_resamples_a_clip_at_another_rate(models: dict[str, Path], tmp_path: Path) -> None:
+    # The same sounds recorded at CD and DVD rates answer as at the model's 16 kHz.
+    for label, f0, harmonics in (("low", 220.0, (1, 2, 3)), ("high", 3000.0, (1,))):
+        rows = {}
+        for rate in (16000, 44100, 48000):
+            path = tmp_path / f"{label}-{rate}.wav"
+            path.write_bytes(wav_bytes(_tone(f0, harmonics, rate), rate))
+            done = cli("agent", "predict", "--model", str(models["tones"]), str(path), "--json")
+            assert done.returncode == 0, done.stderr
+            rows[rate] = json.loads(done.stdout)["outputs"]
+        for rate in (44100, 48000):
+            assert rows[rate]["label"] == [label]
+            np.testing.assert_allclose(rows[rate]["probabilities"], rows[16000]["probabilities"], atol=0.02)
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +170,10 @@ def test_the_local_api_takes_wav_bytes(
         want = np.concatenate([_bare(models[name], _prepared(p, values)) for p in files])
         assert np.array_equal(got["probabilities"], want)
         assert [v.decode() for v in got["label"]] == list(clips)
-    bad = _infer(
-        agent_url, "tones", {"audio": np.array([wav_bytes(np.zeros(800, np.float32), 8000)], dtype=object)}
-    )
+    silent = wav_bytes(np.zeros(800, np.float32), 8000)
+    no_channels = silent[:22] + b"\0\0" + silent[24:]
+    bad = _infer(agent_url, "tones", {"audio": np.array([no_channels], dtype=object)})
     assert bad.status_code == 400
-    assert "8000 Hz; the model expects 16000 Hz" in bad.json()["error"]
+    assert "WAV declares 0 channels" in bad.json()["error"]
+    # Another rate is resampled, over the API too.
+    assert _infer(agent_url, "tones", {"audio": np.array([silent], dtype=object)}).status_code == 200
