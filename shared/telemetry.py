@@ -32,6 +32,7 @@ Record kinds and their priority (higher survives eviction from a full device buf
     4  drops          cumulative count of evicted records (never evicted by size)
 """
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -188,6 +189,10 @@ class RejectedRecord:
     kind: str | None  # None unless a known RecordKind
     reason: str
     record: str  # the record as JSON, cut to DEAD_LETTER_EXCERPT characters
+    # What the ingester's dead-letter identity is made of (cloud/ingest/store.py): `record`
+    # is cut, so two records that differ only past the cut would look alike there.
+    index: int = -1  # its position in the batch; -1 when not decoded from a payload
+    digest: str = ""  # sha256 of the whole record as canonical JSON; "" if it cannot be written
 
 
 @dataclass(frozen=True)
@@ -275,7 +280,7 @@ def decode_batch(
         try:
             records.append(_record(item, f"records.{i}"))
         except ProtocolError as exc:
-            rejected.append(_rejected(item, str(exc)))
+            rejected.append(_rejected(item, str(exc), i))
     return TelemetryBatch(SCHEMA_VERSION, device, records, rejected)
 
 
@@ -297,18 +302,23 @@ def _record(item: Any, where: str) -> TelemetryRecord:
 _KINDS = frozenset(k.value for k in RecordKind)
 
 
-def _rejected(item: Any, reason: str) -> RejectedRecord:
+def _rejected(item: Any, reason: str, index: int) -> RejectedRecord:
     seq = item.get("seq") if isinstance(item, dict) else None
     kind = item.get("kind") if isinstance(item, dict) else None
     try:
         excerpt = json.dumps(item)[:DEAD_LETTER_EXCERPT]
+        # Sorted keys, no spaces: the same record re-encoded by its sender digests alike.
+        canonical = json.dumps(item, sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
     except (RecursionError, ValueError):
-        excerpt = "(not kept: cannot be written back as JSON)"
+        excerpt, digest = "(not kept: cannot be written back as JSON)", ""
     return RejectedRecord(
         seq=seq if type(seq) is int and 1 <= seq <= MAX_SEQ else None,
         kind=kind if isinstance(kind, str) and kind in _KINDS else None,
         reason=reason[:500],
         record=excerpt,
+        index=index,
+        digest=digest,
     )
 
 

@@ -13,7 +13,7 @@ import psycopg
 
 from edgecascade.cloud.ingest.store import (
     COLUMNS,
-    DEAD_LETTER_COLUMNS,
+    DEAD_LETTER_INSERT_COLUMNS,
     SqlReads,
     StoreResult,
     dead_row_of_record,
@@ -22,7 +22,10 @@ from edgecascade.cloud.ingest.store import (
 from edgecascade.shared.errors import StorageError
 from edgecascade.shared.telemetry import TelemetryBatch
 
+# One implicit transaction (a multi-statement query), the first statement a lock: two
+# ingesters connecting to an old database at once upgrade it one after the other.
 _SCHEMA = """
+SELECT pg_advisory_xact_lock(hashtext('edgecascade telemetry schema'));
 CREATE TABLE IF NOT EXISTS telemetry (
     device TEXT NOT NULL, seq BIGINT NOT NULL, ts DOUBLE PRECISION NOT NULL, kind TEXT NOT NULL,
     body JSONB NOT NULL, received DOUBLE PRECISION NOT NULL,
@@ -33,8 +36,14 @@ CREATE TABLE IF NOT EXISTS telemetry (
 ALTER TABLE telemetry ADD COLUMN IF NOT EXISTS model TEXT;
 CREATE TABLE IF NOT EXISTS dead_letters (
     id BIGSERIAL PRIMARY KEY, device TEXT NOT NULL, seq BIGINT, kind TEXT, reason TEXT NOT NULL,
-    record TEXT NOT NULL, received DOUBLE PRECISION NOT NULL);
-CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_key ON dead_letters (device, seq);
+    record TEXT NOT NULL, received DOUBLE PRECISION NOT NULL, dedupe_key TEXT);
+-- One made before dead letters had an identity gets it (NULL in old rows: see _INSERT_DEAD),
+-- and loses the unique (device, seq) index: it let a dead letter without a sequence number
+-- repeat (NULLs never collide) and dropped a second, different record naming the same one.
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS dedupe_key TEXT;
+DROP INDEX IF EXISTS dead_letters_key;
+CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_dedupe ON dead_letters (dedupe_key);
+CREATE INDEX IF NOT EXISTS dead_letters_device ON dead_letters (device, seq);
 """
 _TYPES = ("text", "bigint", "float8", "text", "jsonb", "float8",
           "bigint", "bigint", "bigint", "float8", "float8", "bigint", "text")  # fmt: skip
@@ -49,9 +58,14 @@ _INSERT_ONE = (
     + ", ".join(f"%s::{t}" for t in _TYPES)
     + ") ON CONFLICT (device, seq) DO NOTHING"
 )
+# A row from before dedupe_key (NULL there) was unique on (device, seq): a dead letter naming
+# a sequence number such a row holds is that row again, as the old index had it. The last two
+# parameters are the row's device and seq once more.
 _INSERT_DEAD = (
-    f"INSERT INTO dead_letters ({', '.join(DEAD_LETTER_COLUMNS)}) VALUES (%s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (device, seq) DO NOTHING"
+    f"INSERT INTO dead_letters ({', '.join(DEAD_LETTER_INSERT_COLUMNS)}) "
+    "SELECT %s::text, %s::bigint, %s::text, %s::text, %s::text, %s::float8, %s::text WHERE NOT EXISTS "
+    "(SELECT 1 FROM dead_letters WHERE dedupe_key IS NULL AND device = %s::text AND seq = %s::bigint) "
+    "ON CONFLICT (dedupe_key) DO NOTHING"
 )
 #: A row's values are at fault, not the database: that row becomes a dead letter.
 _ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError, OverflowError, ValueError)
@@ -91,25 +105,27 @@ class PostgresStore(SqlReads):
                 raise StorageError(f"PostgreSQL telemetry store: {exc}") from exc
 
     def _store(self, db: psycopg.Connection[Any], batch: TelemetryBatch, received: float) -> StoreResult:
-        pairs, dead_rows, reasons = shape(batch, received)
+        pairs, dead_rows, reasons, keys = shape(batch, received)
         with db.transaction():
             stored = 0
             try:
                 with db.transaction():  # a savepoint
                     if pairs:
-                        columns = [list(c) for c in zip(*(row for _, row in pairs), strict=True)]
+                        columns = [list(c) for c in zip(*(row for _, _, row in pairs), strict=True)]
                         stored = max(db.execute(_INSERT_MANY, columns).rowcount, 0)
             except _ROW_ERRORS:
-                for record, row in pairs:
+                for position, record, row in pairs:
                     try:
                         with db.transaction():
                             stored += max(db.execute(_INSERT_ONE, row).rowcount, 0)
                     except _ROW_ERRORS as exc:
                         reasons.append(f"refused by PostgreSQL: {str(exc).splitlines()[0][:300]}")
-                        dead_rows.append(dead_row_of_record(batch.device, record, reasons[-1], received))
+                        dead_rows.append(
+                            dead_row_of_record(batch.device, record, reasons[-1], received, keys, position)
+                        )
             dead = 0
             for dead_one in dead_rows:
-                dead += max(db.execute(_INSERT_DEAD, dead_one).rowcount, 0)
+                dead += max(db.execute(_INSERT_DEAD, (*dead_one, dead_one[0], dead_one[1])).rowcount, 0)
         total = len(batch.records) + len(batch.rejected)
         return StoreResult(stored, total - stored - dead, dead, tuple(reasons) if dead else ())
 

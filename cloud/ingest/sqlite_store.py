@@ -12,7 +12,7 @@ from typing import Any
 
 from edgecascade.cloud.ingest.store import (
     COLUMNS,
-    DEAD_LETTER_COLUMNS,
+    DEAD_LETTER_INSERT_COLUMNS,
     SqlReads,
     StoreResult,
     dead_row_of_record,
@@ -31,16 +31,36 @@ CREATE TABLE IF NOT EXISTS telemetry (
     PRIMARY KEY (device, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (
     device TEXT NOT NULL, seq INTEGER, kind TEXT, reason TEXT NOT NULL, record TEXT NOT NULL,
-    received REAL NOT NULL);
-CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_key ON dead_letters (device, seq);
+    received REAL NOT NULL, dedupe_key TEXT);
+"""
+#: Columns a store made by an older version lacks (NULL in its old rows): records naming
+#: their model, and dead letters' identity (see _INSERT_DEAD).
+_ADDED_COLUMNS = (("telemetry", "model"), ("dead_letters", "dedupe_key"))
+#: Once the columns exist. The old unique (device, seq) index goes: it let a dead letter
+#: without a sequence number repeat (NULLs never collide) and dropped a second, different
+#: record naming the same one; dedupe_key is the identity now.
+_INDEXES = """
+DROP INDEX IF EXISTS dead_letters_key;
+CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_dedupe ON dead_letters (dedupe_key);
+CREATE INDEX IF NOT EXISTS dead_letters_device ON dead_letters (device, seq);
 """
 
 
+def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str]]:
+    have = {t: {row[1] for row in db.execute(f"PRAGMA table_info({t})")} for t, _ in _ADDED_COLUMNS}
+    return [(t, c) for t, c in _ADDED_COLUMNS if c not in have[t]]
+
+
 def _init_schema(db: sqlite3.Connection) -> None:
-    db.executescript(_SCHEMA)
-    # A store made before records named their model gets the column (NULL in its old rows).
-    if "model" not in {row[1] for row in db.execute("PRAGMA table_info(telemetry)")}:
-        db.execute("ALTER TABLE telemetry ADD COLUMN model TEXT")
+    db.executescript(_SCHEMA)  # takes no lock when the tables are there: readers open freely
+    if _missing_columns(db):
+        # Asked again under the write lock: another ingester may be upgrading the same file.
+        # On an error the opener closes the connection, which rolls this back.
+        db.execute("BEGIN IMMEDIATE")
+        for table, column in _missing_columns(db):
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+        db.execute("COMMIT")
+    db.executescript(_INDEXES)
 
 
 # ON CONFLICT names the key: only a redelivered record is skipped. (INSERT OR IGNORE would
@@ -49,9 +69,14 @@ _INSERT = (
     f"INSERT INTO telemetry ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
     "ON CONFLICT (device, seq) DO NOTHING"
 )
+# A row from before dedupe_key (NULL there) was unique on (device, seq): a dead letter naming
+# a sequence number such a row holds is that row again, as the old index had it. The last two
+# parameters are the row's device and seq once more.
 _INSERT_DEAD = (
-    f"INSERT INTO dead_letters ({', '.join(DEAD_LETTER_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(DEAD_LETTER_COLUMNS))}) ON CONFLICT (device, seq) DO NOTHING"
+    f"INSERT INTO dead_letters ({', '.join(DEAD_LETTER_INSERT_COLUMNS)}) "
+    f"SELECT {', '.join('?' * len(DEAD_LETTER_INSERT_COLUMNS))} WHERE NOT EXISTS "
+    "(SELECT 1 FROM dead_letters WHERE dedupe_key IS NULL AND device = ? AND seq = ?) "
+    "ON CONFLICT (dedupe_key) DO NOTHING"
 )
 #: What a single row can fail with (its values, not the database): it becomes a dead letter.
 _ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, OverflowError, ValueError)
@@ -77,13 +102,13 @@ class SqliteStore(SqlReads):
 
     def _store(self, batch: TelemetryBatch, received: float) -> StoreResult:
         db = self._db
-        pairs, dead_rows, reasons = shape(batch, received)
+        pairs, dead_rows, reasons, keys = shape(batch, received)
         db.execute("BEGIN IMMEDIATE")
         # total_changes is not undone by ROLLBACK TO: count only what was kept.
         before = db.total_changes
         db.execute("SAVEPOINT batch")
         try:
-            db.executemany(_INSERT, [row for _, row in pairs])
+            db.executemany(_INSERT, [row for _, _, row in pairs])
             stored = db.total_changes - before
             db.execute("RELEASE batch")
         except _ROW_ERRORS:
@@ -91,17 +116,19 @@ class SqliteStore(SqlReads):
             db.execute("ROLLBACK TO batch")
             db.execute("RELEASE batch")
             stored = 0
-            for record, row in pairs:
+            for position, record, row in pairs:
                 try:
                     before = db.total_changes
                     db.execute(_INSERT, row)  # one statement: atomic on its own
                     stored += db.total_changes - before
                 except _ROW_ERRORS as exc:
                     reasons.append(f"refused by SQLite: {exc}")
-                    dead_rows.append(dead_row_of_record(batch.device, record, reasons[-1], received))
+                    dead_rows.append(
+                        dead_row_of_record(batch.device, record, reasons[-1], received, keys, position)
+                    )
         before = db.total_changes
         if dead_rows:
-            db.executemany(_INSERT_DEAD, dead_rows)
+            db.executemany(_INSERT_DEAD, [(*row, row[0], row[1]) for row in dead_rows])
         dead = db.total_changes - before
         db.execute("COMMIT")
         total = len(batch.records) + len(batch.rejected)

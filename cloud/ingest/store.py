@@ -9,13 +9,20 @@ A record that cannot be stored never holds up the others: the batch's `rejected`
 and any record the database itself refuses (a value out of its range, a constraint), go to
 the `dead_letters` table with the reason, in the same transaction as the rest of the batch.
 Only a failure of the database itself (unreachable, locked, disk full) raises StorageError,
-for the ingester to retry the whole batch."""
+for the ingester to retry the whole batch.
+
+A dead letter is stored once too, under its `dedupe_key` (`DeadLetterKeys`): a record with a
+usable sequence number is known by (device, seq, its content), as the protocol knows records,
+so a resend in another batch matches; one without (missing, null, -1, 2**63, text, 1.5) can
+only be known by its place, (device, the batch, its position, its content)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar, Protocol
 
 from edgecascade.shared.telemetry import MAX_SEQ, RecordKind, RejectedRecord, TelemetryBatch, TelemetryRecord
@@ -123,6 +130,8 @@ class TelemetryStore(Protocol):
 
 
 DEAD_LETTER_COLUMNS = ("device", "seq", "kind", "reason", "record", "received")
+#: What a dead letter is written with: its identity too, NULL only in rows from before it.
+DEAD_LETTER_INSERT_COLUMNS = (*DEAD_LETTER_COLUMNS, "dedupe_key")
 
 
 #: The figures of a metrics body kept in their own columns (in COLUMNS order), and whether
@@ -171,35 +180,81 @@ def rows_of(batch: TelemetryBatch, received: float) -> list[Row]:
     return [row_of(batch.device, r, received) for r in batch.records]
 
 
+#: A record to insert: its position among the batch's valid records, the record, its row.
+Pending = tuple[int, TelemetryRecord, Row]
+
+
+def _sha256(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, separators=(",", ":")).encode()).hexdigest()
+
+
+class DeadLetterKeys:
+    """The `dedupe_key` of each dead letter of one batch: the same on every redelivery and
+    resend of the batch, different for any two records that are not the same one."""
+
+    def __init__(self, batch: TelemetryBatch) -> None:
+        self.batch = batch
+
+    @cached_property
+    def _batch_identity(self) -> str:
+        """The batch as the protocol sees it: its valid records' sequence numbers (which name
+        them) and every rejected record by position and content. The same batch re-encoded
+        (other key order or spacing) has the same identity; one differing anywhere does not.
+        Computed only for a batch with a dead letter that has no usable sequence number."""
+        rejected = [[r.index, r.digest or r.record] for r in self.batch.rejected]
+        return _sha256([[r.seq for r in self.batch.records], rejected])
+
+    def _key(self, seq: int | None, position: str, content: str) -> str:
+        if seq is not None:  # protocol-named: found again whichever batch it comes in
+            return _sha256(["seq", self.batch.device, seq, content])
+        return _sha256(["batch", self.batch.device, self._batch_identity, position, content])
+
+    def rejected(self, r: RejectedRecord, nth: int) -> str:
+        # Built in code (no index), its place among the rejected records stands in.
+        position = f"records.{r.index}" if r.index >= 0 else f"rejected.{nth}"
+        return self._key(r.seq, position, r.digest or _sha256(r.record))
+
+    def refused(self, r: TelemetryRecord, position: int) -> str:
+        """A valid record the database refused, its content written as a rejected one's is."""
+        seq = r.seq if 1 <= r.seq <= MAX_SEQ else None
+        whole = {"seq": r.seq, "ts": r.ts, "kind": r.kind.value, "body": r.body}
+        canonical = json.dumps(whole, sort_keys=True, separators=(",", ":"))
+        return self._key(seq, f"valid.{position}", hashlib.sha256(canonical.encode()).hexdigest())
+
+
 def shape(
     batch: TelemetryBatch, received: float
-) -> tuple[list[tuple[TelemetryRecord, Row]], list[Row], list[str]]:
-    """(record, row) pairs to insert, dead-letter rows and their reasons: the batch's rejected
-    records and any record whose body cannot be written as strict JSON."""
-    rows: list[tuple[TelemetryRecord, Row]] = []
-    dead = [dead_row(batch.device, r, received) for r in batch.rejected]
+) -> tuple[list[Pending], list[Row], list[str], DeadLetterKeys]:
+    """Records to insert, dead-letter rows and their reasons (the batch's rejected records and
+    any record whose body cannot be written as strict JSON), and the batch's dead-letter keys
+    for the records the database refuses."""
+    keys = DeadLetterKeys(batch)
+    rows: list[Pending] = []
+    dead = [dead_row(batch.device, r, received, keys.rejected(r, n)) for n, r in enumerate(batch.rejected)]
     reasons = [r.reason for r in batch.rejected]
-    for record in batch.records:
+    for i, record in enumerate(batch.records):
         try:
-            rows.append((record, row_of(batch.device, record, received)))
+            rows.append((i, record, row_of(batch.device, record, received)))
         except UnstorableBody as exc:
             reasons.append(str(exc))
-            dead.append(dead_row_of_record(batch.device, record, reasons[-1], received))
+            dead.append(dead_row_of_record(batch.device, record, reasons[-1], received, keys, i))
         except ValueError as exc:  # NaN or Infinity: no store's JSON holds them
             reasons.append(f"body cannot be written as JSON: {exc}")
-            dead.append(dead_row_of_record(batch.device, record, reasons[-1], received))
-    return rows, dead, reasons
+            dead.append(dead_row_of_record(batch.device, record, reasons[-1], received, keys, i))
+    return rows, dead, reasons, keys
 
 
-def dead_row(device: str, r: RejectedRecord, received: float) -> Row:
-    return (device, r.seq, r.kind, r.reason, r.record, received)
+def dead_row(device: str, r: RejectedRecord, received: float, key: str) -> Row:
+    return (device, r.seq, r.kind, r.reason, r.record, received, key)
 
 
-def dead_row_of_record(device: str, r: TelemetryRecord, reason: str, received: float) -> Row:
-    """A valid record the database refused, as a dead letter."""
+def dead_row_of_record(
+    device: str, r: TelemetryRecord, reason: str, received: float, keys: DeadLetterKeys, position: int
+) -> Row:
+    """A valid record the database refused (the `position`th of its batch's), as a dead letter."""
     record = json.dumps({"seq": r.seq, "ts": r.ts, "kind": r.kind.value, "body": r.body})  # NaN kept as text
     seq = r.seq if 1 <= r.seq <= MAX_SEQ else None  # the dead-letter column is a BIGINT too
-    return (device, seq, r.kind.value, reason[:500], record[:2000], received)
+    return (device, seq, r.kind.value, reason[:500], record[:2000], received, keys.refused(r, position))
 
 
 #: One query per store dialect; %s-free so both run it as is.

@@ -63,11 +63,53 @@ def test_bad_records_are_dead_lettered_and_the_rest_of_the_batch_is_stored(store
         (7, "records.6.body.note"),
     }
     assert batch.settled_seqs() == [1, 5, 8, 2, 4, 6, 7]  # what the ingester acknowledges
-    # Redelivered: nothing new; only the record without a usable sequence number repeats.
+    # Redelivered: nothing new, not even the record without a usable sequence number (it
+    # was stored again on every redelivery: its NULL seq never collided in the old index).
     again = store.store(decode_batch(payload, "dev-x"), 11.0)
-    assert (again.stored, again.duplicates, again.dead_lettered) == (0, 7, 1)
+    assert (again.stored, again.duplicates, again.dead_lettered) == (0, 8, 0)
     (summary,) = store.summaries()
-    assert (summary.device, summary.records, summary.dead_letters) == ("dev-x", 3, 6)
+    assert (summary.device, summary.records, summary.dead_letters) == ("dev-x", 3, 5)
+
+
+#: Every way a record's sequence number can be unusable, then one that is fine but its `ts` not.
+_NO_SEQ: list[dict[str, object]] = [
+    {"ts": 1.0, "kind": "event", "body": EVENT},  # missing
+    *(_rec(seq) for seq in (None, -1, 2**63, "7", 1.5)),
+]
+
+
+def test_a_redelivered_or_resent_batch_adds_each_dead_letter_once(store: TelemetryStore) -> None:
+    payload = _batch("dev-r", _rec(1), *_NO_SEQ, _rec(3, ts=float("nan")), _rec(9))
+    first = store.store(decode_batch(payload, "dev-r"), 10.0)
+    assert (first.stored, first.duplicates, first.dead_lettered) == (2, 0, 7)
+    # The broker redelivers the same bytes; the device resends, re-encoded (key order, spacing).
+    resent = json.dumps(json.loads(payload), sort_keys=True, indent=1).encode()
+    for again in (payload, resent, payload):
+        result = store.store(decode_batch(again, "dev-r"), 11.0)
+        assert (result.stored, result.duplicates, result.dead_lettered) == (0, 9, 0)
+    assert len(store.dead_letters("dev-r")) == 7 and store.seqs("dev-r") == [1, 9]
+    # The one with a sequence number is known by it: resent in another batch, still once.
+    moved = store.store(decode_batch(_batch("dev-r", _rec(10), _rec(3, ts=float("nan"))), "dev-r"), 12.0)
+    assert (moved.stored, moved.duplicates, moved.dead_lettered) == (1, 1, 0)
+
+
+def test_genuinely_different_bad_records_are_each_kept(store: TelemetryStore) -> None:
+    """Only a record already stored is skipped: the same bad content elsewhere is another record."""
+    bad = _rec(None)
+    long_bad = [_rec(None, body={"note": "x" * 3000 + end}) for end in "ab"]  # differ past the excerpt
+
+    def dead(*records: dict[str, object]) -> int:
+        return store.store(decode_batch(_batch("dev-g", *records), "dev-g"), 10.0).dead_lettered
+
+    assert dead(_rec(1), bad) == 1
+    assert dead(bad, _rec(2)) == 1  # the same content at another position of another batch
+    assert dead(_rec(1), bad, bad) == 2  # twice in one batch (another batch: one more record)
+    assert dead(_rec(1), _rec(None, ts=2.0)) == 1  # other content at the same position
+    assert dead(long_bad[0]) == 1 and dead(long_bad[1]) == 1
+    # Two different records naming one sequence number (the old (device, seq) key kept one).
+    assert dead(_rec(5, ts=float("nan"))) == 1 and dead(_rec(5, ts="now")) == 1
+    assert dead(_rec(1), bad) == 0 and dead(long_bad[1]) == 0  # each of them is stored once
+    assert len(store.dead_letters("dev-g")) == 9
 
 
 def test_a_record_the_database_itself_refuses_becomes_a_dead_letter(store: TelemetryStore) -> None:

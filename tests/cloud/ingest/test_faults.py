@@ -18,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edgecascade.cloud.ingest.sqlite_store import SqliteStore
 from edgecascade.shared.mqtt import Topics
 from edgecascade.shared.telemetry import RecordKind, encode_batch
+from edgecascade.shared.telemetry_ack import decode_ack
 from edgecascade.tools.mqtt_broker import BrokerProcess
 from tests.cloud.ingest.support import (
     FLEET,
@@ -168,6 +169,82 @@ def test_ingester_killed_and_restarted_nothing_lost_nothing_duplicated(
         ingest.send_signal(signal.SIGTERM)
         ingest.wait(10)
         device.close()
+
+
+#: `cloud ingest` that SIGKILLs itself once it has committed a batch holding a dead letter:
+#: the batch stored, neither the device's acknowledgement nor the broker's PUBACK sent.
+_DIE_AFTER_STORING = """
+import os, signal, sys
+from edgecascade.cli import main
+from edgecascade.cloud.ingest.ingester import Ingester
+store = Ingester._store_with_retries
+def store_then_die(self, batch):
+    result = store(self, batch)
+    if batch.rejected:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+Ingester._store_with_retries = store_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ingester_killed_between_storing_and_puback_stores_each_dead_letter_once(pbroker, store) -> None:  # type: ignore[no-untyped-def]
+    """`kill -9` of `cloud ingest` right after the commit of a batch with bad records: the
+    broker redelivers the batch and the device resends it; on SQLite and PostgreSQL each
+    valid record and each dead letter (with and without a sequence number) is stored once."""
+    args = ["cloud", "ingest", "--broker", f"127.0.0.1:{pbroker.port}", "--fleet", FLEET,
+            "--store", store.cli_url, "--client-id", "ingest-k9"]  # fmt: skip
+
+    def start(*cmd: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([*cmd, *args], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline().startswith("ingesting")
+        return proc
+
+    topics = Topics(FLEET)
+    acks: list[list[tuple[int, int]]] = []
+    device = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="dev-9")
+    device.on_message = lambda c, u, m: acks.append(decode_ack(bytes(m.payload), "dev-9"))
+    device.connect("127.0.0.1", pbroker.port)
+    device.subscribe(topics.telemetry_ack("dev-9"), qos=1)
+    device.loop_start()
+
+    def publish(payload: bytes) -> None:
+        device.publish(topics.telemetry("dev-9"), payload, qos=1).wait_for_publish(5)
+
+    event = json.dumps({"camera": "c"})
+    rec = {"ts": 1.0, "kind": "event", "body": {"camera": "c"}}
+    records = [{"seq": 2, **rec}, rec, {"seq": None, **rec}, {"seq": "4", **rec}, {"seq": 5, **rec, "ts": "now"},
+               {"seq": 6, **rec}]  # fmt: skip
+    batch = json.dumps({"v": 1, "device": "dev-9", "records": records}).encode()
+    ingest = start(sys.executable, "-c", _DIE_AFTER_STORING)
+    try:
+        for _ in range(100):  # a good batch until one is stored: the subscription is in place
+            publish(encode_batch("dev-9", [(1, 1.0, "event", event)]))
+            if store.count("dev-9"):
+                break
+            time.sleep(0.1)
+        publish(batch)
+        assert ingest.wait(20) == -signal.SIGKILL
+        # It died after the commit: everything is stored, nothing about it acknowledged.
+        assert store.seqs("dev-9") == [1, 2, 6] and len(store.dead_letters("dev-9")) == 4
+        assert all(seqs == [(1, 1)] for seqs in acks)
+        publish(batch)  # the device resends what it has no acknowledgement for
+        ingest = start(sys.executable, "-m", "edgecascade")
+        wait_for(lambda: sum(seqs != [(1, 1)] for seqs in acks) >= 2, what="the batch acknowledged twice")
+        assert [seqs for seqs in acks if seqs != [(1, 1)]] == [[(2, 2), (5, 6)]] * 2
+        assert store.seqs("dev-9") == [1, 2, 6]
+        letters = store.dead_letters("dev-9")
+        assert sorted(d.reason.split(":")[0] for d in letters) == [
+            "records.1.seq",
+            "records.2.seq",
+            "records.3.seq",
+            "records.4.ts",
+        ]
+    finally:
+        device.loop_stop()
+        device.disconnect()
+        ingest.send_signal(signal.SIGTERM)
+        ingest.wait(10)
 
 
 def test_disk_cap_offline_evicts_routine_first_and_the_drop_count_arrives(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 from pathlib import Path
 
 import psycopg
@@ -11,7 +13,7 @@ import pytest
 from edgecascade.cli import main
 from edgecascade.cloud.ingest.sqlite_store import SqliteStore
 from edgecascade.cloud.ingest.store import StoreResult, TelemetryStore
-from edgecascade.shared.telemetry import RecordKind, decode_batch, encode_batch
+from edgecascade.shared.telemetry import RecordKind, TelemetryBatch, decode_batch, encode_batch
 
 
 def _inference(escalated: bool) -> str:
@@ -93,3 +95,75 @@ def test_postgres_store_reconnects_after_losing_its_connection(store: TelemetryS
         store.store(again, 2.0)
     assert store.store(again, 2.0).stored == 1
     assert store.seqs("dev-r") == [1, 2]
+
+
+#: The dead-letter table as stores made it before dead letters had an identity (the telemetry
+#: table is unchanged): unique on (device, seq), which NULL sequence numbers never hit.
+_OLD_DEAD_LETTERS = {
+    "sqlite": """CREATE TABLE dead_letters (
+        device TEXT NOT NULL, seq INTEGER, kind TEXT, reason TEXT NOT NULL, record TEXT NOT NULL,
+        received REAL NOT NULL)""",
+    "postgres": """CREATE TABLE dead_letters (
+        id BIGSERIAL PRIMARY KEY, device TEXT NOT NULL, seq BIGINT, kind TEXT, reason TEXT NOT NULL,
+        record TEXT NOT NULL, received DOUBLE PRECISION NOT NULL)""",
+}
+_OLD_KEY = "CREATE UNIQUE INDEX dead_letters_key ON dead_letters (device, seq)"
+
+
+def _reopen(store: TelemetryStore) -> TelemetryStore:
+    """Another store of the same kind on the same tables (the ingester started again)."""
+    from edgecascade.cloud.ingest.postgres_store import PostgresStore
+
+    store.close()
+    if isinstance(store, SqliteStore):
+        return SqliteStore(store.path)
+    assert isinstance(store, PostgresStore)
+    return PostgresStore(store.url, table_schema=store.table_schema)
+
+
+def _downgrade(store: TelemetryStore, rows: list[tuple[object, ...]]) -> None:
+    """Replace the store's dead-letter table by one of the old layout holding `rows`."""
+    from edgecascade.cloud.ingest.postgres_store import PostgresStore
+
+    insert = "INSERT INTO dead_letters (device, seq, kind, reason, record, received) VALUES "
+    if isinstance(store, SqliteStore):
+        with contextlib.closing(sqlite3.connect(store.path, isolation_level=None)) as db:
+            db.executescript(f"DROP TABLE dead_letters; {_OLD_DEAD_LETTERS['sqlite']}; {_OLD_KEY};")
+            db.executemany(insert + "(?, ?, ?, ?, ?, ?)", rows)
+        return
+    assert isinstance(store, PostgresStore)
+    with psycopg.connect(store.url, autocommit=True) as pg:
+        pg.execute(f'SET search_path TO "{store.table_schema}"')
+        pg.execute(f"DROP TABLE dead_letters; {_OLD_DEAD_LETTERS['postgres']}; {_OLD_KEY};")
+        pg.cursor().executemany(insert + "(%s, %s, %s, %s, %s, %s)", rows)
+
+
+def _events(*seq_ts: tuple[object, object]) -> TelemetryBatch:
+    records = [{"seq": seq, "ts": ts, "kind": "event", "body": {"camera": "c"}} for seq, ts in seq_ts]
+    return decode_batch(json.dumps({"v": 1, "device": "dev-o", "records": records}).encode())
+
+
+def test_a_store_from_before_dead_letter_identities_is_upgraded_and_keeps_its_rows(
+    store: TelemetryStore,
+) -> None:
+    old = _events((1, 1.0), (2, "now"), (None, 1.0))
+    store.store(old, 5.0)
+    _downgrade(store, [("dev-o", r.seq, r.kind, r.reason, r.record, 5.0) for r in old.rejected])
+    upgraded = _reopen(store)
+    try:
+        reasons = sorted(d.reason.split(":")[0] for d in upgraded.dead_letters("dev-o"))
+        assert reasons == ["records.1.ts", "records.2.seq"] and upgraded.summaries()[0].dead_letters == 2
+        # The batch redelivered across the upgrade: its dead letter with a sequence number is
+        # found under the old key. The one without cannot be told from another record like it
+        # (its old row has no identity), so it is added once more, and then never again.
+        again = upgraded.store(old, 6.0)
+        assert (again.stored, again.duplicates, again.dead_lettered) == (0, 2, 1)
+        assert upgraded.store(old, 7.0).dead_lettered == 0
+        # New dead letters are stored once, and two records naming one seq are both kept.
+        new = _events((None, 2.0), (7, "now"))
+        assert upgraded.store(new, 8.0).dead_lettered == 2 and upgraded.store(new, 9.0).dead_lettered == 0
+        assert upgraded.store(_events((7, "later")), 10.0).dead_lettered == 1
+        upgraded = _reopen(upgraded)  # a second start finds nothing left to upgrade
+        assert len(upgraded.dead_letters("dev-o")) == 6 and upgraded.seqs("dev-o") == [1]
+    finally:
+        upgraded.close()
