@@ -25,10 +25,14 @@ def atomic_write(path: Path, data: bytes) -> None:
 def atomic_write_parts(path: Path, parts: Iterable[bytes]) -> None:
     """`atomic_write` of the parts one after the other, without joining them in memory first."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        for part in parts:
-            f.write(part)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            for part in parts:
+                f.write(part)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk: give back what the half-written copy took
+        raise
     fsync_dir(path.parent)

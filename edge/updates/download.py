@@ -59,6 +59,8 @@ def fetch_verified(
     finally:
         staged.close()
     received = staged.received_bytes - before
+    if staged.write_error is not None:
+        raise staged.write_error  # the subscriber reports it as a storage error
     if not staged.done.is_set():
         return None, received  # stopped for a newer manifest; the partial file stays for a resume
     report("verifying", progress=1.0, bytes_received=blob.size_bytes)

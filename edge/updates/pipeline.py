@@ -85,6 +85,9 @@ class UpdatePipeline:
         if self.previous is None:
             raise UpdateError("no previous version kept to roll back to")
         target = self.previous
+        damage = self.store.damage(target)
+        if damage is not None:  # a bad disk since it served: loading it could serve wrong weights
+            raise UpdateError(f"rollback failed: kept version {target.version} is damaged ({damage})")
         stored = self.store.manifest_of(target)
         backend = stored.backend if stored is not None else self.backend
         try:
@@ -100,7 +103,11 @@ class UpdatePipeline:
 
     def _swap_to(self, new: Installed, model: LocalModel, previous: Installed | None) -> None:
         # Pointer first: a crash after it serves the new (tested) model, before it the old one.
-        self.store.set_active(new, previous)
+        try:
+            self.store.set_active(new, previous)
+        except OSError:
+            model.close()  # not swapped in: the old model serves on
+            raise
         self.slot.swap(model)
         self.current, self.previous = new, previous
         keep = {p.path.parent.name for p in (new, previous) if p is not None and self._in_store(p)}

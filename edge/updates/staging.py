@@ -28,6 +28,9 @@ class StagedBlob:
         self.done = threading.Event()
         self.rejected_chunks = 0
         self.progressed = threading.Event()  # set on every accepted chunk (for stall detection)
+        #: A write that failed (a full disk): the download ends at once (`done`), and
+        #: fetch_verified raises it instead of waiting for chunks that can never be stored.
+        self.write_error: OSError | None = None
         exists = path.is_file() and path.stat().st_size == blob.size_bytes
         if not exists:
             with open(path, "wb") as f:
@@ -75,13 +78,19 @@ class StagedBlob:
             log.warning("chunk %d of %s has a wrong size or hash; ignored", index, self.path.name)
             return False
         with self._lock:
-            if index not in self.missing or self._fd < 0:
+            if index not in self.missing or self._fd < 0 or self.write_error is not None:
                 return True
-            os.pwrite(self._fd, data, start)
-            self.missing.discard(index)
-            complete = not self.missing
+            try:
+                os.pwrite(self._fd, data, start)
+                self.missing.discard(index)
+                complete = not self.missing
+                if complete:
+                    os.fsync(self._fd)
+            except OSError as exc:  # called from a transport's thread: hand it to the worker
+                log.error("cannot write chunk %d of %s: %s", index, self.path.name, exc)
+                self.write_error = exc
+                complete = True
         if complete:
-            os.fsync(self._fd)
             self.done.set()
         # After `done`: a transport woken by this event must already see the download complete,
         # or it waits a whole stall timeout for progress that will never come.

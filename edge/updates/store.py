@@ -4,12 +4,20 @@ safe against kill -9 and power loss. Each holds:
     staging/<sha256>.part       a blob being downloaded (resumable: chunks are re-checked by hash)
     versions/<version>/         a complete, verified model: artifact, card, manifest.json
     active                      JSON pointer {"current": {...}, "previous": {...}}
+    active.bak                  a second copy of it, used when `active` is damaged
     outcomes.json               pushes already applied, refused or rolled back (not retried)
     instruction.json            the newest instruction finished: older manifests are replays
 
 A version directory appears only by an atomic rename of a fully written and fsynced temporary
 directory, and `active` only by write-temp + fsync + os.replace + fsync-dir, so after a crash the
 device finds either the old pointer or the new one, each naming a complete model.
+
+Damage after the fact (a bad SD card, a user's edit) never stops the device: an unreadable
+state file is moved aside as `<name>.corrupt-<UTC time>` with one ERROR line; a damaged
+`active` is restored from `active.bak`; and at start-up (`active_model`) the version the pointer
+names is checked against its card (size, SHA-256, a valid card): a damaged one is moved aside
+as `versions/.corrupt-<version>-<UTC time>`, the kept previous version (or the factory model)
+serves, and the push that brought it is forgotten, so its retained manifest installs it again.
 
 Agents before per-model updates kept one store, the first model's, directly in
 `<data_dir>/models/`; `model_store` moves it to `<data_dir>/models/<its model>/` the first
@@ -23,6 +31,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -79,34 +88,78 @@ class VersionStore:
         self.staging = staging
         self.pointer = root / "active"
         self.what = what
-        for folder in (self.staging, self.versions):
-            folder.mkdir(parents=True, exist_ok=True)
+        for folder in (root, self.staging, self.versions):
+            _folder(folder, what)
 
     # -- pointer ----------------------------------------------------------------------------
+    @property
+    def pointer_copy(self) -> Path:
+        return self.pointer.with_name(self.pointer.name + ".bak")
+
     def read_pointer(self) -> tuple[Installed, Installed | None] | None:
-        """(current, previous) from the pointer, or None if there is none or it names a missing file."""
+        """(current, previous) from the pointer, or None if there is none. A damaged pointer is
+        moved aside and restored from its copy (or dropped: the factory serves); one naming a
+        missing file falls back to the previous version it names, if that is there."""
         try:
-            data = json.loads(self.pointer.read_text())
-            current = Installed(data["current"]["version"], Path(data["current"]["path"]))
-            prev = data.get("previous")
-            previous = Installed(prev["version"], Path(prev["path"])) if prev else None
+            current, previous = self._parse_pointer(self.pointer)
         except FileNotFoundError:
             return None
-        except (ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return self._restore_pointer(f"{type(exc).__name__}: {exc}")
+        if current.path.is_file():
+            return current, previous
+        if previous is not None and previous.path.is_file():
             log.error(
-                "%s pointer %s is unreadable (%s); using the factory %s",
+                "%s pointer %s names missing %s; serving the previous %s %s (%s) instead",
                 self.what,
                 self.pointer,
-                exc,
+                current.path,
+                self.what,
+                previous.version,
+                previous.path,
+            )
+            self._repoint(previous, None)
+            self.forget_push_of(current)
+            return previous, None
+        log.error("%s pointer names missing %s; using the factory %s", self.what, current.path, self.what)
+        self.forget_push_of(current)
+        return None
+
+    def _parse_pointer(self, path: Path) -> tuple[Installed, Installed | None]:
+        data = json.loads(path.read_bytes())
+        current = Installed(str(data["current"]["version"]), Path(data["current"]["path"]))
+        prev = data.get("previous")
+        previous = Installed(str(prev["version"]), Path(prev["path"])) if prev else None
+        return self._here(current), self._here(previous) if previous else None
+
+    def _restore_pointer(self, why: str) -> tuple[Installed, Installed | None] | None:
+        """The pointer is damaged: set it aside, then serve what its copy names (if usable)."""
+        aside = _set_aside(self.pointer)
+        try:
+            found = self._parse_pointer(self.pointer_copy)
+        except (OSError, ValueError, KeyError, TypeError):
+            found = None
+        if found is None or not found[0].path.is_file():
+            log.error(
+                "%s pointer %s is unreadable (%s); moved it to %s, no usable copy: using the factory %s",
+                self.what,
+                self.pointer,
+                why,
+                aside,
                 self.what,
             )
             return None
-        current = self._here(current)
-        previous = self._here(previous) if previous else None
-        if not current.path.is_file():
-            log.error("%s pointer names missing %s; using the factory %s", self.what, current.path, self.what)
-            return None
-        return current, previous
+        self._repoint(*found)
+        log.error(
+            "%s pointer %s is unreadable (%s); moved it to %s and restored it from %s: serving %s",
+            self.what,
+            self.pointer,
+            why,
+            aside,
+            self.pointer_copy.name,
+            found[0].version,
+        )
+        return found
 
     def _here(self, installed: Installed) -> Installed:
         """A version the pointer recorded under the store's old place (the store was moved, see
@@ -119,8 +172,26 @@ class VersionStore:
         return installed
 
     def set_active(self, current: Installed, previous: Installed | None) -> None:
-        body = {"current": current.to_json(), "previous": previous.to_json() if previous else None}
-        atomic_write(self.pointer, json.dumps(body).encode())
+        body = json.dumps(
+            {"current": current.to_json(), "previous": previous.to_json() if previous else None}
+        )
+        # The pointer decides; the copy (written after it) is read only when the pointer is damaged.
+        atomic_write(self.pointer, body.encode())
+        atomic_write(self.pointer_copy, body.encode())
+
+    def _repoint(self, current: Installed, previous: Installed | None) -> None:
+        """set_active while recovering at start-up: a disk that takes no writes is logged, and
+        the same recovery simply runs again at the next start."""
+        try:
+            self.set_active(current, previous)
+        except OSError as exc:
+            log.warning("cannot rewrite %s pointer %s (%s)", self.what, self.pointer, exc)
+
+    def drop_pointer(self) -> None:
+        """Serve the factory artifact from the next start on (pointer and copy removed)."""
+        for path in (self.pointer, self.pointer_copy):
+            path.unlink(missing_ok=True)
+        fsync_dir(self.root)
 
     # -- versions ---------------------------------------------------------------------------
     def _install(self, version: str, file_name: str, artifact: Path, extra: dict[str, bytes]) -> Installed:
@@ -145,37 +216,78 @@ class VersionStore:
         return Installed(version, final / file_name)
 
     def prune(self, keep: set[str]) -> None:
-        """Delete version folders other than `keep` (current and previous)."""
+        """Delete version folders other than `keep` (current and previous), and what a crash or
+        a damaged version left: `.tmp-*` (an install cut short), `.corrupt-*` (set aside)."""
         for folder in self.versions.iterdir():
-            if folder.is_dir() and not folder.name.startswith(".") and folder.name not in keep:
+            if not folder.is_dir() or folder.name in keep:
+                continue
+            if not folder.name.startswith(".") or folder.name.startswith((".tmp-", ".corrupt-")):
                 shutil.rmtree(folder, ignore_errors=True)
+
+    def set_aside_version(self, installed: Installed) -> Path:
+        """Move a damaged version folder out of the way (pruned at the next swap)."""
+        folder = installed.path.parent
+        aside = folder.with_name(f".corrupt-{folder.name}-{_stamp()}")
+        os.replace(folder, aside)
+        fsync_dir(folder.parent)
+        return aside
 
     # -- outcomes: pushes already applied, refused or rolled back are not retried after a restart --
     def outcomes(self) -> dict[str, str]:
+        path = self.root / "outcomes.json"
         try:
-            data = json.loads((self.root / "outcomes.json").read_text())
+            data = json.loads(path.read_bytes())
+            if not isinstance(data, dict):
+                raise TypeError(f"a JSON {type(data).__name__}, not an object")
+            return {str(k): str(v) for k, v in data.items()}
         except FileNotFoundError:
             return {}
-        except ValueError as exc:
-            log.error("unreadable %s outcomes.json (%s); pushes may be retried once", self.what, exc)
+        except (OSError, ValueError, TypeError) as exc:
+            log.error(
+                "unreadable %s %s (%s); moved it to %s, pushes may be retried once",
+                self.what,
+                path,
+                exc,
+                _set_aside(path),
+            )
             return {}
-        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     def record_outcome(self, push_id: str, outcome: str) -> None:
         data = self.outcomes()
         data[push_id] = outcome
         atomic_write(self.root / "outcomes.json", json.dumps(data).encode())
 
+    def forget_push_of(self, installed: Installed) -> None:
+        """Let the push that installed a now damaged or missing version apply again (its
+        manifest is still retained on the broker): drop it from the outcomes. Best effort: a
+        version without a readable manifest.json is left to a new push."""
+        try:
+            push_id = str(json.loads((installed.path.parent / "manifest.json").read_bytes())["push_id"])
+            data = self.outcomes()
+            if data.pop(push_id, None) is not None:
+                atomic_write(self.root / "outcomes.json", json.dumps(data).encode())
+        except (FileNotFoundError, NotADirectoryError):
+            return  # the whole version folder is gone: nothing names its push
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("cannot forget the push of %s %s (%s)", self.what, installed.version, exc)
+
     # -- the newest instruction finished: what is issued before it is a replay ------------------
     def instruction(self) -> Instruction:
+        path = self.root / "instruction.json"
         try:
-            data = json.loads((self.root / "instruction.json").read_text())
+            data = json.loads(path.read_bytes())
             return Instruction(float(data["issued_at"]), str(data["push_id"]))
         except FileNotFoundError:
             return Instruction()
-        except (ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             # Fail closed would stop all updates; the version rule still refuses downgrades.
-            log.error("unreadable %s instruction.json (%s); replay check starts from zero", self.what, exc)
+            log.error(
+                "unreadable %s %s (%s); moved it to %s, replay check starts from zero",
+                self.what,
+                path,
+                exc,
+                _set_aside(path),
+            )
             return Instruction()
 
     def record_instruction(self, issued_at: float, push_id: str) -> Instruction:
@@ -195,7 +307,63 @@ class VersionStore:
     def clear_staging(self, keep: str | None = None) -> None:
         for path in self.staging.iterdir():
             if keep is None or path.name != f"{keep}.part":
-                path.unlink(missing_ok=True)
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def _folder(path: Path, what: str) -> None:
+    """Make the store folder `path`; a file in its place is set aside first (logged)."""
+    if (path.exists() or path.is_symlink()) and not path.is_dir():
+        log.error("%s store folder %s is not a folder; moved it to %s", what, path, _set_aside(path))
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def _set_aside(path: Path) -> Path | str:
+    """Rename a damaged state file (or a directory in its place) to `<name>.corrupt-<UTC time>`;
+    returns the new path, or why it could not be moved (it is then only ignored)."""
+    aside = path.with_name(f"{path.name}.corrupt-{_stamp()}")
+    try:
+        os.replace(path, aside)
+    except OSError as exc:
+        return f"nowhere ({exc.strerror})"
+    return aside
+
+
+#: Verdicts on stored versions in this process, by (path, size, mtime, inode): start-up asks
+#: for the serving model several times, and hashes it once. None = intact.
+_VERDICTS: dict[tuple[str, int, int, int], str | None] = {}
+
+
+def _damage(artifact: Path) -> str | None:
+    """Why `artifact` does not match the card the store wrote beside it, or None."""
+    try:
+        stat = artifact.stat()
+    except OSError as exc:
+        return str(exc)
+    key = (str(artifact), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if key not in _VERDICTS:
+        _VERDICTS[key] = _check_against_card(artifact, stat.st_size)
+    return _VERDICTS[key]
+
+
+def _check_against_card(artifact: Path, size: int) -> str | None:
+    from edgecascade.shared.model_card import ModelCard
+
+    try:
+        card = ModelCard.load_for(artifact)
+        if size != card.size_bytes:
+            return f"{size} bytes, its card says {card.size_bytes}"
+        if sha256_file(artifact) != card.sha256:
+            return "its SHA-256 differs from its card's"
+    except (OSError, ModelLoadError) as exc:
+        return str(exc)
+    return None
 
 
 class UpdateStore(VersionStore):
@@ -210,6 +378,13 @@ class UpdateStore(VersionStore):
         if path.is_file() and sha256_file(path) == manifest.artifact.sha256:
             return Installed(manifest.version, path)
         return None
+
+    def damage(self, installed: Installed) -> str | None:
+        """Why a version in this store cannot serve (its artifact does not match its card, or
+        the card is unreadable), or None. Models from outside the store are not checked here."""
+        if installed.path.parent.parent != self.versions:
+            return None
+        return _damage(installed.path)
 
     def manifest_of(self, installed: Installed) -> Manifest | None:
         """The manifest a stored version came with; None for a model from outside the store
@@ -265,6 +440,8 @@ def migrate_single_store(profile: DeviceProfile) -> None:
     root = models_root(profile)
     aside = root.with_name("models.single-store")
     try:
+        if root.exists() and not root.is_dir():
+            _folder(root, "model")
         if not (root / LAYOUT_MARKER).exists():
             # The old layout: store folders and files at the top (dot files are temporaries).
             if root.is_dir() and any(not p.name.startswith(".") for p in root.iterdir()):
@@ -322,10 +499,41 @@ def factory_model(profile: DeviceProfile, entry: ModelEntry | None = None) -> In
 
 def active_model(profile: DeviceProfile, entry: ModelEntry | None = None) -> Installed:
     """The model to serve at start-up for `entry` (default: the first): its store's pointer,
-    else the factory model."""
+    else the factory model. A damaged stored version never serves (see the module docstring)."""
     entry = _entry(profile, entry)
-    found = model_store(profile, entry.name).read_pointer()
-    return found[0] if found else factory_model(profile, entry)
+    store = model_store(profile, entry.name)
+    found = store.read_pointer()
+    if found is None:
+        return factory_model(profile, entry)
+    current, previous = found
+    problem = store.damage(current)
+    if problem is None:
+        return current
+    fallback = previous if previous is not None and previous.path.is_file() else None
+    if fallback is not None and store.damage(fallback) is not None:
+        fallback = None
+    serving = fallback or factory_model(profile, entry)
+    store.forget_push_of(current)
+    try:
+        done = f"moved it to {store.set_aside_version(current)}"
+        if fallback is not None:
+            store.set_active(fallback, None)
+        else:
+            store.drop_pointer()
+    except OSError as exc:  # a read-only or full disk: serve the good model all the same
+        done = f"could not set it aside ({exc})"
+    log.error(
+        "model %s: version %s in %s is damaged (%s); %s; serving %s (%s) instead until its push "
+        "installs it again",
+        entry.name,
+        current.version,
+        current.path.parent,
+        problem,
+        done,
+        serving.version,
+        serving.path,
+    )
+    return serving
 
 
 def active_model_path(profile: DeviceProfile, entry: ModelEntry | None = None) -> Path:

@@ -219,9 +219,19 @@ class ManifestSubscriber(abc.ABC, Generic[M]):
         """Record a push's outcome. `followed`: the device acted on it (applied, rolled back, or
         failed in the pipeline), so whatever was issued before it is a replay from now on."""
         self.outcomes[manifest.push_id] = outcome
-        self.store.record_outcome(manifest.push_id, outcome)
-        if followed:
-            self.last = self.store.record_instruction(manifest.issued_at, manifest.push_id)
+        try:
+            self.store.record_outcome(manifest.push_id, outcome)
+            if followed:
+                self.last = self.store.record_instruction(manifest.issued_at, manifest.push_id)
+        except OSError as exc:  # a full or failing disk: this run knows; a restart asks again
+            log.error(
+                "cannot record %s push %s as %s in %s (%s); after a restart it is handled again",
+                self.kind,
+                manifest.push_id,
+                outcome,
+                self.store.root,
+                exc,
+            )
 
     def _handle(self, manifest: M) -> None:
         ids = {"push_id": manifest.push_id, "target_version": manifest.version}
@@ -244,6 +254,13 @@ class ManifestSubscriber(abc.ABC, Generic[M]):
             log.error("%s %s %s refused: %s", self.kind, manifest.name, manifest.version, exc.reason)
             self._finish(manifest, "failed")
             self._report("failed", reason=exc.reason)
+            return
+        except OSError as exc:
+            # A full or failing disk (staging, install, pointer): what serves is unchanged. Not
+            # recorded as an outcome, so a restart (with space freed) applies the push again.
+            reason = f"storage error: {exc}"
+            log.error("%s %s %s not applied: %s", self.kind, manifest.name, manifest.version, reason)
+            self._report("failed", reason=reason)
             return
         finally:
             self._job = None

@@ -77,8 +77,12 @@ class TablePipeline:
                 self.store.remove(installed)
             raise exc if isinstance(exc, UpdateError) else UpdateError(str(exc)) from exc
         # Pointer after the swap: a crash before it restarts on the old table and re-applies.
-        self.store.set_active(installed, self.current)
-        self.current, self.previous = installed, self.current
+        previous, self.current, self.previous = self.current, installed, self.current
+        try:
+            self.store.set_active(installed, previous)
+        except OSError as exc:  # a full disk: the new table serves now, the old after a restart
+            log.error("table %s serves, but its pointer cannot be written (%s)", installed.version, exc)
+            return True
         self.store.prune(self._kept())
         return True
 

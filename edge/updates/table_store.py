@@ -55,7 +55,8 @@ class TableStore(VersionStore):
 
 def delivered_table(root: Path) -> tuple[Installed, Installed | None] | None:
     """The delivered table (current, previous) the store at `root` points at, or None (no
-    delivery yet, or the pointer is unusable: logged). Creates nothing."""
+    delivery yet, or the pointer is unusable: logged). Creates nothing, except where it repairs
+    a damaged pointer (see VersionStore.read_pointer)."""
     if not (root / POINTER).exists():
         return None
     try:
