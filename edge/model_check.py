@@ -1,11 +1,14 @@
 """Load every model of a profile in a child process before the daemon loads them itself.
 
 A third-party model can crash an interpreter outright (a segfault in native code, seen with
-real models on tflite-runtime). `python -m edgecascade.edge.model_check [--options JSON]
-PATH[@BACKEND]...` loads each model with its card (and the card check), with the daemon's
-backend options, and runs the backend's warm-up; it exits 0, or 3 after printing the reason. A
-child killed by a signal or running past the timeout means the model never serves, and the
-daemon refuses to start, naming the file.
+real models on tflite-runtime, and with crafted .tflite files on LiteRT: an operator input of
+-1 where the kernel needs a tensor, an int8 tensor without quantization under XNNPACK).
+`python -m edgecascade.edge.model_check [--options JSON] [--bare] PATH[@BACKEND]...` loads
+each model with its card (and the card check), with the daemon's backend options, and runs the
+backend's warm-up; it exits 0, or 3 after printing the reason. A child killed by a signal or
+running past the timeout means the model never serves, and the daemon refuses to start,
+naming the file. `--bare` loads the model alone, without a card: `models import` (which writes
+the card) and `models quantize` check a user's file this way before loading it themselves.
 
 A check that passed is remembered in `<data_dir>/model_checks.json`, keyed by everything the
 outcome depends on: the artifact's and the card's sha256, the backend, the installed versions
@@ -55,22 +58,24 @@ def check_in_child(
     options: BackendOptions | None = None,
     cache_dir: Path | None = None,
     python: list[str] | None = None,
+    bare: bool = False,
 ) -> None:
     """Raise ModelLoadError naming the model (and the reason) if any fails to load in a child.
 
     `options` are the backend options the daemon will load with (the child uses them, with one
     warm-up run). With `cache_dir`, models whose check already passed unchanged are skipped
-    and new passes are recorded there. `python` replaces the interpreter command (tests)."""
+    and new passes are recorded there. `bare`: load each model without its card (there may be
+    none yet). `python` replaces the interpreter command (tests)."""
     if not models:
         return
     options = options or BackendOptions()
-    cache = _CheckCache(cache_dir / CACHE_FILE) if cache_dir is not None else None
+    cache = _CheckCache(cache_dir / CACHE_FILE) if cache_dir is not None and not bare else None
     keys = {path: check_key(path, backend, options) for path, backend in models} if cache else {}
     todo = [(p, b) for p, b in models if cache is None or not cache.passed(keys[p])]
     if not todo:
         log.info("models already checked unchanged: %s", ", ".join(str(p) for p, _ in models))
         return
-    _run_child(todo, options, timeout_s, python)
+    _run_child(todo, options, timeout_s, python, bare)
     if cache is not None:
         cache.record({keys[p]: str(p) for p, _ in todo})
 
@@ -80,9 +85,11 @@ def _run_child(
     options: BackendOptions,
     timeout_s: float,
     python: list[str] | None,
+    bare: bool = False,
 ) -> None:
     cmd = [*(python or [sys.executable]), "-m", "edgecascade.edge.model_check"]
     cmd += ["--options", json.dumps(options_to_json(options))]
+    cmd += ["--bare"] if bare else []
     cmd += [f"{path}@{backend}" if backend else str(path) for path, backend in models]
     where = ", ".join(str(p) for p, _ in models)
     try:
@@ -201,17 +208,23 @@ class _CheckCache:
 # -- the child ----------------------------------------------------------------------------------
 def main(argv: list[str]) -> int:
     from edgecascade.edge.local_model import LocalModel
+    from edgecascade.shared.backends import load_backend
 
     options = BackendOptions()
     if argv[:1] == ["--options"]:
         options = options_from_json(json.loads(argv[1]))
         argv = argv[2:]
+    bare = argv[:1] == ["--bare"]
+    argv = argv[1:] if bare else argv
     options = dataclasses.replace(options, warmup_runs=1)
     for arg in argv:
         path, _, backend = arg.partition("@")
         print(f"checking {path}", flush=True)
         try:
-            LocalModel.load(Path(path), options, backend or None).close()
+            if bare:
+                load_backend(Path(path), options, backend or None).close()
+            else:
+                LocalModel.load(Path(path), options, backend or None).close()
         except EdgecascadeError as exc:
             print(str(exc), flush=True)
             return REFUSED

@@ -61,7 +61,7 @@ def check_card(card: ModelCard, signature: Signature, card_path: Path) -> None:
     """Raise ModelLoadError naming the card file and every mismatching field."""
     problems = card_problems(card, signature)
     if problems:
-        raise ModelLoadError(str(card_path), "card does not match its model:\n  " + "\n  ".join(problems))
+        raise ModelLoadError(str(card_path), "card does not match its model: " + "; ".join(problems))
 
 
 def _tensors(field: str, declared: list[TensorCard], actual: tuple[TensorSpec, ...]) -> list[str]:

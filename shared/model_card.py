@@ -6,16 +6,36 @@ meanings (logits, detection outputs and box format, an escalation score), and st
 Schema 1 cards (one encoded input, one probabilities output) are read and upgraded on load."""
 
 import math
+import types
+import typing
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from edgecascade.shared.bounded_read import FileTooLargeError, NotRegularFileError, read_bounded
+from edgecascade.shared.config_errors import closest
 from edgecascade.shared.errors import ModelError, ModelLoadError
-from edgecascade.shared.features.spec import AudioEncoding, FeatureSpec, ImageEncoding
+from edgecascade.shared.features.spec import MAX_IMAGE_SIDE, AudioEncoding, FeatureSpec, ImageEncoding
 
 CARD_SUFFIX = ".card.json"
 SCHEMA_VERSION = 2
+#: A card is a few KiB (a 21,000-class label list stays under 1 MiB); a bigger file is not one,
+#: and it is never read whole.
+MAX_CARD_BYTES = 16 << 20
+#: The most dimensions a card's tensor may have (numpy's own limit is 64).
+MAX_RANK = 32
+#: The largest dimension a card may state: the runtimes count elements in int64.
+MAX_DIM = 2**62
 
 #: The task kinds a card may name. The edge's task registry (edge/tasks/registry.py) has one
 #: implementation per kind; a test keeps the two in step.
@@ -23,12 +43,36 @@ TASK_KINDS = ("classification", "detection", "tensor")
 
 BoxFormat = Literal["yxyx", "xyxy", "xywh", "cxcywh"]
 
+
+def _pipeline_kind(value: Any) -> str | None:
+    # A pipeline without `kind` is an image (schema 2 cards written before audio existed).
+    kind = value.get("kind", "image") if isinstance(value, dict) else getattr(value, "kind", None)
+    return kind if isinstance(kind, str) else None
+
+
 #: How business input becomes one input tensor: encoded images, or WAV audio (`kind: audio`).
-Pipeline = ImageEncoding | AudioEncoding
+#: Told apart by `kind`, so a typo in an image pipeline is reported against the image fields
+#: alone, not also as a dozen misfits of the audio ones.
+Pipeline = Annotated[
+    Annotated[ImageEncoding, Tag("image")] | Annotated[AudioEncoding, Tag("audio")],
+    Discriminator(
+        _pipeline_kind,
+        custom_error_type="pipeline_kind",
+        custom_error_message="a pipeline's kind must be 'image' or 'audio'",
+    ),
+]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinity (JSON `NaN`, `Infinity`, `1e999`) are never a meaningful card value: a
+    # NaN threshold never escalates, a NaN scale makes every input NaN.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _dimension(d: int) -> int:
+    if d != -1 and not 0 <= d <= MAX_DIM:
+        raise ValueError(f"expected -1 (a dynamic dimension) or a size 0..2**62, got {d}")
+    return d
 
 
 class TensorCard(_Strict):
@@ -36,13 +80,29 @@ class TensorCard(_Strict):
 
     name: str
     dtype: str
-    shape: list[int]
+    shape: list[int] = Field(max_length=MAX_RANK)
     pipeline: Pipeline | None = Field(
         None,
         description="Inputs only: how an image (decode, colour, resize, scale, per-channel mean/std, "
         "layout) or a WAV clip (kind audio: sample rate, window, [-1, 1] or int16) becomes this "
         "tensor. Unset = a raw tensor, passed as given.",
     )
+
+    @field_validator("shape")
+    @classmethod
+    def _dimensions(cls, shape: list[int]) -> list[int]:
+        for i, d in enumerate(shape):
+            try:
+                _dimension(d)
+            except ValueError as exc:
+                raise ValueError(f"dimension {i}: {exc}") from None
+        return shape
+
+
+#: A side in pixels: an image, an anchor or a stride (shared/features/spec.py's bound).
+_Pixels = Annotated[int, Field(gt=0, le=MAX_IMAGE_SIDE)]
+#: Most anchors a raw-output detector's card may make (real detectors: 896 to ~25,000).
+MAX_ANCHORS = 1 << 20
 
 
 class AnchorDecoding(_Strict):
@@ -54,15 +114,19 @@ class AnchorDecoding(_Strict):
     kind: Literal["grid", "ssd"] = Field(
         "grid", description="grid: square anchors on one grid; ssd: MediaPipe's SSD anchor generator."
     )
-    image_size: tuple[int, int] = Field(description="Input image (height, width) in pixels.")
-    size: int | None = Field(None, gt=0, description="grid: anchor side, in pixels.")
-    stride: int | None = Field(None, gt=0, description="grid: anchor step, in pixels.")
-    offset: int = Field(0, ge=0, description="grid: where the first anchor's corner sits, in pixels.")
+    image_size: tuple[_Pixels, _Pixels] = Field(description="Input image (height, width) in pixels.")
+    size: _Pixels | None = Field(None, description="grid: anchor side, in pixels.")
+    stride: _Pixels | None = Field(None, description="grid: anchor step, in pixels.")
+    offset: int = Field(
+        0, ge=0, le=MAX_IMAGE_SIDE, description="grid: where the first anchor's corner sits, in pixels."
+    )
     strides: list[int] = Field(
-        default_factory=list, description="ssd: one stride per layer (consecutive equal strides share a map)."
+        default_factory=list,
+        max_length=64,
+        description="ssd: one stride per layer (consecutive equal strides share a map).",
     )
     per_layer: int = Field(
-        2, ge=1, description="ssd: anchors per cell per layer (aspect ratios + interpolated)."
+        2, ge=1, le=1024, description="ssd: anchors per cell per layer (aspect ratios + interpolated)."
     )
     cell_offset: float = Field(0.5, ge=0.0, le=1.0, description="ssd: anchor centre within its cell.")
     box_coding: Literal["offsets", "center_size"] = Field(
@@ -96,6 +160,16 @@ class AnchorDecoding(_Strict):
             raise ValueError("anchors of kind grid need size and stride (pixels)")
         if self.kind == "ssd" and (not self.strides or min(self.strides) <= 0):
             raise ValueError("anchors of kind ssd need strides, e.g. [8, 16, 16, 16]")
+        # Counted without making them: the anchors are built (and held) once per model.
+        h, w = self.image_size
+        if self.kind == "grid":
+            assert self.size is not None and self.stride is not None
+            rows, cols = ((side - self.size - self.offset) // self.stride + 1 for side in (h, w))
+            count = max(rows, 0) * max(cols, 0)
+        else:
+            count = sum(-(-h // s) * -(-w // s) * self.per_layer for s in self.strides)
+        if count > MAX_ANCHORS:
+            raise ValueError(f"makes {count} anchors; at most {MAX_ANCHORS} are supported")
         return self
 
 
@@ -154,21 +228,26 @@ class ModelCard(BaseModel):
     """What a model is, how it was made and how well it did. Written by tools/ and
     `edgecascade models import`, read by edge/ and cloud/."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = Field(
+        SCHEMA_VERSION,
+        description="Card schema; a newer one than this edgecascade reads is refused, not guessed at.",
+    )
     name: str = Field(description="Model name, as used in profiles, manifests and V2 URLs.")
     version: str = Field(description="Model version (independent of the agent version).")
     backend: str = Field(description="Backend that runs the artifact: tflite or onnx.")
     file: str = Field(description="Artifact file name, relative to the card.")
     sha256: str
-    size_bytes: int
+    size_bytes: int = Field(ge=0)
     task: str = Field("classification", description="classification, detection or tensor.")
     dataset: str | None = Field(
         None, description="Data set and split the model was trained and evaluated on."
     )
-    heldout_accuracy: float | None = Field(None, description="Top-1 accuracy on the held-out split, 0..1.")
-    heldout_size: int | None = None
+    heldout_accuracy: float | None = Field(
+        None, ge=0.0, le=1.0, description="Top-1 accuracy on the held-out split, 0..1."
+    )
+    heldout_size: int | None = Field(None, ge=0)
     quantization: str = Field("none", description="none, int8 (full-integer), int8-qdq, ...")
     inputs: list[TensorCard]
     outputs: list[TensorCard]
@@ -189,6 +268,16 @@ class ModelCard(BaseModel):
     tool_versions: dict[str, str] = Field(default_factory=dict)
     float_source: str | None = Field(None, description="Artifact this one was quantized from, if any.")
 
+    @field_validator("schema_version")
+    @classmethod
+    def _known_schema(cls, version: int) -> int:
+        if not 1 <= version <= SCHEMA_VERSION:
+            raise ValueError(
+                f"card schema {version} is not one this edgecascade reads (1..{SCHEMA_VERSION}); "
+                "a newer edgecascade may have written it"
+            )
+        return version
+
     @field_validator("task")
     @classmethod
     def _known_task(cls, task: str) -> str:
@@ -206,7 +295,10 @@ class ModelCard(BaseModel):
         features = data.get("features")
         if features is None:
             return data
-        spec = features if isinstance(features, FeatureSpec) else FeatureSpec.model_validate(features)
+        try:
+            spec = features if isinstance(features, FeatureSpec) else FeatureSpec.model_validate(features)
+        except ValidationError:
+            return data  # the `features` field reports it, under its full key
         if isinstance(spec.encoding, ImageEncoding):
             data = dict(data)
             data["inputs"] = [
@@ -280,22 +372,53 @@ class ModelCard(BaseModel):
 
     @classmethod
     def load_for(cls, artifact: Path) -> Self:
-        """Read the card beside `artifact`; raises ModelLoadError naming the card if absent or invalid."""
+        """Read the card beside `artifact`; raises ModelLoadError naming the card (and the key)
+        if absent or invalid, in one line. Read in bounded memory: a FIFO, a device or a file
+        over MAX_CARD_BYTES is refused unread."""
         card_path = cls.path_for(artifact)
         try:
-            return cls.model_validate_json(card_path.read_text())
+            data = read_bounded(card_path, MAX_CARD_BYTES)
         except FileNotFoundError:
+            raise ModelLoadError(str(artifact), _missing_card(artifact, card_path)) from None
+        except IsADirectoryError:
+            raise ModelLoadError(str(card_path), "is a folder, not a model card file") from None
+        except NotRegularFileError:
             raise ModelLoadError(
-                str(artifact),
-                f"model card {card_path.name} not found beside it; write one with `edgecascade models import {artifact}`",
+                str(card_path), "not a regular file (a device, pipe or socket), not a model card"
             ) from None
-        except ValueError as exc:
-            raise ModelLoadError(str(card_path), f"invalid model card: {exc}") from exc
+        except FileTooLargeError:
+            raise ModelLoadError(
+                str(card_path), f"over {MAX_CARD_BYTES >> 20} MiB: not a model card (cards are a few KiB)"
+            ) from None
+        except OSError as exc:
+            raise ModelLoadError(str(card_path), f"cannot read it ({exc.strerror or exc})") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ModelLoadError(
+                str(card_path),
+                f"not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}); a card is JSON",
+            ) from None
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            raise ModelLoadError(str(card_path), f"invalid model card: {explain_errors(exc, cls)}") from None
 
     def save_beside(self, artifact: Path) -> Path:
         path = self.path_for(artifact)
         path.write_text(self.model_dump_json(indent=2, exclude_none=True) + "\n")
         return path
+
+
+def _missing_card(artifact: Path, card_path: Path) -> str:
+    """Why there is no card: the model path itself may be what is wrong (a folder, a pipe)."""
+    if artifact.is_dir():
+        return "is a folder; expected a model file (.onnx or .tflite)"
+    if artifact.exists() and not artifact.is_file():
+        return "not a regular file (a device, pipe or socket); expected a model file (.onnx or .tflite)"
+    if not artifact.exists():
+        return "file not found"
+    return f"model card {card_path.name} not found beside it; write one with `edgecascade models import {artifact}`"
 
 
 def _name(tensor: Any) -> Any:
@@ -319,3 +442,97 @@ def element_count(shape: list[int]) -> int | None:
     """Elements of a shape without its batch axis; None if a dimension is dynamic."""
     dims = shape[1:]
     return None if any(d < 0 for d in dims) else math.prod(dims)
+
+
+# -- one line for a person, from a ValidationError -------------------------------------------
+#: Problems spelled out in one error line; the rest are counted.
+MAX_PROBLEMS = 3
+_SHOWN = 60
+
+
+def explain_errors(exc: ValidationError, root: type[BaseModel]) -> str:
+    """`exc` as one line: each problem's key (`inputs[0].pipeline.std`), what was expected and
+    the value given, with the known key a typo most likely meant."""
+    # A value that fits no branch of a union (`float | tuple`) fails each: one line per key.
+    problems: dict[str, str] = {}
+    branched: set[str] = set()
+    for error in exc.errors():
+        where, holders, branch = _walk(tuple(error["loc"]), root)
+        problems.setdefault(where, _problem(error, where, holders))
+        if branch:
+            branched.add(where)
+    # Of a union's branches, the one that got further into the value is the one meant: a list
+    # with a NaN is reported at its item, not also as "not a number".
+    deeper = {w for w in branched if any(o.startswith((f"{w}[", f"{w}.")) for o in problems)}
+    parts = [text for where, text in problems.items() if where not in deeper]
+    more = len(parts) - MAX_PROBLEMS
+    return "; ".join(parts[:MAX_PROBLEMS]) + (f" (and {more} more)" if more > 0 else "")
+
+
+#: How pydantic labels the branches of a union of plain types in an error's location.
+_TYPE_LABELS = {"float", "int", "str", "bool", "bytes", "list", "tuple", "dict", "none"}
+
+
+def _problem(error: Any, where: str, holders: list[type[BaseModel]]) -> str:
+    loc: tuple[str | int, ...] = tuple(error["loc"])
+    kind, msg = error["type"], str(error["msg"]).removeprefix("Value error, ")
+    if kind == "json_invalid":
+        detail = msg.removeprefix("Invalid JSON: ")
+        if "recursion limit" in detail:
+            detail = f"nested too deeply ({detail})"
+        return f"not valid JSON: {detail}"
+    if kind == "extra_forbidden" and loc and isinstance(loc[-1], str):
+        known = sorted({name for model in holders for name in model.model_fields})
+        guess = closest(loc[-1], known)
+        hint = f"did you mean {guess!r}?" if guess else f"known keys: {', '.join(known)}"
+        return f"{where}: unknown key; {hint}"
+    value = error.get("input")
+    # A validator's own message already quotes the value it refused.
+    quiet = kind in ("missing", "value_error") or isinstance(value, dict | list)
+    shown = "" if quiet else f" (got {_short(value)})"
+    return f"{where or '(top level)'}: {msg}{shown}"
+
+
+def _walk(loc: tuple[str | int, ...], root: type[BaseModel]) -> tuple[str, list[type[BaseModel]], bool]:
+    """The dotted key of `loc` (list indices as [i], union labels left out), the models that
+    hold its last key, and whether it went through a union branch."""
+    where = ""
+    models: list[type[BaseModel]] = [root]
+    branch = False
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            where += f"[{part}]"
+            continue
+        fields = [m.model_fields[part] for m in models if part in m.model_fields]
+        if not fields:
+            # A tagged union's branch ('image', 'audio') or a plain union's label
+            # ('tuple[float, ...]', 'function-after[...]'): not a key.
+            tagged = [m for m in models if part in _kinds(m)]
+            if tagged or not part.isidentifier() or part in _TYPE_LABELS:
+                models, branch = tagged or models, True
+                continue
+        where += f".{part}" if where else part
+        if i < len(loc) - 1:
+            models = [sub for f in fields for sub in _models_in(f.annotation)]
+    return where, models, branch
+
+
+def _kinds(model: type[BaseModel]) -> tuple[Any, ...]:
+    """The values of a model's `kind: Literal[...]` field, its tag in a tagged union."""
+    field = model.model_fields.get("kind")
+    return typing.get_args(field.annotation) if field is not None else ()
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models a field can hold, through Optional, unions, lists and Annotated."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, list, tuple, dict, Annotated):
+        return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+    return []
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."

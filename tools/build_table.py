@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecascade.edge.inputs import IMAGE_SUFFIXES, read_input_file
+from edgecascade.edge.inputs import IMAGE_SUFFIXES, encode_input_bytes, read_input_bytes
 from edgecascade.shared.backends import BackendOptions, ModelBackend, load_backend
+from edgecascade.shared.bounded_read import FileTooLargeError, NotRegularFileError, read_bounded
 from edgecascade.shared.errors import InputError
+from edgecascade.shared.features.array_file import npy_array
 from edgecascade.shared.lookup import KeyScheme, TableMeta, application_key, content_key, write_table
 from edgecascade.shared.model_card import ModelCard
 
@@ -68,11 +70,26 @@ def dataset_inputs(name: str) -> TableInputs:
     return TableInputs(features, [f"{name}-{i}" for i in range(len(features))], name)
 
 
+#: A key file lists keys and file names: 64 MiB is millions of rows.
+MAX_KEY_FILE_BYTES = 64 << 20
+
+
+def _encoded(path: Path, card: ModelCard) -> np.ndarray:
+    """One input file as an encoded row, in bounded memory: a .npy's header must account for
+    its bytes before numpy allocates the array it announces."""
+    data = read_input_bytes(path)
+    if path.suffix.lower() == ".npy":
+        npy_array(data, str(path))
+    return encode_input_bytes(path, data, card.feature_spec())
+
+
 def folder_inputs(folder: Path, card: ModelCard) -> TableInputs:
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder of input files")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _INPUT_SUFFIXES)
     if not files:
         raise InputError(f"{folder}: no input files ({', '.join(sorted(_INPUT_SUFFIXES))})")
-    features = np.stack([read_input_file(p, card.feature_spec()) for p in files])
+    features = np.stack([_encoded(p, card) for p in files])
     return TableInputs(features, [p.stem for p in files], f"folder {folder.name} ({len(files)} files)")
 
 
@@ -80,14 +97,27 @@ def keyfile_inputs(path: Path, card: ModelCard) -> TableInputs:
     """CSV rows `key,input` (a header row `key,input` is skipped) or a JSON object {key: input};
     input paths are relative to the key file."""
     try:
-        text = path.read_text()
+        text = read_bounded(path, MAX_KEY_FILE_BYTES).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}); expected a key file") from None
+    except (IsADirectoryError, NotRegularFileError):
+        raise InputError(f"{path}: not a regular file (a folder, device, pipe or socket)") from None
+    except FileTooLargeError:
+        raise InputError(f"{path}: over {MAX_KEY_FILE_BYTES >> 20} MiB: not a key file") from None
     except OSError as exc:
-        raise InputError(f"{path}: cannot read key file ({exc.strerror})") from None
+        raise InputError(f"{path}: cannot read key file ({exc.strerror or exc})") from None
     if path.suffix.lower() == ".json":
         try:
             pairs = list(json.loads(text).items())
         except (json.JSONDecodeError, AttributeError) as exc:
             raise InputError(f"{path}: expected a JSON object of key -> input file: {exc}") from None
+        except RecursionError:
+            raise InputError(
+                f"{path}: JSON nested too deeply; expected an object of key -> input file"
+            ) from None
+        bad = next((k for k, v in pairs if not isinstance(v, str)), None)
+        if bad is not None:
+            raise InputError(f"{path}: key {bad[:40]!r}: expected the input file name (a string)")
     else:
         rows = [r for r in csv.reader(text.splitlines()) if r]
         if rows and [c.strip().lower() for c in rows[0]] == ["key", "input"]:
@@ -98,7 +128,7 @@ def keyfile_inputs(path: Path, card: ModelCard) -> TableInputs:
         pairs = [(r[0].strip(), r[1].strip()) for r in rows]
     if not pairs:
         raise InputError(f"{path}: no keys")
-    features = np.stack([read_input_file(path.parent / str(file), card.feature_spec()) for _, file in pairs])
+    features = np.stack([_encoded(path.parent / str(file), card) for _, file in pairs])
     return TableInputs(features, [str(k) for k, _ in pairs], f"key file {path.name} ({len(pairs)} keys)")
 
 

@@ -72,11 +72,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
+    from edgecascade.edge.model_check import check_in_child
     from edgecascade.shared.errors import EdgecascadeError
     from edgecascade.tools.model_import import ImportAnswers, import_model
 
     try:
         labels = _labels(args.labels) if args.labels else None
+        # A crafted model can crash the runtime natively (a segfault): it does so in a child
+        # process, and this command reports it, before the model is opened here.
+        check_in_child([(args.model, None)], bare=True)
         result = import_model(
             args.model,
             ImportAnswers(
@@ -111,14 +115,33 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+#: A labels file is text, one class a line: 16 MiB is far more than any label set.
+MAX_LABELS_BYTES = 16 << 20
+
+
 def _labels(path: Path) -> list[str]:
+    from edgecascade.shared.bounded_read import FileTooLargeError, NotRegularFileError, read_bounded
     from edgecascade.shared.errors import ConfigError
 
+    # Bounded: a FIFO would block the read, /dev/zero would fill memory.
     try:
-        lines = path.read_text().splitlines()
+        data = read_bounded(path, MAX_LABELS_BYTES)
+    except (IsADirectoryError, NotRegularFileError):
+        raise ConfigError("not a regular file (a folder, device, pipe or socket)", file=str(path)) from None
+    except FileTooLargeError:
+        raise ConfigError(f"over {MAX_LABELS_BYTES >> 20} MiB: not a labels file", file=str(path)) from None
     except OSError as exc:
-        raise ConfigError(f"cannot read labels ({exc.strerror})", file=str(path)) from None
-    labels = [line.strip() for line in lines if line.strip()]
+        raise ConfigError(f"cannot read labels ({exc.strerror or exc})", file=str(path)) from None
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}); expected one label a line",
+            file=str(path),
+        ) from None
+    labels = [line.strip() for line in text.splitlines() if line.strip()]
     if not labels:
         raise ConfigError("no labels in the file (one per line)", file=str(path))
+    if "\x00" in text:
+        raise ConfigError("holds a NUL character: not a text file of labels", file=str(path))
     return labels

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecascade.edge.inputs import read_input_bytes
 from edgecascade.edge.local_model import LocalModel
 from edgecascade.shared.errors import InputError
+from edgecascade.shared.features.array_file import read_array_file
 from edgecascade.shared.input_pipeline import prepare_input
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -72,13 +74,12 @@ def _kind(path: Path) -> str | None:
 def _prepare(path: Path, card_input: object, spec: object) -> np.ndarray:
     kind = _kind(path)
     value: object
+    # Bounded reads: a FIFO or a device among the examples is refused, not read forever, and
+    # a .npy whose header claims terabytes is refused before numpy allocates them.
     if kind == "image":
-        value = np.array([path.read_bytes()], dtype=object)
+        value = np.array([read_input_bytes(path)], dtype=object)
     elif kind == "array":
-        try:
-            value = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: not a readable .npy array: {exc}") from None
+        value = read_array_file(path)[""]
     else:
         kinds = ", ".join(IMAGE_SUFFIXES + ARRAY_SUFFIXES)
         raise InputError(f"{path}: unsupported file kind {path.suffix or '(none)'!r}; expected {kinds}")

@@ -20,12 +20,19 @@ import numpy as np
 
 from edgecascade.shared.backends import BackendOptions, ModelBackend, Signature, load_backend
 from edgecascade.shared.backends.base import TensorSpec
-from edgecascade.shared.errors import ConfigError
+from edgecascade.shared.bounded_read import read_bounded
+from edgecascade.shared.errors import ConfigError, InputError
+from edgecascade.shared.features.array_file import read_array_file
+from edgecascade.shared.features.image import decode_image
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm")
 LABELS_FILE = "labels.npy"
+
+
+#: The most an image file may hold; its pixels are bounded by its header before decoding.
+MAX_IMAGE_FILE_BYTES = 64 << 20
 
 
 def _image(path: Path, spec: TensorSpec) -> np.ndarray:
@@ -38,9 +45,16 @@ def _image(path: Path, spec: TensorSpec) -> np.ndarray:
     channels, height, width = (shape[1], shape[2], shape[3]) if nchw else (shape[3], shape[1], shape[2])
     if height < 0 or width < 0:
         raise ConfigError(f"input {spec.describe()} has no fixed image size; give .npz files", file=str(path))
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR)
-    if img is None:
-        raise ConfigError("not a readable image", file=str(path))
+    # Bounded, and sized from its header first: a 20000 x 20000 PNG of a few KiB is refused
+    # before the decoder allocates gigabytes.
+    try:
+        decoded = decode_image(read_bounded(path, MAX_IMAGE_FILE_BYTES))
+    except (InputError, OSError) as exc:
+        raise ConfigError(f"not a readable image: {exc}", file=str(path)) from None
+    if channels == 1:
+        img = decoded if decoded.ndim == 2 else cv2.cvtColor(decoded, cv2.COLOR_BGR2GRAY)
+    else:
+        img = decoded if decoded.ndim == 3 else cv2.cvtColor(decoded, cv2.COLOR_GRAY2BGR)
     img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     if channels == 3:
         img = img[..., ::-1]  # BGR -> RGB
@@ -70,26 +84,51 @@ def load_inputs(folder: Path, sig: Signature) -> list[dict[str, np.ndarray]]:
         if path.name == LABELS_FILE or not path.is_file():
             continue
         if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                missing = sorted(set(names) - set(data.files))
-                if missing:
-                    raise ConfigError(
-                        f"arrays {missing} missing; the model's inputs are {names}", file=str(path)
-                    )
-                arrays = {n: np.asarray(data[n]) for n in names}
+            data = read_arrays(path)
+            missing = sorted(set(names) - set(data))
+            if missing:
+                raise ConfigError(f"arrays {missing} missing; the model's inputs are {names}", file=str(path))
+            arrays = {n: data[n] for n in names}
         elif suffix == ".npy" or suffix in IMAGE_SUFFIXES:
             if len(names) != 1:
                 raise ConfigError(
                     f"the model has inputs {names}: give .npz files with one array each", file=str(path)
                 )
-            arr = np.load(path, allow_pickle=False) if suffix == ".npy" else _image(path, sig.inputs[0])
+            arr = read_arrays(path)[""] if suffix == ".npy" else _image(path, sig.inputs[0])
             arrays = {names[0]: arr}
         else:
             continue
+        _check_fit(path, arrays, sig)
         feeds.extend(_rows(arrays, sig))
     if not feeds:
         raise ConfigError("no .npz, .npy or image files", file=str(folder))
     return feeds
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """A .npy (key "") or .npz file's arrays, in bounded memory, finite; ConfigError naming it."""
+    try:
+        return read_array_file(path)
+    except InputError as exc:
+        raise ConfigError(str(exc).removeprefix(f"{path}: "), file=str(path)) from None
+
+
+def _check_fit(path: Path, arrays: dict[str, np.ndarray], sig: Signature) -> None:
+    """Each array fits its input's rank, fixed sizes and dtype kind, so the calibrator (which
+    would fail with its own traceback) never sees one that does not."""
+    for spec in sig.inputs:
+        arr = arrays[spec.name]
+        want = np.dtype(spec.dtype)
+        ok_kind = arr.dtype.kind in ("fiu" if want.kind == "f" else "iub" if want.kind in "iub" else "SUO")
+        fits = arr.ndim == len(spec.shape) and all(
+            d < 0 or (i == 0 and d == 1) or d == a
+            for i, (a, d) in enumerate(zip(arr.shape, spec.shape, strict=True))
+        )
+        if not (ok_kind and fits):
+            raise ConfigError(
+                f"array {spec.name!r} is {arr.dtype} {list(arr.shape)}; the model takes {spec.describe()}",
+                file=str(path),
+            )
 
 
 class _Reader:

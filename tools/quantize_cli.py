@@ -30,8 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    import numpy as np
-
+    from edgecascade.edge.model_check import check_in_child
     from edgecascade.shared.backends import BackendOptions, load_backend
     from edgecascade.shared.errors import EdgecascadeError
     from edgecascade.tools.quantize import (
@@ -39,6 +38,7 @@ def _quantize(args: argparse.Namespace) -> int:
         compare,
         load_inputs,
         quantize_static_int8,
+        read_arrays,
         tflite_int8_from_saved_model,
     )
 
@@ -50,6 +50,8 @@ def _quantize(args: argparse.Namespace) -> int:
             tflite_int8_from_saved_model(args.model, out, calib)
             print(f"wrote {out} ({out.stat().st_size} B)")
             return 0
+        # A crafted model that crashes the runtime natively does so in a child process.
+        check_in_child([(args.model, None)], bare=True)
         probe = load_backend(args.model, BackendOptions(warmup_runs=0))
         sig = probe.signature
         probe.close()
@@ -60,7 +62,7 @@ def _quantize(args: argparse.Namespace) -> int:
         eval_dir = args.eval or args.calibration
         feeds = load_inputs(eval_dir, sig) if args.eval else calibration
         labels_path = eval_dir / LABELS_FILE
-        labels = np.load(labels_path).reshape(-1) if labels_path.is_file() else None
+        labels = read_arrays(labels_path)[""].reshape(-1) if labels_path.is_file() else None
         report = compare(args.model, out, feeds, labels)
     except EdgecascadeError as exc:
         print(f"error: {exc}")
@@ -84,10 +86,6 @@ def raise_if_no_tf() -> None:
 
 
 def _saved_model_inputs(folder: Path) -> list:
-    import numpy as np
+    from edgecascade.tools.quantize import read_arrays
 
-    feeds = []
-    for path in sorted(folder.glob("*.npz")):
-        with np.load(path, allow_pickle=False) as data:
-            feeds.append({k: data[k] for k in data.files})
-    return feeds
+    return [read_arrays(path) for path in sorted(folder.glob("*.npz"))]

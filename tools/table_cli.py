@@ -48,10 +48,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _build_table(args: argparse.Namespace) -> int:
+    from edgecascade.edge.model_check import check_in_child
     from edgecascade.shared.model_card import ModelCard
     from edgecascade.tools.build_table import build_table, dataset_inputs, folder_inputs, keyfile_inputs
 
     card = ModelCard.load_for(args.cloud_model)
+    # A crafted model that crashes the runtime natively does so in a child process, reported.
+    check_in_child([(args.cloud_model, None)])
     if args.dataset:
         inputs = dataset_inputs(args.dataset)
     elif args.folder:

@@ -188,11 +188,15 @@ def _splits(args: argparse.Namespace, model_path: Path) -> _Loaded:
     import numpy as np
 
     from edgecascade.edge.local_model import LocalModel
+    from edgecascade.edge.model_check import check_in_child
     from edgecascade.shared.backends import BackendOptions
     from edgecascade.shared.errors import InputError
     from edgecascade.tools.labelled_folder import read_folder, split
     from edgecascade.tools.tune import Split
 
+    # A crafted model that crashes the runtime natively does so in a child process, reported.
+    cloud_file = args.cloud_model or (DEFAULT_CLOUD if args.data is None else None)
+    check_in_child([(p, None) for p in (model_path, cloud_file) if p is not None])
     edge = LocalModel.load(model_path, BackendOptions())
     try:
         if edge.card.task != "classification":

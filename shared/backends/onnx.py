@@ -16,7 +16,8 @@ from edgecascade.shared.backends.base import (
     Signature,
     TensorSpec,
 )
-from edgecascade.shared.backends.quantization import Dequantizer, Quantizer
+from edgecascade.shared.backends.onnx_external import check_external_data
+from edgecascade.shared.backends.quantization import Dequantizer, Quantizer, quantization_problem
 from edgecascade.shared.errors import ModelLoadError, UnsupportedModelError
 
 log = logging.getLogger(__name__)
@@ -40,19 +41,37 @@ _ORT_TYPES = {
 }
 
 
-def _quant_params(meta: dict[str, str], name: str) -> tuple[float, int] | None:
+class _BadMetadata(ValueError):
+    """A model's quantization metadata that cannot convert its tensor (the message says why)."""
+
+
+def _quant_params(meta: dict[str, str], name: str, dtype: str) -> tuple[float, int] | None:
     # An int8-I/O ONNX model carries its (scale, zero point) in metadata, since ONNX has no
-    # per-tensor field for it: "<tensor>.scale" and "<tensor>.zero_point".
+    # per-tensor field for it: "<tensor>.scale" and "<tensor>.zero_point". Both are text in
+    # the file: anything but finite numbers that fit the tensor is refused, not guessed at.
     if f"{name}.scale" not in meta:
         return None
-    return float(meta[f"{name}.scale"]), int(meta.get(f"{name}.zero_point", "0"))
+    scale_text, zp_text = meta[f"{name}.scale"], meta.get(f"{name}.zero_point", "0")
+    try:
+        scale = float(scale_text)
+    except ValueError:
+        raise _BadMetadata(f"metadata {name}.scale: {scale_text[:40]!r} is not a number") from None
+    # An integer of at most 20 digits: int() of a 5,000-digit text is refused by Python itself.
+    digits = zp_text.strip().removeprefix("-").removeprefix("+")
+    if not (digits.isdigit() and digits.isascii() and len(digits) <= 20):
+        raise _BadMetadata(f"metadata {name}.zero_point: {zp_text[:40]!r} is not an integer")
+    zero_point = int(zp_text)
+    problem = quantization_problem(scale, zero_point, np.dtype(dtype))
+    if problem:
+        raise _BadMetadata(f"metadata {name}.scale/zero_point of tensor {name!r}: {problem}")
+    return scale, zero_point
 
 
 def _spec(node: Any, meta: dict[str, str], dequantize: bool) -> TensorSpec:
     dtype = _ORT_TYPES.get(node.type, node.type)
     # Symbolic ("batch") and unknown (None) dimensions are both variable.
     shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (node.shape or ()))
-    quant = _quant_params(meta, node.name) if dtype in ("int8", "uint8") else None
+    quant = _quant_params(meta, node.name, dtype) if dtype in ("int8", "uint8") else None
     return TensorSpec(node.name, shape, "float32" if quant and dequantize else dtype, quant)
 
 
@@ -92,17 +111,23 @@ class OnnxBackend(ModelBackend):
         so.inter_op_num_threads = 1
         so.graph_optimization_level = levels[options.graph_optimization]
         so.log_severity_level = 3
+        # Before the runtime opens it: older onnxruntime releases read external data from
+        # wherever the file points (/etc/passwd, ../../), and a FIFO there would block.
+        check_external_data(path)
         self._session = self._open(
             ort, so, choose_providers(options.onnx_providers, ort.get_available_providers())
         )
         meta = dict(self._session.get_modelmeta().custom_metadata_map)
         ins, outs = self._session.get_inputs(), self._session.get_outputs()
         deq = options.dequantize
-        self._signature = Signature(
-            inputs=tuple(_spec(n, meta, deq) for n in ins),
-            outputs=tuple(_spec(n, meta, deq) for n in outs),
-            accelerator=self._session.get_providers()[0],
-        )
+        try:
+            self._signature = Signature(
+                inputs=tuple(_spec(n, meta, deq) for n in ins),
+                outputs=tuple(_spec(n, meta, deq) for n in outs),
+                accelerator=self._session.get_providers()[0],
+            )
+        except _BadMetadata as exc:
+            raise ModelLoadError(str(path), str(exc)) from None
         self._quantizers = [
             (
                 spec.name,

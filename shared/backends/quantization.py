@@ -5,7 +5,11 @@ their parameters as float32 scalars and work in place: a few ufunc calls per ten
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class Quantizer:
@@ -47,3 +51,22 @@ def quantize(values: np.ndarray, scale: float, zero_point: int, dtype: np.dtype)
 
 def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return Dequantizer(scale, zero_point)(values)
+
+
+def quantization_problem(scale: float, zero_point: int, dtype: np.dtype) -> str | None:
+    """Why a tensor's (scale, zero point) cannot convert it from and to float32, or None.
+
+    A model file is where these come from: NaN, infinity, a negative scale or one so small
+    that 1/scale overflows float32 would turn every value into NaN or infinity, and a zero
+    point outside the integer type has no meaning."""
+    info = np.iinfo(dtype)
+    if not math.isfinite(scale) or scale <= 0.0:
+        return f"quantization scale {scale!r} is not a finite number > 0"
+    span = float(info.max) - float(info.min)
+    if not (1.0 / scale < _FLOAT32_MAX and scale * span < _FLOAT32_MAX):
+        return f"quantization scale {scale!r} is outside float32's range for {np.dtype(dtype).name} values"
+    if not info.min <= zero_point <= info.max:
+        return (
+            f"quantization zero point {zero_point} is outside {np.dtype(dtype).name}'s {info.min}..{info.max}"
+        )
+    return None

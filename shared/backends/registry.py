@@ -4,6 +4,8 @@ Raspberry Pi without onnxruntime still runs TFLite models."""
 from __future__ import annotations
 
 import importlib
+import os
+import stat
 from pathlib import Path
 from typing import Annotated
 
@@ -53,10 +55,7 @@ def load_backend(
     """Load `path` with the matching backend. Raises `ModelLoadError` or `UnsupportedModelError`."""
     path = Path(path)
     name = backend_name_for(path, backend)
-    if not path.is_file():
-        raise ModelLoadError(str(path), "file not found")
-    if path.stat().st_size == 0:
-        raise ModelLoadError(str(path), "file is empty")
+    _check_model_file(path)
     module_name, cls_name = BACKENDS[name].split(":")
     cls: type[ModelBackend] = getattr(importlib.import_module(module_name), cls_name)
     try:
@@ -65,3 +64,22 @@ def load_backend(
         raise
     except Exception as exc:  # a runtime's own error type: never let it escape raw
         raise ModelLoadError(str(path), f"{name} runtime refused it ({type(exc).__name__}: {exc})") from exc
+
+
+def _check_model_file(path: Path) -> None:
+    """A regular, non-empty file: a runtime handed a folder says something obscure, and one
+    handed a FIFO or a device would wait for a writer or read it without end."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ModelLoadError(str(path), "file not found") from None
+    except OSError as exc:
+        raise ModelLoadError(str(path), f"cannot read it ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ModelLoadError(str(path), "is a folder; expected a model file (.onnx or .tflite)")
+    if not stat.S_ISREG(info.st_mode):
+        raise ModelLoadError(
+            str(path), "not a regular file (a device, pipe or socket); expected a model file"
+        )
+    if info.st_size == 0:
+        raise ModelLoadError(str(path), "file is empty")

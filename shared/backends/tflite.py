@@ -22,7 +22,7 @@ from edgecascade.shared.backends.base import (
     TensorSpec,
     TFLiteDelegate,
 )
-from edgecascade.shared.backends.quantization import Dequantizer, Quantizer
+from edgecascade.shared.backends.quantization import Dequantizer, Quantizer, quantization_problem
 from edgecascade.shared.errors import ModelLoadError, UnsupportedModelError
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,13 @@ class TFLiteBackend(ModelBackend):
             outputs=tuple(_spec(d, names, deq) for d in self._out),
             accelerator=accelerator,
         )
+        tensors = zip(
+            [*self._in, *self._out], [*self._signature.inputs, *self._signature.outputs], strict=True
+        )
+        for d, spec in tensors:
+            problem = spec.quantization and quantization_problem(*spec.quantization, np.dtype(d["dtype"]))
+            if problem:
+                raise ModelLoadError(str(self.path), f"tensor {spec.name!r}: {problem}")
         # (tensor index, caller-facing name, converter or None), precomputed for the hot path
         self._feeds = [
             (

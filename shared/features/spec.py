@@ -3,21 +3,30 @@
 from functools import cached_property
 from typing import Annotated, Literal, Self
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: Bumped whenever an encoding function changes its output for the same raw input. Lookup
 #: tables and answer caches keyed by feature content are valid only for the same version.
 ENCODING_VERSION = 1
 
+#: Longest side of an image a model may ask for, and its most pixels: far above any real
+#: model input, far below a size whose resize buffer could not be allocated.
+MAX_IMAGE_SIDE = 1 << 14
+MAX_IMAGE_PIXELS = 1 << 26
+#: The largest float32: an encoding whose values can pass it makes infinities out of pixels.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 class ImageEncoding(BaseModel):
     """Decode -> colour order -> resize -> scale/normalize -> layout."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN or infinity in scale, mean or std would turn every pixel into NaN.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["image"] = "image"
-    width: int = Field(gt=0, description="Width the model expects, in pixels.")
-    height: int = Field(gt=0, description="Height the model expects, in pixels.")
+    width: int = Field(gt=0, le=MAX_IMAGE_SIDE, description="Width the model expects, in pixels.")
+    height: int = Field(gt=0, le=MAX_IMAGE_SIDE, description="Height the model expects, in pixels.")
     color: Literal["gray", "rgb", "bgr"] = Field("gray", description="Channel order the model expects.")
     scale: float = Field(1 / 255, description="Multiplier applied to the 0-255 pixel values.")
     mean: float | tuple[float, ...] = Field(
@@ -53,6 +62,19 @@ class ImageEncoding(BaseModel):
                     f"{key} has {len(value)} values; color {self.color!r} has {self.channels} "
                     f"channel{'s' if self.channels > 1 else ''}: give one number or {self.channels}"
                 )
+        if self.width * self.height > MAX_IMAGE_PIXELS:
+            raise ValueError(
+                f"{self.width}x{self.height} is over {MAX_IMAGE_PIXELS} pixels; no model input is this large"
+            )
+        # Checked once here, not per request: pixels 0 and 255 are the extremes of (p*scale-mean)/std.
+        means = self.mean if isinstance(self.mean, tuple) else (self.mean,)
+        stds = self.std if isinstance(self.std, tuple) else (self.std,)
+        worst = max(abs(p * self.scale - m) for p in (0.0, 255.0) for m in means) / min(stds)
+        if not worst < _FLOAT32_MAX:
+            raise ValueError(
+                f"scale {self.scale}, mean {self.mean} and std {self.std} make pixel values beyond "
+                "float32's range (infinities)"
+            )
         return self
 
     @property
@@ -76,13 +98,13 @@ class AudioEncoding(BaseModel):
     """WAV bytes -> mono (channels averaged) -> the model's window of samples -> [-1, 1] floats
     or int16 values. A clip at another sample rate is refused (resampling well is not cheap)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["audio"] = Field(description="Audio input: WAV files (PCM 8/16/32-bit or 32-bit float).")
     sample_rate: int = Field(
-        gt=0, description="Sample rate the model expects, in Hz; other rates are refused."
+        gt=0, le=1 << 22, description="Sample rate the model expects, in Hz; other rates are refused."
     )
-    samples: int = Field(gt=0, description="Samples per example (the model's window).")
+    samples: int = Field(gt=0, le=1 << 28, description="Samples per example (the model's window).")
     values: Literal["unit", "int16"] = Field(
         "unit", description="unit: float samples in [-1, 1]; int16: PCM16 integer values."
     )
@@ -95,7 +117,9 @@ class AudioEncoding(BaseModel):
         "samples",
         description="Example shape: [samples], [1, samples] or [samples, 1] (after the batch axis).",
     )
-    max_seconds: float = Field(60.0, gt=0, description="Longer clips are refused before they are decoded.")
+    max_seconds: float = Field(
+        60.0, gt=0, le=86400, description="Longer clips are refused before they are decoded."
+    )
 
     @property
     def tensor_shape(self) -> tuple[int, ...]:
@@ -115,7 +139,7 @@ class VectorEncoding(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["vector"] = "vector"
-    length: int = Field(gt=0, description="Number of features per example.")
+    length: int = Field(gt=0, le=1 << 28, description="Number of features per example.")
 
     @property
     def tensor_shape(self) -> tuple[int, ...]:
