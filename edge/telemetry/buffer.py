@@ -7,10 +7,11 @@ Durability policy:
 - Records are deleted only by `delete()`/`delete_ranges()`, which a sink calls once its
   destination confirmed it stored them (the MQTT sink: on the ingester's acknowledgement).
 - Sequence numbers are assigned inside the committing transaction and stored with the
-  records, so they are strictly increasing and never reused after a restart. The file is
-  opened by the shared corruption-safe opener; if it had to be rebuilt, the new file's
-  sequence starts at the current time in microseconds, above any the lost file reached, so
-  the cloud never takes a new record for a duplicate of a lost one.
+  records, so they are strictly increasing and never reused after a restart. A new file's
+  sequence starts at the current time in microseconds, above any an earlier file of the same
+  device reached (a wiped data folder, a reflashed card, a damaged file the shared
+  corruption-safe opener rebuilt), so the cloud never takes a new record for a duplicate of
+  a lost one.
 
 Bounds and eviction (issue 8, priority-aware): after every append the buffer is cut back to
 `max_bytes` (bytes of record bodies) by evicting the lowest priority class first, oldest
@@ -91,14 +92,28 @@ class TelemetryBuffer:
         try:
             row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records").fetchone()
             self._count, self._bytes = int(row[0]), int(row[1])
-            last = self._db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
-            self._last_seq = int(last[0]) if last else 0
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            if "last_seq" not in meta:
+                # A new buffer starts from the time too, not from 1: the same device id may have
+                # sent 1, 2, 3... from a data folder that was wiped or an SD card that was
+                # reflashed, and the cloud would take every new record for one of those.
+                meta = self._start_sequence(self._db)
+            self._last_seq = int(meta["last_seq"])
+            #: The sequence before this file's first record (0 for files of older releases).
+            self.start_seq = int(meta.get("start_seq", 0))
         except sqlite3.Error as exc:
             raise StorageError(f"telemetry buffer {self.path} is unusable: {exc}") from exc
 
+    def _start_sequence(self, db: sqlite3.Connection) -> dict[str, int]:
+        start = max(0, int(self.clock() * 1_000_000))
+        with db:
+            db.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)", [("last_seq", start), ("start_seq", start)]
+            )
+        return {"last_seq": start, "start_seq": start}
+
     def _start_sequence_past_lost_file(self, db: sqlite3.Connection) -> None:
-        start = int(self.clock() * 1_000_000)
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('last_seq', ?)", (start,))
+        start = self._start_sequence(db)["last_seq"]
         log.warning(
             "telemetry buffer %s was rebuilt; its sequence numbers continue from %d", self.path, start
         )

@@ -104,7 +104,7 @@ class Prepared:
         return sorted(self.tokens)
 
     def telemetry_totals(self) -> dict[str, dict[str, int]]:
-        """Per device: records produced (the buffer's last sequence number), delivered (stored
+        """Per device: records produced (sequence numbers the buffer gave out), delivered (stored
         once in the cloud), still buffered on the device (not lost: sent on the next start),
         dropped by the buffer's bounds (counted), and lost (must be zero)."""
         from edgecascade.cloud.ingest import open_store
@@ -121,7 +121,8 @@ class Prepared:
                 stored = set(store.seqs(device))
                 # A record stays buffered until the ingester's acknowledgement arrives, so one
                 # can be both stored and still on the device: count it once, as delivered.
-                produced, buffered = buf.last_seq, sum(s not in stored for s in buf.seqs())
+                produced = buf.last_seq - buf.start_seq  # sequence numbers start at the time
+                buffered = sum(s not in stored for s in buf.seqs())
                 by_reason = buf.dropped_by_reason()
                 dropped = sum(by_reason.values()) - by_reason.get("invalid", 0)  # invalid ones had no seq
                 buf.close()

@@ -170,11 +170,18 @@ class Device:
         assert self.parts.recorder is not None and self.parts.buffer is not None
         self.recorder = self.parts.recorder
         self.buffer = self.parts.buffer
+        #: The buffer's sequence before this device's first record (a new buffer starts at
+        #: the time in microseconds, not at 0).
+        self.start_seq = self.buffer.last_seq
         assert self.parts.sink is None or isinstance(self.parts.sink, TelemetryUplink)
         self.uplink = self.parts.sink
         self.agent.cascade.observers.append(self.parts.observer)
         for service in self.parts.services:
             service.start()
+
+    def made(self, n: int) -> list[int]:
+        """The sequence numbers of this device's first `n` records."""
+        return list(range(self.start_seq + 1, self.start_seq + n + 1))
 
     def predict(self, features, n: int, start: int = 0) -> None:  # type: ignore[no-untyped-def]
         for i in range(start, start + n):

@@ -23,18 +23,37 @@ def _body(n: int, size: int = 100) -> str:
 
 def test_sequence_numbers_survive_reopen_and_are_never_reused(tmp_path: Path) -> None:
     buf = TelemetryBuffer(tmp_path / "b.sqlite3", max_bytes=10**6, max_age_s=3600)
-    assert buf.append([(1.0, "inference", _body(i)) for i in range(10)]) == 10
-    buf.delete(range(1, 11))
+    s0 = buf.last_seq
+    assert buf.append([(1.0, "inference", _body(i)) for i in range(10)]) == s0 + 10
+    buf.delete(range(s0 + 1, s0 + 11))
     buf.close()
     again = TelemetryBuffer(tmp_path / "b.sqlite3", max_bytes=10**6, max_age_s=3600)
-    assert again.depth == 0 and again.last_seq == 10
-    assert again.append([(1.0, "event", _body(0))]) == 11
-    assert again.seqs() == [11]
+    assert again.depth == 0 and again.last_seq == s0 + 10
+    assert again.append([(1.0, "event", _body(0))]) == s0 + 11
+    assert again.seqs() == [s0 + 11]
+
+
+def test_a_new_buffer_starts_past_every_sequence_number_a_wiped_one_used(tmp_path: Path) -> None:
+    """A data folder wiped (or a card reflashed) under the same device id: the cloud still
+    holds the old numbers, so a new buffer must not count from 1 again (every new record would
+    be taken for a duplicate and dropped); it starts at the time in microseconds."""
+    clock = Clock(1_700_000_000.0)
+    path = tmp_path / "b.sqlite3"
+    old = TelemetryBuffer(path, max_bytes=10**6, max_age_s=3600, clock=clock)
+    assert old.last_seq == 1_700_000_000_000_000
+    last_old = old.append([(1.0, "inference", _body(i)) for i in range(50)])
+    old.close()
+    for side in ("", "-wal", "-shm"):
+        (tmp_path / f"b.sqlite3{side}").unlink(missing_ok=True)
+    clock.now += 60
+    new = TelemetryBuffer(path, max_bytes=10**6, max_age_s=3600, clock=clock)
+    assert new.append([(1.0, "inference", _body(0))]) > last_old
 
 
 def test_full_buffer_evicts_routine_oldest_first_and_keeps_high_value(tmp_path: Path) -> None:
     clock = Clock()
     buf = TelemetryBuffer(tmp_path / "b.sqlite3", max_bytes=5000, max_age_s=3600, clock=clock)
+    s0 = buf.last_seq
     high = [(1.0, k, _body(i)) for i, k in enumerate(["verdict", "update_status", "metrics", "hard_case"])]
     buf.append(high)  # seqs 1-4
     buf.append([(1.0, "event", _body(i)) for i in range(5)])  # 5-9
@@ -43,8 +62,8 @@ def test_full_buffer_evicts_routine_oldest_first_and_keeps_high_value(tmp_path: 
     # drop report (which is never evicted by size).
     assert buf.dropped() == {"inference": 20}
     seqs = buf.seqs()
-    assert seqs[:9] == list(range(1, 10))  # every high-value record is still there
-    assert seqs[9:-1] == list(range(10 + 20, 70))  # the oldest routine ones went
+    assert seqs[:9] == [s0 + k for k in range(1, 10)]  # every high-value record is still there
+    assert seqs[9:-1] == [s0 + k for k in range(10 + 20, 70)]  # the oldest routine ones went
     report = buf.peek(1)[0]  # drop reports go out first
     assert report.kind == "drops" and json.loads(report.body)["total"] == 20
     # With no routine records left, the next class (events) goes, oldest first.
@@ -52,7 +71,7 @@ def test_full_buffer_evicts_routine_oldest_first_and_keeps_high_value(tmp_path: 
     buf.append([(1.0, "verdict", _body(i, 1400)) for i in range(3)])
     dropped = buf.dropped()
     assert dropped == {"inference": 60, "event": 2}
-    assert buf.seqs()[:7] == [1, 2, 3, 4, 7, 8, 9]
+    assert buf.seqs()[:7] == [s0 + k for k in (1, 2, 3, 4, 7, 8, 9)]
     assert [r.kind for r in buf.peek(100)].count("drops") == 1  # the cumulative report replaced the old one
     assert "verdict" not in dropped and "metrics" not in dropped
 
@@ -73,12 +92,13 @@ def test_records_older_than_max_age_are_expired_and_counted(tmp_path: Path) -> N
 
 def test_peek_pages_in_priority_then_sequence_order(tmp_path: Path) -> None:
     buf = TelemetryBuffer(tmp_path / "b.sqlite3", max_bytes=10**6, max_age_s=3600)
+    s0 = buf.last_seq
     buf.append([(1.0, k, "{}") for k in ["inference", "metrics", "inference", "event", "metrics"]])
     first = buf.peek(2)
-    assert [r.seq for r in first] == [2, 5]
-    rest = buf.peek(10, after=(3, 5))
-    assert [r.seq for r in rest] == [4, 1, 3]
-    assert buf.delete([2, 5, 99]) == 2 and buf.depth == 3 and buf.size_bytes == 6
+    assert [r.seq - s0 for r in first] == [2, 5]
+    rest = buf.peek(10, after=(3, s0 + 5))
+    assert [r.seq - s0 for r in rest] == [4, 1, 3]
+    assert buf.delete([s0 + 2, s0 + 5, s0 + 99]) == 2 and buf.depth == 3 and buf.size_bytes == 6
 
 
 def test_a_corrupt_buffer_is_rebuilt_and_its_sequence_never_repeats(tmp_path: Path) -> None:
@@ -101,8 +121,9 @@ def test_a_corrupt_buffer_is_rebuilt_and_its_sequence_never_repeats(tmp_path: Pa
 
 def test_delete_ranges_removes_exactly_the_acknowledged_records(tmp_path: Path) -> None:
     buf = TelemetryBuffer(tmp_path / "b.sqlite3", max_bytes=10**6, max_age_s=3600)
+    s0 = buf.last_seq
     buf.append([(1.0, "inference", _body(i)) for i in range(20)])
-    assert buf.delete_ranges([(1, 5), (8, 8), (15, 99)]) == 12
-    assert buf.seqs() == [6, 7, 9, 10, 11, 12, 13, 14]
-    assert buf.delete_ranges([(1, 5)]) == 0  # an acknowledgement repeated is harmless
+    assert buf.delete_ranges([(s0 + 1, s0 + 5), (s0 + 8, s0 + 8), (s0 + 15, s0 + 99)]) == 12
+    assert [s - s0 for s in buf.seqs()] == [6, 7, 9, 10, 11, 12, 13, 14]
+    assert buf.delete_ranges([(s0 + 1, s0 + 5)]) == 0  # an acknowledgement repeated is harmless
     assert buf.depth == 8 and buf.size_bytes == 800
