@@ -144,6 +144,12 @@ class AnchorDecoding(_Strict):
         "none for kind ssd (MediaPipe's detectors have none).",
     )
     nms_iou: float = Field(0.5, gt=0.0, le=1.0, description="Overlap above which the weaker box goes.")
+    nms: Literal["hard", "weighted"] = Field(
+        "hard",
+        description="hard: each cluster of overlapping boxes keeps its best box; weighted: its best score "
+        "with the score-weighted mean of the cluster's boxes (MediaPipe's WEIGHTED NMS, which its face "
+        "detectors are configured with).",
+    )
     max_detections: int = Field(20, ge=1, le=1000, description="Most detections kept per image.")
 
     @model_validator(mode="before")

@@ -22,7 +22,7 @@ _MEDIAPIPE_MIN_SCORE = 0.5
 _HOW = (
     "pass --anchors ssd:strides=S1,S2,...,per_layer=K (MediaPipe's SSD anchor generator) or "
     "--anchors grid:size=PX,stride=PX[,offset=PX] (square anchors), with box_coding=offsets|center_size, "
-    "score_activation=none|sigmoid, background=INDEX|none, nms_iou=F if needed; or write detection.anchors "
+    "score_activation=none|sigmoid, background=INDEX|none, nms_iou=F, nms=hard|weighted if needed; or write detection.anchors "
     "in the card"
 )
 
@@ -132,8 +132,8 @@ def _guessed_anchors(
     notes.append(
         "detection: boxes taken as MediaPipe's centre/size in input pixels"
         + (f" (the {width - 4} values after them, keypoints, ignored)" if width > 4 else "")
-        + f", scores as logits (sigmoid), no background column, NMS at IoU {_MEDIAPIPE_NMS_IOU} "
-        "(pass --anchors ssd:...,box_coding=offsets,score_activation=none,background=0 if not)"
+        + f", scores as logits (sigmoid), no background column, weighted NMS at IoU {_MEDIAPIPE_NMS_IOU} "
+        "(pass --anchors ssd:...,box_coding=offsets,score_activation=none,background=0,nms=hard if not)"
     )
     del classes  # MediaPipe's detectors have no background column, whatever their class count
     return AnchorDecoding(
@@ -145,6 +145,7 @@ def _guessed_anchors(
         score_activation="sigmoid",
         background_class=None,
         nms_iou=_MEDIAPIPE_NMS_IOU,
+        nms="weighted",
     )
 
 

@@ -57,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="SPEC",
         help="raw-output detectors: ssd:strides=8,16,16,16,per_layer=2 (MediaPipe's SSD anchors) or "
         "grid:size=16,stride=4[,offset=0]; options box_coding=offsets|center_size, "
-        "score_activation=none|sigmoid, background=INDEX|none, nms_iou=F, max_detections=N "
+        "score_activation=none|sigmoid, background=INDEX|none, nms_iou=F, nms=hard|weighted, max_detections=N "
         "(default: guessed from MediaPipe's standard configurations when exactly one fits)",
     )
     p.add_argument(

