@@ -193,7 +193,9 @@ def _predict(args: argparse.Namespace) -> int:
     from edgecascade.shared.errors import InputError, ProtocolError
     from edgecascade.shared.logs import print_error
 
-    agent = Agent.from_profile(_profile(args))
+    profile = _profile(args)
+    _check_models(profile)
+    agent = Agent.from_profile(profile)
     failures = 0
     try:
         served = agent.get(args.name)
@@ -210,6 +212,17 @@ def _predict(args: argparse.Namespace) -> int:
     finally:
         agent.close()
     return 1 if failures else 0
+
+
+def _check_models(profile: DeviceProfile) -> None:
+    """Load each model first in a child process, as `agent run` does: a crafted file that
+    crashes its native interpreter is an error line, not this process dying of SIGSEGV. A pass
+    is remembered in the data folder, so an unchanged model is checked once."""
+    from edgecascade.edge.agent import model_files
+    from edgecascade.edge.local_model import backend_options
+    from edgecascade.edge.model_check import check_in_child
+
+    check_in_child(model_files(profile), options=backend_options(profile), cache_dir=profile.data_dir)
 
 
 def _print_answer(path: Path, answer: Answer, as_json: bool) -> None:

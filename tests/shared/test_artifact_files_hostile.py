@@ -9,6 +9,7 @@ the other commands exit 1."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ from onnx import TensorProto, helper
 
 from edgecascade.shared.errors import InputError, StorageError
 from edgecascade.shared.lookup.table_file import _HEADER, MAGIC, TableFile, _body_offset, write_table
+from edgecascade.shared.model_card import ModelCard, TensorCard
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "tests" / "fixtures" / "models"
@@ -440,3 +442,28 @@ def test_the_agent_serves_its_model_when_its_table_is_a_fifo_or_answers_nan(tmp_
         answer = json.loads(result.stdout)
         assert answer["source"] == "edge" and answer["label"] == "0", answer
         assert f"lookup table refused, keeping no table: table {table}: {why}" in result.stderr
+
+
+def test_agent_predict_on_a_model_that_crashes_the_runtime_is_an_error_line(tmp_path: Path) -> None:
+    # `agent run` always checked a model in a child first; `agent predict` loaded it in its own
+    # process and died of SIGSEGV (exit 139).
+    model = _segfaulting_tflite(tmp_path / "crash.tflite")
+    data = model.read_bytes()
+    ModelCard(
+        name="crash",
+        version="1",
+        backend="tflite",
+        file=model.name,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+        task="tensor",
+        inputs=[TensorCard(name="x", dtype="float32", shape=[1, 4])],
+        outputs=[TensorCard(name="y", dtype="float32", shape=[1, 4])],
+    ).save_beside(model)
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 4), np.float32))
+    refused(
+        cli("agent", "predict", "--model", str(model), str(x)),
+        f"error: cannot load model {model}: crashed its interpreter (SIGSEGV) in a check process",
+        status=1,
+    )
