@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 from edgecascade.shared.bounded_read import FileTooLargeError, NotRegularFileError, read_bounded
 from edgecascade.shared.errors import InputError, NonFiniteInputError
 from edgecascade.shared.features import FeatureSpec, ImageEncoding, decode_image, encode_image, encode_vector
+from edgecascade.shared.features.array_file import npy_array
 from edgecascade.shared.finite import non_finite_count
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pbm", ".pgm", ".ppm", ".webp"}
@@ -75,14 +75,14 @@ def encode_input_bytes(path: Path, data: bytes, spec: FeatureSpec) -> np.ndarray
     """The bytes of an image, .npy or .json file (`path` names it and its kind) -> one
     encoded feature row; NaN or infinity in it is refused."""
     suffix = path.suffix.lower()
+    # Its header is checked against its bytes before numpy allocates what it announces; the
+    # error names the file already.
+    npy = npy_array(data, str(path), finite=False) if suffix == ".npy" else None
     try:
         if suffix in IMAGE_SUFFIXES:
             return encode_raw(decode_image(data), spec)
         if suffix in (".npy", ".json"):
-            if suffix == ".npy":
-                raw = np.load(io.BytesIO(data), allow_pickle=False)
-            else:
-                raw = np.asarray(json.loads(data), dtype=np.float32)
+            raw = npy if npy is not None else np.asarray(json.loads(data), dtype=np.float32)
             check_finite(spec.input_name, raw)
             return encode_raw(raw, spec)
     except (ValueError, TypeError, OverflowError) as exc:  # json.JSONDecodeError is a ValueError

@@ -4,7 +4,6 @@ with one array per input name."""
 
 from __future__ import annotations
 
-import io
 import zipfile
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from edgecascade.edge.inputs import (
 )
 from edgecascade.shared.errors import InputError
 from edgecascade.shared.features import AudioEncoding, ImageEncoding
+from edgecascade.shared.features.array_file import npy_array, npz_arrays
 from edgecascade.shared.model_card import ModelCard
 
 
@@ -27,7 +27,7 @@ def read_request_inputs(
 ) -> dict[str, np.ndarray]:
     """The inputs by name that the file at `path` holds; InputError naming the file for one
     that is too big, not an input the model takes, or holds NaN or infinity."""
-    arrays = _read(path, read_input_bytes(path, max_bytes), card)
+    arrays = _read(path, read_input_bytes(path, max_bytes), card, max_bytes)
     for name, arr in arrays.items():
         try:
             check_finite(name, arr)
@@ -36,7 +36,7 @@ def read_request_inputs(
     return arrays
 
 
-def _read(path: Path, data: bytes, card: ModelCard) -> dict[str, np.ndarray]:
+def _read(path: Path, data: bytes, card: ModelCard, max_bytes: int) -> dict[str, np.ndarray]:
     suffix = path.suffix.lower()
     state = {p.input for p in card.state}
     feeds = [t for t in card.inputs if t.name not in state]
@@ -59,10 +59,11 @@ def _read(path: Path, data: bytes, card: ModelCard) -> dict[str, np.ndarray]:
                 raise InputError(
                     f"{path}: model {card.name!r} takes {[t.name for t in feeds]}; pass a .npz with one array per input name"
                 )
-            return {feeds[0].name: np.load(io.BytesIO(data), allow_pickle=False)}
+            # The header is checked against the bytes before numpy allocates what it announces.
+            return {feeds[0].name: npy_array(data, str(path), finite=False)}
         if suffix == ".npz":
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                return {name: npz[name] for name in npz.files}
+            # The inflated arrays count against the same budget as the file.
+            return npz_arrays(data, str(path), max_bytes, finite=False)
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
         raise InputError(f"{path}: {exc}") from None
     raise InputError(

@@ -10,12 +10,11 @@ device runs). Any model, any signature; nothing here knows a data set.
 from __future__ import annotations
 
 import logging
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from edgecascade.shared.errors import EdgecascadeError, UpdateError
+from edgecascade.shared.errors import EdgecascadeError, InputError, UpdateError
 from edgecascade.shared.manifest import Golden, GoldenCase, GoldenTensor
 
 log = logging.getLogger(__name__)
@@ -56,15 +55,17 @@ def load_golden_inputs(path: Path) -> list[Case]:
 
 
 def _read_case(file: Path) -> Case:
+    from edgecascade.shared.features.array_file import read_array_file
+
+    if file.suffix not in (".npy", ".npz"):
+        raise UpdateError(f"golden inputs {file}: expected a .npz (one array per input name) or a folder")
     try:
-        if file.suffix == ".npy":
-            return {_UNNAMED: np.load(file, allow_pickle=False)}
-        if file.suffix != ".npz":
-            raise UpdateError(f"golden inputs {file}: expected a .npz (one array per input name) or a folder")
-        with np.load(file, allow_pickle=False) as data:
-            case = {name: data[name] for name in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise UpdateError(f"golden inputs {file} are not readable numpy arrays: {exc}") from None
+        # Headers checked against their bytes, and inflated sizes against the golden budget,
+        # before numpy allocates anything.
+        arrays = read_array_file(file, MAX_GOLDEN_BYTES)
+    except InputError as exc:
+        raise UpdateError(f"golden inputs {exc}") from None
+    case = {_UNNAMED: arrays[""]} if file.suffix == ".npy" else arrays
     if not case:
         raise UpdateError(f"golden inputs {file} hold no array")
     return case

@@ -43,8 +43,10 @@ def read_array_file(path: Path, max_bytes: int = MAX_ARRAY_BYTES) -> dict[str, n
     return {"": npy_array(data, str(path))}
 
 
-def npy_array(data: bytes, where: str) -> np.ndarray:
-    """The array of .npy bytes, checked against its header before numpy allocates anything."""
+def npy_array(data: bytes, where: str, *, finite: bool = True) -> np.ndarray:
+    """The array of .npy bytes, checked against its header before numpy allocates anything;
+    with `finite` also refused when it holds NaN or infinity (callers that name the input in
+    that message check it themselves)."""
     stream = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(stream)
@@ -68,13 +70,15 @@ def npy_array(data: bytes, where: str) -> np.ndarray:
             "(truncated or not a .npy array)"
         )
     array = np.load(io.BytesIO(data), allow_pickle=False)
-    bad = non_finite_count(array)
+    bad = non_finite_count(array) if finite else 0
     if bad:
         raise InputError(f"{where}: {bad} value(s) are NaN or infinite; inputs must be finite numbers")
     return array
 
 
-def npz_arrays(data: bytes, where: str, max_bytes: int = MAX_ARRAY_BYTES) -> dict[str, np.ndarray]:
+def npz_arrays(
+    data: bytes, where: str, max_bytes: int = MAX_ARRAY_BYTES, *, finite: bool = True
+) -> dict[str, np.ndarray]:
     """The arrays of .npz bytes by name; every member's inflated size counts toward `max_bytes`
     before it is inflated."""
     try:
@@ -93,5 +97,5 @@ def npz_arrays(data: bytes, where: str, max_bytes: int = MAX_ARRAY_BYTES) -> dic
                 raw = archive.read(member)
             except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError) as exc:
                 raise InputError(f"{where}: member {member.filename!r} cannot be read ({exc})") from None
-            arrays[name] = npy_array(raw, f"{where}: array {name!r}")
+            arrays[name] = npy_array(raw, f"{where}: array {name!r}", finite=finite)
     return arrays

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from edgecascade.shared.errors import InputError, StorageError
+from edgecascade.shared.errors import InputError, StorageError, UpdateError
 from edgecascade.shared.lookup.table_file import _HEADER, MAGIC, TableFile, _body_offset, write_table
 from edgecascade.shared.model_card import ModelCard, TensorCard
 
@@ -467,3 +467,28 @@ def test_agent_predict_on_a_model_that_crashes_the_runtime_is_an_error_line(tmp_
         f"error: cannot load model {model}: crashed its interpreter (SIGSEGV) in a check process",
         status=1,
     )
+
+
+def test_input_and_golden_arrays_are_checked_before_numpy_allocates_them(tmp_path: Path) -> None:
+    """`agent predict` inputs and `fleet push --golden` cases: a .npy announcing 4 TB and an
+    .npz inflating past the budget are refused naming the file (before: MemoryError tracebacks)."""
+    from edgecascade.cloud.fleet.golden_builder import load_golden_inputs
+
+    huge = tmp_path / "huge.npy"
+    huge.write_bytes(_npy_header((100_000, 100_000, 100)) + b"\0" * 64)
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("input.npy", _npy_header((1 << 20, 64)) + b"\0" * (64 << 20))
+    announced = "header says float32 [100000, 100000, 100] (4,000,000,000,000 bytes) but 64 bytes follow it"
+    # An encoded-row model (the card's features) and a schema 2 one (its inputs by name).
+    for model in ("digits_edge_int8.tflite", "digits_rgb_nchw.onnx"):
+        refused(cli("agent", "predict", "--model", str(MODELS / model), str(huge)), f"{huge}: {announced}")
+    refused(
+        cli("agent", "predict", "--model", str(MODELS / "digits_rgb_nchw.onnx"), str(bomb)),
+        f"{bomb}: its arrays would inflate to",
+    )
+    for path in (huge, bomb):
+        with pytest.raises(UpdateError) as refusal:
+            load_golden_inputs(path)
+        assert str(refusal.value).startswith(f"golden inputs {path}: "), refusal.value
+        assert "header says" in str(refusal.value) or "would inflate to" in str(refusal.value)
