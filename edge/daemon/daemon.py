@@ -256,6 +256,7 @@ class Daemon:
         for service in reversed(self.background):
             service.stop(max(0.1, deadline - time.monotonic()))
         self.deferred.close()
+        self.telemetry.close()
         self.agent.close()
         watchdog.cancel()
         log.info("stopped cleanly")

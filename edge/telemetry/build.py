@@ -44,6 +44,12 @@ class TelemetryParts:
         """The observer of one served model's answers: records name the model (do-nothing off)."""
         return self.observer if self.recorder is None else self.recorder.observer_for(model, task)
 
+    def close(self) -> None:
+        """After the services stopped: close the buffer, so SQLite checkpoints its WAL into the
+        file and the next start opens a clean one (a leftover -wal is checked at every open)."""
+        if self.buffer is not None:
+            self.buffer.close()
+
 
 def build(
     profile: DeviceProfile,

@@ -194,6 +194,9 @@ def test_sigterm_finishes_in_flight_requests_and_flushes_telemetry(
                 decode_infer_response(r.content, r.headers).parameters["provenance"][0]["source"] == "cloud"
             )
         assert daemon.wait(20) == 0
+        # Closed at the stop: the WAL is checkpointed into the file and removed, so the next
+        # start has no leftover -wal to check.
+        assert not (tmp_path / "dev-1" / "telemetry.sqlite3-wal").exists()
         records = _inference_records(tmp_path / "dev-1" / "telemetry.sqlite3")
         assert sorted(str(r["request_id"]) for r in records) == sorted(ids)
         assert "stopped cleanly" in (tmp_path / "d.log").read_text()
