@@ -35,7 +35,11 @@ class TelemetrySection(Section):
         64 * 1024 * 1024, ge=4096, description="Buffer cap in bytes of record bodies; beyond it evict."
     )
     max_age_s: float = Field(
-        7 * 24 * 3600.0, gt=0, description="Records older than this are evicted (counted as drops)."
+        7 * 24 * 3600.0,
+        gt=0,
+        description="Records held longer than this are evicted (counted as drops), in seconds of the "
+        "agent's running time: a wall-clock step (NTP on a board without a real-time clock) or time "
+        "powered off ages nothing.",
     )
     flush_interval_ms: int = Field(
         50,

@@ -17,7 +17,11 @@ Bounds and eviction (issue 8, priority-aware): after every append the buffer is 
 `max_bytes` (bytes of record bodies) by evicting the lowest priority class first, oldest
 first within it (see shared.telemetry.PRIORITY: inference < event < hard_case = verdict <
 update_status = metrics < drops); a class is touched only when no lower one is left. Drop
-reports are never evicted by size. `expire()` evicts records older than `max_age_s`. Every
+reports are never evicted by size. `expire()` evicts records held longer than `max_age_s`,
+counted in the agent's running time (edge/running_clock.py), never by the wall clock: a Pi
+without a real-time clock steps it forward at its NTP sync, and every record made before
+would look weeks old. Records of files from before this carry no such age and go by their
+timestamp. Every
 eviction is added to cumulative counters kept in the same file, and a fresh `drops` record
 carrying the totals replaces any unsent older one in the same transaction: the cloud always
 learns the count, and nothing is lost silently.
@@ -33,6 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgecascade.edge.running_clock import RunningClock
 from edgecascade.shared.errors import StorageError
 from edgecascade.shared.sqlite_file import Synchronous, open_checked
 from edgecascade.shared.telemetry import PRIORITY, RecordKind
@@ -40,16 +45,25 @@ from edgecascade.shared.telemetry import PRIORITY, RecordKind
 log = logging.getLogger(__name__)
 
 _DROPS_PRIORITY = PRIORITY[RecordKind.DROPS]
+#: Commits store the running clock at most this often (a restart loses at most this much age).
+_RUNNING_SAVE_S = 10.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL,
-    priority INTEGER NOT NULL, size INTEGER NOT NULL, body TEXT NOT NULL);
+    priority INTEGER NOT NULL, size INTEGER NOT NULL, body TEXT NOT NULL, held REAL);
 CREATE INDEX IF NOT EXISTS records_by_priority ON records (priority, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS drops (kind TEXT NOT NULL, reason TEXT NOT NULL,
     count INTEGER NOT NULL, PRIMARY KEY (kind, reason));
 """
+
+
+def _create_schema(db: sqlite3.Connection) -> None:
+    db.executescript(_SCHEMA)
+    # Files of earlier releases: their records keep no running-time age (held NULL).
+    if "held" not in {row[1] for row in db.execute("PRAGMA table_info(records)")}:
+        db.execute("ALTER TABLE records ADD COLUMN held REAL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +79,8 @@ class BufferedRecord:
 
 class TelemetryBuffer:
     """Thread-safe (one connection behind a lock): the writer thread appends, the uplink
-    reads and deletes. `clock` gives Unix time (injected by tests)."""
+    reads and deletes. `clock` gives Unix time for sequence starts and `monotonic` the running
+    time ages are counted in (both injected by tests)."""
 
     def __init__(
         self,
@@ -75,6 +90,7 @@ class TelemetryBuffer:
         max_age_s: float,
         synchronous: Synchronous = "full",
         clock: Callable[[], float] | None = None,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
         import time
 
@@ -85,7 +101,7 @@ class TelemetryBuffer:
         self._lock = threading.Lock()
         self._db = open_checked(
             self.path,
-            lambda db: db.executescript(_SCHEMA),
+            _create_schema,
             synchronous=synchronous,
             on_rebuilt=self._start_sequence_past_lost_file,
         )
@@ -101,6 +117,8 @@ class TelemetryBuffer:
             self._last_seq = int(meta["last_seq"])
             #: The sequence before this file's first record (0 for files of older releases).
             self.start_seq = int(meta.get("start_seq", 0))
+            self.running = RunningClock(int(meta.get("running_ms", 0)) / 1000, monotonic or time.monotonic)
+            self._running_saved = self.running()
         except sqlite3.Error as exc:
             raise StorageError(f"telemetry buffer {self.path} is unusable: {exc}") from exc
 
@@ -124,16 +142,21 @@ class TelemetryBuffer:
         Returns the last sequence number assigned; every record up to it is acknowledged."""
         with self._lock:
             seq = self._last_seq
+            held = self.running()
             rows = []
             for ts, kind, body in records:
                 seq += 1
-                rows.append((seq, ts, kind, PRIORITY[RecordKind(kind)], len(body), body))
+                rows.append((seq, ts, kind, PRIORITY[RecordKind(kind)], len(body), body, held))
             if not rows:
                 return seq
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self._db.executemany(
+                    "INSERT INTO records (seq, ts, kind, priority, size, body, held) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_seq', ?)", (seq,))
+                self._save_running(held)
                 self._last_seq = seq
                 self._count += len(rows)
                 self._bytes += sum(r[4] for r in rows)
@@ -145,16 +168,19 @@ class TelemetryBuffer:
             return self._last_seq
 
     def expire(self) -> int:
-        """Evict records older than max_age_s (drop reports excepted). Returns how many."""
-        cutoff = self.clock() - self.max_age_s
+        """Evict records held longer than max_age_s of running time (drop reports excepted).
+        Returns how many."""
         with self._lock:
+            now = self.running()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 victims = self._db.execute(
-                    "SELECT seq, kind, size FROM records WHERE ts < ? AND priority < ?",
-                    (cutoff, _DROPS_PRIORITY),
+                    "SELECT seq, kind, size FROM records WHERE priority < ? AND "
+                    "CASE WHEN held IS NULL THEN ts < ? ELSE held < ? END",
+                    (_DROPS_PRIORITY, self.clock() - self.max_age_s, now - self.max_age_s),
                 ).fetchall()
                 self._evict(victims, "age")
+                self._save_running(now, force=True)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
@@ -227,8 +253,16 @@ class TelemetryBuffer:
         self._db.execute("DELETE FROM records WHERE kind = ?", (RecordKind.DROPS,))
         self._last_seq += 1
         self._db.execute(
-            "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?)",
-            (self._last_seq, self.clock(), RecordKind.DROPS, _DROPS_PRIORITY, len(body), body),
+            "INSERT INTO records (seq, ts, kind, priority, size, body, held) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                self._last_seq,
+                self.clock(),
+                RecordKind.DROPS,
+                _DROPS_PRIORITY,
+                len(body),
+                body,
+                self.running(),
+            ),
         )
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_seq', ?)", (self._last_seq,))
         self._count += 1 - int(old[0])
@@ -342,6 +376,20 @@ class TelemetryBuffer:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT seq FROM records ORDER BY seq")]
 
+    def _save_running(self, now: float, *, force: bool = False) -> None:
+        """Store the running clock inside the caller's transaction (now and then: a restart
+        then loses at most _RUNNING_SAVE_S of every record's age, never adds to it)."""
+        if force or now - self._running_saved >= _RUNNING_SAVE_S:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('running_ms', ?)", (int(now * 1000),))
+            self._running_saved = now
+
     def close(self) -> None:
         with self._lock:
+            try:
+                with self._db:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO meta VALUES ('running_ms', ?)", (int(self.running() * 1000),)
+                    )
+            except sqlite3.Error as exc:  # a full disk at the stop: the ages lose the last seconds
+                log.warning("telemetry buffer %s: cannot store its running time: %s", self.path, exc)
             self._db.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 from edgecascade.edge.telemetry.buffer import TelemetryBuffer
@@ -76,18 +77,46 @@ def test_full_buffer_evicts_routine_oldest_first_and_keeps_high_value(tmp_path: 
     assert "verdict" not in dropped and "metrics" not in dropped
 
 
-def test_records_older_than_max_age_are_expired_and_counted(tmp_path: Path) -> None:
-    clock = Clock()
-    buf = TelemetryBuffer(tmp_path / "b.sqlite3", max_bytes=10**6, max_age_s=100, clock=clock)
-    buf.append([(clock.now - 500, "inference", _body(i)) for i in range(7)])
-    buf.append([(clock.now - 10, "event", _body(i)) for i in range(3)])
+def test_records_held_longer_than_max_age_are_expired_and_counted(tmp_path: Path) -> None:
+    clock, running = Clock(), Clock(50.0)
+    buf = TelemetryBuffer(
+        tmp_path / "b.sqlite3", max_bytes=10**6, max_age_s=100, clock=clock, monotonic=running
+    )
+    buf.append([(clock.now, "inference", _body(i)) for i in range(7)])
+    running.now += 90
+    buf.append([(clock.now, "event", _body(i)) for i in range(3)])
+    running.now += 20  # the first 7 are held 110 s, the last 3 for 20 s
     assert buf.expire() == 7
     assert buf.dropped() == {"inference": 7}
     kinds = sorted(r.kind for r in buf.peek(100))
     assert kinds == ["drops", "event", "event", "event"]
-    clock.now += 1000
+    running.now += 1000
     assert buf.expire() == 3  # the drop report itself does not expire
     assert [r.kind for r in buf.peek(100)] == ["drops"]
+
+
+def test_a_wall_clock_step_ages_nothing_and_running_time_survives_a_restart(tmp_path: Path) -> None:
+    """A Pi without a real-time clock boots at an old time and steps forward weeks at its NTP
+    sync: records made before it must not expire at once. Their age is running time, which
+    goes on from where it was after a restart (power-off time does not count)."""
+    clock, running = Clock(1_700_000_000.0), Clock(1000.0)
+    path = tmp_path / "b.sqlite3"
+    buf = TelemetryBuffer(path, max_bytes=10**6, max_age_s=3600, clock=clock, monotonic=running)
+    buf.append([(clock.now, "inference", _body(i)) for i in range(5)])
+    clock.now += 30 * 24 * 3600  # NTP: 30 days forward
+    running.now += 60
+    assert buf.expire() == 0 and buf.depth == 5
+    running.now += 1800
+    buf.close()
+    # Powered off a week; the new process's monotonic clock starts again near zero.
+    clock.now += 7 * 24 * 3600
+    second = Clock(3.0)
+    again = TelemetryBuffer(path, max_bytes=10**6, max_age_s=3600, clock=clock, monotonic=second)
+    assert again.expire() == 0 and again.depth == 5  # held 1,860 s of running time
+    second.now += 1700
+    assert again.expire() == 0  # 3,560 s
+    second.now += 41
+    assert again.expire() == 5  # 3,601 s
 
 
 def test_peek_pages_in_priority_then_sequence_order(tmp_path: Path) -> None:
@@ -127,3 +156,24 @@ def test_delete_ranges_removes_exactly_the_acknowledged_records(tmp_path: Path) 
     assert [s - s0 for s in buf.seqs()] == [6, 7, 9, 10, 11, 12, 13, 14]
     assert buf.delete_ranges([(s0 + 1, s0 + 5)]) == 0  # an acknowledgement repeated is harmless
     assert buf.depth == 8 and buf.size_bytes == 800
+
+
+def test_a_buffer_of_an_earlier_release_is_upgraded_and_its_records_age_by_their_time(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE records (seq INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL, "
+        "priority INTEGER NOT NULL, size INTEGER NOT NULL, body TEXT NOT NULL);"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+        "INSERT INTO meta VALUES ('last_seq', 3);"
+        "INSERT INTO records VALUES (1, 100.0, 'inference', 0, 2, '{}'), (2, 100.0, 'inference', 0, 2, '{}'),"
+        " (3, 990.0, 'event', 1, 2, '{}');"
+    )
+    old.commit()
+    old.close()
+    clock = Clock(1000.0)
+    buf = TelemetryBuffer(path, max_bytes=10**6, max_age_s=100, clock=clock, monotonic=Clock(0.0))
+    assert buf.seqs() == [1, 2, 3] and buf.last_seq == 3  # nothing lost, the sequence goes on
+    assert buf.append([(1000.0, "event", "{}")]) == 4
+    assert buf.expire() == 2  # the two made 900 s ago by their timestamps; the rest are young
+    assert buf.seqs()[:2] == [3, 4]
