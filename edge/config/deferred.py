@@ -26,7 +26,10 @@ class DeferredSection(Section):
         description="Queue bound in bytes of stored inputs; beyond it drop the oldest.",
     )
     max_age_s: float = Field(
-        24 * 3600.0, gt=0, description="Cases older than this are dropped (counted), in seconds."
+        24 * 3600.0,
+        gt=0,
+        description="Cases queued longer than this are dropped (counted), in seconds of the agent's "
+        "running time: a wall-clock step (NTP on a board without a real-time clock) ages none.",
     )
     keep_raw: bool = Field(
         False,

@@ -1,8 +1,9 @@
 """The durable queue of hard cases waiting for the cloud (see edge.deferred.database).
 
 Bounds: after every `add()` the queue is cut back to `max_cases` and `max_bytes` (bytes of
-stored features and raw input) by dropping the oldest cases; `expire()` drops cases older
-than `max_age_s`. Every drop is added to a persistent counter `dropped_<reason>` (size,
+stored features and raw input) by dropping the oldest cases; `expire()` drops cases queued
+longer than `max_age_s` of the agent's running time (a wall-clock step ages none; cases of
+earlier releases go by the time they were queued). Every drop is added to a persistent counter `dropped_<reason>` (size,
 count, age, rejected) and logged, so nothing leaves the queue silently."""
 
 from __future__ import annotations
@@ -76,15 +77,16 @@ class DeferredQueue:
             shape = json.dumps(list(features.shape))
             rows.append(
                 (c.request_id, c.enqueued, blob, shape, c.raw, c.edge_label, c.edge_confidence)
-                + (c.uncertainty, c.reason, size, c.request_id)
+                + (c.uncertainty, c.reason, size)
             )
         with self.database.transaction("enqueue") as db:
+            held = self.database.save_running(db)
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO cases (request_id, enqueued, features, shape, raw, edge_label, "
-                "edge_confidence, uncertainty, reason, size) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+                "edge_confidence, uncertainty, reason, size, held) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
                 "WHERE NOT EXISTS (SELECT 1 FROM verdicts WHERE request_id = ?)",
-                rows,
+                [(*row, held, row[0]) for row in rows],
             )
             added = db.total_changes - before
             add_counter(db, "enqueued", added)
@@ -116,9 +118,14 @@ class DeferredQueue:
         log.warning("deferred queue full (%s): dropped the %d oldest cases", reason, dropped)
 
     def expire(self, now: float) -> int:
-        """Drop cases older than max_age_s; returns how many."""
+        """Drop cases queued longer than max_age_s of running time (those of earlier releases:
+        queued before the wall time `now` - max_age_s); returns how many."""
         with self.database.transaction("expire") as db:
-            dropped = db.execute("DELETE FROM cases WHERE enqueued < ?", (now - self.max_age_s,)).rowcount
+            running = self.database.save_running(db)
+            dropped = db.execute(
+                "DELETE FROM cases WHERE CASE WHEN held IS NULL THEN enqueued < ? ELSE held < ? END",
+                (now - self.max_age_s, running - self.max_age_s),
+            ).rowcount
             add_counter(db, "dropped_age", dropped)
         if dropped:
             log.warning("deferred queue: dropped %d cases older than %.0f s", dropped, self.max_age_s)

@@ -24,8 +24,18 @@ def _verdict(rid: str, at: float = 100.0) -> Verdict:
     return Verdict(rid, "3", 0.5, "8", 0.9, "digits-cloud", "1.0.0", 1.0, at)
 
 
-def _open(path: Path, **bounds: float) -> tuple[DeferredDatabase, DeferredQueue, VerdictStore]:
-    db = DeferredDatabase(path)
+class Clock:
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _open(
+    path: Path, monotonic: Clock | None = None, **bounds: float
+) -> tuple[DeferredDatabase, DeferredQueue, VerdictStore]:
+    db = DeferredDatabase(path, monotonic=monotonic or Clock())
     settings = {"max_cases": 100, "max_bytes": 1 << 20, "max_age_s": 3600.0, **bounds}
     queue = DeferredQueue(
         db,
@@ -45,11 +55,17 @@ def test_count_bound_drops_the_oldest_and_counts_them(tmp_path: Path) -> None:
 
 
 def test_byte_bound_and_age_drop_the_oldest(tmp_path: Path) -> None:
-    db, queue, _ = _open(tmp_path / "q.sqlite3", max_bytes=4096 + 10, max_age_s=10.0)
-    queue.add([_case(i, raw=b"x" * 1000) for i in range(5)])  # 256 + 1000 bytes each
+    running = Clock()
+    db, queue, _ = _open(tmp_path / "q.sqlite3", running, max_bytes=4096 + 10, max_age_s=10.0)
+    for i in range(5):  # 256 + 1000 bytes each, one a second of running time
+        running.now = float(i)
+        queue.add([_case(i, raw=b"x" * 1000)])
     assert queue.depth() == 3 and queue.size_bytes() == 3 * 1256
     assert queue.next() is not None and queue.next().request_id == "r2"  # type: ignore[union-attr]
-    assert queue.expire(now=12.5) == 1  # r2 (t=2) is past 10 s; r3 (t=3) is not
+    running.now = 12.5
+    assert (
+        queue.expire(now=1e12) == 1
+    )  # r2 (queued at 2 s) is past 10 s; r3 (3 s) is not; the wall clock is ignored
     assert db.counters() == {"enqueued": 5, "dropped_size": 2, "dropped_age": 1}
 
 
@@ -120,3 +136,19 @@ def test_build_without_deferral_is_a_do_nothing(tmp_path: Path, section: dict[st
     assert parts.services == [] and parts.verdicts is None
     assert parts.counters() == {"queued": 0, "sent": 0, "verdicts": 0, "pending_publish": 0, "dropped": 0}
     assert not (tmp_path / "deferred.sqlite3").exists()
+
+
+def test_a_wall_clock_step_ages_no_queued_case_and_running_time_survives_a_reopen(tmp_path: Path) -> None:
+    # A Pi without a real-time clock steps forward weeks at its NTP sync: cases queued before
+    # it are minutes old, not weeks.
+    path = tmp_path / "q.sqlite3"
+    db, queue, _ = _open(path, Clock(500.0), max_age_s=3600.0)
+    queue.add([_case(i, t=1_700_000_000.0) for i in range(3)])
+    assert queue.expire(now=1_700_000_000.0 + 30 * 86400) == 0 and queue.depth() == 3
+    db.close()  # stored: held 0 s so far
+    later = Clock(10.0)  # the next process's monotonic clock starts again
+    db, queue, _ = _open(path, later, max_age_s=3600.0)
+    later.now += 3599
+    assert queue.expire(now=0.0) == 0
+    later.now += 2
+    assert queue.expire(now=0.0) == 3 and db.counters()["dropped_age"] == 3
