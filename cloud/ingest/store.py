@@ -258,9 +258,12 @@ def dead_row_of_record(
 
 
 #: One query per store dialect; %s-free so both run it as is.
+#: The sums are taken as floats (x * 1.0): each figure is a valid 64-bit integer, but one
+#: device's two records of 2^63 - 1 would overflow SQLite's integer SUM and fail the summary of
+#: the whole fleet (PostgreSQL's SUM of bigint is numeric and cannot overflow).
 SUMMARY_SQL = """
-SELECT device, MAX(received), COUNT(*), COALESCE(SUM(requests), 0), COALESCE(SUM(escalated), 0),
-       COALESCE(SUM(degraded), 0), COALESCE(MAX(dropped_total), 0)
+SELECT device, MAX(received), COUNT(*), COALESCE(SUM(requests * 1.0), 0),
+       COALESCE(SUM(escalated * 1.0), 0), COALESCE(SUM(degraded * 1.0), 0), COALESCE(MAX(dropped_total), 0)
 FROM telemetry GROUP BY device ORDER BY device
 """
 LATEST_METRICS_SQL = """

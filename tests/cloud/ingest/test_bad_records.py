@@ -239,3 +239,23 @@ def test_one_devices_bad_data_never_delays_another(
     assert out.count("records.1.seq: Input should be less than or equal to") == 25
     assert out.count("records.2.body.score: nan is not a finite number") == 25
     assert out.count("records.0.ts: Input should be a finite number") == 1
+
+
+def test_one_devices_huge_figures_never_break_the_fleet_summary(store: TelemetryStore) -> None:
+    """Two metrics records of 2^63 - 1 requests each are valid 64-bit figures, but their sum is
+    not: SQLite's SUM raised "integer overflow" and `fleet telemetry` showed no device at all."""
+    top = 2**63 - 1
+    store.store(
+        decode_batch(
+            _batch(
+                "dev-big",
+                *(_rec(i, kind="metrics", body=_metrics(requests=top, escalated=top)) for i in (1, 2)),
+            ),
+            "dev-big",
+        ),
+        10.0,
+    )
+    store.store(decode_batch(_batch("dev-ok", _rec(1, kind="metrics", body=_metrics())), "dev-ok"), 10.0)
+    rows = {s.device: s for s in store.summaries()}
+    assert (rows["dev-ok"].requests, rows["dev-ok"].escalated) == (10, 1)
+    assert rows["dev-big"].requests >= 2 * top - 2**12  # summed without overflow (as a float)
