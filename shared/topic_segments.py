@@ -55,6 +55,8 @@ def check_segment(value: str, *, reserved: bool = False) -> str:
             raise ValueError(f"must not contain {why}")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise ValueError("must not contain control characters (NUL, newline, ...)")
+    if not value.isascii():
+        _check_visible(value)
     if value.startswith("$"):
         raise ValueError("must not start with '$' (brokers reserve such topics, e.g. $SYS)")
     if value != value.strip():
@@ -62,6 +64,20 @@ def check_segment(value: str, *, reserved: bool = False) -> str:
     if reserved and value.lower() in RESERVED_SEGMENTS:
         raise ValueError(f"{value!r} is a topic word edgecascade uses; choose another name")
     return value
+
+
+def _check_visible(value: str) -> None:
+    # C1 controls, bidi overrides, zero-width and line-separator characters: invisible or
+    # reordering in a fleet manager's terminal, so two ids could look alike ("pi-7" and
+    # "pi-\u200b7") or one could read as another (U+202E reverses what follows).
+    import unicodedata  # only for names that are not plain ASCII
+
+    for c in value:
+        if unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"):
+            raise ValueError(
+                f"must not contain the invisible or control character U+{ord(c):04X} "
+                f"({unicodedata.name(c, 'unnamed')})"
+            )
 
 
 def check_model_name(value: str) -> str:

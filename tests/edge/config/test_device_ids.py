@@ -27,8 +27,27 @@ from tests.edge.config.support import write_profile
         ("$SYS", "must not start with '$'"),
         ("dev\x001", "must not contain control characters"),
         (" dev", "must not start or end with whitespace"),
+        ("pi-\u200b7", "must not contain the invisible or control character U+200B (ZERO WIDTH SPACE)"),
+        ("pi-\u202e7ip", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        ("pi-\x9b7", "U+009B"),
+        ("pi\u20287", "U+2028 (LINE SEPARATOR)"),
     ],
-    ids=["slash", "wildcards", "hash", "models", "all", "empty", "300-chars", "dollar", "nul", "space"],
+    ids=[
+        "slash",
+        "wildcards",
+        "hash",
+        "models",
+        "all",
+        "empty",
+        "300-chars",
+        "dollar",
+        "nul",
+        "space",
+        "zero-width",
+        "bidi-override",
+        "c1-control",
+        "line-separator",
+    ],  # fmt: skip
 )
 def test_unsafe_device_ids_are_refused(tmp_path: Path, device_id: str, why: str) -> None:
     with pytest.raises(ConfigError) as info:
