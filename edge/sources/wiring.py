@@ -30,7 +30,13 @@ def build(profile: DeviceProfile, agent: Agent, connection: MqttConnection | Non
     if not profile.camera.enabled:
         return None
     sink = _event_sink(profile, connection, 1000)
-    return CameraSource(profile.camera, frame_answerer(profile, agent), sink, device=profile.device_id)
+    return CameraSource(
+        profile.camera,
+        frame_answerer(profile, agent),
+        sink,
+        device=profile.device_id,
+        memory_budget_mb=profile.memory_budget_mb,
+    )
 
 
 def _event_sink(profile: DeviceProfile, connection: MqttConnection | None, recent: int) -> EventSink:
