@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import typing
 from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, SecretStr, ValidationError
 from pydantic_core import PydanticUndefined
 
-from edgecascade.shared.config_env import read_environment, variable_name, warn_unknown
-from edgecascade.shared.config_errors import Loc, explain_validation_error
-from edgecascade.shared.config_files import check_files
+from edgecascade.shared.cli_values import path_problem, text_problem
+from edgecascade.shared.config_env import read_environment, refused_values, variable_name, warn_unknown
+from edgecascade.shared.config_errors import Loc, explain_validation_error, looks_secret, shorten
+from edgecascade.shared.config_files import MAX_PATH_SHOWN, check_files, folder_problem
+from edgecascade.shared.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -29,6 +33,28 @@ def _host_port(value: str) -> str:
 
 #: A broker address, HOST:PORT (split it with split_host_port).
 HostPort = Annotated[str, AfterValidator(_host_port)]
+
+#: Longest MQTT string (client id, user name, password): a 2-byte length prefix. paho fails
+#: on a longer one in its network thread, a traceback, then "cannot reach the broker".
+MQTT_STRING_BYTES = 65_535
+
+
+def _mqtt_string(value: str) -> str:
+    size = len(value.encode("utf-8", "surrogateescape"))
+    if size > MQTT_STRING_BYTES:
+        raise ValueError(f"at most {MQTT_STRING_BYTES} bytes (an MQTT string), got {size}")
+    return value
+
+
+def _mqtt_secret(value: SecretStr) -> SecretStr:
+    _mqtt_string(value.get_secret_value())  # the message gives only the size, never the value
+    return value
+
+
+#: A client id or user name sent to the broker.
+MqttString = Annotated[str, AfterValidator(_mqtt_string)]
+#: A broker password.
+MqttSecret = Annotated[SecretStr, AfterValidator(_mqtt_secret)]
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -85,6 +111,9 @@ def load_settings(
     warn_unknown(env, command, renamed)
     values = {**env.values, **flags}
     sources = {loc: name for loc, name in env.sources.items() if loc[0] not in flags}
+    problems = _value_problems(model, values, flags, sources)
+    if problems:
+        raise refused_values(problems, what=f"invalid settings of `{command}`")
     try:
         settings = model.model_validate(values)
     except ValidationError as exc:
@@ -92,4 +121,33 @@ def load_settings(
             exc, what=f"invalid settings of `{command}`", model=model, sources=sources, name=_flag_of
         ) from None
     check_files(settings, sources=sources, name=_flag_of)
+    for name in model.model_fields:
+        folder = getattr(settings, name)
+        problem = folder_problem(folder) if name.endswith("_dir") and isinstance(folder, Path) else None
+        if problem is not None:
+            where = sources.get((name,)) or flag_name(name)
+            raise ConfigError(f"{problem}: {shorten(str(folder), MAX_PATH_SHOWN)}", key=where)
     return settings
+
+
+def _value_problems(
+    model: type[BaseModel], values: Mapping[str, Any], flags: Mapping[str, Any], sources: Mapping[Loc, str]
+) -> list[tuple[str, str]]:
+    """(flag or variable, problem) for each text value no setting can take: one that is not UTF-8
+    (the variables' own are refused by read_environment), and a path that is empty, which would
+    mean the current folder (`--artifacts-dir ""` would serve it), or too long to look up."""
+    problems: list[tuple[str, str]] = []
+    for name, value in values.items():
+        if not isinstance(value, str) or name not in model.model_fields:
+            continue
+        where = flag_name(name) if name in flags else sources.get((name,), flag_name(name))
+        problem = text_problem(value, secret=looks_secret(name)) if name in flags else None
+        if problem is None and _is_path(model.model_fields[name].annotation):
+            problem = path_problem(value)
+        if problem is not None:
+            problems.append((where, problem))
+    return problems
+
+
+def _is_path(annotation: Any) -> bool:
+    return annotation is Path or Path in typing.get_args(annotation)

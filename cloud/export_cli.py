@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
+
+from edgecascade.shared import cli_values
 
 EPILOG = """examples:
   edgecascade cloud export --repository var/cloud-models --out var/export \\
@@ -23,8 +24,8 @@ def add_parser(subparsers: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--repository", type=Path, required=True, help="cloud model repository folder")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--repository", type=cli_values.path, required=True, help="cloud model repository folder")
+    p.add_argument("--out", type=cli_values.path, required=True, help="output folder")
     p.add_argument("--name", default="edgecascade-cloud", help="InferenceService name (default: %(default)s)")
     p.add_argument("--namespace", default=None, help="Kubernetes namespace (default: kubectl's)")
     p.add_argument(

@@ -108,7 +108,10 @@ class ServerSettings(BaseSettings):
         description="Also serve the V2 gRPC service (GRPCInferenceService) on this port; unset = REST only.",
     )
     grpc_max_message_bytes: int = Field(
-        default=4 << 20, ge=1024, description="Largest gRPC request or response message, in bytes."
+        default=4 << 20,
+        ge=1024,
+        le=2**31 - 1,  # a C int in gRPC's options: past it an OverflowError in each worker
+        description="Largest gRPC request or response message, in bytes.",
     )
     tls_certfile: Path | None = Field(
         default=None, description="PEM certificate (chain) of this server: serve HTTPS (and gRPC over TLS)."

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgecascade.shared import cli_values
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -43,7 +45,10 @@ def _register_predict_command(sub: Any) -> None:
     )
     _model_source(p)
     p.add_argument(
-        "--name", metavar="MODEL", help="model to ask, when several are served (default: the first)"
+        "--name",
+        type=cli_values.name,
+        metavar="MODEL",
+        help="model to ask, when several are served (default: the first)",
     )
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="input files")
     p.add_argument("--json", action="store_true", help="print one JSON object per input (for machines)")
@@ -68,12 +73,15 @@ def _register_run_command(sub: Any) -> None:
     _model_source(r)
     r.add_argument(
         "--port",
-        type=int,
+        type=cli_values.port,
         default=None,
         help="with --model: local API port (default 8080; 0 = any free port)",
     )
     r.add_argument(
-        "--host", default="127.0.0.1", help="with --model: local API address (default: %(default)s)"
+        "--host",
+        type=cli_values.name,  # "" would listen on every interface
+        default="127.0.0.1",
+        help="with --model: local API address (default: %(default)s)",
     )
     r.set_defaults(func=_run)
 
@@ -82,7 +90,7 @@ def _add_profile_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
         "-c",
-        type=Path,
+        type=cli_values.path,
         metavar="PROFILE",
         help="device profile (TOML); default: the file named by EDGECASCADE_CONFIG",
     )
@@ -123,14 +131,14 @@ def _model_source(p: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--config",
         "-c",
-        type=Path,
+        type=cli_values.path,
         metavar="PROFILE",
         help="device profile (TOML); default: the file named by EDGECASCADE_CONFIG",
     )
     source.add_argument(
         "--model",
         "-m",
-        type=Path,
+        type=cli_values.path,
         action="append",
         metavar="PATH",
         help="model file with its card beside it (`edgecascade models import`); repeat for several; "
@@ -148,9 +156,16 @@ def _profile(args: argparse.Namespace) -> DeviceProfile:
             args.model, port=8080 if port is None else port, host=getattr(args, "host", "127.0.0.1")
         )
     from edgecascade.edge.config import load_profile
-    from edgecascade.edge.config.loader import profile_path
+    from edgecascade.edge.config.loader import CONFIG_ENV, profile_path
+    from edgecascade.shared.config_errors import shorten
+    from edgecascade.shared.errors import ConfigError
 
-    return load_profile(profile_path(args.config))
+    try:
+        path = profile_path(args.config)
+    except OSError as exc:  # EDGECASCADE_CONFIG names a path the file system cannot look up
+        named = shorten(os.environ.get(CONFIG_ENV, ""), 200)
+        raise ConfigError(f"cannot use the profile {named}: {exc.strerror}", key=CONFIG_ENV) from None
+    return load_profile(path)
 
 
 def _one_blas_thread() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from edgecascade.shared.cli_values import quoted
 from edgecascade.shared.errors import ConfigError
 
 #: The demo model every bundled profile points at (a path without extension: the profile's
@@ -51,9 +52,10 @@ def profile_names() -> list[str]:
 def profile_path(name: str) -> Path:
     """The bundled profile called `name`; ConfigError listing the known ones otherwise."""
     path = profiles_dir() / f"{name}.toml"
-    if not path.is_file():
+    # Only a listed name: `../x` would read another folder's file, a long one fail to stat.
+    if name not in profile_names() or not path.is_file():
         raise ConfigError(
-            f"no bundled profile {name!r}; expected one of: {', '.join(profile_names())}",
+            f"no bundled profile {quoted(name)}; expected one of: {', '.join(profile_names())}",
             key="--profile",
         )
     return path

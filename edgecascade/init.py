@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from edgecascade import bundled
+from edgecascade.shared import cli_values
 from edgecascade.shared.errors import ConfigError
 
 UNIT = "edgecascade-agent.service"
@@ -34,9 +35,14 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="bundled device profile: " + ", ".join(bundled.profile_names()) + " (default: %(default)s)",
     )
     parser.add_argument(
-        "--dir", type=Path, default=Path("."), help="folder to write into (default: the current one)"
+        "--dir",
+        type=cli_values.path,
+        default=Path("."),
+        help="folder to write into (default: the current one)",
     )
-    parser.add_argument("--data-dir", type=Path, help="the agent's writable data folder (default: DIR/data)")
+    parser.add_argument(
+        "--data-dir", type=cli_values.path, help="the agent's writable data folder (default: DIR/data)"
+    )
     parser.add_argument("--device-id", help="this device's id (default: the profile's)")
     parser.add_argument(
         "--cloud-url",
@@ -98,7 +104,39 @@ def render_env(text: str, *, profile: Path, data_dir: Path, device_id: str | Non
     return text
 
 
+def _check_flags(args: argparse.Namespace) -> None:
+    """ConfigError for a flag init cannot write: the profile and edgecascade.env are UTF-8 text,
+    one setting a line (a newline in --data-dir would add a line, a setting, to the env file)."""
+    for flag, value in (
+        ("--dir", args.dir),
+        ("--data-dir", args.data_dir),
+        ("--device-id", args.device_id),
+        ("--cloud-url", args.cloud_url),
+    ):
+        text = "" if value is None else str(value)
+        problem = cli_values.text_problem(text)
+        if problem is None and any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+            problem = "must not contain control characters (newline, ...): it is written into the profile"
+        if problem is not None:
+            raise ConfigError(problem, key=flag)
+    if args.device_id is not None:
+        from edgecascade.shared.topic_segments import check_segment
+
+        try:
+            check_segment(args.device_id, reserved=True)  # before any file is written
+        except ValueError as exc:
+            raise ConfigError(str(exc), key="--device-id") from None
+
+
+def _exists(path: Path, flag: str) -> bool:
+    try:
+        return path.exists()
+    except OSError as exc:  # a name too long for the file system, a loop of links
+        raise ConfigError(f"cannot use {cli_values.quoted(str(path))}: {exc.strerror}", key=flag) from None
+
+
 def _init(args: argparse.Namespace) -> int:
+    _check_flags(args)
     source = bundled.profile_path(args.profile)
     target_dir = args.dir.expanduser().resolve()
     data_dir = (args.data_dir.expanduser() if args.data_dir else target_dir / "data").resolve()
@@ -126,7 +164,7 @@ def _init(args: argparse.Namespace) -> int:
     for image in bundled.sample_images():
         files[target_dir / "samples" / image.name] = image.read_bytes()
     if not args.force:
-        existing = [str(p) for p in files if p.exists()]
+        existing = [str(p) for p in files if _exists(p, "--dir")]
         if existing:
             more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
             raise ConfigError(
@@ -135,7 +173,7 @@ def _init(args: argparse.Namespace) -> int:
             )
 
     for flag, folder in (("--dir", target_dir), ("--data-dir", data_dir)):
-        if folder.exists() and not folder.is_dir():
+        if _exists(folder, flag) and not folder.is_dir():
             raise ConfigError(f"{folder} exists and is not a folder", key=flag)
     try:
         for path, data in files.items():

@@ -10,12 +10,19 @@
 A flag given on the command line wins over its variable. List and table values are JSON
 (`EDGECASCADE_GROUPS='["store-12"]'`). A variable with the prefix that no setting of the running
 command takes is logged once as a warning, with the closest known name, and ignored: one
-environment file can serve several commands. Nothing here reads the environment at import."""
+environment file can serve several commands. Nothing here reads the environment at import.
+
+A value must be UTF-8 text (a profile is UTF-8 TOML, and paho, JSON and SQLite take nothing
+else); a JSON value must be plain JSON: no NaN or Infinity, no number past a float's range, at
+most MAX_JSON_DEPTH levels deep (Python's recursive decoder would raise RecursionError). Such a
+value is refused as a ConfigError naming the variable, never quoting a secret's value."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +30,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from edgecascade.shared.config_errors import Loc, closest, sub_model
+from edgecascade.shared.cli_values import text_problem
+from edgecascade.shared.config_errors import MAX_LINES, Loc, closest, looks_secret, shorten, sub_model
+from edgecascade.shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +58,52 @@ RENAMED = {
     "EDGECASCADE_FLEET_PASSWORD": "EDGECASCADE_FLEET__PASSWORD",
 }
 
+#: Longest name (after the prefix) an unknown variable is compared with the known ones by.
+MAX_NAME = 100
+
+#: Deepest nesting of a JSON value; a profile's deepest list or table is a few levels down.
+MAX_JSON_DEPTH = 32
+
+#: A JSON string (skipped when counting brackets) or one bracket.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
+
 _warned: set[str] = set()
+
+
+class JsonValueRefused(ValueError):
+    """JSON that Python's decoder takes but a setting must not: NaN, Infinity, too deep."""
+
+
+def _json_depth(text: str) -> int:
+    """How deep brackets nest in `text`, strings skipped; counted without recursion."""
+    depth = deepest = 0
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in ("]", "}"):
+            depth -= 1
+    return deepest
+
+
+def _refuse_constant(name: str) -> Any:
+    raise JsonValueRefused(f"holds {name} (not a JSON number)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise JsonValueRefused(f"holds {shorten(text, 20)} (beyond the range of a float)")
+    return value
+
+
+def decode_json_value(text: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """`text` as plain JSON. JsonValueRefused (a ValueError) for NaN, Infinity, a number past a
+    float's range or nesting deeper than `max_depth`; ValueError for text that is not JSON."""
+    if _json_depth(text) > max_depth:
+        raise JsonValueRefused(f"nested deeper than {max_depth} levels")
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 def variable_name(path: Iterable[str | int], section: str | None = None) -> str:
@@ -94,6 +148,7 @@ def read_environment(
     paths = setting_paths(model)
     by_name = {variable_name(path, section): path for path in paths}
     found = EnvOverrides(known=sorted(by_name))
+    problems: list[tuple[str, str]] = []  # (variable, what is wrong with its value)
     for name, raw in sorted(environ.items()):
         if not name.startswith(PREFIX) or name in RESERVED:
             continue
@@ -101,10 +156,17 @@ def read_environment(
         if path is None:
             found.unknown.append(name)
             continue
+        problem = text_problem(raw, secret=any(looks_secret(part) for part in path))
+        if problem is not None:
+            problems.append((name, problem))
+            continue
         value: Any = raw
         if _wants_json(paths[path]):
             try:
-                value = json.loads(raw)
+                value = decode_json_value(raw)
+            except JsonValueRefused as exc:
+                problems.append((name, f"{exc}; expected {_json_kind(paths[path])}"))
+                continue
             except ValueError:
                 value = raw  # validation then says what was expected, naming the variable
         node = found.values
@@ -112,12 +174,34 @@ def read_environment(
             node = node.setdefault(part, {})
         node[path[-1]] = value
         found.sources[path] = name
+    if problems:
+        raise refused_values(problems, what="invalid environment")
     return found
+
+
+def refused_values(problems: list[tuple[str, str]], *, what: str) -> ConfigError:
+    """One ConfigError for (variable or flag, problem) pairs: headed by the first, a line each."""
+    if len(problems) == 1:
+        return ConfigError(problems[0][1], key=problems[0][0])
+    lines = [f"{where}: {problem}" for where, problem in problems[:MAX_LINES]]
+    if len(problems) > MAX_LINES:
+        lines.append(f"... and {len(problems) - MAX_LINES} more")
+    text = f"{what} ({len(problems)} problems):\n  " + "\n  ".join(lines)
+    return ConfigError(text, key=problems[0][0])
+
+
+def _json_kind(annotation: Any) -> str:
+    kinds = {typing.get_origin(a) or a for a in (annotation, *typing.get_args(annotation))}
+    if kinds & {list, tuple, set, frozenset}:
+        return "a JSON list"
+    return "a JSON table" if dict in kinds else "JSON"
 
 
 def unknown_hint(name: str, known: list[str], command: str, renamed: Mapping[str, str] | None = None) -> str:
     """Why `name` is ignored by `command`, and what it probably meant."""
-    text = f"{name} is not a setting of `{command}`; ignored"
+    text = f"{shorten(name)} is not a setting of `{command}`; ignored"
+    if len(name) > len(PREFIX) + MAX_NAME:
+        return text  # no setting is named anything so long: nothing to guess
     new_name = {**RENAMED, **(renamed or {})}.get(name.upper())
     if new_name in known:
         return text + f" (renamed: did you mean {new_name}?)"

@@ -29,6 +29,9 @@ MAX_SHOWN = 80
 #: Problems listed one per line; the rest are counted.
 MAX_LINES = 20
 
+#: Longest message of one problem: a validator's message may quote a 128 KiB variable whole.
+MAX_MESSAGE = 300
+
 Loc = tuple[str | int, ...]
 
 # user:password@ in a URL (rtsp://user:pass@camera/stream): shown as ***@ wherever it appears.
@@ -37,6 +40,11 @@ _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
 def mask_url_credentials(text: str) -> str:
     return _URL_CREDENTIALS.sub("***@", text)
+
+
+def shorten(text: str, limit: int = MAX_SHOWN) -> str:
+    """`text` cut to `limit` characters, marked with "..." when cut (paths, names, values)."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def looks_secret(name: str) -> bool:
@@ -104,7 +112,13 @@ def _message(error: ErrorDetails, loc: Loc) -> str:
         value = error.get("input")
         if isinstance(value, str) and value and value in msg:
             return f"invalid value ({error['type']})"
-    return mask_url_credentials(msg)
+    msg = mask_url_credentials(msg)  # before any cut, which could leave half a user:password@
+    value = error.get("input")
+    if isinstance(value, str) and len(value) > MAX_SHOWN:
+        # A validator quoting a huge input (`unknown backend '999...'`) quotes it cut.
+        for quoted in {mask_url_credentials(value), mask_url_credentials(repr(value)[1:-1])}:
+            msg = msg.replace(quoted, shorten(quoted))
+    return shorten(msg, MAX_MESSAGE)
 
 
 def _suggestion(

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from pydantic import BaseModel
 
-from edgecascade.shared.config_errors import Loc
+from edgecascade.shared.config_errors import Loc, shorten
 from edgecascade.shared.errors import ConfigError
+
+#: Longest path quoted in an error (a flag or variable may name 128 KiB of path).
+MAX_PATH_SHOWN = 200
 
 #: Path keys that name a file read at start-up, by name: TLS certificates and keys, CA files,
 #: token and key files (tls_ca, http_ca, ca_cert, client_key, token_file, public_key_file, ...).
@@ -51,14 +55,38 @@ def check_files(
     naming its key (or `sources`' variable, or `name(loc)`, e.g. a flag) and the path."""
     sources = sources or {}
     for loc, path in input_files(model):
-        if path.is_file() and os.access(path, os.R_OK):
+        problem = _problem(path)
+        if problem is None:
             continue
-        if path.is_file():
-            problem = "not readable"
-        elif path.is_dir():
-            problem = "is a folder"
-        else:
-            problem = "not a regular file (a device, pipe or socket)" if path.exists() else "not found"
         variable = sources.get(loc)
         key = variable or (name(loc) if name else ".".join(str(p) for p in loc))
-        raise ConfigError(f"file {problem}: {path}", file=None if variable else file, key=key)
+        shown = shorten(str(path), MAX_PATH_SHOWN)
+        raise ConfigError(f"file {problem}: {shown}", file=None if variable else file, key=key)
+
+
+def folder_problem(path: Path) -> str | None:
+    """Why `path` cannot be a folder a command makes or writes into, or None (a folder, or
+    nothing there yet): a file, a FIFO or a device there made mkdir raise a traceback."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot be checked ({exc.strerror or type(exc).__name__})"
+    return None if stat.S_ISDIR(mode) else "not a folder"
+
+
+def _problem(path: Path) -> str | None:
+    """Why `path` is not a readable regular file, or None. One stat: Path.is_file() raises on
+    a name too long for the file system (ENAMETOOLONG), where this says so."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "not found"
+    except OSError as exc:
+        return f"cannot be checked ({exc.strerror or type(exc).__name__})"
+    if stat.S_ISDIR(mode):
+        return "is a folder"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a device, pipe or socket)"
+    return None if os.access(path, os.R_OK) else "not readable"

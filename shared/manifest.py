@@ -344,13 +344,36 @@ def save_private_key(key: "Ed25519PrivateKey", path: Path) -> None:
     path.write_bytes(pem)
 
 
+#: Largest signing key file read: an Ed25519 PEM key is 119 bytes.
+MAX_PRIVATE_KEY_BYTES = 64 * 1024
+
+
 def load_private_key(path: Path) -> "Ed25519PrivateKey":
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from edgecascade.shared.bounded_read import FileTooLargeError, NotRegularFileError, read_bounded
+
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        # Bounded: a FIFO blocked here for ever, and /dev/zero was read until memory ran out.
+        data = read_bounded(path, MAX_PRIVATE_KEY_BYTES)
     except FileNotFoundError:
         raise ConfigError("signing key not found (run `edgecascade fleet keygen`)", file=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError("is a folder; give the signing key's file", file=str(path)) from None
+    except NotRegularFileError:
+        raise ConfigError("not a regular file (a device, pipe or socket)", file=str(path)) from None
+    except FileTooLargeError:
+        raise ConfigError(
+            f"over {MAX_PRIVATE_KEY_BYTES} bytes: not a PEM private key", file=str(path)
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the signing key: {exc.strerror}", file=str(path)) from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:  # cryptography's answer to a key encrypted with a passphrase
+        raise ConfigError(
+            "encrypted with a passphrase; a signing key is kept unencrypted", file=str(path)
+        ) from None
     except ValueError as exc:
         raise ConfigError(f"not a PEM private key: {exc}", file=str(path)) from None
     if not isinstance(key, Ed25519PrivateKey):

@@ -6,6 +6,8 @@ import argparse
 import importlib
 from pathlib import Path
 
+from edgecascade.shared import cli_values
+
 # further subcommands, each defined by add_parser(subparsers) in its own module
 MODULES = [
     "edgecascade.tools.tune_cli",
@@ -26,7 +28,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         "The .tflite conversion needs TensorFlow (pip install 'edgecascade[tflite-convert]').",
     )
     p.add_argument(
-        "--out", type=Path, default=Path("tests/fixtures/models"), help="output folder (default: %(default)s)"
+        "--out",
+        type=cli_values.path,
+        default=Path("tests/fixtures/models"),
+        help="output folder (default: %(default)s)",
     )
     p.add_argument(
         "--no-tflite", action="store_true", help="skip the .tflite conversion (no TensorFlow needed)"

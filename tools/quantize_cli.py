@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgecascade.shared import cli_values
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -19,12 +21,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog="example:\n  edgecascade models quantize detector.onnx --calibration calib/ --eval heldout/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", type=Path, help="float ONNX model (or a TensorFlow SavedModel folder)")
-    p.add_argument("--calibration", type=Path, required=True, help="folder of calibration inputs")
+    p.add_argument("model", type=cli_values.path, help="float ONNX model (or a TensorFlow SavedModel folder)")
+    p.add_argument("--calibration", type=cli_values.path, required=True, help="folder of calibration inputs")
     p.add_argument(
-        "--eval", type=Path, default=None, help="folder of evaluation inputs (default: calibration)"
+        "--eval",
+        type=cli_values.path,
+        default=None,
+        help="folder of evaluation inputs (default: calibration)",
     )
-    p.add_argument("--out", type=Path, default=None, help="output file (default: MODEL_int8.onnx / .tflite)")
+    p.add_argument(
+        "--out", type=cli_values.path, default=None, help="output file (default: MODEL_int8.onnx / .tflite)"
+    )
     p.add_argument("--per-tensor", action="store_true", help="one scale per weight tensor, not per channel")
     p.set_defaults(func=_quantize)
 

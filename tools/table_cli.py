@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from edgecascade.shared import cli_values
 
 EPILOG = """examples:
   # content keys over the digits held-out set
@@ -31,10 +32,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--dataset", choices=["digits-heldout", "digits-train", "digits-all"], help="a built-in data set"
     )
     src.add_argument(
-        "--folder", type=Path, help="a folder of images, .npy or .json inputs (keys: file stems)"
+        "--folder", type=cli_values.path, help="a folder of images, .npy or .json inputs (keys: file stems)"
     )
-    src.add_argument("--keys", type=Path, help="CSV rows key,input or a JSON object {key: input file}")
-    p.add_argument("--cloud-model", type=Path, required=True, help="cloud model artifact (card beside it)")
+    src.add_argument(
+        "--keys", type=cli_values.path, help="CSV rows key,input or a JSON object {key: input file}"
+    )
+    p.add_argument(
+        "--cloud-model", type=cli_values.path, required=True, help="cloud model artifact (card beside it)"
+    )
     p.add_argument(
         "--key-scheme",
         choices=["content", "application"],
@@ -43,7 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", default="lookup", help="table name (default: %(default)s)")
     p.add_argument("--version", required=True, help="table version, reported in every table answer")
-    p.add_argument("--out", type=Path, required=True, help="table file to write (atomically)")
+    p.add_argument("--out", type=cli_values.path, required=True, help="table file to write (atomically)")
     p.set_defaults(func=_build_table)
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgecascade.shared import cli_values
 from edgecascade.shared.policy_kinds import POLICY_KINDS
 
 if TYPE_CHECKING:
@@ -43,40 +44,49 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "model",
-        type=Path,
+        type=cli_values.path,
         nargs="?",
         help=f"the edge classifier (.tflite/.onnx with its card beside it; default: {DEFAULT_EDGE})",
     )
-    p.add_argument("--edge-model", type=Path, help=argparse.SUPPRESS)  # the older spelling of MODEL
+    # The older spelling of MODEL.
+    p.add_argument("--edge-model", type=cli_values.path, help=argparse.SUPPRESS)
     p.add_argument(
         "--data",
-        type=Path,
+        type=cli_values.path,
         help="labelled folder DIR/<label>/*.{png,jpg,jpeg,npy}, labels as in the card (default: demo digits)",
     )
     p.add_argument(
         "--cloud-model",
-        type=Path,
+        type=cli_values.path,
         help=f"the cloud classifier (default: {DEFAULT_CLOUD} for the digits; with --data none, "
         "and escalated cases count as answered correctly)",
     )
     p.add_argument(
         "--val-fraction",
-        type=float,
+        type=cli_values.finite(0.01, 0.99),  # both parts must hold cases of each label
         default=0.5,
         help="--data: fraction of each label for validation, the rest is held out (default: %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=0, help="--data: seed of the split (default: %(default)s)")
+    p.add_argument(
+        "--seed",
+        type=cli_values.whole(0, 2**32 - 1),  # numpy's seeds
+        default=0,
+        help="--data: seed of the split (default: %(default)s)",
+    )
     p.add_argument(
         "--no-calibration",
         action="store_true",
         help="keep the card's temperature (or none) instead of fitting one",
     )
     p.add_argument(
-        "--max-escalation", type=float, default=None, help="target: escalate at most this fraction"
+        "--max-escalation",
+        type=cli_values.finite(0.0, 1.0),  # NaN read as "no policy meets the targets"
+        default=None,
+        help="target: escalate at most this fraction",
     )
     p.add_argument(
         "--relative-accuracy",
-        type=float,
+        type=cli_values.finite(0.0, 1.0),
         default=None,
         help="target: cascade accuracy at least this fraction of cloud-only accuracy (e.g. 0.995)",
     )
@@ -88,10 +98,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--write-profile",
-        type=Path,
+        type=cli_values.path,
         help="profile TOML whose [cascade] policies line to set; the temperature goes into the model's card",
     )
-    p.add_argument("--plot", type=Path, default=Path("var/tune.png"), help="PNG plot (default: %(default)s)")
+    p.add_argument(
+        "--plot", type=cli_values.path, default=Path("var/tune.png"), help="PNG plot (default: %(default)s)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.set_defaults(func=_tune)
 

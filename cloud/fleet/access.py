@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 
-from edgecascade.cloud.cli_settings import HostPort, split_host_port
+from edgecascade.cloud.cli_settings import HostPort, MqttSecret, MqttString, split_host_port
 from edgecascade.shared.topic_segments import TopicName
 
 #: The section of `fleet ...` in the environment scheme: EDGECASCADE_FLEET__BROKER, ...
@@ -20,10 +20,10 @@ class FleetAccess(BaseModel):
 
     fleet: TopicName = Field("demo", description="Fleet name (MQTT topic prefix part).")
     broker: HostPort = Field("127.0.0.1:1883", description="MQTT broker HOST:PORT.")
-    username: str | None = Field(
+    username: MqttString | None = Field(
         None, description="Fleet identity on the broker (only it may publish manifests)."
     )
-    password: SecretStr | None = Field(
+    password: MqttSecret | None = Field(
         None, description="Broker password (prefer the variable: a flag shows in `ps`)."
     )
     tls_ca: Path | None = Field(None, description="CA certificate: connect with TLS.")

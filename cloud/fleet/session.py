@@ -32,6 +32,7 @@ def fleet_connection(args: argparse.Namespace) -> MqttConnection:
     """The fleet's MQTT connection, not started yet (no signing key needed)."""
     import os
 
+    from edgecascade.cloud.fleet.status_board import MAX_PACKET_BYTES
     from edgecascade.shared.mqtt import MqttConnection, MqttSettings
 
     access = fleet_access(args)
@@ -44,6 +45,8 @@ def fleet_connection(args: argparse.Namespace) -> MqttConnection:
         password=access.password.get_secret_value() if access.password else None,
         tls_ca=str(access.tls_ca) if access.tls_ca else None,
         protocol=access.protocol,
+        # It reads only device statuses: a device's huge retained message never reaches it whole.
+        max_packet_bytes=MAX_PACKET_BYTES,
     )
     return MqttConnection(settings)
 
@@ -86,24 +89,35 @@ def follow(
     model: str | None = None,
 ) -> int:
     """Print each device's progress until it answers for `push_id` (in its status of `model`);
-    0 if all became active or rolled back."""
-    print(f"sent to {len(devices)} device(s): {', '.join(devices) or '(none known yet)'}")
+    0 if all became active or rolled back. What devices sent is printed through `shown()`
+    (escaped, cut): it is theirs to write, not ours to trust."""
+    from edgecascade.cloud.fleet.status_board import REASON_CHARS, progress_text
+    from edgecascade.cloud.fleet.terminal_text import shown
+
+    listed = ", ".join(shown(d) for d in devices)
+    print(f"sent to {len(devices)} device(s): {listed or '(none known yet)'}")
 
     def show(device: str, st: Any) -> None:
         if st is None:
-            print(f"  {device:20s} waiting")
+            print(f"  {shown(device):20s} waiting")
         else:
-            extra = f" {st.progress:.0%}" if st.state == "downloading" and st.progress is not None else ""
-            print(f"  {device:20s} {st.state}{extra}" + (f": {st.reason}" if st.reason else ""))
+            pct = progress_text(st.progress) if st.state == "downloading" else None
+            why = f": {shown(st.reason, REASON_CHARS)}" if st.reason else ""
+            print(f"  {shown(device):20s} {st.state}{f' {pct}' if pct else ''}{why}")
 
-    final = manager.board.wait_for(push_id, devices, timeout, on_change=show, kind=kind, model=model)
+    board = manager.board
+    final = board.wait_for(push_id, devices, timeout, on_change=show, kind=kind, model=model)
     groups: dict[str, list[str]] = {}
     for device, st in final.items():
         if st is not None and st.push_id == push_id:
             state, why = st.state, st.reason
-        else:  # a device that refused the manifest unread says why in its last refusal
-            state, why = "no answer", st and st.last_refusal and f"last refused manifest: {st.last_refusal}"
-        groups.setdefault(state, []).append(f"{device} ({why})" if why else device)
+        elif st is not None and st.last_refusal:  # it refused the manifest unread: it says why
+            state, why = "no answer", f"last refused manifest: {st.last_refusal}"
+        else:  # what it sent may have been ignored as malformed: say so
+            malformed = board.malformed_of(device)
+            state, why = "no answer", malformed and f"a status it sent was ignored: {malformed}"
+        name = shown(device)
+        groups.setdefault(state, []).append(f"{name} ({shown(why, REASON_CHARS)})" if why else name)
     for state, names in sorted(groups.items()):
         print(f"{state}: {len(names)}: {', '.join(names)}")
     ok = {"active", "rolled_back"}

@@ -8,8 +8,14 @@ import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from edgecascade.cloud.fleet.terminal_text import shown
+from edgecascade.shared import cli_values
+
 if TYPE_CHECKING:
     from edgecascade.cloud.ingest.store import DeadLetter, ModelCount
+
+#: Most dead letters listed at once (SQLite's LIMIT -1 would list them all).
+MAX_LIMIT = 100_000
 
 EPILOG = """examples:
   edgecascade fleet telemetry --store var/telemetry.sqlite3
@@ -40,7 +46,12 @@ def add_parsers(subparsers: Any) -> None:
         help="per-request records per device and served model instead (escalated, degraded)",
     )
     p.add_argument("--device", help="with --dead-letters or --by-model: only this device's")
-    p.add_argument("--limit", type=int, default=20, help="with --dead-letters: how many (default 20)")
+    p.add_argument(
+        "--limit",
+        type=cli_values.whole(1, MAX_LIMIT),
+        default=20,
+        help=f"with --dead-letters: how many, 1 to {MAX_LIMIT} (default 20)",
+    )
     p.set_defaults(func=_show)
 
 
@@ -70,7 +81,7 @@ def _show(args: argparse.Namespace) -> int:
     for r in rows:
         rate = r.escalation_rate
         print(
-            f"{r.device:<20} {_fmt(now - r.last_seen, '.0f') + 's ago':>10} {r.records:>8} {r.requests:>9} "
+            f"{shown(r.device):<20} {_fmt(now - r.last_seen, '.0f') + 's ago':>10} {r.records:>8} {r.requests:>9} "
             f"{_fmt(None if rate is None else rate * 100, '.1f'):>6} {_fmt(r.latency_p50_ms, '.2f'):>8} "
             f"{_fmt(r.latency_p99_ms, '.2f'):>8} {r.dropped:>8} {r.dead_letters:>6}"
         )
@@ -87,7 +98,8 @@ def _show_dead_letters(letters: list[DeadLetter], as_json: bool) -> int:
     print(f"{'DEVICE':<20} {'SEQ':>20} {'KIND':<13} REASON")
     for d in letters:
         seq = "-" if d.seq is None else str(d.seq)
-        print(f"{d.device[:20]:<20} {seq:>20} {d.kind or '-':<13} {d.reason}")
+        # Device ids, kinds and reasons (which quote the record's own keys) are the device's text.
+        print(f"{shown(d.device[:20]):<20} {seq:>20} {shown(d.kind or '-'):<13} {shown(d.reason)}")
     if not letters:
         print("(no dead letters)")
     return 0
@@ -101,7 +113,7 @@ def _show_models(counts: list[ModelCount], as_json: bool) -> int:
     print(f"{'DEVICE':<20} {'MODEL':<24} {'RECORDS':>8} {'ESCALATED':>10} {'DEGRADED':>9}")
     for c in counts:
         print(
-            f"{c.device[:20]:<20} {(c.model or '-')[:24]:<24} {c.records:>8} {c.escalated:>10} {c.degraded:>9}"
+            f"{shown(c.device[:20]):<20} {shown((c.model or '-')[:24]):<24} {c.records:>8} {c.escalated:>10} {c.degraded:>9}"
         )
     if not counts:
         print("(no per-request records stored yet)")

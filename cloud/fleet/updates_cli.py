@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgecascade.shared import cli_values
+
 DEFAULT_KEY = Path("var/fleet/signing.key")
 
 
@@ -34,7 +36,7 @@ def _add_keygen(sub: Any) -> None:
         description="Write a new signing key (kept here, mode 0600) and print the public key for device profiles.",
         **_examples("edgecascade fleet keygen --key var/fleet/signing.key"),
     )
-    p.add_argument("--key", type=Path, default=DEFAULT_KEY, help="where to write the private key")
+    p.add_argument("--key", type=cli_values.path, default=DEFAULT_KEY, help="where to write the private key")
     p.add_argument("--force", action="store_true", help="overwrite an existing key")
     p.set_defaults(func=keygen)
 
@@ -73,13 +75,15 @@ def _add_push(sub: Any) -> None:
     )
     p.add_argument("--version", help="model version (default: from the card)")
     p.add_argument("--target", required=True, help="device:ID, group:G or all")
-    p.add_argument("--canary", type=float, metavar="PERCENT", help="send to this share of the target first")
+    p.add_argument(
+        "--canary", type=cli_values.percent, metavar="PERCENT", help="send to this share of the target first"
+    )
     p.add_argument("--delta-from", type=Path, metavar="BASE", help="base artifact: also send a bsdiff delta")
     p.add_argument("--profiles", default="", help="comma-separated compatible profiles (default: any)")
     p.add_argument("--min-agent", help="oldest agent version that may run it (default: this version)")
     _golden_flags(p)
     _delivery_flags(p)
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds to follow devices")
+    p.add_argument("--timeout", type=cli_values.seconds, default=300.0, help="seconds to follow devices")
     _health_flags(p)
     p.set_defaults(func=push)
 
@@ -96,7 +100,7 @@ def _golden_flags(p: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--golden-tolerance",
-        type=float,
+        type=cli_values.finite(0.0),
         default=0.02,
         metavar="ABS",
         help="largest absolute difference allowed per output element on the device (default 0.02)",
@@ -128,7 +132,9 @@ def _add_status(sub: Any) -> None:
         **_examples("edgecascade fleet status --broker 127.0.0.1:1883"),
     )
     _common(p)
-    p.add_argument("--wait", type=float, default=1.0, help="seconds to collect retained statuses")
+    p.add_argument(
+        "--wait", type=cli_values.seconds, default=1.0, help="seconds to collect retained statuses"
+    )
     p.set_defaults(func=status)
 
 
@@ -148,7 +154,7 @@ def _add_rollback(sub: Any) -> None:
         help="with --kind table: the device model whose table it is (as pushed; default: none named)",
     )
     p.add_argument("--target", required=True, help="device:ID, group:G or all")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds to follow devices")
+    p.add_argument("--timeout", type=cli_values.seconds, default=120.0, help="seconds to follow devices")
     p.add_argument(
         "--artifacts-dir", type=Path, help="http route: the folder the cloud serves /artifacts from"
     )
@@ -164,7 +170,7 @@ def _add_promote(sub: Any) -> None:
     )
     _common(p)
     p.add_argument("--push-id", help="which canary (default: the latest)")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds to follow devices")
+    p.add_argument("--timeout", type=cli_values.seconds, default=300.0, help="seconds to follow devices")
     p.set_defaults(func=promote)
 
 
@@ -174,7 +180,8 @@ def _health_flags(p: argparse.ArgumentParser) -> None:
 
     group = p.add_argument_group("ML health limits (roll back automatically in the watch window)")
     for name, field in HealthLimits.model_fields.items():
-        kind = int if field.annotation is int else float
+        # NaN or infinity would be signed into the manifest; HealthLimits checks each range.
+        kind = cli_values.whole(1, 10**9) if field.annotation is int else cli_values.finite()
         group.add_argument(
             "--health-" + name.replace("_", "-"), dest="health_" + name, type=kind, help=field.description
         )
@@ -327,6 +334,8 @@ def rollback(args: argparse.Namespace) -> int:
 
 def status(args: argparse.Namespace) -> int:
     """Read-only: a status board on its own connection, no signing key, no state folder."""
+    import sys
+
     from edgecascade.cloud.fleet.session import fleet_connection, start_or_raise
     from edgecascade.cloud.fleet.status_board import StatusBoard, format_table
     from edgecascade.shared.mqtt import Topics
@@ -339,6 +348,9 @@ def status(args: argparse.Namespace) -> int:
         board.wait_settled(0.5)
         time.sleep(args.wait)
         print(format_table(board.model_statuses(), board.presence, board.table_statuses()))
+        # On stderr: what was ignored or not kept, so the table on stdout stays one row per status.
+        for line in board.warnings():
+            print(f"warning: {line}", file=sys.stderr)
         return 0
     finally:
         connection.stop()

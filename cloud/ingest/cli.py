@@ -44,14 +44,10 @@ def _ingest(args: argparse.Namespace) -> int:
     from edgecascade.cloud.ingest.stores import open_store
     from edgecascade.shared.mqtt import MqttSettings
 
-    config = load_settings(
-        IngestSettings,
-        given_flags(args, IngestSettings),
-        section=ENV_SECTION,
-        command="edgecascade cloud ingest",
-    )
+    flags = given_flags(args, IngestSettings)
+    config = load_settings(IngestSettings, flags, section=ENV_SECTION, command="edgecascade cloud ingest")
     host, port = config.host_port
-    store = open_store(config.store)
+    store = open_store(config.store, "--store" if "store" in flags else f"EDGECASCADE_{ENV_SECTION}__STORE")
     settings = MqttSettings(
         host=host,
         port=port,

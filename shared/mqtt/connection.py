@@ -15,7 +15,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from edgecascade.shared.errors import TransportError
+from edgecascade.shared.errors import ConfigError, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,19 @@ class MqttConnection:
         if settings.username is not None:
             self.client.username_pw_set(settings.username, settings.password)
         if settings.tls_ca:
-            self.client.tls_set(
-                ca_certs=settings.tls_ca,
-                certfile=settings.tls_cert,
-                keyfile=settings.tls_key,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
+            try:
+                self.client.tls_set(
+                    ca_certs=settings.tls_ca,
+                    certfile=settings.tls_cert,
+                    keyfile=settings.tls_key,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                )
+            except ssl.SSLError as exc:  # a file that is there but not PEM: ssl's traceback before
+                named = {"CA": settings.tls_ca, "certificate": settings.tls_cert, "key": settings.tls_key}
+                files = ", ".join(f"{what} {path}" for what, path in named.items() if path)
+                raise ConfigError(
+                    f"MQTT TLS files unusable ({files}; expected PEM): {exc.reason or exc}"
+                ) from None
         if settings.presence_topic:
             self.client.will_set(settings.presence_topic, b"offline", qos=1, retain=True)
         self.client.reconnect_delay_set(int(max(1, settings.reconnect_min_s)), int(settings.reconnect_max_s))

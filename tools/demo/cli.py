@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgecascade.shared import cli_values
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.description = (
@@ -18,10 +20,16 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "example:\n  edgecascade demo --seconds 60 --workdir var/demo"
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
-        "--seconds", type=float, default=75.0, help="length of the traffic phase (default %(default)s)"
+        "--seconds",
+        type=cli_values.finite(1.0, 86_400.0),  # NaN ran no traffic, then the report crashed
+        default=75.0,
+        help="length of the traffic phase, 1 to 86400 (default %(default)s)",
     )
     parser.add_argument(
-        "--rate", type=float, default=25.0, help="requests/s per HTTP agent (default %(default)s)"
+        "--rate",
+        type=cli_values.finite(0.1, 1000.0),  # 0 divided by zero, a negative one flooded the agents
+        default=25.0,
+        help="requests/s per HTTP agent, 0.1 to 1000 (default %(default)s)",
     )
     parser.add_argument(
         "--workdir", type=Path, default=Path("var/demo"), help="logs, data and report (default %(default)s)"
