@@ -170,10 +170,23 @@ def read_token(config: CloudSection) -> str | None:
     if config.token is not None:
         return config.token.get_secret_value()
     if config.token_file is not None:
+        from edgecascade.shared.bounded_read import FileTooLargeError, NotRegularFileError, read_bounded
+
+        where = {"file": str(config.token_file), "key": "cloud.token_file"}
         try:
-            return config.token_file.read_text().strip()
+            token = read_bounded(config.token_file, 64 * 1024).decode("ascii").strip()
+        except (IsADirectoryError, NotRegularFileError):
+            raise ConfigError("not a regular file (a folder, device or pipe)", **where) from None
+        except FileTooLargeError:
+            raise ConfigError("over 64 KiB: not a token file", **where) from None
+        except UnicodeDecodeError:
+            raise ConfigError("a bearer token is printable ASCII", **where) from None
         except OSError as exc:
-            raise ConfigError(f"cannot read token file: {exc.strerror}", key="cloud.token_file") from None
+            raise ConfigError(f"cannot read token file: {exc.strerror}", **where) from None
+        if not token or not all(0x21 <= ord(c) <= 0x7E for c in token):
+            # Never shown: it is a secret, and the message would quote it.
+            raise ConfigError("a bearer token is one line of printable ASCII without spaces", **where)
+        return token
     return None
 
 

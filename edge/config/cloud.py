@@ -63,6 +63,15 @@ class CloudSection(Section):
             )
         return url.rstrip("/")
 
+    @field_validator("token")
+    @classmethod
+    def _token_is_printable_ascii(cls, token: SecretStr | None) -> SecretStr | None:
+        # It goes into an HTTP header: a newline would split it (and the HTTP library's error
+        # quotes the header), a non-Latin-1 character cannot be sent. The value is never shown.
+        if token is not None and not all(0x21 <= ord(c) <= 0x7E for c in token.get_secret_value()):
+            raise ValueError("a bearer token is printable ASCII without spaces or line breaks")
+        return token
+
     @model_validator(mode="after")
     def _client_cert_pair(self) -> Self:
         if (self.client_cert is None) != (self.client_key is None):

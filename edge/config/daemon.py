@@ -56,7 +56,9 @@ class DaemonSection(Section):
     shutdown_timeout_s: float = Field(
         10.0,
         gt=0,
-        description="On SIGTERM: time to finish in-flight work and flush telemetry before exiting.",
+        le=3600,
+        description="On SIGTERM: time to finish in-flight work and flush telemetry before exiting "
+        "(systemd's TimeoutStopSec must be longer).",
     )
     mqtt_requests: bool = Field(
         True, description="Answer inference requests on the device's MQTT request topic."

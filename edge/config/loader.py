@@ -32,8 +32,10 @@ def profile_path(given: Path | None, environ: Mapping[str, str] | None = None) -
     named = (os.environ if environ is None else environ).get(CONFIG_ENV, "").strip()
     if not named:
         raise ConfigError(f"no profile: give --config PROFILE or set {CONFIG_ENV}")
-    if not Path(named).is_file():
+    if not Path(named).exists():
         raise ConfigError(f"profile file not found: {named}", key=CONFIG_ENV)
+    if not Path(named).is_file():
+        raise ConfigError(f"not a regular file (a folder, device or pipe): {named}", key=CONFIG_ENV)
     return Path(named)
 
 

@@ -2,7 +2,7 @@
 
 from typing import Any, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgecascade.edge.config.base import DeviceId, ProfilePath, Section, TopicName
 from edgecascade.edge.config.camera import CameraSection
@@ -29,7 +29,10 @@ class DeviceProfile(Section):
     )
     fleet: TopicName = Field("demo", description="Fleet name, one MQTT topic level.")
     groups: list[TopicName] = Field(
-        default_factory=list, description="Fleet groups this device belongs to (each one MQTT topic level)."
+        default_factory=list,
+        max_length=64,
+        description="Fleet groups this device belongs to (each one MQTT topic level, one "
+        "subscription each; at most 64, no repeats).",
     )
     data_dir: ProfilePath = Field(description="Writable folder for buffers, caches and updated models.")
     memory_budget_mb: int = Field(gt=0, description="Peak RSS the agent must stay under, in MiB.")
@@ -61,6 +64,14 @@ class DeviceProfile(Section):
             if isinstance(first, dict):
                 data = {**data, "model": {k: first[k] for k in ("name", "path", "backend") if k in first}}
         return data
+
+    @field_validator("groups")
+    @classmethod
+    def _groups_once(cls, groups: list[str]) -> list[str]:
+        repeated = sorted({g for g in groups if groups.count(g) > 1})
+        if repeated:
+            raise ValueError(f"groups {repeated} appear more than once")
+        return groups
 
     @model_validator(mode="after")
     def _unique_names(self) -> Self:
