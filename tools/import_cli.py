@@ -77,6 +77,7 @@ def _import(args: argparse.Namespace) -> int:
     from edgecascade.tools.model_import import ImportAnswers, import_model
 
     try:
+        _check_names(args.name, args.version)
         labels = _labels(args.labels) if args.labels else None
         # A crafted model can crash the runtime natively (a segfault): it does so in a child
         # process, and this command reports it, before the model is opened here.
@@ -113,6 +114,26 @@ def _import(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"  note: {note}")
     return 0
+
+
+def _check_names(name: str | None, version: str) -> None:
+    """--name and --version become a profile's model name, MQTT topic levels and folders on the
+    device: a card no profile could load is refused before anything is written."""
+    from edgecascade.shared.cli_values import text_problem
+    from edgecascade.shared.errors import ConfigError
+    from edgecascade.shared.topic_segments import check_model_name
+
+    for flag, value in (("--name", name), ("--version", version)):
+        if value is None:
+            continue
+        problem = text_problem(value)
+        if problem is None:
+            try:
+                check_model_name(value)
+            except ValueError as exc:
+                problem = str(exc)
+        if problem is not None:
+            raise ConfigError(problem, key=flag)
 
 
 #: A labels file is text, one class a line: 16 MiB is far more than any label set.

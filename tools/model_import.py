@@ -232,8 +232,14 @@ def _image(spec: TensorSpec, options: str) -> ImageEncoding:
     else:
         c, h, w = 1, -1, -1
     if "size" in opts:
-        w_text, _, h_text = str(opts.pop("size")).partition("x")
-        w, h = int(w_text), int(h_text)
+        given = str(opts.pop("size"))
+        w_text, _, h_text = given.partition("x")
+        try:
+            w, h = int(w_text), int(h_text)
+        except ValueError:
+            raise ConfigError(
+                f"size must be WIDTHxHEIGHT in pixels, e.g. size=224x224; got {given[:40]!r}", key="--input"
+            ) from None
     if w <= 0 or h <= 0:
         raise ConfigError(
             f"input {spec.name!r} {list(shape)} has no fixed size: pass size=WxH", key="--input"

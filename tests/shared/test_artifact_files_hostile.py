@@ -492,3 +492,25 @@ def test_input_and_golden_arrays_are_checked_before_numpy_allocates_them(tmp_pat
             load_golden_inputs(path)
         assert str(refusal.value).startswith(f"golden inputs {path}: "), refusal.value
         assert "header says" in str(refusal.value) or "would inflate to" in str(refusal.value)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--input", "image:size=nanxnan"], "error: --input: size must be WIDTHxHEIGHT in pixels"),
+        (["--name", "a\udcff"], "error: --name: not valid UTF-8 text (byte 1 is 0xff)"),
+        (["--name", "a/b"], "error: --name: must not contain a '/'"),
+        (["--name", ".hidden"], "error: --name: must not start with '.'"),
+        (["--version", ""], "error: --version: must not be empty"),
+    ],
+    ids=["nan-size", "non-utf8-name", "slash-name", "dot-name", "empty-version"],
+)
+def test_models_import_refuses_names_and_sizes_no_profile_could_use(
+    tmp_path: Path, flags: list[str], expected: str
+) -> None:
+    # Before: tracebacks (int('nan'), a card that could not be written as JSON), or a card
+    # written that no profile could load.
+    model = tmp_path / "m.onnx"
+    shutil.copyfile(MODELS / RGB, model)
+    refused(cli("models", "import", str(model), *flags), expected, status=2)
+    assert not (tmp_path / "m.onnx.card.json").exists()
